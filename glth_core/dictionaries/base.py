@@ -1,0 +1,95 @@
+"""The dictionary protocol: an orthonormal basis over the flattened *scope* of a model.
+
+A dictionary D acts on the scope vector w (the scope parameters flattened row-major and
+concatenated in ``model.named_parameters()`` order).  ``analyze(w) = Dᵀw`` gives the
+coefficients a, ``synthesize(a) = D a`` gives back w.  Both are linear, differentiable
+torch maps, so training can keep a as the leaf and synthesize w once per step.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class DictionarySpecError(ValueError):
+    """A dictionary spec that cannot be built; the message names the field and allowed values."""
+
+
+@dataclass(frozen=True)
+class ScopeEntry:
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def resolve_scope(model: nn.Module, patterns: list[str] | None) -> tuple[ScopeEntry, ...]:
+    """Parameter names matching any pattern (fnmatch), in model order; all parameters if None."""
+    entries, offset = [], 0
+    names = [n for n, _ in model.named_parameters()]
+    if patterns is not None:
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        for p in patterns:
+            if not any(fnmatch.fnmatchcase(n, p) for n in names):
+                raise DictionarySpecError(
+                    f"dictionary.scope: {p!r} matches no parameter; allowed: {', '.join(names)}"
+                )
+    for name, p in model.named_parameters():
+        if patterns is None or any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
+            entries.append(ScopeEntry(name, tuple(p.shape), offset))
+            offset += p.numel()
+    if not entries:
+        raise DictionarySpecError("dictionary.scope: empty; name at least one parameter")
+    return tuple(entries)
+
+
+class Dictionary:
+    """Base class. Subclasses set ``kind``, ``label``, ``groups`` and implement the two maps."""
+
+    kind: str = "?"
+    label: str = "?"
+    #: LongTensor (size,) mapping element → group id, or None when elements prune one by one.
+    groups: torch.Tensor | None = None
+
+    def __init__(self, scope: tuple[ScopeEntry, ...]):
+        self.scope = scope
+        self.size = sum(e.numel for e in scope)
+
+    # -- the two maps (1-D tensors of length ``size``) ------------------------------------
+    def analyze(self, w: torch.Tensor) -> torch.Tensor:  # a = Dᵀ w
+        raise NotImplementedError
+
+    def synthesize(self, a: torch.Tensor) -> torch.Tensor:  # w = D a
+        raise NotImplementedError
+
+    # -- helpers shared by every kind ------------------------------------------------------
+    @property
+    def scope_names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.scope)
+
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scope parameters → scope vector."""
+        return torch.cat([params[e.name].reshape(-1) for e in self.scope])
+
+    def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scope vector → {name: tensor of the parameter's shape} (views, differentiable)."""
+        return {e.name: w[e.offset : e.offset + e.numel].view(e.shape) for e in self.scope}
+
+    @property
+    def num_groups(self) -> int | None:
+        return None if self.groups is None else int(self.groups.max().item()) + 1
+
+    def describe(self) -> dict:
+        """Flat facts recorded with results (kind, basis, …)."""
+        return {"dictionary": self.label, "dictionary_kind": self.kind, "basis": ""}

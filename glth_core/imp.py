@@ -1,0 +1,267 @@
+"""One IMP trajectory (one seed, one dictionary, one τ) over all its rounds.
+
+Round t: rewind → train over Span(D_t) → evaluate → sparsify into D_{t+1}. Round 0 is the
+dense network. The whole state between rounds is a ``TrajectoryState``: save it after any
+round, load it in another process, and the remaining rounds come out bit-identical on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from glth_core import data as datasets
+from glth_core import dictionaries, models
+from glth_core.sparsify import sparsify
+from glth_core.train import Parameterization, TrainConfig, Weights, evaluate, train
+
+__all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "run_trajectory", "sparsify", "REWINDS"]
+
+REWINDS = ("init", "none", "lr")  # plus {"step": k}
+SEEDED_KINDS = ("random", "blockdiag", "bottleneck")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def rewind_label(rewind) -> str:
+    return f"step{rewind['step']}" if isinstance(rewind, dict) else str(rewind)
+
+
+def check_rewind(rewind) -> None:
+    if isinstance(rewind, dict):
+        if set(rewind) != {"step"} or not isinstance(rewind["step"], int) or rewind["step"] < 0:
+            raise ValueError("rewind: a mapping must be {step: k} with an integer k ≥ 0")
+    elif rewind not in REWINDS:
+        raise ValueError(f"rewind: {rewind!r} is not one of {', '.join(REWINDS)}, {{step: k}}")
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """Everything that determines a trajectory. Its canonical JSON is its content hash."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "mlp_300_100"
+    dictionary: dict = field(default_factory=lambda: {"kind": "canonical"})
+    tau: float = 0.2
+    rounds: int = 8
+    seed: int = 0
+    rewind: Any = "init"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if not 0.0 < self.tau < 1.0:
+            raise ValueError(f"tau: must be in (0, 1), got {self.tau}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds: must be ≥ 1, got {self.rounds}")
+        check_rewind(self.rewind)
+        if isinstance(self.train, dict):
+            object.__setattr__(self, "train", TrainConfig(**self.train))
+
+    @property
+    def dictionary_spec(self) -> dict:
+        """The dictionary spec with its seed resolved (defaults to the trajectory's seed)."""
+        spec = dict(self.dictionary)
+        if spec.get("kind") in SEEDED_KINDS and "seed" not in spec:
+            spec["seed"] = self.seed
+        return spec
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train"] = self.train.to_dict()
+        d["dictionary"] = self.dictionary_spec
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrajectoryConfig":
+        return cls(**d)
+
+    def content_hash(self) -> str:
+        d = self.to_dict()
+        d.pop("device")  # where it runs does not change what it computes
+        return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:12]
+
+    def seeds(self) -> dict:
+        """Every seed the trajectory uses, recorded with its results."""
+        return {
+            "init": self.seed,
+            "data_order": self.seed,
+            "dictionary": self.dictionary_spec.get("seed"),
+            "split": self.split_seed,
+        }
+
+
+@dataclass
+class TrajectoryState:
+    """All a trajectory needs between rounds. Small, plain tensors and lists."""
+
+    round: int
+    mask: torch.Tensor
+    init: Weights
+    rewind_point: Weights | None
+    last: Weights | None
+    records: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        def pack(w: Weights | None):
+            return None if w is None else {"coeffs": w.coeffs, "free": dict(w.free)}
+
+        return {
+            "round": self.round,
+            "mask": self.mask,
+            "init": pack(self.init),
+            "rewind_point": pack(self.rewind_point),
+            "last": pack(self.last),
+            "records": [dict(r) for r in self.records],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrajectoryState":
+        def unpack(p):
+            return None if p is None else Weights(p["coeffs"], dict(p["free"]))
+
+        return cls(d["round"], d["mask"], unpack(d["init"]), unpack(d["rewind_point"]), unpack(d["last"]), list(d["records"]))
+
+    def save(self, path) -> None:
+        torch.save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path) -> "TrajectoryState":
+        return cls.from_dict(torch.load(path, weights_only=True))
+
+
+def round_generator(seed: int, round_index: int) -> torch.Generator:
+    """Data order of round t depends on (seed, t) alone, so a resumed round repeats exactly."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + round_index)
+
+
+class Trajectory:
+    """Builds model, data and dictionary from a config, then runs rounds one at a time."""
+
+    def __init__(self, config: TrajectoryConfig, data: datasets.Dataset | None = None, state: TrajectoryState | None = None):
+        self.config = config
+        self.data = data or datasets.load(
+            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.model = models.build(config.model, self.data.input_shape, self.data.num_classes).to(config.device)
+        self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
+        self.param = Parameterization(self.model, self.dictionary)
+        self.inputs = {
+            split: self.param.prepare_inputs(getattr(self.data, f"{split}_x")) for split in ("train", "val", "test")
+        }
+        if state is None:
+            init = self.param.weights_of(self.model)
+            mask = torch.ones(self.dictionary.size, dtype=torch.bool, device=init.coeffs.device)
+            state = TrajectoryState(round=0, mask=mask, init=init, rewind_point=None, last=None)
+        self.state = state
+
+    @property
+    def done(self) -> bool:
+        return self.state.round >= self.config.rounds
+
+    # -- one round ----------------------------------------------------------------------------
+    def _start_point(self) -> tuple[Weights, int | None]:
+        """Where this round's training starts, and a pinned lr position (fine-tuning) or None."""
+        st, rewind = self.state, self.config.rewind
+        if st.round == 0:
+            return st.init, None
+        if rewind == "init":
+            return st.init, None
+        if isinstance(rewind, dict):
+            return st.rewind_point, None
+        if rewind == "none":  # fine-tune at the schedule's final learning rate
+            return st.last, self.config.train.total_steps(self.inputs["train"].shape[0])
+        return st.last, None  # "lr": keep trained values, restart the schedule
+
+    def run_round(self) -> dict:
+        if self.done:
+            raise RuntimeError("trajectory already finished")
+        cfg, st = self.config, self.state
+        t0 = time.perf_counter()
+        start, lr_offset = self._start_point()
+
+        on_step = None
+        if st.round == 0 and isinstance(cfg.rewind, dict):
+            k = cfg.rewind["step"]
+            total = cfg.train.total_steps(self.inputs["train"].shape[0])
+            if k > total:
+                raise ValueError(f"rewind.step: {k} exceeds the {total} steps of a round")
+            if k == 0:
+                st.rewind_point = st.init.clone()
+
+            def on_step(step, w):
+                if step == k:
+                    st.rewind_point = w.clone()
+
+        trained, steps = train(
+            self.param, start, st.mask, self.inputs["train"], self.data.train_y, cfg.train,
+            round_generator(cfg.seed, st.round), lr_offset=lr_offset, on_step=on_step,
+        )
+        record = self._record(trained, steps, time.perf_counter() - t0)
+        st.records.append(record)
+        st.last = trained
+        st.round += 1
+        if not self.done:
+            st.mask = sparsify(trained.coeffs, st.mask, cfg.tau, self.dictionary.groups)
+        return record
+
+    def _record(self, w: Weights, steps: int, seconds: float) -> dict:
+        ev = {
+            split: evaluate(self.param, w, self.state.mask, self.inputs[split], getattr(self.data, f"{split}_y"),
+                            self.config.train.eval_batch_size)
+            for split in ("train", "val", "test")
+        }
+        kept, total = int(self.state.mask.sum()), self.dictionary.size
+        n_train = self.inputs["train"].shape[0]
+        record = {
+            "round": self.state.round,
+            "kept": kept,
+            "total": total,
+            "density": kept / total,
+            "compression": 1.0 - kept / total,
+            "test_accuracy": ev["test"].accuracy,
+            "test_loss": ev["test"].loss,
+            "val_accuracy": ev["val"].accuracy,
+            "train_accuracy": ev["train"].accuracy,
+            "train_loss": ev["train"].loss,
+            "epochs": steps * self.config.train.batch_size / n_train,
+            "wall_seconds": seconds,
+            "rank": None,
+        }
+        groups = self.dictionary.groups
+        if groups is not None:
+            kept_groups = torch.unique(groups[self.state.mask])
+            record["rank"] = int(kept_groups.numel())
+            if getattr(self.dictionary, "basis", None) == "identity":
+                record["kept_inputs"] = kept_groups.tolist()
+        return record
+
+    def run(self, on_round: Callable[[dict, "Trajectory"], None] | None = None) -> list[dict]:
+        while not self.done:
+            record = self.run_round()
+            if on_round is not None:
+                on_round(record, self)
+        return self.state.records
+
+    # -- what a finished round leaves behind --------------------------------------------------
+    def scope_weights(self) -> dict[str, torch.Tensor]:
+        """The current network's parameters (scope synthesized from the masked coefficients)."""
+        w = self.state.last or self.state.init
+        a = w.coeffs * self.state.mask if self.state.last is None else w.coeffs
+        return {**w.free, **self.dictionary.unflatten(self.dictionary.synthesize(a))}
+
+
+def run_trajectory(config: TrajectoryConfig, on_round=None) -> list[dict]:
+    return Trajectory(config).run(on_round)

@@ -1,0 +1,164 @@
+"""The `glth` command: run sweeps, read their results, query MLflow, backfill it.
+
+Bad input anywhere (arguments, spec, dataset paths) prints ONE line naming the problem and
+exits with status 2 before Ray starts or anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """Anything the user can fix; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise BadInput(f"{self.prog}: {message}")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="glth-runs", help="results directory (default ./glth-runs)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--force", action="store_true", help="recompute trials that already have complete results")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="glth", description="Generalized Lottery Ticket Hypothesis sweeps on Ray Tune")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a sweep spec (resumes an interrupted one)")
+    p.add_argument("spec")
+    p.add_argument("--resume", action="store_true", help="resume an interrupted sweep (rerunning the same spec also does)")
+    _add_run_args(p)
+
+    p = sub.add_parser("demo", help="a small built-in sweep on digits: table and plot")
+    _add_run_args(p)
+
+    p = sub.add_parser("results", help="mean ± std over seeds per dictionary × τ × round")
+    p.add_argument("sweep", help="sweep id (or a unique prefix, or the spec's name)")
+    p.add_argument("--out", default="glth-runs")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
+    p.add_argument("--delta", type=float, default=0.5, help="winning-ticket tolerance in accuracy points (default 0.5)")
+
+    p = sub.add_parser("runs", help="query MLflow child runs (mlflow.search_runs filter syntax)")
+    p.add_argument("--filter", default="", help="e.g. \"params.trajectory.tau = '0.2'\"")
+    p.add_argument("--experiment", default="glth")
+    p.add_argument("--tracking-uri", default=None)
+
+    p = sub.add_parser("sync", help="backfill MLflow from a sweep's Parquet rows (exactly once)")
+    p.add_argument("sweep")
+    p.add_argument("--out", default="glth-runs")
+    p.add_argument("--tracking-uri", default=None)
+    return parser
+
+
+def find_sweep_dir(out: str, key: str) -> Path:
+    root = Path(out).expanduser()
+    if not root.is_dir():
+        raise BadInput(f"--out: {root} does not exist")
+    dirs = sorted(d for d in root.iterdir() if (d / "spec.yaml").is_file())
+    exact = [d for d in dirs if d.name == key]
+    match = exact or [d for d in dirs if d.name.startswith(key)]
+    if len(match) != 1:
+        names = ", ".join(d.name for d in dirs) or "none"
+        why = "is ambiguous" if match else "matches no sweep"
+        raise BadInput(f"sweep: {key!r} {why} under {root}; sweeps: {names}")
+    return match[0]
+
+
+def _load_sweep(path: Path):
+    from orchestrator import spec
+
+    try:
+        return spec.load(path)
+    except spec.SpecError as e:
+        raise BadInput(str(e)) from None
+
+
+def cmd_run(args, spec_path: Path) -> int:
+    sweep = _load_sweep(spec_path)  # all validation before Ray starts
+    from orchestrator.results import render, summarize
+    from orchestrator.sinks import parquet
+    from orchestrator.sweep import run_sweep
+
+    result = run_sweep(sweep, args.out, args.tracking_uri, args.address, force=args.force)
+    rows = parquet.read_rounds(Path(args.out).expanduser().resolve(), sweep.sweep_id)
+    if not rows.empty:
+        print(render(summarize(rows)))
+    print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir / 'rounds'}")
+    if result.failed:
+        print(f"failed trials: {', '.join(result.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args) -> int:
+    spec_file = resources.files("orchestrator") / "specs" / "demo.yaml"
+    with resources.as_file(spec_file) as path:
+        code = cmd_run(args, path)
+    sweep = _load_sweep(Path(str(spec_file)))
+    from orchestrator import plots
+    from orchestrator.sinks import parquet
+
+    rows = parquet.read_rounds(Path(args.out).expanduser().resolve(), sweep.sweep_id)
+    png = plots.accuracy_vs_compression(rows, Path(args.out) / sweep.sweep_id / "plots" / "accuracy_vs_compression.png")
+    print(f"plot: {png}")
+    return code
+
+
+def cmd_results(args) -> int:
+    from orchestrator.results import render, summarize
+    from orchestrator.sinks import parquet
+
+    d = find_sweep_dir(args.out, args.sweep)
+    rows = parquet.read_rounds(d.parent.resolve(), d.name)
+    if rows.empty:
+        raise BadInput(f"sweep: {d.name} has no rows yet")
+    print(render(summarize(rows, delta=args.delta / 100.0), args.format))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from orchestrator.sinks import mlflow as mlflow_sink
+    from orchestrator.sweep import default_tracking_uri
+
+    try:
+        df = mlflow_sink.search_children(args.tracking_uri or default_tracking_uri(), args.experiment, args.filter)
+    except mlflow_sink.BadFilter as e:
+        raise BadInput(f"--filter: {e}") from None
+    print(df.to_string(index=False) if not df.empty else "no matching runs")
+    return 0
+
+
+def cmd_sync(args) -> int:
+    from orchestrator.sweep import default_tracking_uri, sync_mlflow
+
+    d = find_sweep_dir(args.out, args.sweep)
+    sweep = _load_sweep(d / "spec.yaml")
+    counts = sync_mlflow(sweep, d.parent.resolve(), args.tracking_uri or default_tracking_uri())
+    print(f"sync {d.name}: {counts}")
+    return 0 if counts is not None else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "run":
+            return cmd_run(args, Path(args.spec))
+        return {"demo": cmd_demo, "results": cmd_results, "runs": cmd_runs, "sync": cmd_sync}[args.command](args)
+    except BadInput as e:
+        print(f"glth: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

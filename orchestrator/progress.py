@@ -1,0 +1,48 @@
+"""Progress a person can read: trial state changes and a live count of rounds and trials."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+
+
+class Progress(Callback):
+    """A Tune callback that prints state changes and counts; it pickles with Tune's state."""
+
+    def __init__(self, total_trials: int, rounds: int, already_done: int = 0):
+        self.total_trials, self.rounds, self.already_done = total_trials, rounds, already_done
+        self.t0 = time.monotonic()
+        self.rounds_done: dict[str, int] = {}
+        self.finished = already_done
+
+    def _say(self, text: str) -> None:
+        print(f"[glth {time.monotonic() - self.t0:6.0f}s] {text}", file=sys.stderr, flush=True)
+
+    def _count(self) -> str:
+        total_rounds = self.total_trials * self.rounds
+        done = sum(self.rounds_done.values()) + self.already_done * self.rounds
+        return f"{done}/{total_rounds} rounds, {self.finished}/{self.total_trials} trials done"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._say(f"trial {trial.trial_id} RUNNING   ({self._count()})")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        resumed = int(result.get("resumed_from", -1))
+        if resumed >= 0 and self.rounds_done.get(trial.trial_id, 0) < resumed + 1:
+            self._say(f"trial {trial.trial_id} resumed at round {resumed} from its checkpoint")
+        if "test_accuracy" in result:
+            self.rounds_done[trial.trial_id] = int(result["round"]) + 1
+            self._say(f"trial {trial.trial_id} round {int(result['round'])}: test acc {result['test_accuracy']:.4f}, "
+                      f"density {result['density']:.4f}   ({self._count()})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.finished += 1
+        self._say(f"trial {trial.trial_id} TERMINATED ({self._count()})")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._say(f"trial {trial.trial_id} RECOVERING from its last checkpoint after a failure")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._say(f"trial {trial.trial_id} ERROR ({self._count()})")

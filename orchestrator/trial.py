@@ -1,0 +1,105 @@
+"""The Tune trainable: one trial runs one trajectory, resuming from its last checkpoint.
+
+Every round ends with one ``tune.report`` carrying the round's row, the rows so far and a
+``tune.Checkpoint`` of the trajectory state, so a crashed trial resumes from its last round.
+MLflow metrics are logged from here at step = round; that logging is idempotent, and a
+tracking server that is down only defers it (the driver backfills from the Parquet rows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from glth_core.imp import Trajectory, TrajectoryState, canonical_json
+from glth_core.train import DivergedError
+from orchestrator.spec import Trial
+from orchestrator.sinks import mlflow as mlflow_sink
+
+STATE_FILE = "trajectory.pt"
+
+
+def trial_row_meta(trial: Trial, sweep_id: str) -> dict:
+    """Columns shared by every row of a trial."""
+    t = trial.trajectory
+    desc = {"dictionary": trial.dictionary_label, "dictionary_kind": t.dictionary_spec["kind"]}
+    desc["basis"] = str(t.dictionary_spec.get("basis") or t.dictionary_spec.get("method") or t.dictionary_spec.get("block") or "")
+    return {
+        "sweep_id": sweep_id,
+        "trial_id": trial.trial_id,
+        "seed": t.seed,
+        "dataset": t.dataset,
+        "model": t.model,
+        **desc,
+        "tau": t.tau,
+        "rewind": json.dumps(t.rewind) if isinstance(t.rewind, dict) else t.rewind,
+        "control": trial.control,
+        "config": canonical_json({**trial.to_dict(), "seeds": t.seeds()}),
+    }
+
+
+def _restore_state() -> TrajectoryState | None:
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return TrajectoryState.load(Path(d) / STATE_FILE)
+
+
+class _MlflowChild:
+    """The trial's child run; any unavailability just switches logging off for this attempt."""
+
+    def __init__(self, sweep: dict, trial: Trial, meta: dict):
+        self.client, self.run_id, self.logged = None, None, set()
+        if not sweep.get("parent_run_id"):
+            return
+        try:
+            self.client = mlflow_sink.client(sweep["tracking_uri"])
+            self.run_id = mlflow_sink.get_or_create_child(
+                self.client, sweep["experiment_id"], sweep["parent_run_id"], trial.trial_id,
+                params=json.loads(meta["config"]), run_name=trial.run_name,
+            )
+        except mlflow_sink.MlflowUnavailable:
+            self.client = None
+
+    def log(self, rows: list[dict]) -> None:
+        if self.client is None:
+            return
+        try:
+            self.logged = mlflow_sink.log_rounds(self.client, self.run_id, rows, known_logged_rounds=self.logged or None)
+        except mlflow_sink.MlflowUnavailable:
+            self.client = None
+
+
+def run_trial(config: dict) -> None:
+    """Tune function trainable. ``config = {"trial": Trial.to_dict(), "sweep": {...}}``."""
+    sweep = config["sweep"]
+    torch.set_num_threads(max(1, int(sweep.get("threads", 1))))
+    trial = Trial.from_dict(config["trial"])
+    meta = trial_row_meta(trial, sweep["sweep_id"])
+    state = _restore_state()
+    resumed_from = -1 if state is None else state.round
+    traj = Trajectory(trial.trajectory, state=state)
+    mlflow_child = _MlflowChild(sweep, trial, meta)
+    rows = [{**meta, **r, "status": "ok"} for r in traj.state.records]
+    mlflow_child.log(rows)
+
+    while not traj.done:
+        try:
+            record = traj.run_round()
+        except DivergedError as e:
+            failed = {**meta, "round": traj.state.round, "status": f"failed: {e}"}
+            tune.report({"round": traj.state.round, "rows": rows + [failed], "failed": str(e)})
+            raise
+        rows.append({**meta, **record, "status": "ok"})
+        mlflow_child.log(rows)
+        with tempfile.TemporaryDirectory() as d:
+            traj.state.save(os.path.join(d, STATE_FILE))
+            metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) and v is not None}
+            tune.report({**metrics, "rows": rows, "trial_id": trial.trial_id, "resumed_from": resumed_from},
+                        checkpoint=tune.Checkpoint.from_directory(d))

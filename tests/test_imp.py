@@ -1,0 +1,147 @@
+"""IMP in a dictionary: sparsify against independent computations, rewinding, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from glth_core import data as datasets
+from glth_core.imp import Trajectory, TrajectoryConfig, TrajectoryState, sparsify
+from glth_core.train import DivergedError, TrainConfig
+
+FAST = TrainConfig(epochs=1, batch_size=64, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.load("digits")
+
+
+def _config(**kw) -> TrajectoryConfig:
+    base = dict(dataset="digits", model="mlp_300_100", tau=0.3, rounds=3, seed=0, train=FAST)
+    base.update(kw)
+    return TrajectoryConfig(**base)
+
+
+# -- sparsify ------------------------------------------------------------------------------
+def test_canonical_sparsify_equals_torch_global_l1_unstructured():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+    params = [(m, name) for m in net if isinstance(m, nn.Linear) for name in ("weight", "bias")]
+    flat = torch.cat([getattr(m, n).detach().flatten() for m, n in params])
+    for amount in (0.2, 0.37):
+        ours = sparsify(flat, torch.ones_like(flat, dtype=torch.bool), amount)
+        copies = [(nn.Linear(m.in_features, m.out_features), n) for m, n in params]
+        for (c, n), (m, _) in zip(copies, params):
+            getattr(c, n).data.copy_(getattr(m, n).data)
+        prune.global_unstructured(copies, pruning_method=prune.L1Unstructured, amount=amount)
+        theirs = torch.cat([getattr(c, n + "_mask").flatten() for c, n in copies]).bool()
+        assert ours.sum() == theirs.sum() == flat.numel() - round(amount * flat.numel())
+        assert torch.equal(ours, theirs)
+
+
+def test_sparsify_counts_only_remaining_and_breaks_ties_by_index():
+    a = torch.tensor([0.5, 0.1, 0.1, 0.1, 2.0, -0.05, 3.0, 0.0])
+    mask = torch.tensor([1, 1, 1, 1, 1, 1, 1, 0], dtype=torch.bool)
+    new = sparsify(a, mask, 0.5)  # 7 remaining → remove round(3.5)=4: -0.05, then ties 0.1 at 1, 2, 3
+    assert new.tolist() == [True, False, False, False, True, False, True, False]
+    assert sparsify(a, torch.tensor([0, 0, 0, 0, 0, 0, 1, 0], dtype=torch.bool), 0.9).sum() == 1  # never the last
+
+
+def test_group_sparsify_ranks_group_energy():
+    groups = torch.tensor([0, 1, 2, 3] * 3)  # 3 units × 4 columns, element k*4+l → group l
+    a = torch.tensor([1.0, 0.1, 3.0, 0.2, 1.0, 0.1, -3.0, 0.2, 1.0, 0.9, 3.0, 0.0])
+    mask = torch.ones(12, dtype=torch.bool)
+    new = sparsify(a, mask, 0.5, groups)  # energies: g0 3.0, g1 0.83, g2 27, g3 0.08 → drop g3, g1
+    kept_groups = sorted(set(groups[new].tolist()))
+    assert kept_groups == [0, 2]
+    assert new.sum() == 6
+
+
+# -- trajectories ----------------------------------------------------------------------------
+def test_bottleneck_identity_prunes_whole_input_columns(digits):
+    cfg = _config(dictionary={"kind": "bottleneck", "layer": "1", "basis": "identity"}, rounds=3)
+    traj = Trajectory(cfg, data=digits)
+    records = traj.run()
+    kept = records[-1]["rank"]
+    assert kept == len(records[-1]["kept_inputs"]) < 64
+    W = traj.scope_weights()["1.weight"]  # 300 × 64
+    nonzero_cols = (W != 0).any(dim=0)
+    assert int(nonzero_cols.sum()) == kept
+    assert sorted(nonzero_cols.nonzero().flatten().tolist()) == records[-1]["kept_inputs"]
+    assert bool(((W != 0) == nonzero_cols).all())  # the same kept columns in all 300 units
+    assert torch.linalg.matrix_rank(W) <= kept
+    assert [r["rank"] for r in records] == [64, 64 - round(0.3 * 64), 45 - round(0.3 * 45)]
+
+
+def test_resume_after_round_3_is_bit_identical(digits, tmp_path):
+    cfg = _config(tau=0.3, rounds=8)
+    full = Trajectory(cfg, data=digits)
+    full_records, full_masks = [], []
+    while not full.done:
+        full_records.append(full.run_round())
+        full_masks.append(full.state.mask.clone())
+
+    first = Trajectory(cfg, data=digits)
+    masks = []
+    for _ in range(3):
+        first.run_round()
+        masks.append(first.state.mask.clone())
+    first.state.save(tmp_path / "state.pt")
+    resumed = Trajectory(cfg, data=datasets.load("digits"), state=TrajectoryState.load(tmp_path / "state.pt"))
+    while not resumed.done:
+        resumed.run_round()
+        masks.append(resumed.state.mask.clone())
+
+    def strip(rs):
+        return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rs]
+
+    assert strip(resumed.state.records) == strip(full_records)
+    assert all(torch.equal(a, b) for a, b in zip(masks, full_masks))
+    assert torch.equal(resumed.state.last.coeffs, full.state.last.coeffs)
+    assert [r["kept"] for r in full_records][:3] == [50910, 50910 - round(0.3 * 50910), 35637 - round(0.3 * 35637)]
+
+
+@pytest.mark.parametrize("rewind", ["init", "none", "lr", {"step": 5}])
+def test_rewinding_start_points(digits, rewind):
+    cfg = _config(rewind=rewind, rounds=2)
+    traj = Trajectory(cfg, data=digits)
+    traj.run_round()
+    start, lr_offset = traj._start_point()
+    if rewind == "init":
+        expected = traj.state.init
+    elif isinstance(rewind, dict):
+        expected = traj.state.rewind_point
+        assert not torch.equal(expected.coeffs, traj.state.init.coeffs)
+    else:
+        expected = traj.state.last
+    assert start is expected
+    assert (lr_offset is not None) == (rewind == "none")
+    rec = traj.run_round()
+    assert rec["round"] == 1 and rec["kept"] < rec["total"]
+
+
+def test_training_learns_digits(digits):
+    cfg = _config(rounds=1, train=TrainConfig(epochs=5, batch_size=64, lr=0.05))
+    rec = Trajectory(cfg, data=digits).run()[0]
+    assert rec["test_accuracy"] > 0.9 and rec["val_accuracy"] > 0.9
+    assert rec["density"] == 1.0 and rec["compression"] == 0.0
+
+
+def test_divergence_raises(digits):
+    cfg = _config(rounds=1, train=TrainConfig(epochs=1, lr=1e6, momentum=0.9))
+    with pytest.raises(DivergedError):
+        Trajectory(cfg, data=digits).run()
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="tau"):
+        _config(tau=1.5)
+    with pytest.raises(ValueError, match="rounds"):
+        _config(rounds=0)
+    with pytest.raises(ValueError, match="rewind"):
+        _config(rewind="sometimes")
+    with pytest.raises(ValueError, match="train.optimizer"):
+        TrainConfig(optimizer="lbfgs")

@@ -1,0 +1,154 @@
+"""End to end on a real local Ray: `glth run` → Parquet rows → MLflow runs → `glth results`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.sinks import parquet
+
+pytestmark = pytest.mark.slow
+
+GLTH = str(Path(sys.executable).with_name("glth"))
+
+SPEC = """
+name: small
+experiment: glth-test
+dataset: digits
+model: mlp_300_100
+dictionary:
+  - {kind: canonical}
+  - {kind: bottleneck, layer: "1", basis: identity}
+tau: 0.3
+seeds: [0, 1]
+rounds: ROUNDS
+train: {epochs: EPOCHS, batch_size: 64, lr: 0.05}
+resources: {cpu: 1}
+max_concurrent: 2
+"""
+
+
+def write_spec(tmp: Path, rounds: int = 3, epochs: int = 1, name: str = "small") -> Path:
+    p = tmp / f"{name}.yaml"
+    p.write_text(SPEC.replace("ROUNDS", str(rounds)).replace("EPOCHS", str(epochs)).replace("name: small", f"name: {name}"))
+    return p
+
+
+def glth(*args, cwd: Path, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([GLTH, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def mlflow_children(uri: str, experiment: str) -> tuple[list, list]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("glth.role") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def metric_steps(uri: str, run_id: str, key: str = "test_accuracy") -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def test_sweep_rows_runs_and_results_agree(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = glth("run", str(write_spec(tmp_path)), "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TERMINATED" in proc.stderr and "rounds" in proc.stderr  # progress a person can read
+    sweep_id = next((tmp_path / "out").iterdir()).name
+    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    assert len(rows) == 12
+    assert not rows.duplicated(["trial_id", "round"]).any()
+    assert set(rows.dictionary) == {"canonical", "bottleneck-identity"}
+    assert rows.groupby("trial_id")["round"].apply(list).map(lambda r: r == [0, 1, 2]).all()
+    assert (rows[rows["round"] == 0].density == 1.0).all()
+    assert rows.config.map(lambda c: "seeds" in json.loads(c)).all()
+
+    parents, children = mlflow_children(uri, "glth-test")
+    assert len(parents) == 1 and len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    for c in children:
+        assert metric_steps(uri, c.info.run_id) == [0, 1, 2]
+
+    res = glth("results", sweep_id, "--out", "out", "--format", "json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    table = pd.DataFrame(json.loads(res.stdout))
+    ref = rows.groupby(["dictionary", "round"]).test_accuracy.agg(["mean", "std"]).reset_index()
+    merged = table.merge(ref, on=["dictionary", "round"])
+    assert len(merged) == 6
+    assert (merged.test_accuracy_mean - merged["mean"]).abs().max() < 1e-12
+    assert (merged.test_accuracy_std - merged["std"]).abs().max() < 1e-12
+    assert merged.groupby("dictionary").winning.sum().eq(1).all()
+
+    # rerunning the same spec recomputes nothing
+    again = glth("run", str(write_spec(tmp_path)), "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
+    assert again.returncode == 0 and "0 trials computed, 4 reused" in again.stdout
+    assert len(parquet.read_rounds(tmp_path / "out", sweep_id)) == 12
+    parents, children = mlflow_children(uri, "glth-test")
+    assert len(parents) == 1 and len(children) == 4
+
+
+def _trial_workers(root_pid: int) -> list[psutil.Process]:
+    try:
+        procs = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for p in procs:
+        try:
+            if "ImplicitFunc" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write_spec(tmp_path, rounds=6, epochs=6, name="kill")
+    proc = subprocess.Popen([GLTH, "run", str(spec), "--out", "out", "--tracking-uri", uri], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    try:
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            out = tmp_path / "out"
+            if not out.exists() or not any(out.iterdir()):
+                continue
+            sweep_id = next(out.iterdir()).name
+            files = parquet.trial_files(out, sweep_id)
+            partial = {tid: len(pd.read_parquet(f)) for tid, f in files.items()}
+            if any(2 <= n < 5 for n in partial.values()):
+                workers = _trial_workers(proc.pid)
+                if workers:
+                    workers[0].send_signal(signal.SIGKILL)
+                    killed = (workers[0].pid, partial)
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "never found a trial worker mid-trajectory"
+    print(f"injected: SIGKILL of trial worker pid {killed[0]} with rows per trial {killed[1]}")
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "RECOVERING" in stderr
+    resumed = [int(line.rsplit("resumed at round ", 1)[1].split()[0]) for line in stderr.splitlines() if "resumed at round" in line]
+    assert resumed and min(resumed) >= 2, stderr[-3000:]  # continued from its checkpoint, not from round 0
+    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    print(f"found: {len(rows)} rows, duplicates {int(rows.duplicated(['trial_id', 'round']).sum())}")
+    assert len(rows) == 4 * 6
+    assert not rows.duplicated(["trial_id", "round"]).any()
+    _, children = mlflow_children(uri, "glth-test")
+    assert len(children) == 4
+    for c in children:
+        assert metric_steps(uri, c.info.run_id) == list(range(6))
