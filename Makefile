@@ -24,4 +24,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf glth-runs mlflow.db bench-results
+	rm -rf glth-runs mlflow.db mlartifacts bench-results

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, default=0.5, help="winning-ticket tolerance in accuracy points (default 0.5)")
 
     p = sub.add_parser("runs", help="query MLflow child runs (mlflow.search_runs filter syntax)")
-    p.add_argument("--filter", default="", help="e.g. \"params.trajectory.tau = '0.2'\"")
+    p.add_argument("--filter", default="", help="e.g. \"params.tau = '0.2'\"")
     p.add_argument("--experiment", default="glth")
     p.add_argument("--tracking-uri", default=None)
 
@@ -130,10 +130,14 @@ def cmd_runs(args) -> int:
     from orchestrator.sinks import mlflow as mlflow_sink
     from orchestrator.sweep import default_tracking_uri
 
+    uri = args.tracking_uri or default_tracking_uri()
     try:
-        df = mlflow_sink.search_children(args.tracking_uri or default_tracking_uri(), args.experiment, args.filter)
+        df = mlflow_sink.search_children(uri, args.experiment, args.filter)
     except mlflow_sink.BadFilter as e:
-        raise BadInput(f"--filter: {e}") from None
+        raise BadInput(str(e) if str(e).startswith("--experiment") else f"--filter: {e}") from None
+    except mlflow_sink.MlflowUnavailable as e:
+        print(f"glth: MLflow at {uri} is unavailable: {e}", file=sys.stderr)
+        return 1
     print(df.to_string(index=False) if not df.empty else "no matching runs")
     return 0
 

@@ -1,0 +1,58 @@
+"""Datasets by name: ``load(name, data_dir)`` gives normalised train/val/test tensors.
+
+Adding one is a reader (``input_shape``, ``num_classes``, ``check``, ``read`` returning the official
+train/test arrays) and a line in DATASETS; splitting and normalising are shared (``splits.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from glth_core.data.base import Dataset, DatasetError, DatasetInfo, Source
+from glth_core.data.cifar10 import Cifar10
+from glth_core.data.digits import Digits
+from glth_core.data.idx import IdxSource
+from glth_core.data.splits import check_val_fraction, make_dataset
+
+DATASETS: dict[str, Source] = {
+    "digits": Digits(),
+    "mnist": IdxSource("mnist", "MNIST"),
+    "fashion_mnist": IdxSource("fashion_mnist", "Fashion-MNIST"),
+    "cifar10": Cifar10(),
+}
+
+__all__ = ["DATASETS", "Dataset", "DatasetError", "DatasetInfo", "check", "load"]
+
+
+def _source(name: str) -> Source:
+    if name not in DATASETS:
+        raise DatasetError(f"dataset: {name!r} is not one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def check(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
+    """Shapes and a cheap look at the files (existence, headers), without loading: for validating specs."""
+    source = _source(name)
+    where = source.check(data_dir)
+    return DatasetInfo(name, source.input_shape, source.num_classes, None if where is None else str(where))
+
+
+def load(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Dataset:
+    """The dataset with val held out of the official train split (seeded by ``split_seed``), on ``device``."""
+    source = _source(name)
+    check_val_fraction(val_fraction)
+    raw, where = source.read(data_dir)
+    return make_dataset(
+        name, raw, source.input_shape, source.num_classes,
+        val_fraction=val_fraction, split_seed=split_seed, device=device,
+        data_dir=None if where is None else str(where),
+    )
