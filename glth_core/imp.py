@@ -23,6 +23,11 @@ from glth_core.train import Parameterization, TrainConfig, Weights, evaluate, tr
 __all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "run_trajectory", "sparsify", "REWINDS"]
 
 REWINDS = ("init", "none", "lr")  # plus {"step": k}
+#: none: plain IMP. random_mask: the same density schedule, masks drawn at random in the same
+#: dictionary. reinit: the ticket's masks (found by IMP from the real init) trained from a fresh
+#: initialization; each round trains twice (the ticket, to find the next mask, and the control).
+CONTROLS = ("none", "random_mask", "reinit")
+REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses seed + this
 SEEDED_KINDS = ("random", "blockdiag", "bottleneck")
 
 
@@ -57,9 +62,12 @@ class TrajectoryConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.1
     split_seed: int = 0
+    control: str = "none"
     device: str = "cpu"
 
     def __post_init__(self):
+        if self.control not in CONTROLS:
+            raise ValueError(f"control: {self.control!r} is not one of {', '.join(CONTROLS)}")
         if not 0.0 < self.tau < 1.0:
             raise ValueError(f"tau: must be in (0, 1), got {self.tau}")
         if self.rounds < 1:
@@ -98,6 +106,8 @@ class TrajectoryConfig:
             "data_order": self.seed,
             "dictionary": self.dictionary_spec.get("seed"),
             "split": self.split_seed,
+            "random_mask": self.seed if self.control == "random_mask" else None,
+            "reinit": self.seed + REINIT_SEED_OFFSET if self.control == "reinit" else None,
         }
 
 
@@ -111,6 +121,7 @@ class TrajectoryState:
     rewind_point: Weights | None
     last: Weights | None
     records: list[dict] = field(default_factory=list)
+    reinit: Weights | None = None
 
     def to_dict(self) -> dict:
         def pack(w: Weights | None):
@@ -123,6 +134,7 @@ class TrajectoryState:
             "rewind_point": pack(self.rewind_point),
             "last": pack(self.last),
             "records": [dict(r) for r in self.records],
+            "reinit": pack(self.reinit),
         }
 
     @classmethod
@@ -130,7 +142,8 @@ class TrajectoryState:
         def unpack(p):
             return None if p is None else Weights(p["coeffs"], dict(p["free"]))
 
-        return cls(d["round"], d["mask"], unpack(d["init"]), unpack(d["rewind_point"]), unpack(d["last"]), list(d["records"]))
+        return cls(d["round"], d["mask"], unpack(d["init"]), unpack(d["rewind_point"]), unpack(d["last"]),
+                   list(d["records"]), unpack(d.get("reinit")))
 
     def save(self, path) -> None:
         torch.save(self.to_dict(), path)
@@ -140,9 +153,16 @@ class TrajectoryState:
         return cls.from_dict(torch.load(path, weights_only=True))
 
 
-def round_generator(seed: int, round_index: int) -> torch.Generator:
-    """Data order of round t depends on (seed, t) alone, so a resumed round repeats exactly."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + round_index)
+def round_generator(seed: int, round_index: int, stream: int = 0) -> torch.Generator:
+    """Randomness of round t (data order: stream 0, random masks: stream 1) depends on
+    (seed, t, stream) alone, so a resumed round repeats exactly."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + round_index * 101 + stream)
+
+
+def build_model(config: TrajectoryConfig, data: datasets.Dataset, seed: int):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return models.build(config.model, data.input_shape, data.num_classes).to(config.device)
 
 
 class Trajectory:
@@ -153,9 +173,7 @@ class Trajectory:
         self.data = data or datasets.load(
             config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.model = models.build(config.model, self.data.input_shape, self.data.num_classes).to(config.device)
+        self.model = build_model(config, self.data, config.seed)
         self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
         self.param = Parameterization(self.model, self.dictionary)
         self.inputs = {
@@ -165,6 +183,9 @@ class Trajectory:
             init = self.param.weights_of(self.model)
             mask = torch.ones(self.dictionary.size, dtype=torch.bool, device=init.coeffs.device)
             state = TrajectoryState(round=0, mask=mask, init=init, rewind_point=None, last=None)
+            if config.control == "reinit":
+                fresh = build_model(config, self.data, config.seed + REINIT_SEED_OFFSET)
+                state.reinit = self.param.weights_of(fresh)
         self.state = state
 
     @property
@@ -205,17 +226,25 @@ class Trajectory:
                 if step == k:
                     st.rewind_point = w.clone()
 
-        trained, steps = train(
-            self.param, start, st.mask, self.inputs["train"], self.data.train_y, cfg.train,
-            round_generator(cfg.seed, st.round), lr_offset=lr_offset, on_step=on_step,
-        )
-        record = self._record(trained, steps, time.perf_counter() - t0)
+        trained, steps = self._train(start, lr_offset, on_step)
+        shown = trained
+        if cfg.control == "reinit":  # the record is the ticket's mask trained from a fresh init
+            shown, _ = self._train(st.reinit, None, None)
+        record = self._record(shown, steps, time.perf_counter() - t0)
         st.records.append(record)
         st.last = trained
         st.round += 1
         if not self.done:
-            st.mask = sparsify(trained.coeffs, st.mask, cfg.tau, self.dictionary.groups)
+            scores = trained.coeffs
+            if cfg.control == "random_mask":
+                scores = torch.rand(scores.shape, generator=round_generator(cfg.seed, st.round, stream=1)).to(scores.device)
+            st.mask = sparsify(scores, st.mask, cfg.tau, self.dictionary.groups)
         return record
+
+    def _train(self, start: Weights, lr_offset, on_step):
+        cfg = self.config
+        return train(self.param, start, self.state.mask, self.inputs["train"], self.data.train_y, cfg.train,
+                     round_generator(cfg.seed, self.state.round), lr_offset=lr_offset, on_step=on_step)
 
     def _record(self, w: Weights, steps: int, seconds: float) -> dict:
         ev = {

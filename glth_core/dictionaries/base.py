@@ -54,11 +54,58 @@ def resolve_scope(model: nn.Module, patterns: list[str] | None) -> tuple[ScopeEn
     return tuple(entries)
 
 
-class Dictionary:
-    """Base class. Subclasses set ``kind``, ``label``, ``groups`` and implement the two maps."""
+def to_device(value, device):
+    """``value`` with every tensor in it (through lists, tuples, dicts, ``Movable``s) on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Movable):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
+class Movable:
+    """An object whose tensor attributes move together, like ``nn.Module.to`` (in place)."""
+
+    def to(self, device):
+        for name, value in vars(self).items():
+            setattr(self, name, to_device(value, device))
+        return self
+
+
+class Dictionary(Movable):
+    """Base class. Subclasses set ``kind``, ``label``, ``groups`` and implement the two maps.
+
+    ``to(device)`` moves every tensor the dictionary holds; ``build`` already puts them on the
+    model's device.
+    """
 
     kind: str = "?"
     label: str = "?"
+    #: name of the attribute reported as ``basis`` by ``describe()`` ("" when None)
+    variant_attr: str | None = None
+
+    # -- the spec side of a kind (see ``dictionaries.spec``) ------------------------------
+    #: the spec keys besides ``kind`` and ``label``: {key: spec.Field}
+    FIELDS: dict = {}
+    #: the default label, formatted with the spec's options
+    LABEL: str = "?"
+
+    @classmethod
+    def label_for(cls, opts: dict) -> str:
+        return cls.LABEL.format(**opts)
+
+    @classmethod
+    def check(cls, opts: dict, model: nn.Module):
+        """Check a parsed spec against ``model`` without building a basis (cheap)."""
+        return resolve_scope(model, opts.get("scope"))
+
+    @classmethod
+    def build(cls, opts: dict, model: nn.Module, train_x: torch.Tensor | None = None) -> "Dictionary":
+        raise NotImplementedError
     #: LongTensor (size,) mapping element → group id, or None when elements prune one by one.
     groups: torch.Tensor | None = None
 
@@ -92,4 +139,8 @@ class Dictionary:
 
     def describe(self) -> dict:
         """Flat facts recorded with results (kind, basis, …)."""
-        return {"dictionary": self.label, "dictionary_kind": self.kind, "basis": ""}
+        basis = getattr(self, self.variant_attr) if self.variant_attr else ""
+        return {"dictionary": self.label, "dictionary_kind": self.kind, "basis": basis}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}: {self.size} elements over {', '.join(self.scope_names)}>"

@@ -1,0 +1,52 @@
+"""Dictionaries: orthonormal bases over a model's parameters, one kind per file.
+
+``build(spec, model)`` turns a spec such as ``{kind: bottleneck, layer: "1", basis: dct}`` into
+a ``Dictionary``; ``validate`` checks a spec against a model without building anything heavy;
+``label_of`` names a spec's dictionary in results. Adding a kind is one file plus one line in
+``KINDS``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, resolve_scope
+from glth_core.dictionaries.blockdiag import BlockDiagonal
+from glth_core.dictionaries.bottleneck import Bottleneck
+from glth_core.dictionaries.canonical import Canonical
+from glth_core.dictionaries.random import RandomRotation
+from glth_core.dictionaries.spec import parse
+
+__all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "KINDS", "build", "validate", "label_of", "resolve_scope"]
+
+#: kind name → its class (the builder): FIELDS, LABEL, check(opts, model), build(opts, model, train_x)
+KINDS: dict[str, type] = {
+    "canonical": Canonical,
+    "random": RandomRotation,
+    "blockdiag": BlockDiagonal,
+    "bottleneck": Bottleneck,
+}
+
+
+def label_of(spec: dict) -> str:
+    """The dictionary's name in results (filesystem-safe): the spec's ``label`` or the kind's default."""
+    cls, opts = parse(spec, KINDS)
+    return opts["label"] or cls.label_for(opts)
+
+
+def validate(spec: dict, model: nn.Module) -> None:
+    """Raise DictionarySpecError if ``spec`` cannot be built on ``model`` (cheap: builds no basis;
+    a pca bottleneck's need for training inputs is only checked by ``build``)."""
+    cls, opts = parse(spec, KINDS)
+    cls.check(opts, model)
+
+
+def build(spec: dict, model: nn.Module, train_x: torch.Tensor | None = None) -> Dictionary:
+    """The dictionary ``spec`` describes over ``model``'s parameters, on the model's device.
+    ``train_x`` (training inputs, N×C×H×W) is needed only by the pca bottleneck."""
+    cls, opts = parse(spec, KINDS)
+    d = cls.build(opts, model, train_x)
+    d.label = opts["label"] or cls.label_for(opts)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return d.to(device)
