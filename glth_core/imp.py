@@ -20,7 +20,7 @@ from glth_core import dictionaries, models
 from glth_core.sparsify import sparsify
 from glth_core.train import Parameterization, TrainConfig, Weights, evaluate, train
 
-__all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "run_trajectory", "sparsify", "REWINDS"]
+__all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "Ticket", "run_trajectory", "sparsify", "REWINDS", "CONTROLS"]
 
 REWINDS = ("init", "none", "lr")  # plus {"step": k}
 #: none: plain IMP. random_mask: the same density schedule, masks drawn at random in the same
@@ -112,6 +112,33 @@ class TrajectoryConfig:
 
 
 @dataclass
+class Ticket:
+    """What one finished round leaves: the mask it trained under and the trained weights
+    (coefficients stored only where the mask keeps them). Small enough to keep every round."""
+
+    round: int
+    mask: torch.Tensor
+    kept_coeffs: torch.Tensor
+    free: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, round_index: int, mask: torch.Tensor, w: Weights) -> "Ticket":
+        return cls(round_index, mask.clone(), w.coeffs.detach()[mask].clone(), {k: v.detach().clone() for k, v in w.free.items()})
+
+    def weights(self) -> Weights:
+        coeffs = torch.zeros(self.mask.shape, dtype=self.kept_coeffs.dtype, device=self.kept_coeffs.device)
+        coeffs[self.mask] = self.kept_coeffs
+        return Weights(coeffs, dict(self.free))
+
+    def to_dict(self) -> dict:
+        return {"round": self.round, "mask": self.mask, "kept_coeffs": self.kept_coeffs, "free": self.free}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Ticket":
+        return cls(d["round"], d["mask"], d["kept_coeffs"], dict(d["free"]))
+
+
+@dataclass
 class TrajectoryState:
     """All a trajectory needs between rounds. Small, plain tensors and lists."""
 
@@ -187,6 +214,7 @@ class Trajectory:
                 fresh = build_model(config, self.data, config.seed + REINIT_SEED_OFFSET)
                 state.reinit = self.param.weights_of(fresh)
         self.state = state
+        self.ticket: Ticket | None = None  # set by each run_round
 
     @property
     def done(self) -> bool:
@@ -231,6 +259,7 @@ class Trajectory:
         if cfg.control == "reinit":  # the record is the ticket's mask trained from a fresh init
             shown, _ = self._train(st.reinit, None, None)
         record = self._record(shown, steps, time.perf_counter() - t0)
+        self.ticket = Ticket.of(st.round, st.mask, shown)
         st.records.append(record)
         st.last = trained
         st.round += 1
@@ -285,11 +314,14 @@ class Trajectory:
         return self.state.records
 
     # -- what a finished round leaves behind --------------------------------------------------
+    def network_params(self, ticket: Ticket) -> dict[str, torch.Tensor]:
+        """A ticket's full parameter dict in the model's own coordinates (W = D a)."""
+        w = ticket.weights()
+        return {**w.free, **self.dictionary.unflatten(self.dictionary.synthesize(w.coeffs))}
+
     def scope_weights(self) -> dict[str, torch.Tensor]:
-        """The current network's parameters (scope synthesized from the masked coefficients)."""
-        w = self.state.last or self.state.init
-        a = w.coeffs * self.state.mask if self.state.last is None else w.coeffs
-        return {**w.free, **self.dictionary.unflatten(self.dictionary.synthesize(a))}
+        """The parameters of the last finished round's network."""
+        return self.network_params(self.ticket)
 
 
 def run_trajectory(config: TrajectoryConfig, on_round=None) -> list[dict]:

@@ -50,12 +50,14 @@ def accuracy_vs_compression(rows: pd.DataFrame, path, delta: float = 0.005, log_
         m = 100 * curve["test_accuracy_mean"].to_numpy()
         h = 100 * _band(curve["test_accuracy_mean"].to_numpy(), curve["test_accuracy_std"].to_numpy(), curve["seeds"].to_numpy())
         (line,) = ax.plot(x, m, marker="o", ms=3, label=label)
-        ax.fill_between(x, m - h, m + h, color=line.get_color(), alpha=0.2)
+        ax.fill_between(x, np.clip(m - h, 0, 100), np.clip(m + h, 0, 100), color=line.get_color(), alpha=0.2)
         idx = threshold_index(curve, delta)
         if idx is not None:
             xt = curve.loc[idx, "compression_mean"]
             ax.plot(1 - xt if log_remaining else xt, 100 * curve.loc[idx, "test_accuracy_mean"], marker="*", ms=14,
                     color=line.get_color(), markeredgecolor="black")
+    lowest = 100 * summary["test_accuracy_mean"].min()
+    ax.set_ylim(max(0.0, lowest - 5), min(100.0, 100 * summary["test_accuracy_mean"].max() + 3))
     if len(dense):
         ax.axhline(100 * dense.mean(), color="grey", ls="--", lw=1, label="dense (round 0)")
     if log_remaining:

@@ -8,6 +8,11 @@ import time
 from ray.tune import Callback
 
 
+def _tid(trial) -> str:
+    """Our content-hash trial id (Tune's own id changes between runs of a sweep)."""
+    return trial.config["trial"]["trial_id"]
+
+
 class Progress(Callback):
     """A Tune callback that prints state changes and counts; it pickles with Tune's state."""
 
@@ -26,23 +31,23 @@ class Progress(Callback):
         return f"{done}/{total_rounds} rounds, {self.finished}/{self.total_trials} trials done"
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._say(f"trial {trial.trial_id} RUNNING   ({self._count()})")
+        self._say(f"trial {_tid(trial)} RUNNING   ({self._count()})")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         resumed = int(result.get("resumed_from", -1))
-        if resumed >= 0 and self.rounds_done.get(trial.trial_id, 0) < resumed + 1:
-            self._say(f"trial {trial.trial_id} resumed at round {resumed} from its checkpoint")
+        if resumed >= 0 and self.rounds_done.get(_tid(trial), 0) < resumed + 1:
+            self._say(f"trial {_tid(trial)} resumed at round {resumed} from its checkpoint")
         if "test_accuracy" in result:
-            self.rounds_done[trial.trial_id] = int(result["round"]) + 1
-            self._say(f"trial {trial.trial_id} round {int(result['round'])}: test acc {result['test_accuracy']:.4f}, "
+            self.rounds_done[_tid(trial)] = int(result["round"]) + 1
+            self._say(f"trial {_tid(trial)} round {int(result['round'])}: test acc {result['test_accuracy']:.4f}, "
                       f"density {result['density']:.4f}   ({self._count()})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.finished += 1
-        self._say(f"trial {trial.trial_id} TERMINATED ({self._count()})")
+        self._say(f"trial {_tid(trial)} TERMINATED ({self._count()})")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._say(f"trial {trial.trial_id} RECOVERING from its last checkpoint after a failure")
+        self._say(f"trial {_tid(trial)} RECOVERING from its last checkpoint after a failure")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(f"trial {trial.trial_id} ERROR ({self._count()})")
+        self._say(f"trial {_tid(trial)} ERROR ({self._count()})")

@@ -20,11 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from glth_core import data as datasets
 from glth_core import dictionaries, models
-from glth_core.imp import TrajectoryConfig, canonical_json, rewind_label
+from glth_core.imp import TrajectoryConfig, rewind_label
 from glth_core.train import TrainConfig
 
 TRIAL_KINDS = ("imp",)
-CONTROLS = ("none",)
 
 
 class SpecError(ValueError):
@@ -96,13 +95,15 @@ class Trial:
     """One grid point: a trajectory config plus how the sweep treats it."""
 
     trajectory: TrajectoryConfig
-    control: str = "none"
 
     @property
     def trial_id(self) -> str:
         """The content hash: the trial id, the MLflow tag and the dedupe key."""
-        payload = {"trajectory": self.trajectory.content_hash(), "control": self.control}
-        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
+        return self.trajectory.content_hash()
+
+    @property
+    def control(self) -> str:
+        return self.trajectory.control
 
     @property
     def dictionary_label(self) -> str:
@@ -115,12 +116,11 @@ class Trial:
         return f"{self.dictionary_label}{ctl}-tau{t.tau:g}-{rewind_label(t.rewind)}-s{t.seed}"
 
     def to_dict(self) -> dict:
-        return {"trajectory": self.trajectory.to_dict(), "control": self.control, "trial_id": self.trial_id}
+        return {"trajectory": self.trajectory.to_dict(), "trial_id": self.trial_id}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Trial":
-        t = dict(d["trajectory"])
-        return cls(TrajectoryConfig(**t), d.get("control", "none"))
+        return cls(TrajectoryConfig.from_dict(d["trajectory"]))
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class Sweep:
 
     @property
     def sweep_id(self) -> str:
-        h = hashlib.sha256(canonical_json(sorted(t.trial_id for t in self.trials)).encode()).hexdigest()[:8]
+        h = hashlib.sha256(",".join(sorted(t.trial_id for t in self.trials)).encode()).hexdigest()[:8]
         return f"{self.spec.name}-{h}"
 
 
@@ -207,8 +207,6 @@ def expand(spec: SweepSpec) -> list[Trial]:
         _as_list(spec.control),
         spec.seeds,
     ):
-        if control not in CONTROLS:
-            raise SpecError(f"control: {control!r} is not one of {', '.join(CONTROLS)}")
         key = (ds.name, ds.data_dir)
         if key not in data_seen:
             try:
@@ -220,11 +218,11 @@ def expand(spec: SweepSpec) -> list[Trial]:
             cfg = TrajectoryConfig(
                 dataset=ds.name, data_dir=ds.data_dir, model=model, dictionary=dict(dic), tau=float(tau),
                 rounds=spec.rounds, seed=seed, rewind=rewind, train=TrainConfig(**train),
-                val_fraction=ds.val_fraction, split_seed=ds.split_seed, device=spec.device,
+                val_fraction=ds.val_fraction, split_seed=ds.split_seed, control=control, device=spec.device,
             )
             net = models.build(model, info.input_shape, info.num_classes)
             dictionaries.validate(cfg.dictionary_spec, net)
         except (ValueError, TypeError) as e:
             raise SpecError(str(e).splitlines()[0]) from None
-        trials.append(Trial(cfg, control))
+        trials.append(Trial(cfg))
     return trials

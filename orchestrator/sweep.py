@@ -28,6 +28,10 @@ from orchestrator.spec import Sweep
 from orchestrator.trial import run_trial
 
 TUNE_NAME = "trials"
+#: Tune's own console output is replaced by orchestrator.progress; checkpoints every round
+#: make its snapshot-frequency warning noise.
+QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+              "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 
 
 def default_tracking_uri() -> str:
@@ -141,6 +145,8 @@ def run_sweep(
           f"{sweep.spec.rounds} rounds each → {sweep_dir}", file=sys.stderr)
 
     failed: list[str] = []
+    for key, value in QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
     if pending:
         res = sweep.spec.resources
         sweep_cfg = {"sweep_id": sweep.sweep_id, "threads": max(1, int(res.cpu)), **mlflow_info}

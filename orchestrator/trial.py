@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from glth_core.imp import Trajectory, TrajectoryState, canonical_json
+from glth_core.imp import Ticket, Trajectory, TrajectoryState, canonical_json
 from glth_core.train import DivergedError
 from orchestrator.spec import Trial
 from orchestrator.sinks import mlflow as mlflow_sink
 
 STATE_FILE = "trajectory.pt"
+TICKETS_FILE = "tickets.pt"  # every finished round's mask and trained weights (for export, overlap, figures)
 
 
 def trial_row_meta(trial: Trial, sweep_id: str) -> dict:
@@ -39,16 +40,24 @@ def trial_row_meta(trial: Trial, sweep_id: str) -> dict:
         "tau": t.tau,
         "rewind": json.dumps(t.rewind) if isinstance(t.rewind, dict) else t.rewind,
         "control": trial.control,
-        "config": canonical_json({**trial.to_dict(), "seeds": t.seeds()}),
+        # the flat trajectory config: MLflow params (``params.tau``) and the Parquet config column
+        "config": canonical_json({**t.to_dict(), "seeds": t.seeds(), "trial_id": trial.trial_id}),
     }
 
 
-def _restore_state() -> TrajectoryState | None:
+def load_tickets(directory) -> dict[int, Ticket]:
+    path = Path(directory) / TICKETS_FILE
+    if not path.exists():
+        return {}
+    return {int(r): Ticket.from_dict(t) for r, t in torch.load(path, weights_only=True).items()}
+
+
+def _restore() -> tuple[TrajectoryState | None, dict[int, Ticket]]:
     ckpt = tune.get_checkpoint()
     if ckpt is None:
-        return None
+        return None, {}
     with ckpt.as_directory() as d:
-        return TrajectoryState.load(Path(d) / STATE_FILE)
+        return TrajectoryState.load(Path(d) / STATE_FILE), load_tickets(d)
 
 
 class _MlflowChild:
@@ -82,7 +91,7 @@ def run_trial(config: dict) -> None:
     torch.set_num_threads(max(1, int(sweep.get("threads", 1))))
     trial = Trial.from_dict(config["trial"])
     meta = trial_row_meta(trial, sweep["sweep_id"])
-    state = _restore_state()
+    state, tickets = _restore()
     resumed_from = -1 if state is None else state.round
     traj = Trajectory(trial.trajectory, state=state)
     mlflow_child = _MlflowChild(sweep, trial, meta)
@@ -97,9 +106,11 @@ def run_trial(config: dict) -> None:
             tune.report({"round": traj.state.round, "rows": rows + [failed], "failed": str(e)})
             raise
         rows.append({**meta, **record, "status": "ok"})
+        tickets[traj.ticket.round] = traj.ticket
         mlflow_child.log(rows)
         with tempfile.TemporaryDirectory() as d:
             traj.state.save(os.path.join(d, STATE_FILE))
+            torch.save({r: t.to_dict() for r, t in tickets.items()}, os.path.join(d, TICKETS_FILE))
             metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) and v is not None}
             tune.report({**metrics, "rows": rows, "trial_id": trial.trial_id, "resumed_from": resumed_from},
                         checkpoint=tune.Checkpoint.from_directory(d))
