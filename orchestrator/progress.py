@@ -38,6 +38,8 @@ class Progress(Callback):
         if resumed >= 0 and self.rounds_done.get(_tid(trial), 0) < resumed + 1:
             self._say(f"trial {_tid(trial)} resumed at round {resumed} from its checkpoint")
         if "test_accuracy" in result:
+            if int(result["round"]) == 0:
+                self._say(f"trial {_tid(trial)} runs on node {result.get('node_id', '?')}")
             self.rounds_done[_tid(trial)] = int(result["round"]) + 1
             self._say(f"trial {_tid(trial)} round {int(result['round'])}: test acc {result['test_accuracy']:.4f}, "
                       f"density {result['density']:.4f}   ({self._count()})")

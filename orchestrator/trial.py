@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -91,6 +92,7 @@ def run_trial(config: dict) -> None:
     torch.set_num_threads(max(1, int(sweep.get("threads", 1))))
     trial = Trial.from_dict(config["trial"])
     meta = trial_row_meta(trial, sweep["sweep_id"])
+    node_id = ray.get_runtime_context().get_node_id()
     state, tickets = _restore()
     resumed_from = -1 if state is None else state.round
     traj = Trajectory(trial.trajectory, state=state)
@@ -112,5 +114,5 @@ def run_trial(config: dict) -> None:
             traj.state.save(os.path.join(d, STATE_FILE))
             torch.save({r: t.to_dict() for r, t in tickets.items()}, os.path.join(d, TICKETS_FILE))
             metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) and v is not None}
-            tune.report({**metrics, "rows": rows, "trial_id": trial.trial_id, "resumed_from": resumed_from},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, "rows": rows, "trial_id": trial.trial_id, "resumed_from": resumed_from,
+                         "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))

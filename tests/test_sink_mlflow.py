@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from procs import MlflowServer
 from mlflow.tracking import MlflowClient
 
 from orchestrator.sinks import mlflow as sink
@@ -182,49 +178,9 @@ def test_a_file_store_is_refused(tmp_path):
 
 # -- a real tracking server that goes down and comes back -------------------------------------------
 
-MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, tmp: Path, port: int):
-        self.tmp, self.port, self.proc = tmp, port, None
-        self.uri = f"http://127.0.0.1:{port}"
-
-    def start(self, timeout: float = 240.0) -> "Server":
-        log = open(self.tmp / f"server-{time.monotonic_ns()}.log", "wb")
-        self.proc = subprocess.Popen(
-            [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.tmp / 'db.sqlite'}", "--default-artifact-root", str(self.tmp / "art")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited {self.proc.returncode}: {Path(log.name).read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server not healthy after {timeout}s: {Path(log.name).read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its workers: its own session
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-
 @pytest.mark.slow
 def test_real_server_outage_is_fast_and_sync_completes_without_duplicates(tmp_path):
-    server = Server(tmp_path, free_port())
+    server = MlflowServer(tmp_path)
     sweep = "sw-http"
     rows = {"t0": trial_rows(sweep, "t0", 4), "t1": trial_rows(sweep, "t1", 4, "bottleneck")}
     for tid, r in rows.items():
