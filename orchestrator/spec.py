@@ -80,6 +80,7 @@ class SweepSpec(_Strict):
     control: str | list[str] = "none"
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: int = Field(2, ge=1)
+    max_failures: int = Field(5, ge=0)  # Tune retries per trial after a crash, each from its last round
     device: str = "cpu"
 
     @field_validator("seeds")

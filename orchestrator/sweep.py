@@ -128,7 +128,6 @@ def run_sweep(
     address: str | None = None,
     force: bool = False,
     num_cpus: int | None = None,
-    max_failures: int = 3,
 ) -> SweepResult:
 
     out_dir = Path(out_dir).expanduser().resolve()
@@ -168,12 +167,15 @@ def run_sweep(
                                                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                     run_config=tune.RunConfig(
                         name=TUNE_NAME, storage_path=storage, verbose=0, callbacks=callbacks,
-                        failure_config=tune.FailureConfig(max_failures=max_failures),
+                        failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
                         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     ),
                 )
             grid = tuner.fit()
         failed = [r.config["trial"]["trial_id"] for r in grid if r.error is not None]
+    rows = parquet.read_rounds(out_dir, sweep.sweep_id)
+    if not rows.empty:  # trials that ended on a recorded failure (e.g. a diverged loss)
+        failed += sorted(set(rows.loc[rows["status"] != "ok", "trial_id"]) - set(failed))
 
     sync_mlflow(sweep, out_dir, tracking_uri)
     return SweepResult(sweep.sweep_id, sweep_dir, mlflow_info["parent_run_id"], len(pending), len(done), failed)

@@ -104,9 +104,11 @@ def run_trial(config: dict) -> None:
         try:
             record = traj.run_round()
         except DivergedError as e:
-            failed = {**meta, "round": traj.state.round, "status": f"failed: {e}"}
-            tune.report({"round": traj.state.round, "rows": rows + [failed], "failed": str(e)})
-            raise
+            # deterministic: retrying would diverge again, so record it and end the trial
+            rows.append({**meta, "round": traj.state.round, "status": f"failed: {e}"})
+            mlflow_child.log(rows)
+            tune.report({"round": traj.state.round, "rows": rows, "trial_id": trial.trial_id, "failed": str(e)})
+            return
         rows.append({**meta, **record, "status": "ok"})
         tickets[traj.ticket.round] = traj.ticket
         mlflow_child.log(rows)
