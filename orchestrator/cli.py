@@ -7,6 +7,7 @@ exits with status 2 before Ray starts or anything is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from importlib import resources
 from pathlib import Path
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a sweep spec (resumes an interrupted one)")
     p.add_argument("spec")
     p.add_argument("--resume", action="store_true", help="resume an interrupted sweep (rerunning the same spec also does)")
+    p.add_argument("--profile", default=None, help="merge the spec's profiles.<NAME> over it (e.g. quick = CPU-sized, full = GPU cluster)")
     _add_run_args(p)
 
     p = sub.add_parser("demo", help="a small built-in sweep on digits: table and plot")
@@ -57,7 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep")
     p.add_argument("--out", default="glth-runs")
     p.add_argument("--tracking-uri", default=None)
+
+    p = sub.add_parser("submit", help="run a sweep spec as a Ray Job on a cluster; prints the job id")
+    p.add_argument("spec")
+    p.add_argument("--out", default="glth-runs", help="results directory on the cluster (relative: made absolute here)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI for the job (default as `glth run` here)")
+    _add_job_args(p)
+
+    p = sub.add_parser("status", help="a Ray Job's status, or every job of the cluster")
+    p.add_argument("job", nargs="?", help="job id (default: list the cluster's jobs)")
+    _add_job_args(p)
+
+    p = sub.add_parser("logs", help="a Ray Job's logs")
+    p.add_argument("job")
+    p.add_argument("--follow", action="store_true", help="stream the logs until the job ends; exit 0 only if it succeeded")
+    _add_job_args(p)
     return parser
+
+
+def _add_job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="the Ray dashboard, http://HEAD:8265 (default $RAY_ADDRESS)")
+    p.add_argument("--token-file", default=None, help="Ray auth token (default $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH)")
 
 
 def find_sweep_dir(out: str, key: str) -> Path:
@@ -74,17 +96,17 @@ def find_sweep_dir(out: str, key: str) -> Path:
     return match[0]
 
 
-def _load_sweep(path: Path):
+def _load_sweep(path: Path, profile: str | None = None):
     from orchestrator import spec
 
     try:
-        return spec.load(path)
+        return spec.load(path, profile=profile)
     except spec.SpecError as e:
         raise BadInput(str(e)) from None
 
 
 def cmd_run(args, spec_path: Path) -> int:
-    sweep = _load_sweep(spec_path)  # all validation before Ray starts
+    sweep = _load_sweep(spec_path, getattr(args, "profile", None))  # all validation before Ray starts
     from orchestrator.results import render, summarize
     from orchestrator.sinks import parquet
     from orchestrator.sweep import run_sweep
@@ -152,13 +174,66 @@ def cmd_sync(args) -> int:
     return 0 if counts is not None else 1
 
 
+@contextlib.contextmanager
+def _jobs_api():
+    """Address, token and job-id problems from orchestrator.jobs are bad input too."""
+    from orchestrator.jobs import JobsError
+
+    try:
+        yield
+    except JobsError as e:
+        raise BadInput(str(e)) from None
+
+
+def cmd_submit(args) -> int:
+    sweep = _load_sweep(Path(args.spec))  # a bad spec never reaches the cluster
+    from orchestrator.jobs import Cluster
+
+    with _jobs_api():
+        cluster = Cluster(args.address, args.token_file)
+        job_id, out = cluster.submit(Path(args.spec), sweep.sweep_id, args.out, args.tracking_uri)
+    print(job_id)
+    where = f" --address {cluster.address}" if args.address else ""
+    print(f"glth: sweep {sweep.sweep_id} submitted; rows go to {out}/{sweep.sweep_id} on the cluster. "
+          f"Follow it: glth status {job_id}{where}; glth logs {job_id} --follow{where}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from orchestrator.jobs import Cluster, describe
+
+    with _jobs_api():
+        cluster = Cluster(args.address, args.token_file)
+        print(describe(cluster.info(args.job)) if args.job else cluster.table())
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from orchestrator.jobs import Cluster, describe, status_of
+
+    with _jobs_api():
+        cluster = Cluster(args.address, args.token_file)
+        if not args.follow:
+            print(cluster.logs(args.job), end="")
+            return 0
+        try:
+            info = cluster.follow(args.job, lambda chunk: print(chunk, end="", flush=True))
+        except KeyboardInterrupt:
+            print(f"\nglth: stopped following; job {args.job} keeps running", file=sys.stderr)
+            return 130
+    print(f"glth: {describe(info)}", file=sys.stderr)
+    return 0 if status_of(info) == "SUCCEEDED" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.command == "run":
             return cmd_run(args, Path(args.spec))
-        return {"demo": cmd_demo, "results": cmd_results, "runs": cmd_runs, "sync": cmd_sync}[args.command](args)
+        commands = {"demo": cmd_demo, "results": cmd_results, "runs": cmd_runs, "sync": cmd_sync,
+                    "submit": cmd_submit, "status": cmd_status, "logs": cmd_logs}
+        return commands[args.command](args)
     except BadInput as e:
         print(f"glth: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

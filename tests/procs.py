@@ -61,16 +61,21 @@ class MlflowServer:
 
 
 def kill_matching(needle: str) -> int:
-    """SIGKILL every process whose command line mentions ``needle`` (a unique temp dir)."""
-    n = 0
+    """SIGKILL every process whose command line mentions ``needle`` (a unique temp dir), and
+    their children: Ray's agents rename themselves (ray::DashboardAgent) and lose the path."""
+    victims = []
     for p in psutil.process_iter(["cmdline"]):
         try:
             if needle in " ".join(p.info["cmdline"] or []):
-                p.kill()
-                n += 1
+                victims += [p, *p.children(recursive=True)]
         except psutil.Error:
             pass
-    return n
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return len(victims)
 
 
 class LocalRayCluster:
