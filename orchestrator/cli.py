@@ -49,6 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="glth-runs")
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
     p.add_argument("--delta", type=float, default=0.5, help="winning-ticket tolerance in accuracy points (default 0.5)")
+    p.add_argument("--analysis", action="store_true", help="csv/json: print the per-curve analysis (threshold, peak, overlap) instead of the rounds")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store the analysis is logged to (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+    p = sub.add_parser("plot", help="the paper's figures for a sweep: PNGs under DIR/<sweep_id>/plots/, logged to MLflow")
+    p.add_argument("sweep", help="sweep id (or a unique prefix, or the spec's name)")
+    p.add_argument("--out", default="glth-runs")
+    p.add_argument("--round", type=int, default=None, help="round of the kept-coordinate maps (default: each curve's winning-ticket round)")
+    p.add_argument("--log-remaining", action="store_true", help="x-axis: remaining fraction on a log scale")
+    p.add_argument("--delta", type=float, default=0.5, help="winning-ticket tolerance in accuracy points (default 0.5)")
+    p.add_argument("--tracking-uri", default=None)
+
+    p = sub.add_parser("export", help="one round's ticket as a plain PyTorch module (pruned where the dictionary allows)")
+    p.add_argument("sweep", help="sweep id (or a unique prefix, or the spec's name)")
+    p.add_argument("--trial", required=True, help="trial id (or a unique prefix)")
+    p.add_argument("--round", type=int, default=None, help="round to export (default: the trial's last)")
+    p.add_argument("-o", "--output", required=True, help="where to torch.save the module (metadata goes to the same name .json)")
+    p.add_argument("--bench", action="store_true", help="time dense vs exported on test images; log to the trial's MLflow run")
+    p.add_argument("--images", type=int, default=1000, help="--bench batch size (default 1000 test images)")
+    p.add_argument("--repeats", type=int, default=30, help="--bench repeats (the median is reported)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the export and the bench (default 1)")
+    p.add_argument("--out", default="glth-runs")
+    p.add_argument("--tracking-uri", default=None)
 
     p = sub.add_parser("runs", help="query MLflow child runs (mlflow.search_runs filter syntax)")
     p.add_argument("--filter", default="", help="e.g. \"params.tau = '0.2'\"")
@@ -107,14 +129,17 @@ def _load_sweep(path: Path, profile: str | None = None):
 
 def cmd_run(args, spec_path: Path) -> int:
     sweep = _load_sweep(spec_path, getattr(args, "profile", None))  # all validation before Ray starts
-    from orchestrator.results import render, summarize
+    from orchestrator.results import construct_summary, render, render_construct, summarize
     from orchestrator.sinks import parquet
     from orchestrator.sweep import run_sweep
 
     result = run_sweep(sweep, args.out, args.tracking_uri, args.address, force=args.force)
     rows = parquet.read_rounds(Path(args.out).expanduser().resolve(), sweep.sweep_id)
-    if not rows.empty:
+    if not rows.empty and sweep.spec.kind == "construct":
+        print(render_construct(construct_summary(rows)))
+    elif not rows.empty:
         print(render(summarize(rows)))
+        _print_analysis(rows, result.out_dir, sweep.spec.experiment, args.tracking_uri)
     print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir / 'rounds'}")
     if result.failed:
         print(f"failed trials: {', '.join(result.failed)}", file=sys.stderr)
@@ -131,20 +156,86 @@ def cmd_demo(args) -> int:
     from orchestrator.sinks import parquet
 
     rows = parquet.read_rounds(Path(args.out).expanduser().resolve(), sweep.sweep_id)
-    png = plots.accuracy_vs_compression(rows, Path(args.out) / sweep.sweep_id / "plots" / "accuracy_vs_compression.png")
-    print(f"plot: {png}")
+    for png in plots.plot_sweep(rows, Path(args.out).expanduser().resolve() / sweep.sweep_id):
+        print(f"plot: {png}")
     return code
 
 
+def _print_analysis(rows, sweep_dir: Path, experiment: str, tracking_uri: str | None, delta: float = 0.005) -> None:
+    """After a run: the per-curve analysis table; analysis.parquet and the MLflow parent run get it too."""
+    from orchestrator import analysis
+    from orchestrator.sweep import default_tracking_uri
+
+    a = analysis.publish(rows, sweep_dir, sweep_dir.name, experiment, tracking_uri or default_tracking_uri(), delta)
+    print(f"\nper curve (winning ticket: largest compression with mean accuracy ≥ round 0 − {100 * delta:g} points):")
+    print(analysis.render_curves(a.curves))
+
+
 def cmd_results(args) -> int:
-    from orchestrator.results import render, summarize
+    from orchestrator import analysis
+    from orchestrator.results import render
     from orchestrator.sinks import parquet
+    from orchestrator.sweep import default_tracking_uri
 
     d = find_sweep_dir(args.out, args.sweep)
     rows = parquet.read_rounds(d.parent.resolve(), d.name)
     if rows.empty:
         raise BadInput(f"sweep: {d.name} has no rows yet")
-    print(render(summarize(rows, delta=args.delta / 100.0), args.format))
+    if (rows["kind"] == "construct").all():
+        from orchestrator.results import construct_summary, render_construct
+
+        print(render_construct(construct_summary(rows), args.format))
+        return 0
+    delta = args.delta / 100.0
+    a = analysis.publish(rows, d.resolve(), d.name, analysis.experiment_of(d), args.tracking_uri or default_tracking_uri(), delta)
+    if args.analysis and args.format in ("csv", "json"):
+        print(render(a.curves, args.format))
+        return 0
+    print(render(a.rounds, args.format))
+    if args.format in ("table", "markdown"):
+        print(f"\nper curve (winning ticket: largest compression with mean accuracy ≥ round 0 − {args.delta:g} points; "
+              f"jaccard: mask overlap across seeds):")
+        print(analysis.render_curves(a.curves, args.format))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from orchestrator import analysis, plots
+    from orchestrator.sinks import mlflow as mlflow_sink
+    from orchestrator.sinks import parquet
+    from orchestrator.sweep import default_tracking_uri
+
+    d = find_sweep_dir(args.out, args.sweep)
+    rows = parquet.read_rounds(d.parent.resolve(), d.name)
+    if rows.empty:
+        raise BadInput(f"sweep: {d.name} has no rows yet")
+    pngs = plots.plot_sweep(rows, d.resolve(), args.round, args.log_remaining, args.delta / 100.0)
+    for png in pngs:
+        print(f"plot: {png}")
+    uri = args.tracking_uri or default_tracking_uri()
+    try:
+        if plots.log_to_mlflow(pngs, d.name, analysis.experiment_of(d), uri) is None:
+            print(f"[glth] no MLflow parent run for {d.name} at {uri}; plots not logged", file=sys.stderr)
+    except mlflow_sink.MlflowUnavailable as e:
+        print(f"[glth] MLflow unavailable ({e}); plots not logged", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from orchestrator import export_cmd
+    from orchestrator.sinks import parquet
+    from orchestrator.sweep import default_tracking_uri
+
+    d = find_sweep_dir(args.out, args.sweep)
+    rows = parquet.read_rounds(d.parent.resolve(), d.name)
+    if rows.empty:
+        raise BadInput(f"sweep: {d.name} has no rows yet")
+    try:
+        export_cmd.export_trial(d.resolve(), rows, args.trial, args.round, Path(args.output), bench=args.bench,
+                                bench_images=args.images, repeats=args.repeats, threads=args.threads,
+                                tracking_uri=args.tracking_uri or default_tracking_uri())
+    except export_cmd.ExportError as e:
+        raise BadInput(str(e)) from None
     return 0
 
 
@@ -232,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, Path(args.spec))
         commands = {"demo": cmd_demo, "results": cmd_results, "runs": cmd_runs, "sync": cmd_sync,
+                    "plot": cmd_plot, "export": cmd_export,
                     "submit": cmd_submit, "status": cmd_status, "logs": cmd_logs}
         return commands[args.command](args)
     except BadInput as e:

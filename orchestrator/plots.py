@@ -1,8 +1,20 @@
-"""The paper's figures as PNGs, drawn from a sweep's Parquet rows."""
+"""The paper's figures as PNGs, drawn from a sweep's Parquet rows and its trials' tickets.
+
+* ``accuracy_vs_compression`` — Fig. 2: test accuracy against compression per curve (mean over
+  seeds, 95% CI band of the mean), dense baseline, winning-ticket threshold marked;
+* ``kept_coordinates`` — Fig. 3: which columns of U a bottleneck on the image input keeps at a
+  round, as H×W maps per channel and their sum (identity: input pixels; dct: frequencies);
+* ``dct_basis_grid`` — Fig. 4: randomly chosen (seeded) columns of the DCT U as image planes;
+* ``rank_vs_round`` — kept rank m (groups) of each bottleneck curve against the round.
+
+``plot_sweep`` draws every figure that applies to a sweep into ``DIR/<sweep_id>/plots/``.
+"""
 
 from __future__ import annotations
 
-import os
+import json
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,16 +25,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from orchestrator.results import CURVE, summarize, threshold_index  # noqa: E402
+from orchestrator.results import CURVE, curve_label, summarize, threshold_index, varying  # noqa: E402
+
+CHANNEL_NAMES = {1: ("",), 3: ("R", "G", "B")}
+MAX_SEED_ROWS = 4
 
 
 def _save(fig, path: Path) -> Path:
+    from orchestrator import atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
+    with atomic.writing(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -33,41 +48,335 @@ def _band(mean: np.ndarray, std: np.ndarray, n: np.ndarray) -> np.ndarray:
     return t * std / np.sqrt(n)
 
 
+def _colors(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per curve, stable across a sweep's figures; controls share their curve's colour."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    bases = sorted({lab.split(" [")[0] for lab in labels})
+    return {lab: cycle[bases.index(lab.split(" [")[0]) % len(cycle)] for lab in labels}
+
+
 def accuracy_vs_compression(rows: pd.DataFrame, path, delta: float = 0.005, log_remaining: bool = False,
                             title: str | None = None) -> Path:
-    """Fig. 2: test accuracy against compression, one curve per dictionary (and control)."""
+    """Fig. 2: test accuracy against compression, one curve per dictionary (and control; dashed).
+
+    ``log_remaining``: the x-axis is the remaining fraction 1 − compression on a log scale
+    (high compression spread out, growing to the right), as in most lottery-ticket plots."""
+    return _save(accuracy_figure(rows, delta, log_remaining, title), path)
+
+
+def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: bool = False, title: str | None = None):
+    """The figure of ``accuracy_vs_compression``, not yet saved."""
     summary = summarize(rows, delta)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    dense = summary[summary["round"] == 0]["test_accuracy_mean"]
-    for key, curve in summary.groupby(CURVE, sort=True):
-        curve = curve.sort_values("round")
-        label = curve["dictionary"].iloc[0]
-        if curve["control"].iloc[0] != "none":
-            label += f" [{curve['control'].iloc[0]}]"
-        if summary["tau"].nunique() > 1:
-            label += f" τ={curve['tau'].iloc[0]:g}"
-        x = 1.0 - curve["compression_mean"].to_numpy() if log_remaining else curve["compression_mean"].to_numpy()
+    vary = varying(summary)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    curves = [(curve_label(c.iloc[0], vary), c.sort_values("round")) for _, c in summary.groupby(CURVE, sort=True)]
+    colors = _colors([lab for lab, _ in curves])
+    for label, curve in curves:
+        control = curve["control"].iloc[0] != "none"
+        comp = curve["compression_mean"].to_numpy()
+        x = np.maximum(1.0 - comp, 1e-6) if log_remaining else comp
         m = 100 * curve["test_accuracy_mean"].to_numpy()
         h = 100 * _band(curve["test_accuracy_mean"].to_numpy(), curve["test_accuracy_std"].to_numpy(), curve["seeds"].to_numpy())
-        (line,) = ax.plot(x, m, marker="o", ms=3, label=label)
-        ax.fill_between(x, np.clip(m - h, 0, 100), np.clip(m + h, 0, 100), color=line.get_color(), alpha=0.2)
+        color = colors[label]
+        ax.plot(x, m, marker="s" if control else "o", ms=3.5, lw=1.6, ls="--" if control else "-", color=color,
+                label=label, zorder=3)
+        ax.fill_between(x, m - h, m + h, color=color, alpha=0.12, lw=0, zorder=1)
         idx = threshold_index(curve, delta)
-        if idx is not None:
+        if idx is not None and not control:
             xt = curve.loc[idx, "compression_mean"]
-            ax.plot(1 - xt if log_remaining else xt, 100 * curve.loc[idx, "test_accuracy_mean"], marker="*", ms=14,
-                    color=line.get_color(), markeredgecolor="black")
-    lowest = 100 * summary["test_accuracy_mean"].min()
-    ax.set_ylim(max(0.0, lowest - 5), min(100.0, 100 * summary["test_accuracy_mean"].max() + 3))
+            ax.plot(max(1 - xt, 1e-6) if log_remaining else xt, 100 * curve.loc[idx, "test_accuracy_mean"], marker="*",
+                    ms=15, color=color, markeredgecolor="black", zorder=4)
+    means = 100 * summary["test_accuracy_mean"]
+    ax.set_ylim(max(0.0, means.min() - 4), min(100.0, means.max() + 2.5))
+    dense = summary[summary["round"] == summary["round"].min()]
+    dense = dense[dense["control"] == "none"] if (dense["control"] == "none").any() else dense
     if len(dense):
-        ax.axhline(100 * dense.mean(), color="grey", ls="--", lw=1, label="dense (round 0)")
+        base = 100 * dense["test_accuracy_mean"].mean()
+        ax.axhline(base, color="black", ls="--", lw=1, label=f"dense, round 0 ({base:.1f}%)", zorder=2)
+        ax.axhline(base - 100 * delta, color="grey", ls=":", lw=1, label=f"dense − δ (δ = {100 * delta:g} pt)", zorder=2)
+    ax.plot([], [], ls="none", marker="*", ms=12, color="white", markeredgecolor="black",
+            label="winning-ticket threshold")
     if log_remaining:
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel("remaining fraction of the dictionary (log scale)")
+        _remaining_axis(ax, 1.0 - summary["compression_mean"].max())
     else:
         ax.set_xlabel("compression (removed fraction of the dictionary)")
+        ax.set_xlim(-0.02, 1.0)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "IMP in several dictionaries: mean and 95% CI over seeds; ★ winning-ticket threshold")
+    seeds = int(summary["seeds"].max())
+    note = f"mean over {seeds} seeds; band: 95% CI of the mean" if seeds > 1 else "one seed (no band)"
+    ax.set_title(f"{title or 'IMP in several dictionaries'}\n{note}", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
+    return fig
+
+
+def _remaining_axis(ax, smallest: float) -> None:
+    """Log-scale x of the remaining fraction, 100% on the left, ticks labelled in percent."""
+    ax.set_xscale("log")
+    ticks = [t for t in (1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4)
+             if t >= smallest * 0.7]
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlim(1.15, smallest * 0.8)
+    ax.set_xlabel("remaining fraction of the dictionary, 1 − compression (log scale)")
+
+
+def _log_ticks(axis, lo: float, hi: float) -> None:
+    """Plain-number ticks 1, 2, 5, 10, 20, … between lo and hi on a log axis (no 10^x labels)."""
+    ticks = [m * 10**e for e in range(-1, 8) for m in (1, 2, 5) if lo * 0.8 <= m * 10**e <= hi * 1.25]
+    axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def rank_vs_round(rows: pd.DataFrame, path, title: str | None = None) -> Path | None:
+    """Bottlenecks: kept rank m (groups: columns of U) against the round (left), and test
+    accuracy against m (right: what each basis achieves with m columns). None without one."""
+    grouped = rows[rows["rank"].notna()] if "rank" in rows else rows.iloc[:0]
+    if "status" in grouped:
+        grouped = grouped[grouped["status"] == "ok"]
+    if grouped.empty:
+        return None
+    grouped = grouped.assign(rank=grouped["rank"].astype(float))
+    if "control" not in grouped:
+        grouped = grouped.assign(control="none")
+    vary = varying(grouped)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
+    curves = [(curve_label(c.iloc[0], vary), c) for _, c in grouped.groupby([k for k in CURVE if k in grouped], sort=True)]
+    colors = _colors([lab for lab, _ in curves])
+    markers = "osD^vP"
+    full = 0.0
+    for i, (label, curve) in enumerate(curves):
+        g = curve.groupby("round").agg(rank=("rank", "mean"), acc=("test_accuracy", "mean")).reset_index()
+        control = curve["control"].iloc[0] != "none"
+        style = dict(marker=markers[i % len(markers)], ms=4, ls="--" if control else "-", color=colors[label],
+                     label=label, alpha=0.9)
+        ax.plot(g["round"], g["rank"], **style)
+        ax2.plot(g["rank"], 100 * g["acc"], **style)
+        full = max(full, float(g["rank"].iloc[0]))
+        last = g.iloc[-1]
+        ax.annotate(f"m = {last['rank']:.0f}", (last["round"], last["rank"]), textcoords="offset points",
+                    xytext=(0, 8 + 10 * i), fontsize=8, color=colors[label], ha="center")
+    for a in (ax, ax2):
+        a.grid(alpha=0.3, which="both")
+    lo, hi = float(grouped["rank"].min()), float(grouped["rank"].max())
+    ax.set_yscale("log")
+    _log_ticks(ax.yaxis, lo, hi)
+    ax.set_ylim(lo * 0.7, hi * 1.4)
+    ax.set_xlabel("round")
+    ax.set_ylabel("kept rank m (columns of U), log scale")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_title(f"rank per round (d_in = {full:.0f}; equal τ gives equal ranks)", fontsize=10)
+    ax2.set_xscale("log")
+    _log_ticks(ax2.xaxis, lo, hi)
+    ax2.set_xlim(hi * 1.3, lo * 0.75)
+    ax2.set_xlabel("kept rank m (log scale)")
+    ax2.set_ylabel("test accuracy (%), mean over seeds")
+    ax2.set_title("accuracy against the kept rank", fontsize=10)
+    ax2.legend(fontsize=8)
+    fig.suptitle(title or "Bottleneck dictionaries: W = U_kept C_kept", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def kept_coordinates(maps: np.ndarray, path, title: str, row_labels: Sequence[str], frequency: bool = False) -> Path:
+    """Fig. 3: ``maps`` is seeds × C × H × W in {0, 1} (kept). Several channels: one row per seed,
+    a map per channel and their sum (how many channels keep the position); one channel: a map
+    per seed, side by side."""
+    n_seeds, c, h, w = maps.shape
+    names = CHANNEL_NAMES.get(c, tuple(f"ch{i}" for i in range(c)))
+    cells = [[(s, k) for k in range(c + (1 if c > 1 else 0))] for s in range(n_seeds)] if c > 1 else [[(s, 0) for s in range(n_seeds)]]
+    n_rows, n_cols = len(cells), len(cells[0])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols + 0.8, 2.45 * n_rows + 0.9), squeeze=False)
+    what = "frequencies" if frequency else "kept"
+    for r, row in enumerate(cells):
+        for col, (s, k) in enumerate(row):
+            ax = axes[r, col]
+            if k < c:
+                img, vmax, cmap = maps[s, k], 1, "gray"
+                name = f"{names[k]} channel" if names[k] else "kept"
+                sub = f"{name}: {int(maps[s, k].sum())}" + (f" {what}" if names[k] else "")
+            else:
+                img, vmax, cmap = maps[s].sum(0), c, "magma"
+                sub = f"sum of the {c}: {int((maps[s].sum(0) > 0).sum())} positions"
+            if c == 1:
+                sub = f"{row_labels[s]}: {int(maps[s, 0].sum())} of {h * w} kept"
+            im = ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+            ax.set_title(sub, fontsize=8.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c > 1 and col == 0:
+                ax.set_ylabel(row_labels[s], fontsize=10)
+            if k == c and c > 1:
+                cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=range(c + 1))
+                cb.ax.tick_params(labelsize=7)
+            if frequency and r == n_rows - 1 and col == 0:
+                ax.set_xlabel("horizontal frequency →\n(vertical ↓, (0,0) top left)", fontsize=7.5)
+    fig.suptitle(textwrap.fill(title, width=max(40, int(16 * n_cols + 20))), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def dct_basis_grid(U: np.ndarray, image: tuple[int, int, int], path, count: int = 24, seed: int = 0,
+                   kept: np.ndarray | None = None, title: str | None = None) -> Path:
+    """Fig. 4: ``count`` columns of U chosen at random (``seed``), each shown as the image plane
+    it lives on (one DCT per channel, so a column is nonzero on one channel only)."""
+    c, h, w = image
+    names = CHANNEL_NAMES.get(c, tuple(f"ch{i}" for i in range(c)))
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(U.shape[1], size=min(count, U.shape[1]), replace=False))
+    cols = 6 if len(chosen) > 6 else len(chosen)
+    rows = int(np.ceil(len(chosen) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.85 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, j in zip(axes.flat, chosen):
+        planes = U[:, j].reshape(c, h, w)
+        ch = int(np.abs(planes).reshape(c, -1).max(1).argmax())
+        u, v = divmod(int(j) % (h * w), w)
+        lim = float(np.abs(planes[ch]).max()) or 1.0
+        ax.imshow(planes[ch], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        name = f"{names[ch]} " if names[ch] else ""
+        mark = ""
+        if kept is not None:
+            mark = " kept" if kept[j] else " pruned"
+        ax.set_title(f"{name}({u},{v}){mark}", fontsize=7.5, color="black" if kept is None or kept[j] else "dimgrey")
+        if kept is not None and kept[j]:
+            for side in ax.spines.values():
+                side.set_visible(True)
+                side.set_color("tab:green")
+                side.set_linewidth(2.5)
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title or f"{len(chosen)} random elements of the DCT basis ({h}×{w} per channel, seed {seed})",
+                 fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# -- one sweep, every figure ------------------------------------------------------------------------
+def _bottleneck_dictionary(config: dict):
+    """The bottleneck dictionary of a trial config when it acts on the image input; else None."""
+    from glth_core import data, dictionaries, models
+
+    spec = config.get("dictionary") or {}
+    if spec.get("kind") != "bottleneck" or spec.get("basis") not in ("identity", "dct"):
+        return None
+    source = data.DATASETS[config["dataset"]]
+    net = models.build(config["model"], source.input_shape, source.num_classes)
+    d = dictionaries.build(spec, net)
+    return d if d.is_input_layer else None
+
+
+def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float) -> int:
+    """``round_`` if the curve has it, else the curve's winning-ticket round, else its last."""
+    rounds = sorted(curve_rows["round"].unique())
+    if round_ is not None:
+        return min(rounds, key=lambda r: abs(r - round_))
+    summary = summarize(curve_rows, delta)
+    idx = threshold_index(summary, delta)
+    return int(summary.loc[idx, "round"]) if idx is not None else int(rounds[-1])
+
+
+def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, log_remaining: bool = False,
+               delta: float = 0.005, basis_count: int = 24, basis_seed: int = 0) -> list[Path]:
+    """Every figure that applies to the sweep, under ``sweep_dir/plots``; returns the PNGs written."""
+    from orchestrator.checkpoints import trial_tickets
+
+    sweep_dir = Path(sweep_dir)
+    out = sweep_dir / "plots"
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    ok = ok.assign(**{k: "none" for k in ("control",) if k not in ok})
+    construct = construct_vs_n(ok, out / "construct_vs_n.png")
+    if construct is not None:  # a construction sweep has no pruning curve to draw
+        return [construct]
+    name = "accuracy_vs_remaining_log.png" if log_remaining else "accuracy_vs_compression.png"
+    written = [accuracy_vs_compression(ok, out / name, delta, log_remaining=log_remaining)]
+    rank = rank_vs_round(ok, out / "rank_vs_round.png")
+    if rank is not None:
+        written.append(rank)
+    basis_done = False
+    for key, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True):
+        config = json.loads(curve["config"].iloc[0])
+        dic = _bottleneck_dictionary(config)
+        if dic is None:
+            continue
+        rnd = _chosen_round(curve, round_, delta)
+        seeds = curve.drop_duplicates("trial_id").sort_values("seed").head(MAX_SEED_ROWS)
+        maps, labels = [], []
+        for r in seeds.itertuples():
+            try:
+                ticket = trial_tickets(sweep_dir, r.trial_id).get(rnd)
+            except FileNotFoundError:
+                ticket = None
+            if ticket is None:
+                continue
+            keep = ticket.mask.view(dic.d_out, dic.d_in).any(0).cpu().numpy()
+            maps.append(keep.reshape(dic.image).astype(float))
+            labels.append(f"seed {r.seed}")
+        if not maps:
+            continue
+        comp = float(curve.loc[curve["round"] == rnd, "compression"].mean())
+        label = curve_label(curve.iloc[0], varying(ok))
+        stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+        if dic.basis == "identity":
+            title = f"{label}, round {rnd} (compression {100 * comp:.1f}%): kept input coordinates (white)"
+            written.append(kept_coordinates(np.stack(maps), out / f"kept_inputs_{stem}.png", title, labels))
+        else:
+            title = f"{label}, round {rnd} (compression {100 * comp:.1f}%): kept DCT frequencies per channel (white)"
+            written.append(kept_coordinates(np.stack(maps), out / f"kept_frequencies_{stem}.png", title, labels,
+                                            frequency=True))
+            if not basis_done:
+                U = dic.U.cpu().numpy()
+                written.append(dct_basis_grid(U, dic.image, out / "dct_basis.png", basis_count, basis_seed,
+                                              kept=maps[0].reshape(-1) > 0,
+                                              title=f"{basis_count} random elements of the DCT basis "
+                                                    f"({dic.image[1]}×{dic.image[2]} per channel, seed {basis_seed}); "
+                                                    f"green = kept by {label} at round {rnd} ({labels[0]})"))
+                basis_done = True
+    return written
+
+
+def log_to_mlflow(pngs: Sequence[Path], sweep_id: str, experiment: str, tracking_uri: str) -> str | None:
+    """Log the PNGs to the sweep's parent run under ``plots/`` (skipped when these exact files are
+    there already). The parent run id, or None when the sweep has no parent run in that store."""
+    import hashlib
+
+    from orchestrator.sinks import mlflow as mlflow_sink
+
+    digest = hashlib.sha256(b"".join(Path(p).name.encode() + Path(p).read_bytes() for p in pngs)).hexdigest()[:16]
+    return mlflow_sink.log_to_parent(tracking_uri, experiment, sweep_id,
+                                     artifacts={f"plots/{Path(p).name}": Path(p) for p in pngs},
+                                     once_tag=("glth.plots", digest))
+
+
+def construct_vs_n(rows: pd.DataFrame, path) -> Path | None:
+    """Constructive strong tickets: weight error and kept/target ratio against n (log scale)."""
+    from orchestrator.results import construct_summary
+
+    summary = construct_summary(rows)
+    if summary.empty:
+        return None
+    fig, (ax_err, ax_kept) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"wspace": 0.35})
+    for (dist, eps), curve in summary.groupby(["distribution", "epsilon"]):
+        curve = curve.sort_values("n")
+        label = f"{dist}, ε={eps:g}"
+        (line,) = ax_err.plot(curve["n"], curve["max_weight_error_mean"], marker="o", label=f"{label}: max")
+        ax_err.plot(curve["n"], curve["mean_weight_error_mean"], marker="s", ls="--", color=line.get_color(), label=f"{label}: mean")
+        ax_err.axhline(eps, color=line.get_color(), lw=0.8, ls=":")
+        ax_kept.plot(curve["n"], curve["kept_per_target_mean"], marker="o", color=line.get_color(), label=label)
+    ax_err.set_yscale("log")
+    ax_err.set_xlabel("n (random candidates per target weight)")
+    ax_err.set_ylabel("|effective − target weight| (log)")
+    ax_err.set_title("SubsetSum construction: weight error (dotted: ε)")
+    ax_kept.set_yscale("log")
+    ax_kept.set_xlabel("n (random candidates per target weight)")
+    ax_kept.set_ylabel("kept random weights / target weights (log)")
+    ax_kept.axhline(9.39, color="grey", ls="--", lw=1, label="Pensia et al. anchor 9.39×")
+    ax_kept.set_title("cost of the strong ticket")
+    for ax in (ax_err, ax_kept):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
     return _save(fig, path)

@@ -11,15 +11,17 @@ import json
 import pandas as pd
 
 FORMATS = ("table", "csv", "json", "markdown")
-CURVE = ["dictionary", "control", "tau", "rewind"]
+#: what makes one curve: rows differing in any of these are never averaged together
+CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind"]
+_CURVE_DEFAULTS = {"dataset": "?", "model": "?", "control": "none"}
 
 
 def summarize(rows: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
     """One row per curve × round: mean ± std over seeds, and a ``winning`` flag at the threshold."""
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
-    if "control" not in ok:
-        ok = ok.assign(control="none")
-    g = ok.groupby(CURVE + ["round"], sort=True)
+    ok = ok.assign(**{k: v for k, v in _CURVE_DEFAULTS.items() if k not in ok})
+    extra = {"rank_mean": ("rank", "mean")} if "rank" in ok else {}
+    g = ok.groupby(CURVE + ["round"], sort=True, dropna=False)  # τ is NaN for strong/construct trials
     out = g.agg(
         seeds=("seed", "nunique"),
         test_accuracy_mean=("test_accuracy", "mean"),
@@ -28,10 +30,11 @@ def summarize(rows: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
         compression_mean=("compression", "mean"),
         compression_std=("compression", "std"),
         density_mean=("density", "mean"),
+        **extra,
     ).reset_index()
     out[["test_accuracy_std", "compression_std"]] = out[["test_accuracy_std", "compression_std"]].fillna(0.0)
     out["winning"] = False
-    for _, curve in out.groupby(CURVE, sort=False):
+    for _, curve in out.groupby(CURVE, sort=False, dropna=False):
         idx = threshold_index(curve, delta)
         if idx is not None:
             out.loc[idx, "winning"] = True
@@ -48,20 +51,49 @@ def threshold_index(curve: pd.DataFrame, delta: float):
 
 
 def thresholds(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per curve: the winning-ticket compression and its accuracy, plus the peak accuracy."""
+    """Per curve: the winning-ticket compression and its accuracy, plus the peak accuracy and
+    where it occurs (the first round reaching it); ``threshold_rank`` = mean kept groups there."""
     rows = []
-    for key, curve in summary.groupby(CURVE, sort=True):
+    nan = float("nan")
+    for key, curve in summary.groupby(CURVE, sort=True, dropna=False):
         win = curve[curve["winning"]]
         peak = curve.loc[curve["test_accuracy_mean"].idxmax()]
+        has_rank = "rank_mean" in curve and len(win) and pd.notna(win["rank_mean"].iloc[0])
         rows.append({
             **dict(zip(CURVE, key)),
-            "threshold_compression": float(win["compression_mean"].iloc[0]) if len(win) else float("nan"),
+            "seeds": int(curve["seeds"].max()),
+            "rounds": int(curve["round"].nunique()),
+            "threshold_compression": float(win["compression_mean"].iloc[0]) if len(win) else nan,
             "threshold_round": int(win["round"].iloc[0]) if len(win) else -1,
+            "threshold_accuracy": float(win["test_accuracy_mean"].iloc[0]) if len(win) else nan,
+            "threshold_rank": float(win["rank_mean"].iloc[0]) if has_rank else nan,
             "dense_accuracy": float(curve.loc[curve["round"].idxmin(), "test_accuracy_mean"]),
             "peak_accuracy": float(peak["test_accuracy_mean"]),
             "peak_compression": float(peak["compression_mean"]),
+            "peak_round": int(peak["round"]),
         })
     return pd.DataFrame(rows)
+
+
+def curve_label(row, varying: tuple[str, ...] = ("tau",)) -> str:
+    """A curve's name in tables and legends: the dictionary, its control, and whichever of
+    dataset / model / τ / rewind appear in ``varying`` (those that differ within the sweep)."""
+    label = str(row["dictionary"])
+    if row.get("control", "none") != "none":
+        label += f" [{row['control']}]"
+    if "tau" in varying:
+        label += f" τ={float(row['tau']):g}"
+    if "rewind" in varying:
+        label += f" rewind={row['rewind']}"
+    for k in ("model", "dataset"):
+        if k in varying:
+            label = f"{row[k]}: {label}"
+    return label
+
+
+def varying(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The curve keys besides dictionary and control that take more than one value in ``frame``."""
+    return tuple(k for k in ("dataset", "model", "tau", "rewind") if k in frame and frame[k].nunique() > 1)
 
 
 def render(summary: pd.DataFrame, fmt: str = "table") -> str:
@@ -70,8 +102,10 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
     if fmt == "csv":
         return summary.to_csv(index=False)
     if fmt == "json":
-        return json.dumps(summary.to_dict("records"), indent=1, default=float)
+        clean = summary.astype(object).where(summary.notna(), None)  # NaN is not JSON: null
+        return json.dumps(clean.to_dict("records"), indent=1, default=float)
     view = pd.DataFrame({
+        **{k: summary[k] for k in ("dataset", "model") if k in varying(summary)},
         "dictionary": summary["dictionary"] + summary["control"].map(lambda c: "" if c == "none" else f" [{c}]"),
         "tau": summary["tau"],
         "rewind": summary["rewind"],
@@ -79,9 +113,49 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
         "seeds": summary["seeds"],
         "compression": [f"{m:.4f} ± {s:.4f}" for m, s in zip(summary["compression_mean"], summary["compression_std"])],
         "test_acc": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])],
-        "winning": summary["winning"].map(lambda w: "<- threshold" if w else ""),
     })
+    if "rank_mean" in summary and summary["rank_mean"].notna().any():
+        view["rank"] = summary["rank_mean"].map(lambda r: "" if pd.isna(r) else f"{r:.0f}")
+    for col, name in (("jaccard_mean", "jaccard"), ("group_jaccard_mean", "jaccard_groups")):
+        if col in summary and summary[col].notna().any():  # mask overlap across seeds (orchestrator.analysis)
+            view[name] = summary[col].map(lambda j: "" if pd.isna(j) else f"{j:.3f}")
+    view["winning"] = summary["winning"].map(lambda w: "<- threshold" if w else "")
     if fmt == "markdown":
         header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
         return header + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in view.itertuples(index=False))
+    return view.to_string(index=False)
+
+
+CONSTRUCT_KEYS = ["distribution", "epsilon", "n"]
+CONSTRUCT_METRICS = ["test_accuracy", "target_accuracy", "max_weight_error", "mean_weight_error",
+                     "max_output_error", "kept_per_target", "random_per_target", "construct_seconds"]
+
+
+def construct_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Constructive strong tickets: per sampling distribution × ε × n, mean and std over seeds."""
+    rows = rows[(rows.get("kind") == "construct") & (rows["status"] == "ok")]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(distribution=rows["basis"])
+    g = rows.groupby(CONSTRUCT_KEYS, sort=True)
+    out = g[CONSTRUCT_METRICS].mean().add_suffix("_mean").join(g[CONSTRUCT_METRICS].std().fillna(0.0).add_suffix("_std"))
+    out.insert(0, "seeds", g["seed"].nunique())
+    out["accuracy_gap_points"] = 100 * (out["test_accuracy_mean"] - out["target_accuracy_mean"])
+    return out.reset_index()
+
+
+def render_construct(summary: pd.DataFrame, fmt: str = "table") -> str:
+    if fmt in ("csv", "json"):
+        return summary.to_csv(index=False) if fmt == "csv" else json.dumps(summary.to_dict("records"), indent=1, default=float)
+    view = pd.DataFrame({
+        "distribution": summary["distribution"], "epsilon": summary["epsilon"], "n": summary["n"], "seeds": summary["seeds"],
+        "pruned_acc": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])],
+        "target_acc": [f"{100 * m:.2f}" for m in summary["target_accuracy_mean"]],
+        "gap_pts": [f"{g:+.2f}" for g in summary["accuracy_gap_points"]],
+        "max_w_err": [f"{v:.4f}" for v in summary["max_weight_error_mean"]],
+        "mean_w_err": [f"{v:.5f}" for v in summary["mean_weight_error_mean"]],
+        "kept/target": [f"{v:.2f}x" for v in summary["kept_per_target_mean"]],
+        "random/target": [f"{v:.1f}x" for v in summary["random_per_target_mean"]],
+        "seconds": [f"{v:.1f}" for v in summary["construct_seconds_mean"]],
+    })
     return view.to_string(index=False)

@@ -95,7 +95,7 @@ def _reuse_completed(sweep: Sweep, out_dir: Path, force: bool) -> set[str]:
     """Trial ids with complete rows here or in another sweep under ``out_dir`` (copied in)."""
     if force:
         return set()
-    rounds = sweep.spec.rounds
+    rounds = sweep.rounds
     done = parquet.completed_trials(out_dir, sweep.sweep_id, rounds)
     wanted = {t.trial_id: t for t in sweep.trials}
     for other in sorted(p for p in out_dir.iterdir() if p.is_dir() and p.name != sweep.sweep_id):
@@ -139,9 +139,9 @@ def run_sweep(
     done = _reuse_completed(sweep, out_dir, force)
     pending = [t for t in sweep.trials if t.trial_id not in done]
     mlflow_info = _start_mlflow(sweep, tracking_uri)
-    progress = Progress(total_trials=len(sweep.trials), rounds=sweep.spec.rounds, already_done=len(done))
+    progress = Progress(total_trials=len(sweep.trials), rounds=sweep.rounds, already_done=len(done), complete=done)
     print(f"[glth] sweep {sweep.sweep_id}: {len(sweep.trials)} trials ({len(done)} already complete), "
-          f"{sweep.spec.rounds} rounds each → {sweep_dir}", file=sys.stderr)
+          f"{sweep.rounds} rounds each → {sweep_dir}", file=sys.stderr)
 
     failed: list[str] = []
     for key, value in QUIET_TUNE.items():
@@ -149,14 +149,24 @@ def run_sweep(
     if pending:
         res = sweep.spec.resources
         sweep_cfg = {"sweep_id": sweep.sweep_id, "threads": max(1, int(res.cpu)), **mlflow_info}
-        trainable = tune.with_resources(run_trial, {"cpu": res.cpu, "gpu": res.gpu})
         storage = str(sweep_dir / "tune")
         callbacks = [ParquetWriter(out_dir, sweep.sweep_id), progress]
+        # What this run knows and a restored experiment's saved trial configs may not: trials whose
+        # rows are already complete on disk (Tune's snapshot can lag them by a round) and this run's
+        # MLflow parent (the last run may have had none, or another tracking URI).
+        # and the driver's working directory: Tune runs each trial in its own directory, so a
+        # relative dataset.data_dir (kept relative in the trial id) is resolved against this one
+        live = {"completed": sorted(done), "mlflow": mlflow_info, "cwd": os.getcwd()}
         with ray_session(address, num_cpus):
+            # inside the session: with_parameters puts ``live`` in this Ray's object store
+            trainable = tune.with_resources(tune.with_parameters(run_trial, live=live), {"cpu": res.cpu, "gpu": res.gpu})
             restore_path = os.path.join(storage, TUNE_NAME)
             if not force and tune.Tuner.can_restore(restore_path):
                 print(f"[glth] resuming {restore_path}", file=sys.stderr)
                 tuner = tune.Tuner.restore(restore_path, trainable, resume_unfinished=True, resume_errored=True)
+                # the restored RunConfig holds the callbacks pickled by the first run: its Progress
+                # counts and its output directory; this run's own replace them
+                tuner._local_tuner.get_run_config().callbacks = callbacks
             else:
                 if force and os.path.exists(restore_path):
                     shutil.rmtree(restore_path)
@@ -171,11 +181,11 @@ def run_sweep(
                         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     ),
                 )
-            grid = tuner.fit()
-        failed = [r.config["trial"]["trial_id"] for r in grid if r.error is not None]
-    rows = parquet.read_rounds(out_dir, sweep.sweep_id)
-    if not rows.empty:  # trials that ended on a recorded failure (e.g. a diverged loss)
-        failed += sorted(set(rows.loc[rows["status"] != "ok", "trial_id"]) - set(failed))
+            tuner.fit()
+    # judged by what is on disk, not by Tune's result grid: a trial failed unless all its rows
+    # are there and ok (a diverged loss leaves a failed row; a trial out of retries, missing rows)
+    complete = parquet.completed_trials(out_dir, sweep.sweep_id, sweep.rounds)
+    failed = sorted(t.trial_id for t in sweep.trials if t.trial_id not in complete)
 
     sync_mlflow(sweep, out_dir, tracking_uri)
     return SweepResult(sweep.sweep_id, sweep_dir, mlflow_info["parent_run_id"], len(pending), len(done), failed)

@@ -8,6 +8,7 @@ tracking server that is down only defers it (the driver backfills from the Parqu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -18,32 +19,49 @@ import torch
 from ray import tune
 
 from glth_core.imp import Ticket, Trajectory, TrajectoryState, canonical_json
+from glth_core.strong.construct_run import ConstructRun, ConstructState
+from glth_core.strong.edge_popup import StrongSearch, StrongState
 from glth_core.train import DivergedError
 from orchestrator.spec import Trial
 from orchestrator.sinks import mlflow as mlflow_sink
 
 STATE_FILE = "trajectory.pt"
 TICKETS_FILE = "tickets.pt"  # every finished round's mask and trained weights (for export, overlap, figures)
+#: trial kind → (runner, its state class); every runner has done, run_round(), state, ticket
+RUNNERS = {"imp": (Trajectory, TrajectoryState), "strong": (StrongSearch, StrongState),
+           "construct": (ConstructRun, ConstructState)}
 
 
 def trial_row_meta(trial: Trial, sweep_id: str) -> dict:
     """Columns shared by every row of a trial."""
     t = trial.trajectory
-    desc = {"dictionary": trial.dictionary_label, "dictionary_kind": t.dictionary_spec["kind"]}
-    desc["basis"] = str(t.dictionary_spec.get("basis") or t.dictionary_spec.get("method") or t.dictionary_spec.get("block") or "")
+    spec = t.dictionary_spec
+    desc = {"dictionary": trial.dictionary_label, "dictionary_kind": spec["kind"]}
+    desc["basis"] = str(getattr(t, "distribution", None) or spec.get("basis") or spec.get("method") or spec.get("block") or "")
+    rewind = getattr(t, "rewind", "none")
     return {
+        "kind": trial.kind,
         "sweep_id": sweep_id,
         "trial_id": trial.trial_id,
         "seed": t.seed,
         "dataset": t.dataset,
         "model": t.model,
         **desc,
-        "tau": t.tau,
-        "rewind": json.dumps(t.rewind) if isinstance(t.rewind, dict) else t.rewind,
+        "tau": getattr(t, "tau", None),
+        "rewind": json.dumps(rewind) if isinstance(rewind, dict) else rewind,
         "control": trial.control,
         # the flat trajectory config: MLflow params (``params.tau``) and the Parquet config column
         "config": canonical_json({**t.to_dict(), "seeds": t.seeds(), "trial_id": trial.trial_id}),
     }
+
+
+def with_data_dir_from(config, cwd: str | None):
+    """``config`` with a relative data_dir made absolute against ``cwd`` (the driver's working
+    directory); the trial id still hashes the data_dir as the spec wrote it."""
+    d = config.data_dir
+    if not d or not cwd or os.path.isabs(os.path.expanduser(d)):
+        return config
+    return dataclasses.replace(config, data_dir=os.path.join(cwd, d))
 
 
 def load_tickets(directory) -> dict[int, Ticket]:
@@ -53,12 +71,12 @@ def load_tickets(directory) -> dict[int, Ticket]:
     return {int(r): Ticket.from_dict(t) for r, t in torch.load(path, weights_only=True).items()}
 
 
-def _restore() -> tuple[TrajectoryState | None, dict[int, Ticket]]:
+def _restore(state_cls) -> tuple[object | None, dict[int, Ticket]]:
     ckpt = tune.get_checkpoint()
     if ckpt is None:
         return None, {}
     with ckpt.as_directory() as d:
-        return TrajectoryState.load(Path(d) / STATE_FILE), load_tickets(d)
+        return state_cls.load(Path(d) / STATE_FILE), load_tickets(d)
 
 
 class _MlflowChild:
@@ -86,16 +104,25 @@ class _MlflowChild:
             self.client = None
 
 
-def run_trial(config: dict) -> None:
-    """Tune function trainable. ``config = {"trial": Trial.to_dict(), "sweep": {...}}``."""
-    sweep = config["sweep"]
+def run_trial(config: dict, live: dict | None = None) -> None:
+    """Tune function trainable. ``config = {"trial": Trial.to_dict(), "sweep": {...}}``.
+
+    ``live`` comes from the driver running now (``tune.with_parameters``), which matters when it
+    restored an interrupted experiment: ``completed`` trials already have all their rows on disk
+    and end at once, and ``mlflow`` (this run's parent run) replaces the one saved in the config.
+    """
+    live = live or {}
+    sweep = {**config["sweep"], **live.get("mlflow", {})}
     torch.set_num_threads(max(1, int(sweep.get("threads", 1))))
     trial = Trial.from_dict(config["trial"])
+    if trial.trial_id in live.get("completed", ()):
+        return
     meta = trial_row_meta(trial, sweep["sweep_id"])
     node_id = ray.get_runtime_context().get_node_id()
-    state, tickets = _restore()
+    runner_cls, state_cls = RUNNERS[trial.kind]
+    state, tickets = _restore(state_cls)
     resumed_from = -1 if state is None else state.round
-    traj = Trajectory(trial.trajectory, state=state)
+    traj = runner_cls(with_data_dir_from(trial.trajectory, live.get("cwd")), state=state)
     mlflow_child = _MlflowChild(sweep, trial, meta)
     rows = [{**meta, **r, "status": "ok"} for r in traj.state.records]
     mlflow_child.log(rows)
@@ -110,7 +137,8 @@ def run_trial(config: dict) -> None:
             tune.report({"round": traj.state.round, "rows": rows, "trial_id": trial.trial_id, "failed": str(e)})
             return
         rows.append({**meta, **record, "status": "ok"})
-        tickets[traj.ticket.round] = traj.ticket
+        if traj.ticket is not None:
+            tickets[traj.ticket.round] = traj.ticket
         mlflow_child.log(rows)
         with tempfile.TemporaryDirectory() as d:
             traj.state.save(os.path.join(d, STATE_FILE))

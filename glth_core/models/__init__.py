@@ -12,6 +12,7 @@ from torch import nn
 from glth_core.models.base import ModelSpecError
 from glth_core.models.frankle_carbin import conv2, conv4, conv6, lenet_300_100
 from glth_core.models.paper import cnn_paper, mlp_300_100
+from glth_core.models.targets import mlp_500_nobias
 
 MODELS: dict[str, Callable[[Sequence[int], int], nn.Sequential]] = {
     "cnn_paper": cnn_paper,
@@ -20,6 +21,7 @@ MODELS: dict[str, Callable[[Sequence[int], int], nn.Sequential]] = {
     "conv2": conv2,
     "conv4": conv4,
     "conv6": conv6,
+    "mlp_500_nobias": mlp_500_nobias,
 }
 
 __all__ = ["MODELS", "ModelSpecError", "build"]

@@ -57,6 +57,17 @@ SCHEMA = pa.schema([
     ("rank", pa.int64()),  # kept groups; null for ungrouped dictionaries
     ("status", pa.string()),
     ("config", pa.string()),
+    # trial kind (imp, strong, construct) and what only constructive strong tickets report (null otherwise)
+    ("kind", pa.string()),
+    ("epsilon", pa.float64()),
+    ("n", pa.int64()),
+    ("target_accuracy", pa.float64()),
+    ("max_weight_error", pa.float64()),
+    ("mean_weight_error", pa.float64()),
+    ("max_output_error", pa.float64()),
+    ("kept_per_target", pa.float64()),
+    ("random_per_target", pa.float64()),
+    ("construct_seconds", pa.float64()),
 ])
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != PARTITION])
 _PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field(PARTITION)]), flavor="hive")

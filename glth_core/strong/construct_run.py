@@ -1,0 +1,150 @@
+"""A constructive strong ticket as one trial: train the target with glth, then build and
+evaluate the pruned random network that approximates it (SubsetSum construction).
+
+Same protocol as ``glth_core.imp.Trajectory`` (``done``, ``run_round``, ``state``), so the
+orchestrator runs it as a Tune trial; it has one round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from glth_core import data as datasets
+from glth_core.imp import Trajectory, TrajectoryConfig, canonical_json
+from glth_core.strong.construct import DISTRIBUTIONS, construct
+from glth_core.strong.evaluate import evaluate, output_error
+from glth_core.train import TrainConfig
+
+TARGET_TRAIN = TrainConfig(epochs=3, batch_size=128, optimizer="adam", lr=1e-3)
+
+
+@dataclass(frozen=True)
+class ConstructConfig:
+    """Target (dataset, model, training) and construction (ε, n or c, distribution, seed)."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    model: str = "mlp_500_nobias"
+    epsilon: float = 0.01
+    n: int | None = None
+    c: float = 3.0
+    distribution: str = "uniform"
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TARGET_TRAIN)
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if isinstance(self.train, dict):
+            object.__setattr__(self, "train", TrainConfig(**self.train))
+        if not 0.0 < self.epsilon < 1.0:
+            raise ValueError(f"epsilon: must be in (0, 1), got {self.epsilon}")
+        if self.n is not None and not 1 <= self.n <= 40:
+            raise ValueError(f"n: must be in 1..40 candidates per weight, got {self.n}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution: {self.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+
+    rounds = 1
+
+    @property
+    def dictionary_spec(self) -> dict:
+        return {"kind": "canonical"}  # the target's own coordinates
+
+    @property
+    def label(self) -> str:
+        return f"subsetsum-{self.distribution}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train"] = self.train.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConstructConfig":
+        return cls(**d)
+
+    def content_hash(self) -> str:
+        d = self.to_dict()
+        d.pop("device")
+        d["construction"] = "subset_sum"
+        return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:12]
+
+    def seeds(self) -> dict:
+        return {"init": self.seed, "data_order": self.seed, "split": self.split_seed, "random_network": self.seed}
+
+    def target_config(self) -> TrajectoryConfig:
+        return TrajectoryConfig(dataset=self.dataset, data_dir=self.data_dir, model=self.model, rounds=1,
+                                seed=self.seed, train=self.train, val_fraction=self.val_fraction,
+                                split_seed=self.split_seed, device=self.device)
+
+
+@dataclass
+class ConstructState:
+    round: int = 0
+    records: list[dict] = field(default_factory=list)
+
+    def save(self, path) -> None:
+        torch.save({"round": self.round, "records": self.records}, path)
+
+    @classmethod
+    def load(cls, path) -> "ConstructState":
+        d = torch.load(path, weights_only=True)
+        return cls(d["round"], list(d["records"]))
+
+
+class ConstructRun:
+    def __init__(self, config: ConstructConfig, data: datasets.Dataset | None = None, state: ConstructState | None = None):
+        self.config = config
+        self.data = data or datasets.load(config.dataset, config.data_dir, val_fraction=config.val_fraction,
+                                          split_seed=config.split_seed, device=config.device)
+        self.state = state or ConstructState()
+        self.ticket = None  # a construction is not a dictionary ticket
+        self.construction = None
+
+    @property
+    def done(self) -> bool:
+        return self.state.round >= 1
+
+    def run_round(self) -> dict:
+        cfg, d = self.config, self.data
+        t0 = time.perf_counter()
+        target_run = Trajectory(cfg.target_config(), data=d)
+        target_record = target_run.run_round()
+        target = target_run.model
+        target.load_state_dict(target_run.scope_weights())
+        built = construct(target, epsilon=cfg.epsilon, n=cfg.n, c=cfg.c, distribution=cfg.distribution, seed=cfg.seed)
+        self.construction = built
+        pruned = built.pruned_net
+        ev = {s: evaluate(pruned, getattr(d, f"{s}_x"), getattr(d, f"{s}_y")) for s in ("train", "val", "test")}
+        out_max, out_mean = output_error(target, pruned, d.test_x)
+        record = {
+            "round": 0,
+            "kept": built.kept_weights,
+            "total": built.random_weights,
+            "density": built.kept_weights / built.random_weights,
+            "compression": 1.0 - built.kept_weights / built.random_weights,
+            "test_accuracy": ev["test"][0], "test_loss": ev["test"][1],
+            "val_accuracy": ev["val"][0],
+            "train_accuracy": ev["train"][0], "train_loss": ev["train"][1],
+            "epochs": target_record["epochs"],
+            "wall_seconds": time.perf_counter() - t0,
+            "rank": None,
+            "target_accuracy": target_record["test_accuracy"],
+            "accuracy_gap": ev["test"][0] - target_record["test_accuracy"],
+            "max_weight_error": built.max_weight_error,
+            "mean_weight_error": built.mean_weight_error,
+            "max_output_error": out_max, "mean_output_error": out_mean,
+            "kept_per_target": built.kept_per_target,
+            "random_per_target": built.random_per_target,
+            "target_weights": built.target_weights,
+            "n": built.n, "epsilon": cfg.epsilon,
+            "construct_seconds": built.wall_seconds,
+        }
+        self.state.records.append(record)
+        self.state.round = 1
+        return record
