@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -28,7 +28,6 @@ REWINDS = ("init", "none", "lr")  # plus {"step": k}
 #: initialization; each round trains twice (the ticket, to find the next mask, and the control).
 CONTROLS = ("none", "random_mask", "reinit")
 REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses seed + this
-SEEDED_KINDS = ("random", "blockdiag", "bottleneck")
 
 
 def canonical_json(obj: Any) -> str:
@@ -37,6 +36,22 @@ def canonical_json(obj: Any) -> str:
 
 def rewind_label(rewind) -> str:
     return f"step{rewind['step']}" if isinstance(rewind, dict) else str(rewind)
+
+
+def seed_dependent(spec: dict) -> bool:
+    """Whether a dictionary spec's basis is drawn from its seed (random rotations, random blocks,
+    a random bottleneck U); only those take the trajectory's seed when the spec gives none."""
+    kind = spec.get("kind")
+    return (kind == "random" or (kind == "blockdiag" and spec.get("block") == "random")
+            or (kind == "bottleneck" and spec.get("basis") == "random"))
+
+
+def seeded_spec(dictionary: dict, seed: int) -> dict:
+    """A dictionary spec with its seed resolved: a seed-dependent one without a seed takes ``seed``."""
+    spec = dict(dictionary)
+    if seed_dependent(spec) and "seed" not in spec:
+        spec["seed"] = seed
+    return spec
 
 
 def check_rewind(rewind) -> None:
@@ -79,10 +94,7 @@ class TrajectoryConfig:
     @property
     def dictionary_spec(self) -> dict:
         """The dictionary spec with its seed resolved (defaults to the trajectory's seed)."""
-        spec = dict(self.dictionary)
-        if spec.get("kind") in SEEDED_KINDS and "seed" not in spec:
-            spec["seed"] = self.seed
-        return spec
+        return seeded_spec(self.dictionary, self.seed)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -180,6 +192,14 @@ class TrajectoryState:
         return cls.from_dict(torch.load(path, weights_only=True))
 
 
+class TrainJob(NamedTuple):
+    """One training a round needs: where it starts, a pinned lr position or None, a step callback."""
+
+    start: Weights
+    lr_offset: int | None
+    on_step: Callable[[int, Weights], None] | None
+
+
 def round_generator(seed: int, round_index: int, stream: int = 0) -> torch.Generator:
     """Randomness of round t (data order: stream 0, random masks: stream 1) depends on
     (seed, t, stream) alone, so a resumed round repeats exactly."""
@@ -192,18 +212,59 @@ def build_model(config: TrajectoryConfig, data: datasets.Dataset, seed: int):
         return models.build(config.model, data.input_shape, data.num_classes).to(config.device)
 
 
+def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, w: Weights, mask: torch.Tensor,
+                 round_index: int, steps: int, train_cfg: TrainConfig, seconds: float) -> dict:
+    """One round's row: ``w`` under ``mask`` evaluated on every split. ``inputs`` are the splits as the
+    parameterization sees them (``prepare_inputs``). Shared by IMP and the strong-ticket search."""
+    dictionary = param.dictionary
+    ev = {
+        split: evaluate(param, w, mask, inputs[split], getattr(data, f"{split}_y"), train_cfg.eval_batch_size)
+        for split in ("train", "val", "test")
+    }
+    kept, total = int(mask.sum()), dictionary.size
+    n_train = inputs["train"].shape[0]
+    record = {
+        "round": round_index,
+        "kept": kept,
+        "total": total,
+        "density": kept / total,
+        "compression": 1.0 - kept / total,
+        "test_accuracy": ev["test"].accuracy,
+        "test_loss": ev["test"].loss,
+        "val_accuracy": ev["val"].accuracy,
+        "train_accuracy": ev["train"].accuracy,
+        "train_loss": ev["train"].loss,
+        "epochs": steps * train_cfg.batch_size / n_train,
+        "wall_seconds": seconds,
+        "rank": None,
+    }
+    groups = dictionary.groups
+    if groups is not None:
+        kept_groups = torch.unique(groups[mask])
+        record["rank"] = int(kept_groups.numel())
+        if getattr(dictionary, "basis", None) == "identity":
+            record["kept_inputs"] = kept_groups.tolist()
+    return record
+
+
 class Trajectory:
     """Builds model, data and dictionary from a config, then runs rounds one at a time."""
 
-    def __init__(self, config: TrajectoryConfig, data: datasets.Dataset | None = None, state: TrajectoryState | None = None):
+    def __init__(self, config: TrajectoryConfig, data: datasets.Dataset | None = None, state: TrajectoryState | None = None,
+                 *, shared: "Trajectory | None" = None):
+        """``shared``: a trajectory on the same data and dictionary (another seed, as in
+        ``glth_core.batched``) whose data, dictionary and prepared inputs this one reuses."""
         self.config = config
-        self.data = data or datasets.load(
+        self.data = shared.data if shared is not None else data or datasets.load(
             config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device
         )
         self.model = build_model(config, self.data, config.seed)
-        self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
+        if shared is not None:
+            self.dictionary = shared.dictionary
+        else:
+            self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
         self.param = Parameterization(self.model, self.dictionary)
-        self.inputs = {
+        self.inputs = shared.inputs if shared is not None else {
             split: self.param.prepare_inputs(getattr(self.data, f"{split}_x")) for split in ("train", "val", "test")
         }
         if state is None:
@@ -235,10 +296,17 @@ class Trajectory:
         return st.last, None  # "lr": keep trained values, restart the schedule
 
     def run_round(self) -> dict:
+        t0 = time.perf_counter()
+        results = [self._train(*job) for job in self.round_jobs()]
+        return self.finish_round(results, time.perf_counter() - t0)
+
+    def round_jobs(self) -> list[TrainJob]:
+        """The trainings this round needs, in order: the ticket's own, then (reinit control) its
+        mask from the fresh init. ``finish_round`` takes their results; ``glth_core.batched``
+        runs each job for several seeds at once."""
         if self.done:
             raise RuntimeError("trajectory already finished")
         cfg, st = self.config, self.state
-        t0 = time.perf_counter()
         start, lr_offset = self._start_point()
 
         on_step = None
@@ -254,11 +322,17 @@ class Trajectory:
                 if step == k:
                     st.rewind_point = w.clone()
 
-        trained, steps = self._train(start, lr_offset, on_step)
-        shown = trained
+        jobs = [TrainJob(start, lr_offset, on_step)]
         if cfg.control == "reinit":  # the record is the ticket's mask trained from a fresh init
-            shown, _ = self._train(st.reinit, None, None)
-        record = self._record(shown, steps, time.perf_counter() - t0)
+            jobs.append(TrainJob(st.reinit, None, None))
+        return jobs
+
+    def finish_round(self, results: list[tuple[Weights, int]], seconds: float) -> dict:
+        """Record, ticket and next mask from the (trained weights, steps) of each ``round_jobs``
+        job; ``seconds`` is the round's training time."""
+        cfg, st = self.config, self.state
+        (trained, steps), (shown, _) = results[0], results[-1]
+        record = self._record(shown, steps, seconds)
         self.ticket = Ticket.of(st.round, st.mask, shown)
         st.records.append(record)
         st.last = trained
@@ -276,35 +350,8 @@ class Trajectory:
                      round_generator(cfg.seed, self.state.round), lr_offset=lr_offset, on_step=on_step)
 
     def _record(self, w: Weights, steps: int, seconds: float) -> dict:
-        ev = {
-            split: evaluate(self.param, w, self.state.mask, self.inputs[split], getattr(self.data, f"{split}_y"),
-                            self.config.train.eval_batch_size)
-            for split in ("train", "val", "test")
-        }
-        kept, total = int(self.state.mask.sum()), self.dictionary.size
-        n_train = self.inputs["train"].shape[0]
-        record = {
-            "round": self.state.round,
-            "kept": kept,
-            "total": total,
-            "density": kept / total,
-            "compression": 1.0 - kept / total,
-            "test_accuracy": ev["test"].accuracy,
-            "test_loss": ev["test"].loss,
-            "val_accuracy": ev["val"].accuracy,
-            "train_accuracy": ev["train"].accuracy,
-            "train_loss": ev["train"].loss,
-            "epochs": steps * self.config.train.batch_size / n_train,
-            "wall_seconds": seconds,
-            "rank": None,
-        }
-        groups = self.dictionary.groups
-        if groups is not None:
-            kept_groups = torch.unique(groups[self.state.mask])
-            record["rank"] = int(kept_groups.numel())
-            if getattr(self.dictionary, "basis", None) == "identity":
-                record["kept_inputs"] = kept_groups.tolist()
-        return record
+        return round_record(self.param, self.inputs, self.data, w, self.state.mask, self.state.round, steps,
+                            self.config.train, seconds)
 
     def run(self, on_round: Callable[[dict, "Trajectory"], None] | None = None) -> list[dict]:
         while not self.done:

@@ -13,11 +13,17 @@ def _tid(trial) -> str:
     return trial.config["trial"]["trial_id"]
 
 
+def _size(trial) -> int:
+    """How many trajectories a Tune trial runs (K for a batch of seeds)."""
+    return len(trial.config["trial"].get("batch", [None]))
+
+
 class Progress(Callback):
     """A Tune callback that prints state changes and counts; it pickles with Tune's state."""
 
-    def __init__(self, total_trials: int, rounds: int, already_done: int = 0):
+    def __init__(self, total_trials: int, rounds: int, already_done: int = 0, complete=()):
         self.total_trials, self.rounds, self.already_done = total_trials, rounds, already_done
+        self.complete = set(complete)  # complete on disk (counted in already_done); a restore may list them again
         self.t0 = time.monotonic()
         self.rounds_done: dict[str, int] = {}
         self.finished = already_done
@@ -31,21 +37,26 @@ class Progress(Callback):
         return f"{done}/{total_rounds} rounds, {self.finished}/{self.total_trials} trials done"
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if _tid(trial) in self.complete:
+            return
         self._say(f"trial {_tid(trial)} RUNNING   ({self._count()})")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         resumed = int(result.get("resumed_from", -1))
-        if resumed >= 0 and self.rounds_done.get(_tid(trial), 0) < resumed + 1:
+        if resumed >= 0 and self.rounds_done.get(_tid(trial), 0) < (resumed + 1) * _size(trial):
             self._say(f"trial {_tid(trial)} resumed at round {resumed} from its checkpoint")
         if "test_accuracy" in result:
             if int(result["round"]) == 0:
                 self._say(f"trial {_tid(trial)} runs on node {result.get('node_id', '?')}")
-            self.rounds_done[_tid(trial)] = int(result["round"]) + 1
+            self.rounds_done[_tid(trial)] = (int(result["round"]) + 1) * _size(trial)
             self._say(f"trial {_tid(trial)} round {int(result['round'])}: test acc {result['test_accuracy']:.4f}, "
                       f"density {result['density']:.4f}   ({self._count()})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.finished += 1
+        if _tid(trial) in self.complete:
+            self._say(f"trial {_tid(trial)} already complete on disk: not recomputed")
+            return
+        self.finished += _size(trial)
         self._say(f"trial {_tid(trial)} TERMINATED ({self._count()})")
 
     def on_trial_recover(self, iteration, trials, trial, **info):

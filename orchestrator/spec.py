@@ -8,6 +8,7 @@ expands into the grid; each combination is one trial running one trajectory.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import re
@@ -92,6 +93,7 @@ class SweepSpec(_Strict):
     control: str | list[str] = "none"
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: int = Field(2, ge=1)
+    batch_seeds: int = Field(1, ge=1)  # kind imp: K seeds of one configuration trained at once (vmap)
     max_failures: int = Field(5, ge=0)  # Tune retries per trial after a crash, each from its last round
     device: str = "cpu"
 
@@ -232,7 +234,25 @@ def parse(text: str, overrides: dict | None = None, profile: str | None = None) 
         spec = SweepSpec.model_validate(raw)
     except ValidationError as e:
         raise SpecError(_format_error(e, SweepSpec)) from None
-    return Sweep(spec=spec, text=text, trials=tuple(expand(spec)), profile=chosen)
+    trials = expand(spec)
+    if spec.batch_seeds > 1:
+        _check_batches(spec, trials)
+    return Sweep(spec=spec, text=text, trials=tuple(trials), profile=chosen)
+
+
+def _check_batches(spec: SweepSpec, trials: list[Trial]) -> None:
+    from glth_core.batched import check_batchable
+
+    if spec.kind != "imp":
+        raise SpecError(f"batch_seeds: only kind imp batches seeds (this spec is kind {spec.kind})")
+    groups: dict[str, list] = {}
+    for t in trials:
+        groups.setdefault(dataclasses.replace(t.trajectory, seed=0).content_hash(), []).append(t.trajectory)
+    for configs in groups.values():
+        try:
+            check_batchable(configs)
+        except ValueError as e:
+            raise SpecError(f"batch_seeds: {str(e).splitlines()[0]}") from None
 
 
 def load(path: str | Path, overrides: dict | None = None, profile: str | None = None) -> Sweep:

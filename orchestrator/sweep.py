@@ -10,6 +10,8 @@ complete rows (dedupe), unless ``force``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import shutil
 import subprocess
@@ -86,9 +88,11 @@ class ParquetWriter(Callback):
         self.out_dir, self.sweep_id = out_dir, sweep_id
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        rows = result.get("rows")
-        if rows:
-            parquet.write_trial(self.out_dir, self.sweep_id, rows[0]["trial_id"], rows[0]["dictionary"], rows)
+        by_trial: dict[str, list] = {}
+        for row in result.get("rows") or []:  # a batched trial reports the rows of K trials
+            by_trial.setdefault(row["trial_id"], []).append(row)
+        for trial_id, rows in by_trial.items():
+            parquet.write_trial(self.out_dir, self.sweep_id, trial_id, rows[0]["dictionary"], rows)
 
 
 def _reuse_completed(sweep: Sweep, out_dir: Path, force: bool) -> set[str]:
@@ -172,7 +176,8 @@ def run_sweep(
                     shutil.rmtree(restore_path)
                 tuner = tune.Tuner(
                     trainable,
-                    param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "sweep": sweep_cfg},
+                    param_space={"trial": tune.grid_search(grid_entries(pending, sweep.spec.batch_seeds)),
+                                 "sweep": sweep_cfg},
                     tune_config=tune.TuneConfig(max_concurrent_trials=sweep.spec.max_concurrent, reuse_actors=False,
                                                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                     run_config=tune.RunConfig(
@@ -189,6 +194,24 @@ def run_sweep(
 
     sync_mlflow(sweep, out_dir, tracking_uri)
     return SweepResult(sweep.sweep_id, sweep_dir, mlflow_info["parent_run_id"], len(pending), len(done), failed)
+
+
+def grid_entries(trials: list, batch_seeds: int) -> list[dict]:
+    """One Tune trial per trial, or per chunk of ``batch_seeds`` seeds of one configuration."""
+    if batch_seeds <= 1:
+        return [t.to_dict() for t in trials]
+    groups: dict[str, list] = {}
+    for t in trials:  # same config but the seed → one group
+        key = dataclasses.replace(t.trajectory, seed=0).content_hash()
+        groups.setdefault(key, []).append(t)
+    entries = []
+    for members in groups.values():
+        for i in range(0, len(members), batch_seeds):
+            chunk = members[i : i + batch_seeds]
+            ids = [t.trial_id for t in chunk]
+            batch_id = "batch-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:8]
+            entries.append({"kind": "imp", "trial_id": batch_id, "batch": [t.to_dict() for t in chunk]})
+    return entries
 
 
 def _trial_name(trial) -> str:

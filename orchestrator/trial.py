@@ -64,8 +64,16 @@ def with_data_dir_from(config, cwd: str | None):
     return dataclasses.replace(config, data_dir=os.path.join(cwd, d))
 
 
-def load_tickets(directory) -> dict[int, Ticket]:
-    path = Path(directory) / TICKETS_FILE
+def member_file(name: str, trial_id: str | None) -> str:
+    """A batched trial keeps each seed's state and tickets as ``trajectory-<trial_id>.pt``."""
+    if trial_id is None:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}-{trial_id}{ext}"
+
+
+def load_tickets(directory, trial_id: str | None = None) -> dict[int, Ticket]:
+    path = Path(directory) / member_file(TICKETS_FILE, trial_id)
     if not path.exists():
         return {}
     return {int(r): Ticket.from_dict(t) for r, t in torch.load(path, weights_only=True).items()}
@@ -104,6 +112,55 @@ class _MlflowChild:
             self.client = None
 
 
+def _save_round(directory: str, runner_state, tickets: dict[int, Ticket], trial_id: str | None = None) -> None:
+    runner_state.save(os.path.join(directory, member_file(STATE_FILE, trial_id)))
+    torch.save({r: t.to_dict() for r, t in tickets.items()}, os.path.join(directory, member_file(TICKETS_FILE, trial_id)))
+
+
+def run_batch(config: dict, live: dict | None = None) -> None:
+    """``batch_seeds: K``: K seeds of one configuration trained at once (glth_core.batched), still
+    written as K trials: K Parquet files, K MLflow children, K states in each checkpoint."""
+    from glth_core.batched import BatchedTrajectory
+
+    live = live or {}
+    sweep = {**config["sweep"], **live.get("mlflow", {})}
+    torch.set_num_threads(max(1, int(sweep.get("threads", 1))))
+    trials = [Trial.from_dict(d) for d in config["trial"]["batch"]]
+    ids = [t.trial_id for t in trials]
+    if set(ids) <= set(live.get("completed", ())):
+        return
+    metas = [trial_row_meta(t, sweep["sweep_id"]) for t in trials]
+    node_id = ray.get_runtime_context().get_node_id()
+    states, tickets = [None] * len(trials), [{} for _ in trials]
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            states = [TrajectoryState.load(Path(d) / member_file(STATE_FILE, tid)) for tid in ids]
+            tickets = [load_tickets(d, tid) for tid in ids]
+    resumed_from = -1 if states[0] is None else states[0].round
+    batch = BatchedTrajectory([with_data_dir_from(t.trajectory, live.get("cwd")) for t in trials], states=states)
+    children = [_MlflowChild(sweep, t, m) for t, m in zip(trials, metas)]
+    rows = [[{**m, **r, "status": "ok"} for r in st.records] for m, st in zip(metas, batch.states)]
+    while not batch.done:
+        try:
+            records = batch.run_round()
+        except DivergedError as e:  # which seed diverged is not known: the batch fails as one
+            for m, r in zip(metas, rows):
+                r.append({**m, "round": batch.states[0].round, "status": f"failed: {e}"})
+            tune.report({"round": batch.states[0].round, "rows": sum(rows, []), "trial_id": config["trial"]["trial_id"]})
+            return
+        for k, record in enumerate(records):
+            rows[k].append({**metas[k], **record, "status": "ok"})
+            tickets[k][batch.tickets[k].round] = batch.tickets[k]
+            children[k].log(rows[k])
+        with tempfile.TemporaryDirectory() as d:
+            for k, tid in enumerate(ids):
+                _save_round(d, batch.states[k], tickets[k], tid)
+            metrics = {k: v for k, v in records[0].items() if isinstance(v, (int, float)) and v is not None}
+            tune.report({**metrics, "rows": sum(rows, []), "trial_id": config["trial"]["trial_id"],
+                         "resumed_from": resumed_from, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
 def run_trial(config: dict, live: dict | None = None) -> None:
     """Tune function trainable. ``config = {"trial": Trial.to_dict(), "sweep": {...}}``.
 
@@ -111,6 +168,8 @@ def run_trial(config: dict, live: dict | None = None) -> None:
     restored an interrupted experiment: ``completed`` trials already have all their rows on disk
     and end at once, and ``mlflow`` (this run's parent run) replaces the one saved in the config.
     """
+    if "batch" in config["trial"]:
+        return run_batch(config, live)
     live = live or {}
     sweep = {**config["sweep"], **live.get("mlflow", {})}
     torch.set_num_threads(max(1, int(sweep.get("threads", 1))))
@@ -141,8 +200,7 @@ def run_trial(config: dict, live: dict | None = None) -> None:
             tickets[traj.ticket.round] = traj.ticket
         mlflow_child.log(rows)
         with tempfile.TemporaryDirectory() as d:
-            traj.state.save(os.path.join(d, STATE_FILE))
-            torch.save({r: t.to_dict() for r, t in tickets.items()}, os.path.join(d, TICKETS_FILE))
+            _save_round(d, traj.state, tickets)
             metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) and v is not None}
             tune.report({**metrics, "rows": rows, "trial_id": trial.trial_id, "resumed_from": resumed_from,
                          "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))

@@ -64,9 +64,10 @@ def kill_matching(needle: str) -> int:
     """SIGKILL every process whose command line mentions ``needle`` (a unique temp dir), and
     their children: Ray's agents rename themselves (ray::DashboardAgent) and lose the path."""
     victims = []
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if needle in " ".join(p.info["cmdline"] or []):
+            if p.pid not in me and needle in " ".join(p.info["cmdline"] or []):
                 victims += [p, *p.children(recursive=True)]
         except psutil.Error:
             pass

@@ -1,0 +1,181 @@
+"""K IMP trajectories that differ only in their seed, trained at once.
+
+A ``BatchedTrajectory`` holds one ``Trajectory`` per seed (they share the data, the dictionary
+and the prepared inputs) and runs their rounds in lockstep: each round's trainings run once for
+all K seeds with ``torch.func.vmap`` over stacked coefficients [K, size], stacked free
+parameters and one mask per seed, each seed drawing its batches from its own
+``round_generator(seed, round)``. Everything else (start points, records, tickets, sparsify)
+is the seed's own ``Trajectory``, so each seed's records, masks and ``TrajectoryState`` equal
+those of a separate run (to float rounding: a vmapped matmul may sum in another order) and
+each state checkpoints and resumes like a separate trajectory's.
+
+One optimizer over the stacked tensors is K optimizers (SGD and Adam update elementwise), and
+the summed loss gives each seed its own gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import vmap
+
+from glth_core import data as datasets
+from glth_core.imp import Ticket, TrainJob, seed_dependent, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
+from glth_core.train import (Parameterization, TrainConfig, Weights, batch_indices, forward_precision,
+                             matmul_precision, run_steps)
+
+__all__ = ["BatchedTrajectory", "check_batchable", "train_batched"]
+
+
+def check_batchable(configs: list[TrajectoryConfig]) -> None:
+    """Raise ValueError (naming the field) unless ``configs`` differ only in seed and share one
+    dictionary: a seed-drawn dictionary needs an explicit ``dictionary.seed``."""
+    if not configs:
+        raise ValueError("configs: a batch needs at least one trajectory")
+    seeds = [c.seed for c in configs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seed: the seeds of a batch must differ, got {seeds}")
+    first = configs[0]
+    for c in configs[1:]:
+        for f in dataclasses.fields(TrajectoryConfig):
+            if f.name != "seed" and getattr(c, f.name) != getattr(first, f.name):
+                raise ValueError(f"{f.name}: batched trajectories may differ only in seed; "
+                                 f"got {getattr(first, f.name)!r} and {getattr(c, f.name)!r}")
+    if seed_dependent(first.dictionary) and "seed" not in first.dictionary:
+        raise ValueError("dictionary.seed: this dictionary is drawn from its seed, which defaults to each "
+                         "trajectory's; batching seeds needs an explicit dictionary.seed (one dictionary for all)")
+
+
+def stack(weights: list[Weights]) -> Weights:
+    """K trajectories' weights as one with a leading K dim (fresh tensors)."""
+    return Weights(torch.stack([w.coeffs.detach() for w in weights]),
+                   {n: torch.stack([w.free[n].detach() for w in weights]) for n in weights[0].free})
+
+
+def unstack(w: Weights, k: int) -> Weights:
+    """Trajectory ``k``'s weights out of stacked ones (views; clone to keep)."""
+    return Weights(w.coeffs[k], {n: v[k] for n, v in w.free.items()})
+
+
+def train_batched(
+    param: Parameterization,
+    starts: list[Weights],
+    masks: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    generators: list[torch.Generator],
+    *,
+    lr_offset: int | None = None,
+    on_steps: list[Callable[[int, Weights], None] | None] | None = None,
+    names: list[str] | None = None,
+) -> tuple[list[Weights], int]:
+    """``glth_core.train.train`` for K trajectories at once: trajectory k starts at ``starts[k]``,
+    trains inside Span(``masks[k]``) on batches drawn from ``generators[k]``; returns each one's
+    trained weights and the steps taken. ``on_steps[k](step, weights)`` sees trajectory k's steps.
+    ``channels_last`` is not applied here (memory formats do not survive vmap)."""
+    w = stack(starts)
+    m = torch.stack(masks)
+    w.coeffs.mul_(m)
+    leaves = [w.coeffs.requires_grad_(True), *(t.requires_grad_(True) for t in w.free.values())]
+    total = cfg.total_steps(x.shape[0])
+    # the input bottleneck keeps the union of the seeds' kept columns: a column a seed pruned
+    # meets its zero coefficients, so each seed's output is unchanged
+    kept = param.kept_columns(m.any(0))
+    factors = m.to(w.coeffs.dtype)  # float masks: no bool → float cast each step
+    streams = [batch_indices(x.shape[0], cfg.batch_size, g, x.device) for g in generators]
+
+    def loss(coeffs, free, mask, xb, yb):
+        return F.cross_entropy(param.forward(Weights(coeffs, free), mask, xb, kept).float(), yb)
+
+    losses = vmap(loss)
+
+    def losses_at(step: int) -> torch.Tensor:
+        idx = torch.stack([next(s) for s in streams])
+        xb = x.index_select(0, idx.flatten()).unflatten(0, idx.shape)
+        with forward_precision(cfg, x):
+            return losses(w.coeffs, w.free, factors, xb, y[idx])
+
+    on_step = None
+    if on_steps is not None and any(cb is not None for cb in on_steps):
+        def on_step(step: int) -> None:
+            for k, cb in enumerate(on_steps):
+                if cb is not None:
+                    cb(step, unstack(w, k))
+
+    with matmul_precision(cfg, x):
+        run_steps(leaves, cfg, total, losses_at, lr_offset=lr_offset, on_step=on_step,
+                  who=None if names is None else names.__getitem__)
+    out = [Weights(w.coeffs[k].detach() * m[k], {n: v[k].detach().clone() for n, v in w.free.items()})
+           for k in range(len(starts))]
+    return out, total
+
+
+class BatchedTrajectory:
+    """K trajectories (``configs`` differing only in seed) run round by round together.
+
+    ``states`` (one per config, or None) resumes each seed from its own checkpoint, which must
+    all be at the same round. Each round's ``wall_seconds`` is the batch's training time / K,
+    so summing rows still gives the compute spent.
+    """
+
+    def __init__(self, configs: list[TrajectoryConfig], data: datasets.Dataset | None = None,
+                 states: list[TrajectoryState | None] | None = None):
+        check_batchable(configs)
+        states = [None] * len(configs) if states is None else list(states)
+        if len(states) != len(configs):
+            raise ValueError(f"states: {len(states)} given for {len(configs)} configs")
+        rounds = {s.round for s in states if s is not None}
+        if len(rounds) > 1 or (rounds and None in states):
+            raise ValueError(f"states: every seed must resume from the same round, got {[s and s.round for s in states]}")
+        first = Trajectory(configs[0], data, states[0])
+        d = first.dictionary
+        if getattr(d, "basis", None) == "pca" and not getattr(d, "is_input_layer", False):
+            raise ValueError("dictionary.basis: pca on a layer past the input depends on each seed's "
+                             "initialization, so its seeds cannot share one dictionary")
+        self.configs = list(configs)
+        self.members = [first] + [Trajectory(c, state=s, shared=first) for c, s in zip(configs[1:], states[1:])]
+
+    @property
+    def done(self) -> bool:
+        return self.members[0].done
+
+    @property
+    def states(self) -> list[TrajectoryState]:
+        return [t.state for t in self.members]
+
+    @property
+    def tickets(self) -> list[Ticket | None]:
+        return [t.ticket for t in self.members]
+
+    def run_round(self) -> list[dict]:
+        """One round for every seed; one record per seed, in the order of ``configs``."""
+        t0 = time.perf_counter()
+        jobs = [t.round_jobs() for t in self.members]
+        results = [self._train([seed_jobs[j] for seed_jobs in jobs]) for j in range(len(jobs[0]))]
+        seconds = (time.perf_counter() - t0) / len(self.members)
+        return [t.finish_round([r[k] for r in results], seconds) for k, t in enumerate(self.members)]
+
+    def _train(self, jobs: list[TrainJob]) -> list[tuple[Weights, int]]:
+        first = self.members[0]
+        offsets = {j.lr_offset for j in jobs}
+        assert len(offsets) == 1, "seeds of one batch share their schedule"
+        trained, steps = train_batched(
+            first.param, [j.start for j in jobs], [t.state.mask for t in self.members], first.inputs["train"],
+            first.data.train_y, first.config.train, [round_generator(t.config.seed, t.state.round) for t in self.members],
+            lr_offset=offsets.pop(), on_steps=[j.on_step for j in jobs],
+            names=[f"the trajectory of seed {c.seed}" for c in self.configs],
+        )
+        return [(w, steps) for w in trained]
+
+    def run(self, on_round: Callable[[list[dict], "BatchedTrajectory"], None] | None = None) -> list[list[dict]]:
+        """All remaining rounds; each seed's records."""
+        while not self.done:
+            records = self.run_round()
+            if on_round is not None:
+                on_round(records, self)
+        return [s.records for s in self.states]

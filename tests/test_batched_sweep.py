@@ -1,0 +1,44 @@
+"""`batch_seeds: K` trains K seeds in one Tune trial, yet its outputs equal K separate trials'."""
+
+from __future__ import annotations
+
+import pytest
+from test_sweep import SPEC, glth, metric_steps, mlflow_children
+
+from orchestrator import spec as specs
+from orchestrator.sinks import parquet
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path, out: str, extra: str):
+    text = SPEC.replace("ROUNDS", "3").replace("EPOCHS", "2") + extra
+    (tmp_path / f"{out}.yaml").write_text(text)
+    uri = f"sqlite:///{tmp_path / (out + '.db')}"
+    proc = glth("run", f"{out}.yaml", "--out", out, "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_id = next((tmp_path / out).iterdir()).name
+    return parquet.read_rounds(tmp_path / out, sweep_id), uri
+
+
+def test_batched_seeds_equal_separate_trials(tmp_path):
+    separate, _ = _run(tmp_path, "separate", "")
+    batched, uri = _run(tmp_path, "batched", "batch_seeds: 2\n")
+    assert len(batched) == len(separate) == 12
+    assert sorted(batched.trial_id.unique()) == sorted(separate.trial_id.unique())
+    a = separate.sort_values(["trial_id", "round"]).reset_index(drop=True)
+    b = batched.sort_values(["trial_id", "round"]).reset_index(drop=True)
+    assert (a.kept == b.kept).all() and (a["rank"].fillna(-1) == b["rank"].fillna(-1)).all()
+    for col in ("test_accuracy", "test_loss", "val_accuracy", "train_accuracy", "train_loss"):
+        assert (a[col] - b[col]).abs().max() <= 1e-5, col
+    _, children = mlflow_children(uri, "glth-test")
+    assert len(children) == 4
+    assert all(metric_steps(uri, c.info.run_id) == [0, 1, 2] for c in children)
+
+
+def test_batching_a_seed_dependent_dictionary_needs_an_explicit_seed():
+    text = SPEC.replace("ROUNDS", "2").replace("EPOCHS", "1").replace(
+        '{kind: bottleneck, layer: "1", basis: identity}', "{kind: random, method: fast}") + "batch_seeds: 2\n"
+    with pytest.raises(specs.SpecError, match="batch_seeds"):
+        specs.parse(text)
+    specs.parse(text.replace("{kind: random, method: fast}", "{kind: random, method: fast, seed: 3}"))
