@@ -21,14 +21,15 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import vmap
 
 from glth_core import data as datasets
 from glth_core.imp import Ticket, TrainJob, seed_dependent, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
-from glth_core.train import (Parameterization, TrainConfig, Weights, batch_indices, forward_precision,
-                             matmul_precision, run_steps)
+from glth_core.train import (Evaluation, Parameterization, TrainConfig, Weights, batch_indices, batch_totals,
+                             eval_batches, evaluation_of, forward_precision, matmul_precision, run_steps)
 
-__all__ = ["BatchedTrajectory", "check_batchable", "train_batched"]
+__all__ = ["BatchedTrajectory", "check_batchable", "evaluate_batched", "prefers_vmap", "train_batched"]
 
 
 def check_batchable(configs: list[TrajectoryConfig]) -> None:
@@ -61,6 +62,14 @@ def unstack(w: Weights, k: int) -> Weights:
     return Weights(w.coeffs[k], {n: v[k] for n, v in w.free.items()})
 
 
+def prefers_vmap(param: Parameterization, x: torch.Tensor) -> bool:
+    """Whether one vmapped forward beats K forwards in a loop. vmap turns K convolutions into
+    one grouped convolution, which CPU kernels run up to 2× slower than K plain ones; a CPU
+    model with convolutions therefore loops (still sharing the optimizer step and backward)."""
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in param.model.modules())
+    return x.device.type != "cpu" or not has_conv
+
+
 def train_batched(
     param: Parameterization,
     starts: list[Weights],
@@ -73,11 +82,15 @@ def train_batched(
     lr_offset: int | None = None,
     on_steps: list[Callable[[int, Weights], None] | None] | None = None,
     names: list[str] | None = None,
+    vectorize: bool | None = None,
 ) -> tuple[list[Weights], int]:
     """``glth_core.train.train`` for K trajectories at once: trajectory k starts at ``starts[k]``,
     trains inside Span(``masks[k]``) on batches drawn from ``generators[k]``; returns each one's
     trained weights and the steps taken. ``on_steps[k](step, weights)`` sees trajectory k's steps.
-    ``channels_last`` is not applied here (memory formats do not survive vmap)."""
+
+    ``vectorize``: True runs the K forwards as one vmapped forward; False runs them one by one
+    (the optimizer step and the backward call stay shared); None (default) picks
+    ``prefers_vmap``. ``channels_last`` is not applied here (memory formats do not survive vmap)."""
     w = stack(starts)
     m = torch.stack(masks)
     w.coeffs.mul_(m)
@@ -92,7 +105,15 @@ def train_batched(
     def loss(coeffs, free, mask, xb, yb):
         return F.cross_entropy(param.forward(Weights(coeffs, free), mask, xb, kept).float(), yb)
 
-    losses = vmap(loss)
+    def one_by_one(coeffs, free, mask, xb, yb):
+        # unbind, not indexing: its backward is one stack, where each index's would fill a zero [K, …]
+        free = {n: v.unbind(0) for n, v in free.items()}
+        return torch.stack([loss(c, {n: v[k] for n, v in free.items()}, f, xk, yk)
+                            for k, (c, f, xk, yk) in enumerate(zip(coeffs.unbind(0), mask.unbind(0), xb, yb))])
+
+    if vectorize is None:
+        vectorize = prefers_vmap(param, x)
+    losses = vmap(loss) if vectorize else one_by_one
 
     def losses_at(step: int) -> torch.Tensor:
         idx = torch.stack([next(s) for s in streams])
@@ -115,16 +136,29 @@ def train_batched(
     return out, total
 
 
+@torch.no_grad()
+def evaluate_batched(param: Parameterization, weights: list[Weights], masks: list[torch.Tensor], x: torch.Tensor,
+                     y: torch.Tensor, batch_size: int = 2048) -> list[Evaluation]:
+    """``glth_core.train.evaluate`` of K trajectories on one split, with one vmapped forward per
+    batch (every trajectory sees the same inputs)."""
+    w, m = stack(weights), torch.stack(masks)
+    kept = param.kept_columns(m.any(0))
+    totals = vmap(lambda c, f, mk, xb, yb: batch_totals(param, Weights(c, f), mk, xb, yb, kept),
+                  in_dims=(0, 0, 0, None, None))
+    per_batch = [totals(w.coeffs, w.free, m, xb, yb) for xb, yb in eval_batches(x, y, batch_size)]
+    return [evaluation_of([t[k] for t in per_batch], x.shape[0]) for k in range(len(weights))]
+
+
 class BatchedTrajectory:
     """K trajectories (``configs`` differing only in seed) run round by round together.
 
     ``states`` (one per config, or None) resumes each seed from its own checkpoint, which must
     all be at the same round. Each round's ``wall_seconds`` is the batch's training time / K,
-    so summing rows still gives the compute spent.
+    so summing rows still gives the compute spent. ``vectorize``: see ``train_batched``.
     """
 
     def __init__(self, configs: list[TrajectoryConfig], data: datasets.Dataset | None = None,
-                 states: list[TrajectoryState | None] | None = None):
+                 states: list[TrajectoryState | None] | None = None, *, vectorize: bool | None = None):
         check_batchable(configs)
         states = [None] * len(configs) if states is None else list(states)
         if len(states) != len(configs):
@@ -139,6 +173,7 @@ class BatchedTrajectory:
                              "initialization, so its seeds cannot share one dictionary")
         self.configs = list(configs)
         self.members = [first] + [Trajectory(c, state=s, shared=first) for c, s in zip(configs[1:], states[1:])]
+        self.vectorize = prefers_vmap(first.param, first.inputs["train"]) if vectorize is None else vectorize
 
     @property
     def done(self) -> bool:
@@ -158,7 +193,20 @@ class BatchedTrajectory:
         jobs = [t.round_jobs() for t in self.members]
         results = [self._train([seed_jobs[j] for seed_jobs in jobs]) for j in range(len(jobs[0]))]
         seconds = (time.perf_counter() - t0) / len(self.members)
-        return [t.finish_round([r[k] for r in results], seconds) for k, t in enumerate(self.members)]
+        evaluations = self._evaluate([r[-1][0] for r in zip(*results)])
+        return [t.finish_round([r[k] for r in results], seconds, ev) for k, (t, ev) in enumerate(zip(self.members, evaluations))]
+
+    def _evaluate(self, shown: list[Weights]) -> list[dict | None]:
+        """Each seed's {split: Evaluation} of its shown weights, vmapped; or None per seed (each
+        evaluates itself) where the forwards loop."""
+        first = self.members[0]
+        if not self.vectorize:
+            return [None] * len(self.members)
+        masks = [t.state.mask for t in self.members]
+        per_split = {split: evaluate_batched(first.param, shown, masks, first.inputs[split], getattr(first.data, f"{split}_y"),
+                                             first.config.train.eval_batch_size)
+                     for split in ("train", "val", "test")}
+        return [{split: ev[k] for split, ev in per_split.items()} for k in range(len(self.members))]
 
     def _train(self, jobs: list[TrainJob]) -> list[tuple[Weights, int]]:
         first = self.members[0]
@@ -168,7 +216,7 @@ class BatchedTrajectory:
             first.param, [j.start for j in jobs], [t.state.mask for t in self.members], first.inputs["train"],
             first.data.train_y, first.config.train, [round_generator(t.config.seed, t.state.round) for t in self.members],
             lr_offset=offsets.pop(), on_steps=[j.on_step for j in jobs],
-            names=[f"the trajectory of seed {c.seed}" for c in self.configs],
+            names=[f"the trajectory of seed {c.seed}" for c in self.configs], vectorize=self.vectorize,
         )
         return [(w, steps) for w in trained]
 

@@ -18,7 +18,7 @@ import torch
 from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.sparsify import sparsify
-from glth_core.train import Parameterization, TrainConfig, Weights, evaluate, train
+from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate, train
 
 __all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "Ticket", "run_trajectory", "sparsify", "REWINDS", "CONTROLS"]
 
@@ -213,11 +213,13 @@ def build_model(config: TrajectoryConfig, data: datasets.Dataset, seed: int):
 
 
 def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, w: Weights, mask: torch.Tensor,
-                 round_index: int, steps: int, train_cfg: TrainConfig, seconds: float) -> dict:
+                 round_index: int, steps: int, train_cfg: TrainConfig, seconds: float,
+                 evaluations: dict[str, Evaluation] | None = None) -> dict:
     """One round's row: ``w`` under ``mask`` evaluated on every split. ``inputs`` are the splits as the
-    parameterization sees them (``prepare_inputs``). Shared by IMP and the strong-ticket search."""
+    parameterization sees them (``prepare_inputs``). Shared by IMP and the strong-ticket search.
+    ``evaluations`` ({split: Evaluation}) are used instead when given (batched seeds evaluate together)."""
     dictionary = param.dictionary
-    ev = {
+    ev = evaluations or {
         split: evaluate(param, w, mask, inputs[split], getattr(data, f"{split}_y"), train_cfg.eval_batch_size)
         for split in ("train", "val", "test")
     }
@@ -327,12 +329,13 @@ class Trajectory:
             jobs.append(TrainJob(st.reinit, None, None))
         return jobs
 
-    def finish_round(self, results: list[tuple[Weights, int]], seconds: float) -> dict:
+    def finish_round(self, results: list[tuple[Weights, int]], seconds: float,
+                     evaluations: dict[str, Evaluation] | None = None) -> dict:
         """Record, ticket and next mask from the (trained weights, steps) of each ``round_jobs``
-        job; ``seconds`` is the round's training time."""
+        job; ``seconds`` is the round's training time; ``evaluations``: see ``round_record``."""
         cfg, st = self.config, self.state
         (trained, steps), (shown, _) = results[0], results[-1]
-        record = self._record(shown, steps, seconds)
+        record = self._record(shown, steps, seconds, evaluations)
         self.ticket = Ticket.of(st.round, st.mask, shown)
         st.records.append(record)
         st.last = trained
@@ -349,9 +352,9 @@ class Trajectory:
         return train(self.param, start, self.state.mask, self.inputs["train"], self.data.train_y, cfg.train,
                      round_generator(cfg.seed, self.state.round), lr_offset=lr_offset, on_step=on_step)
 
-    def _record(self, w: Weights, steps: int, seconds: float) -> dict:
+    def _record(self, w: Weights, steps: int, seconds: float, evaluations: dict[str, Evaluation] | None = None) -> dict:
         return round_record(self.param, self.inputs, self.data, w, self.state.mask, self.state.round, steps,
-                            self.config.train, seconds)
+                            self.config.train, seconds, evaluations)
 
     def run(self, on_round: Callable[[dict, "Trajectory"], None] | None = None) -> list[dict]:
         while not self.done:

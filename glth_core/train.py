@@ -8,7 +8,9 @@ coefficients of several seeds without a rewrite.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -20,6 +22,11 @@ from glth_core.dictionaries import Dictionary
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
+#: fp32: exact float32. tf32: float32 storage, TensorFloat-32 matmuls/convolutions on CUDA.
+#: bf16: the training forward under torch.autocast(bfloat16) on CUDA. Both are no-ops on CPU.
+PRECISIONS = ("fp32", "tf32", "bf16")
+#: GPU-only knobs, left out of ``to_dict`` at their defaults so existing content hashes stay put
+GPU_DEFAULTS = {"precision": "fp32", "channels_last": False}
 
 
 class DivergedError(RuntimeError):
@@ -42,8 +49,13 @@ class TrainConfig:
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     eval_batch_size: int = 2048
+    precision: str = "fp32"
+    #: conv models on CUDA: inputs and 4-D weights in NHWC memory format (a no-op on CPU)
+    channels_last: bool = False
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"train.optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -61,6 +73,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        for key, default in GPU_DEFAULTS.items():
+            if d[key] == default:
+                del d[key]
         return d
 
     def total_steps(self, n_train: int) -> int:
@@ -141,10 +156,17 @@ class Parameterization:
             scope_params = self.dictionary.unflatten(self.dictionary.synthesize(a))
         return {**weights.free, **scope_params}
 
-    def forward(self, weights: Weights, mask: torch.Tensor, x: torch.Tensor, kept=None) -> torch.Tensor:
+    def forward(self, weights: Weights, mask: torch.Tensor, x: torch.Tensor, kept=None,
+                memory_format: torch.memory_format | None = None) -> torch.Tensor:
+        """The model's output on ``x``; ``memory_format`` (channels_last on CUDA) is applied to
+        the inputs and every 4-D parameter."""
         if kept is not None:
             x = x.index_select(1, kept)
-        return functional_call(self.model, self.params(weights, mask, kept), (x,))
+        params = self.params(weights, mask, kept)
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
+            params = {k: v.contiguous(memory_format=memory_format) if v.dim() == 4 else v for k, v in params.items()}
+        return functional_call(self.model, params, (x,))
 
 
 @dataclass(frozen=True)
@@ -153,17 +175,114 @@ class Evaluation:
     loss: float
 
 
+def batch_totals(param: Parameterization, weights: Weights, mask, xb, yb, kept=None) -> torch.Tensor:
+    """[summed cross-entropy, correct count] of one evaluation batch (vmappable: no ``.item()``)."""
+    logits = param.forward(weights, mask, xb, kept)
+    correct = (logits.argmax(1) == yb).sum().to(logits.dtype)
+    return torch.stack([F.cross_entropy(logits, yb, reduction="sum"), correct])
+
+
+def evaluation_of(totals: list[torch.Tensor], n: int) -> Evaluation:
+    """The Evaluation of a split from its batches' ``batch_totals`` (summed in float64, in order)."""
+    loss_sum = correct = 0.0
+    for t in totals:
+        loss, right = t.tolist()
+        loss_sum += loss
+        correct += right
+    n = max(1, n)
+    return Evaluation(accuracy=correct / n, loss=loss_sum / n)
+
+
+def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    for start in range(0, x.shape[0], batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size]
+
+
 @torch.no_grad()
 def evaluate(param: Parameterization, weights: Weights, mask, x, y, batch_size: int = 2048) -> Evaluation:
     kept = param.kept_columns(mask)
-    correct, loss_sum = 0, 0.0
-    for start in range(0, x.shape[0], batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        logits = param.forward(weights, mask, xb, kept)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    n = max(1, x.shape[0])
-    return Evaluation(accuracy=correct / n, loss=loss_sum / n)
+    totals = [batch_totals(param, weights, mask, xb, yb, kept) for xb, yb in eval_batches(x, y, batch_size)]
+    return evaluation_of(totals, x.shape[0])
+
+
+# -- the training loop, shared by ``train`` and the batched trainer (``glth_core.batched``) ----
+def make_optimizer(leaves: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or Adam over ``leaves``. Both update elementwise, so one optimizer over K stacked
+    trajectories' tensors is K independent optimizers."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(leaves, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(leaves, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+    """Training batches forever: each epoch a fresh permutation drawn from ``generator`` (only
+    when its first batch is asked for), cut into ``batch_size`` pieces (the last one shorter)."""
+    while True:
+        order = torch.randperm(n, generator=generator).to(device)
+        for begin in range(0, n, batch_size):
+            yield order[begin : begin + batch_size]
+
+
+def on_cuda(x: torch.Tensor) -> bool:
+    return x.device.type == "cuda"
+
+
+@contextlib.contextmanager
+def matmul_precision(cfg: TrainConfig, x: torch.Tensor):
+    """TensorFloat-32 matmuls and convolutions for ``precision: tf32`` on CUDA, restored after."""
+    if cfg.precision != "tf32" or not on_cuda(x):
+        yield
+        return
+    saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32 = saved[1]
+
+
+def forward_precision(cfg: TrainConfig, x: torch.Tensor):
+    """The context a training forward runs in: bfloat16 autocast for ``precision: bf16`` on CUDA."""
+    if cfg.precision == "bf16" and on_cuda(x):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def input_format(cfg: TrainConfig, x: torch.Tensor) -> torch.memory_format | None:
+    """NHWC for ``channels_last`` with image inputs on CUDA; None (leave as is) otherwise."""
+    return torch.channels_last if cfg.channels_last and on_cuda(x) and x.dim() == 4 else None
+
+
+def run_steps(
+    leaves: list[torch.Tensor],
+    cfg: TrainConfig,
+    total: int,
+    losses_at: Callable[[int], torch.Tensor],
+    *,
+    lr_offset: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+    who: Callable[[int], str] | None = None,
+) -> None:
+    """``total`` optimizer steps on ``leaves``. ``losses_at(step)`` gives the batch loss of each
+    trajectory being trained (a scalar for one, shape [K] for K); their sum is minimized, so
+    each trajectory gets its own gradient. ``who(i)`` names trajectory i in a DivergedError."""
+    opt = make_optimizer(leaves, cfg)
+    for step in range(total):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step if lr_offset is None else lr_offset, total)
+        losses = losses_at(step)
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad = int((~finite).flatten().nonzero()[0])
+            where = "" if who is None else f" in {who(bad)}"
+            raise DivergedError(f"training loss became {losses.flatten()[bad].item()} at step {step} (lr {cfg.lr}){where}")
+        opt.zero_grad(set_to_none=True)
+        (losses if losses.dim() == 0 else losses.sum()).backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step + 1)
 
 
 def train(
@@ -187,31 +306,20 @@ def train(
     w = start.clone()
     w.coeffs.mul_(mask)
     leaves = [w.coeffs.requires_grad_(True), *(t.requires_grad_(True) for t in w.free.values())]
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(leaves, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.SGD(leaves, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-    n = x.shape[0]
-    total = cfg.total_steps(n)
+    total = cfg.total_steps(x.shape[0])
     kept = param.kept_columns(mask)
-    step = 0
-    while step < total:
-        order = torch.randperm(n, generator=generator).to(x.device)
-        for begin in range(0, n, cfg.batch_size):
-            if step >= total:
-                break
-            idx = order[begin : begin + cfg.batch_size]
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr_at(step if lr_offset is None else lr_offset, total)
-            loss = F.cross_entropy(param.forward(w, mask, x.index_select(0, idx), kept), y.index_select(0, idx))
-            if not torch.isfinite(loss):
-                raise DivergedError(f"training loss became {loss.item()} at step {step} (lr {cfg.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if on_step is not None:
-                on_step(step, w)
+    batches = batch_indices(x.shape[0], cfg.batch_size, generator, x.device)
+    memory_format = input_format(cfg, x)
+    factor = mask.to(w.coeffs.dtype)  # a float mask: no bool → float cast each step (same values)
+
+    def losses_at(step: int) -> torch.Tensor:
+        idx = next(batches)
+        with forward_precision(cfg, x):
+            logits = param.forward(w, factor, x.index_select(0, idx), kept, memory_format=memory_format)
+            return F.cross_entropy(logits.float(), y.index_select(0, idx))
+
+    with matmul_precision(cfg, x):
+        run_steps(leaves, cfg, total, losses_at, lr_offset=lr_offset,
+                  on_step=None if on_step is None else (lambda step: on_step(step, w)))
     out = Weights(w.coeffs.detach() * mask, {k: v.detach() for k, v in w.free.items()})
     return out, total

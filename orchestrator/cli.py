@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="glth-runs")
     p.add_argument("--round", type=int, default=None, help="round of the kept-coordinate maps (default: each curve's winning-ticket round)")
     p.add_argument("--log-remaining", action="store_true", help="x-axis: remaining fraction on a log scale")
+    p.add_argument("--title", default=None, help="title of the accuracy figure (default: model and dataset)")
     p.add_argument("--delta", type=float, default=0.5, help="winning-ticket tolerance in accuracy points (default 0.5)")
     p.add_argument("--tracking-uri", default=None)
 
@@ -219,7 +220,7 @@ def cmd_plot(args) -> int:
     rows = parquet.read_rounds(d.parent.resolve(), d.name)
     if rows.empty:
         raise BadInput(f"sweep: {d.name} has no rows yet")
-    pngs = plots.plot_sweep(rows, d.resolve(), args.round, args.log_remaining, args.delta / 100.0)
+    pngs = plots.plot_sweep(rows, d.resolve(), args.round, args.log_remaining, args.delta / 100.0, title=args.title)
     for png in pngs:
         print(f"plot: {png}")
     uri = args.tracking_uri or default_tracking_uri()

@@ -28,6 +28,8 @@ from scipy import stats  # noqa: E402
 from orchestrator.results import CURVE, curve_label, summarize, threshold_index, varying  # noqa: E402
 
 CHANNEL_NAMES = {1: ("",), 3: ("R", "G", "B")}
+#: control → (marker, line style) in Fig. 2; a control shares its dictionary's colour
+CONTROL_STYLE = {"none": ("o", "-"), "random_mask": ("s", "--"), "reinit": ("^", ":")}
 MAX_SEED_ROWS = 4
 
 
@@ -72,15 +74,18 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     curves = [(curve_label(c.iloc[0], vary), c.sort_values("round")) for _, c in summary.groupby(CURVE, sort=True)]
     colors = _colors([lab for lab, _ in curves])
     for label, curve in curves:
-        control = curve["control"].iloc[0] != "none"
+        kind = curve["control"].iloc[0]
+        control = kind != "none"
         comp = curve["compression_mean"].to_numpy()
         x = np.maximum(1.0 - comp, 1e-6) if log_remaining else comp
         m = 100 * curve["test_accuracy_mean"].to_numpy()
         h = 100 * _band(curve["test_accuracy_mean"].to_numpy(), curve["test_accuracy_std"].to_numpy(), curve["seeds"].to_numpy())
         color = colors[label]
-        ax.plot(x, m, marker="s" if control else "o", ms=3.5, lw=1.6, ls="--" if control else "-", color=color,
+        marker, ls = CONTROL_STYLE.get(kind, ("v", "-."))
+        ax.plot(x, m, marker=marker, ms=3.5 if control else 4, lw=1.3 if control else 1.8, ls=ls, color=color,
                 label=label, zorder=3)
-        ax.fill_between(x, m - h, m + h, color=color, alpha=0.12, lw=0, zorder=1)
+        if not control:  # controls get no band: nine overlapping bands would hide every curve
+            ax.fill_between(x, m - h, m + h, color=color, alpha=0.12, lw=0, zorder=1)
         idx = threshold_index(curve, delta)
         if idx is not None and not control:
             xt = curve.loc[idx, "compression_mean"]
@@ -104,7 +109,12 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     ax.set_ylabel("test accuracy (%)")
     seeds = int(summary["seeds"].max())
     note = f"mean over {seeds} seeds; band: 95% CI of the mean" if seeds > 1 else "one seed (no band)"
-    ax.set_title(f"{title or 'IMP in several dictionaries'}\n{note}", fontsize=11)
+    if (summary["control"] != "none").any():
+        note += "; dashed: random masks, dotted: re-initialized"
+    if title is None:
+        one = {k: summary[k].iloc[0] for k in ("model", "dataset") if k in summary and summary[k].nunique() == 1}
+        title = f"IMP on {one['model']}, {one['dataset']}" if len(one) == 2 else "IMP in several dictionaries"
+    ax.set_title(f"{title}\n{note}", fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
     return fig
@@ -186,9 +196,17 @@ def kept_coordinates(maps: np.ndarray, path, title: str, row_labels: Sequence[st
     per seed, side by side."""
     n_seeds, c, h, w = maps.shape
     names = CHANNEL_NAMES.get(c, tuple(f"ch{i}" for i in range(c)))
+    full = (h, w)
+    if frequency:  # kept DCT frequencies sit in a low-frequency corner: show that corner, larger
+        rows, cols = np.nonzero(maps.reshape(-1, h, w).any(0))
+        k = max(8, int(max(rows.max(initial=0), cols.max(initial=0))) + 3)
+        if k < max(h, w):
+            maps, h, w = maps[..., :k, :k], min(k, h), min(k, w)
+            title += f" — lowest {h}×{w} of the {full[0]}×{full[1]} frequencies shown"
     cells = [[(s, k) for k in range(c + (1 if c > 1 else 0))] for s in range(n_seeds)] if c > 1 else [[(s, 0) for s in range(n_seeds)]]
     n_rows, n_cols = len(cells), len(cells[0])
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols + 0.8, 2.45 * n_rows + 0.9), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols + 0.8, 2.6 * n_rows + 0.9), squeeze=False,
+                             layout="constrained")
     what = "frequencies" if frequency else "kept"
     for r, row in enumerate(cells):
         for col, (s, k) in enumerate(row):
@@ -204,17 +222,22 @@ def kept_coordinates(maps: np.ndarray, path, title: str, row_labels: Sequence[st
                 sub = f"{row_labels[s]}: {int(maps[s, 0].sum())} of {h * w} kept"
             im = ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             ax.set_title(sub, fontsize=8.5)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            if frequency:  # frequency indices are worth reading
+                ticks = list(range(0, w, max(1, w // 4)))
+                ax.set_xticks(ticks)
+                ax.set_yticks(ticks)
+                ax.tick_params(labelsize=6.5, length=2)
+            else:
+                ax.set_xticks([])
+                ax.set_yticks([])
             if c > 1 and col == 0:
                 ax.set_ylabel(row_labels[s], fontsize=10)
             if k == c and c > 1:
                 cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=range(c + 1))
                 cb.ax.tick_params(labelsize=7)
             if frequency and r == n_rows - 1 and col == 0:
-                ax.set_xlabel("horizontal frequency →\n(vertical ↓, (0,0) top left)", fontsize=7.5)
+                ax.set_xlabel("horizontal frequency →  (vertical ↓)", fontsize=7.5)
     fig.suptitle(textwrap.fill(title, width=max(40, int(16 * n_cols + 20))), fontsize=10)
-    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -225,7 +248,13 @@ def dct_basis_grid(U: np.ndarray, image: tuple[int, int, int], path, count: int 
     c, h, w = image
     names = CHANNEL_NAMES.get(c, tuple(f"ch{i}" for i in range(c)))
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(U.shape[1], size=min(count, U.shape[1]), replace=False))
+    if kept is None:
+        chosen = np.sort(rng.choice(U.shape[1], size=min(count, U.shape[1]), replace=False))
+    else:  # half among the kept elements, half among the pruned: uniform picks would be all pruned
+        on, off = np.flatnonzero(kept), np.flatnonzero(~kept)
+        n_on = min(len(on), count // 2)
+        chosen = np.concatenate([np.sort(rng.choice(on, size=n_on, replace=False)),
+                                 np.sort(rng.choice(off, size=min(len(off), count - n_on), replace=False))])
     cols = 6 if len(chosen) > 6 else len(chosen)
     rows = int(np.ceil(len(chosen) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.85 * rows + 0.5), squeeze=False)
@@ -250,8 +279,8 @@ def dct_basis_grid(U: np.ndarray, image: tuple[int, int, int], path, count: int 
             ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(title or f"{len(chosen)} random elements of the DCT basis ({h}×{w} per channel, seed {seed})",
-                 fontsize=10)
+    title = title or f"{len(chosen)} random elements of the DCT basis ({h}×{w} per channel, seed {seed})"
+    fig.suptitle(f"{title}\n(u, v) = (vertical, horizontal) frequency; colour: sign and size of the entry", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -281,7 +310,7 @@ def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float) ->
 
 
 def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, log_remaining: bool = False,
-               delta: float = 0.005, basis_count: int = 24, basis_seed: int = 0) -> list[Path]:
+               delta: float = 0.005, basis_count: int = 24, basis_seed: int = 0, title: str | None = None) -> list[Path]:
     """Every figure that applies to the sweep, under ``sweep_dir/plots``; returns the PNGs written."""
     from orchestrator.checkpoints import trial_tickets
 
@@ -293,7 +322,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, l
     if construct is not None:  # a construction sweep has no pruning curve to draw
         return [construct]
     name = "accuracy_vs_remaining_log.png" if log_remaining else "accuracy_vs_compression.png"
-    written = [accuracy_vs_compression(ok, out / name, delta, log_remaining=log_remaining)]
+    written = [accuracy_vs_compression(ok, out / name, delta, log_remaining=log_remaining, title=title)]
     rank = rank_vs_round(ok, out / "rank_vs_round.png")
     if rank is not None:
         written.append(rank)
@@ -332,9 +361,9 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, l
                 U = dic.U.cpu().numpy()
                 written.append(dct_basis_grid(U, dic.image, out / "dct_basis.png", basis_count, basis_seed,
                                               kept=maps[0].reshape(-1) > 0,
-                                              title=f"{basis_count} random elements of the DCT basis "
-                                                    f"({dic.image[1]}×{dic.image[2]} per channel, seed {basis_seed}); "
-                                                    f"green = kept by {label} at round {rnd} ({labels[0]})"))
+                                              title=f"Random elements of the DCT basis ({dic.image[1]}×{dic.image[2]} "
+                                                    f"per channel, seed {basis_seed}): half among those {label} kept at "
+                                                    f"round {rnd} ({labels[0]}, green), half among the pruned"))
                 basis_done = True
     return written
 

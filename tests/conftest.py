@@ -34,3 +34,43 @@ def cifar10_dir() -> Path:
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     return _need(FASHION_DIR, "Fashion-MNIST (Debian package dataset-fashion-mnist)")
+
+
+# -- one small paper-style sweep shared by test_export / test_analysis / test_plots -------------
+PAPER_SWEEP_SPEC = """
+name: paper-digits
+experiment: glth-paper-test
+dataset: digits
+model: mlp_300_100
+dictionary:
+  - {kind: canonical}
+  - {kind: bottleneck, layer: "1", basis: identity}
+  - {kind: bottleneck, layer: "1", basis: dct}
+control: [none, random_mask, reinit]
+tau: 0.5
+seeds: [0, 1]
+rounds: 5            # densities 1, 1/2, 1/4, 1/8, 1/16: the last round is 93.75% compressed
+train: {epochs: 1, batch_size: 64, lr: 0.05}
+resources: {cpu: 1}
+max_concurrent: 2
+"""
+
+
+@pytest.fixture(scope="session")
+def paper_sweep(tmp_path_factory):
+    """`glth run` of PAPER_SWEEP_SPEC once per session: {"cwd", "out", "sweep_id", "sweep_dir", "uri", "rows"}."""
+    import subprocess
+    import sys
+
+    from orchestrator.sinks import parquet
+
+    cwd = tmp_path_factory.mktemp("paper_sweep")
+    (cwd / "spec.yaml").write_text(PAPER_SWEEP_SPEC)
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    glth = str(Path(sys.executable).with_name("glth"))
+    proc = subprocess.run([glth, "run", "spec.yaml", "--out", "out", "--tracking-uri", uri], cwd=cwd,
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = [d for d in (cwd / "out").iterdir() if d.is_dir()]
+    return {"cwd": cwd, "out": cwd / "out", "sweep_id": sweep_dir.name, "sweep_dir": sweep_dir, "uri": uri,
+            "rows": parquet.read_rounds(cwd / "out", sweep_dir.name), "stdout": proc.stdout}

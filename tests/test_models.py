@@ -29,6 +29,8 @@ def expected_params(name: str, shape: tuple[int, int, int], classes: int) -> int
         return conv(c, 16) + conv(16, 8) + conv(8, 4) + linear(4 * (h - 6) * (w - 6), classes)
     if name in ("mlp_300_100", "lenet_300_100"):
         return linear(c * h * w, 300) + linear(300, 100) + linear(100, classes)
+    if name == "mlp_500_nobias":  # Pensia et al.'s target: no biases
+        return c * h * w * 500 + 500 * classes
     widths = {"conv2": [64, 64], "conv4": [64, 64, 128, 128], "conv6": [64, 64, 128, 128, 256, 256]}[name]
     total, cin = 0, c
     for cout in widths:

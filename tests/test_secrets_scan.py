@@ -189,3 +189,29 @@ def test_binary_files_are_skipped(tmp_path):
     f = tmp_path / "blob.bin"
     f.write_bytes(b"\0\1\2" + ("AKIA" + "Q3EXAMPLE7ABCDEF").encode())
     assert scan_file(f, "blob.bin") == []
+
+
+# --- secret-bearing files never enter the repository --------------------------------------------
+
+# Names of files that hold a credential whatever their content: the Ray token and MLflow env file
+# cluster.yaml mounts from ~/.glth, SSH/TLS keys, .env and .netrc files.
+SECRET_FILE = re.compile(r"(?:^|/)(?:ray_token|auth_token|mlflow\.env|\.env|\.netrc|id_(?:rsa|ed25519|ecdsa)|[^/]*\.pem|[^/]*\.key)$")
+
+
+def test_no_secret_bearing_file_is_in_the_repository():
+    if shutil.which("git") is None:
+        pytest.skip("git not available")
+    try:
+        files = repo_files(REPO)
+    except subprocess.CalledProcessError:
+        pytest.skip("not a git checkout")
+    assert [f for f in files if SECRET_FILE.search(f)] == []
+
+
+@pytest.mark.parametrize("name", ["ray_token", ".glth/ray_token", "auth_token", "mlflow.env", ".env", "deploy/id_rsa", "ray-autoscaler_us-west-2.pem"])
+def test_secret_file_names_are_git_ignored(name, tmp_path):
+    """A token or key file dropped into the checkout by mistake is ignored, so `git add -A` skips it."""
+    if shutil.which("git") is None:
+        pytest.skip("git not available")
+    r = subprocess.run(["git", "check-ignore", "--no-index", "-q", name], cwd=REPO, capture_output=True)
+    assert r.returncode == 0, f"{name} is not ignored by .gitignore"

@@ -87,7 +87,7 @@ def test_live_logging_twice_gives_one_parent_two_children_and_three_steps(sqlite
     assert parents[0].data.tags["glth.git_commit"] == "abc123" and parents[0].data.tags["glth.sweep_id"] == "sw1"
     assert [a.path for a in c.list_artifacts(parent)] == ["spec.yaml"]
     for ch in children:
-        for key in sink.METRICS:
+        for key in sink.ROUND_METRICS:
             if key == "rank" and ch.data.tags["glth.trial_id"] == "t0":
                 assert steps(sqlite_uri, ch.info.run_id, key) == []  # no rank for an ungrouped dictionary
             else:

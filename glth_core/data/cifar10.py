@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import pickle
 import tarfile
@@ -72,6 +73,41 @@ def _check_folder(folder: Path) -> None:
         raise DatasetError(f"{folder / missing[0]} does not exist (expected {EXPECTED})")
 
 
+# A batch is a pickled dict: the stream starts with PROTO (protocol ≥ 2), EMPTY_DICT or MARK and
+# ends with SETITEMS/SETITEM + STOP. A truncated copy (the usual damage) ends mid-stream instead.
+_PICKLE_HEADS, _PICKLE_TAILS = (b"\x80", b"}", b"("), (b"u.", b"s.")
+
+
+def _check_pickle(path: Path) -> None:
+    """Cheap look at one batch (its first byte and last two), not a parse: read() parses it."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(1)
+        f.seek(max(0, size - 2))
+        tail = f.read(2)
+    if head not in _PICKLE_HEADS or tail not in _PICKLE_TAILS:
+        raise DatasetError(f"{path}: truncated or not a CIFAR-10 pickle ({size} bytes, "
+                           f"not a whole pickled dict: it ends in {tail!r})")
+
+
+def _check_archive(archive: Path) -> None:
+    """Cheap look at the archive: its first tar header decompresses and checksums, and the gzip
+    trailer's length (mod 2**32) is a whole number of tar blocks, which a truncated copy's last
+    four bytes almost never are. read() decompresses it whole."""
+    size = archive.stat().st_size
+    try:
+        with open(archive, "rb") as f:
+            f.seek(max(0, size - 4))
+            isize = int.from_bytes(f.read(4), "little")
+        with gzip.open(archive, "rb") as g:
+            tarfile.TarInfo.frombuf(g.read(tarfile.BLOCKSIZE), tarfile.ENCODING, "surrogateescape")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"{archive}: truncated or not a tar.gz archive ({one_line(e)})") from None
+    if isize == 0 or isize % tarfile.BLOCKSIZE:
+        raise DatasetError(f"{archive}: truncated or not a tar.gz archive (its gzip trailer gives "
+                           f"{isize} bytes, not a whole number of {tarfile.BLOCKSIZE}-byte tar blocks)")
+
+
 def _blobs_from_folder(folder: Path) -> dict[str, bytes]:
     _check_folder(folder)
     return {b: (folder / b).read_bytes() for b in BATCHES}
@@ -104,7 +140,11 @@ class Cifar10:
         where = _locate(data_dir)
         if where.is_dir():
             _check_folder(where)
-        return where  # an archive is only read in full by read()
+            for b in BATCHES:
+                _check_pickle(where / b)
+        else:
+            _check_archive(where)
+        return where  # read() parses the pickles (shapes, labels) in full
 
     def read(self, data_dir: str | Path | None) -> tuple[Raw, Path]:
         where = _locate(data_dir)

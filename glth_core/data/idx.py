@@ -39,6 +39,23 @@ def _header(path: Path, buf: bytes, magic: int, ndim: int) -> tuple[int, ...]:
     return tuple(int(d) for d in np.frombuffer(buf, ">u4", count=ndim, offset=4))
 
 
+def _check_size(path: Path, dims: tuple[int, ...]) -> None:
+    """The file's byte count against its header's dims without reading it: a plain file's size,
+    or the gzip trailer's length of the uncompressed data (mod 2**32), which a truncated .gz's
+    last four bytes are not."""
+    expected = 4 + 4 * len(dims) + int(np.prod(dims))
+    size = path.stat().st_size
+    if path.suffix == ".gz":
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 4))
+            got = int.from_bytes(f.read(4), "little")
+        expected, what = expected % 2**32, f"its gzip trailer gives {got} uncompressed bytes"
+    else:
+        got, what = size, f"{size} bytes"
+    if got != expected:
+        raise DatasetError(f"{path}: {what} but dims {'×'.join(map(str, dims))} need {expected} (truncated or corrupt)")
+
+
 def read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     """The array in one IDX file, after checking its magic and that its byte count matches its dims."""
     buf = _read_bytes(path)
@@ -76,9 +93,15 @@ class IdxSource:
 
     def check(self, data_dir: str | Path | None) -> Path:
         root, found = self._files(data_dir)
-        for images, labels in found.values():
-            _header(images, _read_bytes(images, 16), IMAGES_MAGIC, 3)
-            _header(labels, _read_bytes(labels, 8), LABELS_MAGIC, 1)
+        for images, labels in found.values():  # headers and sizes only: read() reads the data
+            dims = _header(images, _read_bytes(images, 16), IMAGES_MAGIC, 3)
+            n_labels = _header(labels, _read_bytes(labels, 8), LABELS_MAGIC, 1)
+            _check_size(images, dims)
+            _check_size(labels, n_labels)
+            if dims[1:] != self.input_shape[1:]:
+                raise DatasetError(f"{images}: images are {dims[1]}×{dims[2]} (expected 28×28)")
+            if n_labels[0] != dims[0]:
+                raise DatasetError(f"{labels}: {n_labels[0]} labels for {dims[0]} images in {images.name}")
         return root
 
     def read(self, data_dir: str | Path | None) -> tuple[Raw, Path]:

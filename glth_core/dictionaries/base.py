@@ -130,8 +130,12 @@ class Dictionary(Movable):
         return torch.cat([params[e.name].reshape(-1) for e in self.scope])
 
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Scope vector → {name: tensor of the parameter's shape} (views, differentiable)."""
-        return {e.name: w[e.offset : e.offset + e.numel].view(e.shape) for e in self.scope}
+        """Scope vector → {name: tensor of the parameter's shape} (views, differentiable).
+
+        One ``split`` rather than a slice per tensor: its backward is one concatenation, where
+        each slice's backward would fill a zero vector of the whole scope."""
+        parts = w.split([e.numel for e in self.scope])
+        return {e.name: p.view(e.shape) for e, p in zip(self.scope, parts)}
 
     @property
     def num_groups(self) -> int | None:

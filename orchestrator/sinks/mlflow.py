@@ -37,11 +37,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 # logged at step = round; rank only for grouped dictionaries (None otherwise)
-METRICS = ("test_accuracy", "test_loss", "val_accuracy", "train_accuracy", "train_loss",
-           "density", "compression", "kept", "rank", "wall_seconds",
-           # constructive strong tickets only (absent values are skipped)
-           "target_accuracy", "max_weight_error", "mean_weight_error", "max_output_error",
-           "kept_per_target", "random_per_target", "construct_seconds")
+ROUND_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "train_accuracy", "train_loss",
+                 "density", "compression", "kept", "rank", "wall_seconds")
+#: constructive strong tickets only (absent values are skipped)
+CONSTRUCT_METRICS = ("target_accuracy", "max_weight_error", "mean_weight_error", "max_output_error",
+                     "kept_per_target", "random_per_target", "construct_seconds")
+METRICS = ROUND_METRICS + CONSTRUCT_METRICS
 PROBE_METRIC = "density"  # every ok round has it; its history says which rounds are logged
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100

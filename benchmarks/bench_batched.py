@@ -1,0 +1,81 @@
+"""K = 8 seeds of one dictionary and τ: ``BatchedTrajectory`` (one vmapped training for all
+seeds) vs 8 ``Trajectory`` runs one after another, on the same threads. Two lines per workload:
+whole IMP rounds (build, train, evaluate every split, sparsify: what a sweep sees) and the
+training alone (``train_batched`` with vmapped or looped forwards vs 8 × ``train``).
+
+    .venv/bin/python benchmarks/bench_batched.py [--quick] [--k 8] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from common import cifar_or_digits, data_label, interleaved, parser, set_threads, verdict
+from glth_core import data as datasets
+from glth_core.batched import BatchedTrajectory, prefers_vmap, train_batched
+from glth_core.imp import Trajectory, TrajectoryConfig, round_generator
+from glth_core.train import TrainConfig, train
+
+TARGET = 2.0
+
+
+def arms(configs, data, rounds: int):
+    def batched():
+        b = BatchedTrajectory(configs, data=data)
+        for _ in range(rounds):
+            b.run_round()
+
+    def sequential():
+        for c in configs:
+            t = Trajectory(c, data=data)
+            for _ in range(rounds):
+                t.run_round()
+
+    members = [Trajectory(c, data=data) for c in configs]
+    first, cfg = members[0], configs[0].train
+    x, y = first.inputs["train"], data.train_y
+
+    def train_batch(vectorize: bool):
+        return lambda: train_batched(first.param, [t.state.init for t in members], [t.state.mask for t in members], x, y,
+                                     cfg, [round_generator(c.seed, 0) for c in configs], vectorize=vectorize)
+
+    def train_each():
+        for t, c in zip(members, configs):
+            train(t.param, t.state.init, t.state.mask, x, y, cfg, round_generator(c.seed, 0))
+
+    return {"batched": batched, "sequential": sequential, "train vmap": train_batch(True),
+            "train loop": train_batch(False), "train sequential": train_each}
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--dictionary", default="canonical", choices=["canonical", "random-fast"])
+    args = p.parse_args()
+    threads = set_threads(args.threads, args.clock)
+    repeats = 1 if args.quick else args.repeats
+    spec = {"kind": "canonical"} if args.dictionary == "canonical" else {"kind": "random", "method": "fast", "seed": 0}
+    cifar = cifar_or_digits(1000 if args.quick else 2000, 500)
+    workloads = [
+        ("mlp_300_100", datasets.load("digits"), TrainConfig(epochs=1, batch_size=64, lr=0.05), 2),
+        ("cnn_paper", cifar, TrainConfig(epochs=1, batch_size=64, lr=0.01), 1 if args.quick else 2),
+    ]
+    print(f"# batched: K = {args.k} seeds, {args.dictionary}, {threads} thread(s), {args.clock} clock, "
+          f"median of {repeats}", flush=True)
+    for model, data, cfg, rounds in workloads:
+        configs = [TrajectoryConfig(dataset=data.name, model=model, dictionary=spec, tau=0.2, rounds=rounds, seed=s,
+                                    train=cfg) for s in range(args.k)]
+        seconds = interleaved(arms(configs, data, rounds), repeats)
+        where = f"{model} on {data_label(data)}"
+        auto = "vmap" if prefers_vmap(Trajectory(configs[0], data=data).param, data.train_x) else "loop"
+        for what, b, s in ((f"rounds ({auto}, the default here)", "batched", "sequential"),
+                           ("training only, vmapped forwards", "train vmap", "train sequential"),
+                           ("training only, looped forwards", "train loop", "train sequential")):
+            speedup = seconds[s] / seconds[b]
+            print(f"batched {where} K={args.k} {what}: {speedup:.2f}x faster than sequential "
+                  f"({seconds[b]:.2f} s vs {seconds[s]:.2f} s) "
+                  f"{verdict(speedup, TARGET, at_most=False) if what.startswith('rounds') else ''}".rstrip(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""`glth export SWEEP --trial T --round R -o model.pt [--bench]`: one round's ticket of one trial
+as a plain PyTorch module (``glth_core.export``), with a JSON of metadata beside it.
+
+The trial's network is rebuilt from its config (the Parquet ``config`` column: same model, same
+dictionary), the round's ticket comes from the trial's checkpoint. Before saving, the exported
+module is checked against the masked network on test images. ``--bench`` times both on the same
+batch and logs the numbers to the trial's MLflow child run (step = round).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from glth_core import export as gexport
+from glth_core.imp import Trajectory, TrajectoryConfig
+from orchestrator import atomic
+from orchestrator.analysis import experiment_of
+
+#: exported and masked outputs must agree to this (float32 sums over up to d_in terms)
+TOLERANCE = 1e-4
+
+
+class ExportError(ValueError):
+    """Bad input for an export (unknown trial or round); one line, exit status 2."""
+
+
+def trial_config(row: dict) -> TrajectoryConfig:
+    """The TrajectoryConfig of a Parquet row (its ``config`` column, extra keys dropped)."""
+    cfg = json.loads(row["config"])
+    names = {f.name for f in dataclasses.fields(TrajectoryConfig)}
+    return TrajectoryConfig.from_dict({k: v for k, v in cfg.items() if k in names})
+
+
+def pick_trial(rows, key: str) -> str:
+    """The trial id equal to ``key`` or starting with it (unique)."""
+    ids = sorted(rows["trial_id"].unique())
+    match = [t for t in ids if t == key] or [t for t in ids if t.startswith(key)]
+    if len(match) != 1:
+        why = "is ambiguous" if match else "matches no trial"
+        listing = ", ".join(
+            f"{r.trial_id} ({r.dictionary}{'' if r.control == 'none' else ' ' + r.control}, seed {r.seed})"
+            for r in rows.drop_duplicates("trial_id").sort_values(["dictionary", "seed"]).itertuples()
+        )
+        raise ExportError(f"--trial: {key!r} {why}; trials: {listing}")
+    return match[0]
+
+
+@torch.no_grad()
+def _accuracy(module, x, y, batch: int = 2048) -> float:
+    correct = 0
+    for i in range(0, len(y), batch):
+        correct += (module(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
+    return correct / max(1, len(y))
+
+
+def export_trial(sweep_dir: Path, rows, trial_key: str, round_: int | None, out: Path, bench: bool = False,
+                 bench_images: int = 1000, repeats: int = 30, threads: int = 1, tracking_uri: str | None = None,
+                 log=print) -> dict:
+    """Export one round's ticket to ``out`` (+ ``out.json``); returns the metadata written."""
+    from orchestrator.checkpoints import trial_tickets
+
+    trial_id = pick_trial(rows, trial_key)
+    trial_rows = rows[(rows["trial_id"] == trial_id) & (rows["status"] == "ok")].sort_values("round")
+    try:
+        tickets = trial_tickets(sweep_dir, trial_id)
+    except FileNotFoundError as e:
+        raise ExportError(f"--trial: {e}") from None
+    available = sorted(tickets)
+    if not available:
+        raise ExportError(f"--trial: {trial_id} has no tickets in its checkpoint (was it run before tickets were kept?)")
+    rnd = available[-1] if round_ is None else round_
+    if rnd not in tickets:
+        raise ExportError(f"--round: {rnd} is not a finished round of {trial_id}; rounds: {', '.join(map(str, available))}")
+    row = trial_rows[trial_rows["round"] == rnd].iloc[0].to_dict()
+    config = trial_config(row)
+
+    torch.set_num_threads(max(1, threads))
+    traj = Trajectory(dataclasses.replace(config, device="cpu"))
+    ticket = tickets[rnd]
+    masked = gexport.masked_model(traj.model, traj.dictionary, ticket)
+    exported = gexport.export(traj.model, traj.dictionary, ticket)
+    module = exported.module.eval()
+
+    x = traj.data.test_x[:bench_images]
+    with torch.no_grad():
+        diff = float((module(x) - masked(x)).abs().max())
+    if not diff <= TOLERANCE:
+        raise RuntimeError(f"exported network disagrees with the masked one by {diff:.3g} (> {TOLERANCE})")
+    accuracy = _accuracy(module, traj.data.test_x, traj.data.test_y)
+
+    meta = {
+        "sweep_id": sweep_dir.name,
+        "trial_id": trial_id,
+        "round": int(rnd),
+        "dictionary": row["dictionary"],
+        "control": row.get("control", "none"),
+        "seed": int(row["seed"]),
+        "compression": float(row["compression"]),
+        **exported.describe(),
+        "parameters_dense": gexport.count_parameters(masked),
+        "test_accuracy": accuracy,
+        "test_accuracy_recorded": float(row["test_accuracy"]),
+        "max_abs_diff_vs_masked": diff,
+        "input": {"shape": list(traj.data.input_shape), "normalize_mean": list(traj.data.mean),
+                  "normalize_std": list(traj.data.std),
+                  "note": "inputs are N×C×H×W floats normalised as in training: (x − mean) / std per channel, x the values the dataset loader reads (0..255 pixels for CIFAR-10 and MNIST)"
+                  if traj.data.mean else "inputs as the dataset loader gives them"},
+        "config": json.loads(row["config"]),
+        "torch": torch.__version__,
+        "load": "torch.load(path, weights_only=False) with glth installed (glth_core.export.IndexSelect)",
+    }
+    if bench:
+        meta["bench"] = _bench(masked, module, x, repeats, threads)
+    with atomic.writing(out) as tmp:
+        torch.save(module, tmp)
+    meta_path = out.with_suffix(".json")
+    atomic.write_text(meta_path, json.dumps(meta, indent=1, default=str) + "\n")
+
+    log(f"exported {trial_id} round {rnd} ({row['dictionary']}, compression {100 * meta['compression']:.1f}%) "
+        f"as {exported.form}: {meta['parameters']:,} parameters (dense {meta['parameters_dense']:,}); "
+        f"test accuracy {100 * accuracy:.2f}% (recorded {100 * meta['test_accuracy_recorded']:.2f}%); "
+        f"max |exported − masked| = {diff:.2g}")
+    log(f"wrote {out} and {meta_path}")
+    if bench:
+        b = meta["bench"]
+        log(f"bench on {b['images']} test images, {threads} thread(s), median of {repeats}:\n"
+            f"  {'':10} {'parameters':>12} {'latency ms':>11}\n"
+            f"  {'dense':10} {b['params_dense']:>12,} {b['latency_ms_dense']:>11.3f}\n"
+            f"  {'exported':10} {b['params']:>12,} {b['latency_ms']:>11.3f}\n"
+            f"  ratio      {b['param_ratio']:>11.1f}× {b['speedup']:>10.2f}×  (dense / exported)")
+        if tracking_uri:
+            _log_bench(sweep_dir, trial_id, rnd, meta, meta_path, tracking_uri, log)
+    return meta
+
+
+def _bench(masked, module, x, repeats: int, threads: int) -> dict:
+    dense_s, ours_s = gexport.latency([masked, module], x, repeats)
+    p_dense, p_ours = gexport.count_parameters(masked), gexport.count_parameters(module)
+    return {"images": int(x.shape[0]), "repeats": repeats, "threads": threads, "machine": platform.processor() or platform.machine(),
+            "params_dense": p_dense, "params": p_ours, "param_ratio": p_dense / max(1, p_ours),
+            "latency_ms_dense": 1000 * dense_s, "latency_ms": 1000 * ours_s, "speedup": dense_s / ours_s}
+
+
+def _log_bench(sweep_dir: Path, trial_id: str, rnd: int, meta: dict, meta_path: Path, tracking_uri: str, log) -> None:
+    from orchestrator.sinks import mlflow as mlflow_sink
+
+    try:
+        _, child = mlflow_sink.find_runs(tracking_uri, experiment_of(sweep_dir), sweep_dir.name, trial_id)
+        if child is None:
+            log(f"[glth] no MLflow child run for {trial_id} at {tracking_uri}; bench not logged")
+            return
+        b = meta["bench"]
+        metrics = [(f"export_{k}", float(b[k]), rnd) for k in
+                   ("params", "params_dense", "param_ratio", "latency_ms", "latency_ms_dense", "speedup")]
+        mlflow_sink.log_extra(tracking_uri, child, metrics,
+                              tags={"glth.export.form": meta["form"], "glth.export.round": rnd},
+                              artifacts={f"export/round_{rnd}.json": meta_path})
+        log(f"logged to MLflow run {child} (metrics export_*, step {rnd})")
+    except mlflow_sink.MlflowUnavailable as e:
+        print(f"[glth] MLflow unavailable ({e}); bench not logged", file=sys.stderr)
