@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 
 from common import REPO, parser, verdict
+from glth_core.imp import Trajectory
+from orchestrator.spec import parse
 
 DEMO = REPO / "orchestrator" / "specs" / "demo.yaml"
 TARGET = 1.3
@@ -55,6 +58,14 @@ def main() -> None:
             raise SystemExit(f"sweep: glth run failed with status {done.returncode}")
         rows = pd.concat([pd.read_parquet(f) for f in (tmp / "runs").glob("*/rounds/**/*.parquet")], ignore_index=True)
     compute = float(rows["wall_seconds"].sum())
+    # the same first trial in this process, without Ray/Tune/MLflow/Parquet: what a trial spends
+    # besides training (set-up, evaluating every split each round, sparsify, tickets)
+    trial = parse(yaml.safe_dump(spec)).trials[0]
+    torch.set_num_threads(1)  # as in a Ray trial with resources {cpu: 1}
+    t0 = time.perf_counter()
+    Trajectory(trial.trajectory).run()
+    alone = time.perf_counter() - t0
+    alone_compute = float(rows.loc[rows["trial_id"] == trial.trial_id, "wall_seconds"].sum())
     cores = os.cpu_count() or 1
     parallel = min(int(spec.get("max_concurrent", 1)), cores)
     raw, per_core = wall / compute, wall * parallel / compute
@@ -63,6 +74,8 @@ def main() -> None:
           f"{cores} cores; ideal raw ratio 1/{parallel} = {1 / parallel:.2f}", flush=True)
     print(f"sweep {spec['name']} wall vs summed round compute: raw {raw:.2f}x ({wall:.1f} s vs {compute:.1f} s) "
           f"{verdict(raw, TARGET)}; per-core {per_core:.2f}x (x{parallel} cores) {verdict(per_core, TARGET)}", flush=True)
+    print(f"sweep {spec['name']} one trial in-process (no Ray): {alone / alone_compute:.2f}x its rounds' compute "
+          f"({alone:.1f} s vs {alone_compute:.1f} s): the rest of the per-core ratio is orchestration", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar10-approx"
 def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="torch threads for every arm (default 1)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per arm; the median is reported")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per arm; the median is reported")
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller work")
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                    help="cpu (default): this process's CPU time, steady on a machine shared with other work; "

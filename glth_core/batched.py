@@ -27,7 +27,8 @@ from torch.func import vmap
 from glth_core import data as datasets
 from glth_core.imp import Ticket, TrainJob, seed_dependent, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
 from glth_core.train import (Evaluation, Parameterization, TrainConfig, Weights, batch_indices, batch_totals,
-                             eval_batches, evaluation_of, forward_precision, matmul_precision, run_steps)
+                             dense_or_float, eval_batches, evaluation_of, forward_precision, matmul_precision,
+                             run_steps)
 
 __all__ = ["BatchedTrajectory", "check_batchable", "evaluate_batched", "prefers_vmap", "train_batched"]
 
@@ -99,7 +100,7 @@ def train_batched(
     # the input bottleneck keeps the union of the seeds' kept columns: a column a seed pruned
     # meets its zero coefficients, so each seed's output is unchanged
     kept = param.kept_columns(m.any(0))
-    factors = m.to(w.coeffs.dtype)  # float masks: no bool → float cast each step
+    factors = dense_or_float(m, w.coeffs.dtype)
     streams = [batch_indices(x.shape[0], cfg.batch_size, g, x.device) for g in generators]
 
     def loss(coeffs, free, mask, xb, yb):
@@ -108,12 +109,13 @@ def train_batched(
     def one_by_one(coeffs, free, mask, xb, yb):
         # unbind, not indexing: its backward is one stack, where each index's would fill a zero [K, …]
         free = {n: v.unbind(0) for n, v in free.items()}
+        masks = [None] * len(xb) if mask is None else mask.unbind(0)
         return torch.stack([loss(c, {n: v[k] for n, v in free.items()}, f, xk, yk)
-                            for k, (c, f, xk, yk) in enumerate(zip(coeffs.unbind(0), mask.unbind(0), xb, yb))])
+                            for k, (c, f, xk, yk) in enumerate(zip(coeffs.unbind(0), masks, xb, yb))])
 
     if vectorize is None:
         vectorize = prefers_vmap(param, x)
-    losses = vmap(loss) if vectorize else one_by_one
+    losses = vmap(loss, in_dims=(0, 0, None if factors is None else 0, 0, 0)) if vectorize else one_by_one
 
     def losses_at(step: int) -> torch.Tensor:
         idx = torch.stack([next(s) for s in streams])

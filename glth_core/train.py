@@ -139,15 +139,18 @@ class Parameterization:
         return x
 
     def kept_columns(self, mask: torch.Tensor) -> torch.Tensor | None:
-        """For the input bottleneck: indices of columns of U with any kept element."""
+        """For the input bottleneck: indices of columns of U with any kept element (None when
+        every column is kept: selecting them all would copy the layer for nothing)."""
         if not self.input_bottleneck:
             return None
         d = self.dictionary
-        return mask.view(d.d_out, d.d_in).any(dim=0).nonzero().flatten()
+        columns = mask.view(d.d_out, d.d_in).any(dim=0)
+        return None if bool(columns.all()) else columns.nonzero().flatten()
 
     # -- forward ------------------------------------------------------------------------------
-    def params(self, weights: Weights, mask: torch.Tensor, kept: torch.Tensor | None = None) -> dict:
-        a = weights.coeffs * mask
+    def params(self, weights: Weights, mask: torch.Tensor | None, kept: torch.Tensor | None = None) -> dict:
+        """The parameter dict; ``mask`` None means every element is kept."""
+        a = weights.coeffs if mask is None else weights.coeffs * mask
         if self.input_bottleneck:
             d = self.dictionary
             C = a.view(d.d_out, d.d_in)
@@ -206,6 +209,12 @@ def evaluate(param: Parameterization, weights: Weights, mask, x, y, batch_size: 
 
 
 # -- the training loop, shared by ``train`` and the batched trainer (``glth_core.batched``) ----
+def dense_or_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """The mask a training forward multiplies by: None when all is kept (the dense round skips
+    the multiply and its backward), else float (no bool → float cast each step; same values)."""
+    return None if bool(mask.all()) else mask.to(dtype)
+
+
 def make_optimizer(leaves: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD or Adam over ``leaves``. Both update elementwise, so one optimizer over K stacked
     trajectories' tensors is K independent optimizers."""
@@ -310,7 +319,7 @@ def train(
     kept = param.kept_columns(mask)
     batches = batch_indices(x.shape[0], cfg.batch_size, generator, x.device)
     memory_format = input_format(cfg, x)
-    factor = mask.to(w.coeffs.dtype)  # a float mask: no bool → float cast each step (same values)
+    factor = dense_or_float(mask, w.coeffs.dtype)
 
     def losses_at(step: int) -> torch.Tensor:
         idx = next(batches)

@@ -414,3 +414,15 @@ def test_dct_basis_needs_the_model_input_shape_and_pca_needs_train_x(models):
     with pytest.raises(DictionarySpecError, match="dictionary.basis: pca needs the training inputs"):
         build(spec, models["mlp"])
     assert not build({"kind": "bottleneck", "layer": "1", "basis": "identity"}, m).is_input_layer  # no shape: general path
+
+
+def test_blockdiag_dct_runs_its_one_row_blocks_as_one_chain(models):
+    m = models["mlp"]
+    d = build({"kind": "blockdiag", "per": "tensor", "block": "dct"}, m)
+    assert len(d.segments) == 1  # every tensor's DCT in one chain of gathers around per-block FFTs
+    w = torch.randn(2, d.size, dtype=torch.float64)
+    a = d.analyze(w)
+    for e in d.scope:
+        expect = scipy.fft.dct(w[:, e.offset : e.offset + e.numel].numpy(), norm="ortho")
+        assert np.allclose(a[:, e.offset : e.offset + e.numel].numpy(), expect, atol=1e-10)
+    assert torch.allclose(d.synthesize(a), w, atol=1e-10)

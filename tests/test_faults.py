@@ -272,7 +272,10 @@ def intrude(run: Glth, timeout: float = 300) -> dict:
     while time.monotonic() < deadline and run.returncode is None:
         time.sleep(0.5)
         gcs = [p for p in ray_processes(run.ray_tmp) if p.name() == "gcs_server"]
-        port = next((a.split("=", 1)[1] for p in gcs for a in p.cmdline() if a.startswith("--gcs_server_port=")), None)
+        try:  # the GCS picks its port at start (--gcs_server_port=0): ask the kernel where it listens
+            port = next((c.laddr.port for p in gcs for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN), None)
+        except psutil.Error:
+            port = None
         if port and any(p.name() == "raylet" for p in ray_processes(run.ray_tmp)):
             break
     else:

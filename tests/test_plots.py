@@ -21,7 +21,7 @@ GLTH = str(Path(sys.executable).with_name("glth"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def check_png(path: Path, min_kb: float = 8, max_kb: float = 1500) -> tuple[int, int]:
+def check_png(path: Path, min_kb: float = 4, max_kb: float = 1500) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC, path
     assert min_kb * 1024 <= len(data) <= max_kb * 1024, (path, len(data))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from glth_core.dictionaries.blocks import BlockDictionary, Segment
 from glth_core.dictionaries.spec import SCOPE, SEED, one_of
-from glth_core.dictionaries.transforms import DCTRows, FastRotation, IdentityRows, MatrixRows, block_seed, haar_stack
+from glth_core.dictionaries.transforms import BlockDCT, DCTRows, FastRotation, IdentityRows, MatrixRows, block_seed, haar_stack
 
 HAAR_MAX_BLOCK = 1024
 #: a tensor's stack of per-unit Haar matrices holds at most this many entries (128 MiB float32);
@@ -50,6 +50,27 @@ class BlockDiagonal(BlockDictionary):
                 op = DCTRows() if opts["block"] == "dct" else IdentityRows()
             segments.append(Segment(e.offset, rows, width, op))
             index += rows
+        if opts["block"] == "dct":
+            segments = _merged_dct(segments)
         d = cls(scope, segments)
         d.per, d.block, d.seed = opts["per"], opts["block"], opts["seed"]
         return d
+
+
+def _merged_dct(segments: list[Segment]) -> list[Segment]:
+    """Consecutive one-row DCT segments (every tensor with ``per: tensor``; the biases with
+    ``per: unit``) merged into one ``BlockDCT`` segment: the same blocks, far fewer ops a step."""
+    out: list[Segment] = []
+    run: list[Segment] = []
+    for s in [*segments, None]:
+        if s is not None and s.rows == 1:
+            run.append(s)
+            continue
+        if len(run) > 1:
+            out.append(Segment(run[0].offset, 1, sum(r.width for r in run), BlockDCT([r.width for r in run])))
+        else:
+            out += run
+        run = []
+        if s is not None:
+            out.append(s)
+    return out

@@ -295,6 +295,22 @@ class DCTRows(Orthogonal):
         return dct2(w.unflatten(-1, (-1, *self.plane))).flatten(-3)
 
 
+class BlockDCT(Orthogonal):
+    """Each row is consecutive blocks of ``lengths``, each block its own orthonormal 1-D DCT, all
+    in one chain (one gather, an FFT per block, one gather), where one ``DCTRows`` per block
+    would cost a few ops per block and a concatenation every step."""
+
+    def __init__(self, lengths: list[int]):
+        dct_ops, idct_ops = _dct_ops(list(lengths))
+        self.lengths, self.dct, self.idct = list(lengths), Chain(dct_ops), Chain(idct_ops)
+
+    def forward(self, a):
+        return self.idct(a)
+
+    def inverse(self, w):
+        return self.dct(w)
+
+
 class MatrixRows(Orthogonal):
     """Dense orthogonal matrices: row r is Q_r a_r; ``q`` is (rows, m, m), or (1, m, m) for
     one matrix shared by every row (then one plain matmul). Other dtypes get a cast copy."""
