@@ -113,6 +113,13 @@ def _trial_workers(root_pid: int) -> list[psutil.Process]:
     return out
 
 
+def _cwd_name(p: psutil.Process) -> str | None:
+    try:
+        return Path(p.cwd()).name
+    except psutil.Error:
+        return None
+
+
 def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = write_spec(tmp_path, rounds=6, epochs=6, name="kill")
@@ -129,11 +136,13 @@ def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
             sweep_id = next(out.iterdir()).name
             files = parquet.trial_files(out, sweep_id)
             partial = {tid: len(pd.read_parquet(f)) for tid, f in files.items()}
-            if any(2 <= n < 5 for n in partial.values()):
-                workers = _trial_workers(proc.pid)
-                if workers:
-                    workers[0].send_signal(signal.SIGKILL)
-                    killed = (workers[0].pid, partial)
+            mid = {tid for tid, n in partial.items() if 2 <= n < 5}
+            # the worker of a trial mid-trajectory (Tune names its working directory by trial id),
+            # not one that has just started and has no checkpoint to resume from
+            workers = [w for w in _trial_workers(proc.pid) if _cwd_name(w) in mid]
+            if workers:
+                workers[0].send_signal(signal.SIGKILL)
+                killed = (workers[0].pid, partial)
         stdout, stderr = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
