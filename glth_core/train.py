@@ -30,7 +30,12 @@ GPU_DEFAULTS = {"precision": "fp32", "channels_last": False}
 
 
 class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite. ``index``: which trajectory of a batch trained
+    together (``glth_core.batched``) diverged first; None for a single trajectory."""
+
+    def __init__(self, message: str, index: int | None = None):
+        super().__init__(message)
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -286,7 +291,8 @@ def run_steps(
         if not bool(finite.all()):
             bad = int((~finite).flatten().nonzero()[0])
             where = "" if who is None else f" in {who(bad)}"
-            raise DivergedError(f"training loss became {losses.flatten()[bad].item()} at step {step} (lr {cfg.lr}){where}")
+            raise DivergedError(f"training loss became {losses.flatten()[bad].item()} at step {step} (lr {cfg.lr}){where}",
+                                None if losses.dim() == 0 else bad)
         opt.zero_grad(set_to_none=True)
         (losses if losses.dim() == 0 else losses.sum()).backward()
         opt.step()

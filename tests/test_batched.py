@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from glth_core import data as datasets
-from glth_core.batched import BatchedTrajectory, train_batched
+from glth_core.batched import BatchedTrajectory, evaluate_batched, train_batched
 from glth_core.imp import Trajectory, TrajectoryConfig, TrajectoryState, round_generator
-from glth_core.train import DivergedError, TrainConfig, train
+from glth_core.train import DivergedError, TrainConfig, evaluate, train
 
 SHORT = TrainConfig(steps=8, batch_size=64, lr=0.05)
 SEEDS = (0, 1, 2)
@@ -113,6 +113,17 @@ def test_each_state_resumes_like_a_separate_trajectory(digits, tmp_path):
     assert resumed.done and [len(s.records) for s in resumed.states] == [3, 3]
 
 
+def test_vmapped_evaluation_equals_separate_evaluations(digits):
+    bottleneck = {"kind": "bottleneck", "layer": "1", "basis": "identity"}  # pruned columns: the kept-union path
+    members = [Trajectory(c, data=digits) for c in _configs(seeds=(0, 1, 2), dictionary=bottleneck)]
+    masks = [torch.rand(t.dictionary.size, generator=torch.Generator().manual_seed(k)) > 0.5 for k, t in enumerate(members)]
+    x = members[0].inputs["test"]
+    together = evaluate_batched(members[0].param, [t.state.init for t in members], masks, x, digits.test_y, batch_size=100)
+    for t, mask, ev in zip(members, masks, together):
+        alone = evaluate(t.param, t.state.init, mask, x, digits.test_y, batch_size=100)
+        assert ev.accuracy == pytest.approx(alone.accuracy, abs=1e-12) and ev.loss == pytest.approx(alone.loss, abs=1e-5)
+
+
 def test_records_share_the_batch_training_time(digits):
     batch = BatchedTrajectory(_configs(seeds=(0, 1), rounds=1), data=digits)
     records = batch.run_round()
@@ -152,5 +163,6 @@ def test_pca_past_the_input_depends_on_the_init(digits):
 
 def test_divergence_names_the_seed(digits):
     configs = _configs(seeds=(0, 1), rounds=1, train=TrainConfig(epochs=1, lr=1e6, momentum=0.9))
-    with pytest.raises(DivergedError, match="seed"):
+    with pytest.raises(DivergedError, match="seed") as err:
         BatchedTrajectory(configs, data=digits).run_round()
+    assert err.value.index in (0, 1) and f"seed {configs[err.value.index].seed}" in str(err.value)
