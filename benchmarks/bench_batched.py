@@ -51,6 +51,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--dictionary", default="canonical", choices=["canonical", "random-fast"])
+    p.add_argument("--models", nargs="*", default=["mlp_300_100", "cnn_paper"], choices=["mlp_300_100", "cnn_paper"])
     args = p.parse_args()
     threads = set_threads(args.threads, args.clock)
     repeats = 1 if args.quick else args.repeats
@@ -62,7 +63,7 @@ def main() -> None:
     ]
     print(f"# batched: K = {args.k} seeds, {args.dictionary}, {threads} thread(s), {args.clock} clock, "
           f"median of {repeats}", flush=True)
-    for model, data, cfg, rounds in workloads:
+    for model, data, cfg, rounds in [w for w in workloads if w[0] in args.models]:
         configs = [TrajectoryConfig(dataset=data.name, model=model, dictionary=spec, tau=0.2, rounds=rounds, seed=s,
                                     train=cfg) for s in range(args.k)]
         seconds = interleaved(arms(configs, data, rounds), repeats)
