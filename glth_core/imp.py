@@ -17,6 +17,7 @@ import torch
 
 from glth_core import data as datasets
 from glth_core import dictionaries, models
+from glth_core.rounds import RoundRunner
 from glth_core.sparsify import sparsify
 from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate, train
 
@@ -249,7 +250,7 @@ def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, 
     return record
 
 
-class Trajectory:
+class Trajectory(RoundRunner):
     """Builds model, data and dictionary from a config, then runs rounds one at a time."""
 
     def __init__(self, config: TrajectoryConfig, data: datasets.Dataset | None = None, state: TrajectoryState | None = None,
@@ -355,23 +356,6 @@ class Trajectory:
     def _record(self, w: Weights, steps: int, seconds: float, evaluations: dict[str, Evaluation] | None = None) -> dict:
         return round_record(self.param, self.inputs, self.data, w, self.state.mask, self.state.round, steps,
                             self.config.train, seconds, evaluations)
-
-    def run(self, on_round: Callable[[dict, "Trajectory"], None] | None = None) -> list[dict]:
-        while not self.done:
-            record = self.run_round()
-            if on_round is not None:
-                on_round(record, self)
-        return self.state.records
-
-    # -- what a finished round leaves behind --------------------------------------------------
-    def network_params(self, ticket: Ticket) -> dict[str, torch.Tensor]:
-        """A ticket's full parameter dict in the model's own coordinates (W = D a)."""
-        w = ticket.weights()
-        return {**w.free, **self.dictionary.unflatten(self.dictionary.synthesize(w.coeffs))}
-
-    def scope_weights(self) -> dict[str, torch.Tensor]:
-        """The parameters of the last finished round's network."""
-        return self.network_params(self.ticket)
 
 
 def run_trajectory(config: TrajectoryConfig, on_round=None) -> list[dict]:

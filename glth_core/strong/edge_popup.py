@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from glth_core import data as datasets
 from glth_core import dictionaries
 from glth_core.dictionaries import Dictionary
+from glth_core.rounds import RoundRunner
 from glth_core.imp import Ticket, build_model, canonical_json, round_generator, round_record, seeded_spec
 from glth_core.train import (Parameterization, TrainConfig, batch_indices, forward_precision, input_format, matmul_precision,
                              run_steps)
@@ -245,7 +246,7 @@ class MaskSelector:
         return self._expand(_StraightThrough.apply(u, self.hard_units(u, density)))
 
 
-class StrongSearch:
+class StrongSearch(RoundRunner):
     """Builds the random network, data and dictionary from a config, then searches one density per round."""
 
     def __init__(self, config: StrongConfig, data: datasets.Dataset | None = None, state: StrongState | None = None):
@@ -325,23 +326,6 @@ class StrongSearch:
         with matmul_precision(cfg, x):
             run_steps([s], cfg, total, losses_at, who=lambda i: f"the scores of density {density}")
         return s.detach(), total
-
-    def run(self, on_round=None) -> list[dict]:
-        while not self.done:
-            record = self.run_round()
-            if on_round is not None:
-                on_round(record, self)
-        return self.state.records
-
-    # -- what a finished round leaves behind --------------------------------------------------
-    def network_params(self, ticket: Ticket) -> dict[str, torch.Tensor]:
-        """A ticket's full parameter dict in the model's own coordinates (W = D (a_0 ⊙ m))."""
-        w = ticket.weights()
-        return {**w.free, **self.dictionary.unflatten(self.dictionary.synthesize(w.coeffs))}
-
-    def scope_weights(self) -> dict[str, torch.Tensor]:
-        """The parameters of the last finished round's subnetwork."""
-        return self.network_params(self.ticket)
 
 
 def run_search(config: StrongConfig, on_round=None) -> list[dict]:
