@@ -79,3 +79,14 @@ def test_example_specs_and_their_profiles_parse(name, cifar10_dir, monkeypatch):
     assert len(quick.trials) <= len(full.trials)
     assert {t.trajectory.model for t in full.trials} == {"cnn_paper" if name == "fig2_left" else "mlp_300_100"}
     assert all(t.trajectory.dataset == "cifar10" for t in full.trials)
+
+
+def test_strong_ticket_example_specs_parse(mnist_dir, monkeypatch):
+    monkeypatch.chdir(REPO)
+    strong = spec.load(REPO / "examples" / "specs" / "strong_digits.yaml")
+    assert {t.kind for t in strong.trials} == {"strong"} and len(strong.trials) == 4 * 2  # dictionaries × seeds
+    assert {t.trajectory.densities for t in strong.trials} == {(1.0, 0.5, 0.3, 0.1)}
+    construct = spec.load(REPO / "examples" / "specs" / "construct_mnist.yaml")
+    assert {t.kind for t in construct.trials} == {"construct"} and len(construct.trials) == 6 * 2  # n × distribution
+    assert {(t.trajectory.n, t.trajectory.distribution) for t in construct.trials} == \
+        {(n, d) for n in (6, 9, 12, 15, 18, 21) for d in ("uniform", "hyperbolic")}
