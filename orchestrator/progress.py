@@ -27,6 +27,7 @@ class Progress(Callback):
         self.t0 = time.monotonic()
         self.rounds_done: dict[str, int] = {}
         self.finished = already_done
+        self.recovering: set[str] = set()  # restarted after a failure; their next result says from where
 
     def _say(self, text: str) -> None:
         print(f"[glth {time.monotonic() - self.t0:6.0f}s] {text}", file=sys.stderr, flush=True)
@@ -42,9 +43,13 @@ class Progress(Callback):
         self._say(f"trial {_tid(trial)} RUNNING   ({self._count()})")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        resumed = int(result.get("resumed_from", -1))
-        if resumed >= 0 and self.rounds_done.get(_tid(trial), 0) < (resumed + 1) * _size(trial):
-            self._say(f"trial {_tid(trial)} resumed at round {resumed} from its checkpoint")
+        # Tune passes a result to callbacks before it registers the result's checkpoint, so a
+        # trial killed just then resumes a round earlier than the rows already reported
+        resumed, tid = int(result.get("resumed_from", -1)), _tid(trial)
+        if tid in self.recovering or (resumed >= 0 and self.rounds_done.get(tid, 0) < (resumed + 1) * _size(trial)):
+            self.recovering.discard(tid)
+            self._say(f"trial {tid} resumed at round {resumed} from its checkpoint" if resumed >= 0
+                      else f"trial {tid} restarted at round 0 (it had no checkpoint yet)")
         if "test_accuracy" in result:
             if int(result["round"]) == 0:
                 self._say(f"trial {_tid(trial)} runs on node {result.get('node_id', '?')}")
@@ -60,6 +65,7 @@ class Progress(Callback):
         self._say(f"trial {_tid(trial)} TERMINATED ({self._count()})")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        self.recovering.add(_tid(trial))
         self._say(f"trial {_tid(trial)} RECOVERING from its last checkpoint after a failure")
 
     def on_trial_error(self, iteration, trials, trial, **info):
