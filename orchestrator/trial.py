@@ -22,10 +22,12 @@ from glth_core.imp import Ticket, Trajectory, TrajectoryState, canonical_json
 from glth_core.strong.construct_run import ConstructRun, ConstructState
 from glth_core.strong.edge_popup import StrongSearch, StrongState
 from glth_core.train import DivergedError
+from orchestrator import atomic
 from orchestrator.spec import Trial
 from orchestrator.sinks import mlflow as mlflow_sink
 
 STATE_FILE = "trajectory.pt"
+FAILED_FILE = "failed.json"  # a batched trial's diverged seeds: their rows, by trial id
 TICKETS_FILE = "tickets.pt"  # every finished round's mask and trained weights (for export, overlap, figures)
 #: trial kind → (runner, its state class); every runner has done, run_round(), state, ticket
 RUNNERS = {"imp": (Trajectory, TrajectoryState), "strong": (StrongSearch, StrongState),
@@ -117,9 +119,18 @@ def _save_round(directory: str, runner_state, tickets: dict[int, Ticket], trial_
     torch.save({r: t.to_dict() for r, t in tickets.items()}, os.path.join(directory, member_file(TICKETS_FILE, trial_id)))
 
 
+def _load_failed(directory) -> dict[str, list[dict]]:
+    path = Path(directory) / FAILED_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run_batch(config: dict, live: dict | None = None) -> None:
     """``batch_seeds: K``: K seeds of one configuration trained at once (glth_core.batched), still
-    written as K trials: K Parquet files, K MLflow children, K states in each checkpoint."""
+    written as K trials: K Parquet files, K MLflow children, K states in each checkpoint.
+
+    A seed whose loss diverges fails alone, as a separate trial would: its failed row is kept
+    (and checkpointed in ``failed.json``), and the other seeds go on as a batch of K - 1 from the
+    start of the round, which they had not finished: their results are those of separate runs."""
     from glth_core.batched import BatchedTrajectory
 
     live = live or {}
@@ -131,31 +142,46 @@ def run_batch(config: dict, live: dict | None = None) -> None:
         return
     metas = [trial_row_meta(t, sweep["sweep_id"]) for t in trials]
     node_id = ray.get_runtime_context().get_node_id()
-    states, tickets = [None] * len(trials), [{} for _ in trials]
+    states, tickets, failed = [None] * len(trials), [{} for _ in trials], {}
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            states = [TrajectoryState.load(Path(d) / member_file(STATE_FILE, tid)) for tid in ids]
-            tickets = [load_tickets(d, tid) for tid in ids]
-    resumed_from = -1 if states[0] is None else states[0].round
-    batch = BatchedTrajectory([with_data_dir_from(t.trajectory, live.get("cwd")) for t in trials], states=states)
+            failed = _load_failed(d)
+            states = [None if tid in failed else TrajectoryState.load(Path(d) / member_file(STATE_FILE, tid)) for tid in ids]
+            tickets = [{} if tid in failed else load_tickets(d, tid) for tid in ids]
+    active = [k for k, tid in enumerate(ids) if tid not in failed]
+    resumed_from = -1 if not active or states[active[0]] is None else states[active[0]].round
+    configs = [with_data_dir_from(t.trajectory, live.get("cwd")) for t in trials]
     children = [_MlflowChild(sweep, t, m) for t, m in zip(trials, metas)]
-    rows = [[{**m, **r, "status": "ok"} for r in st.records] for m, st in zip(metas, batch.states)]
-    while not batch.done:
+    batch = BatchedTrajectory([configs[k] for k in active], states=[states[k] for k in active]) if active else None
+    rows = [failed.get(tid, []) for tid in ids]
+    for j, k in enumerate(active):
+        rows[k] = [{**metas[k], **r, "status": "ok"} for r in batch.states[j].records]
+    while active and not batch.done:
         try:
             records = batch.run_round()
-        except DivergedError as e:  # which seed diverged is not known: the batch fails as one
-            for m, r in zip(metas, rows):
-                r.append({**m, "round": batch.states[0].round, "status": f"failed: {e}"})
-            tune.report({"round": batch.states[0].round, "rows": sum(rows, []), "trial_id": config["trial"]["trial_id"]})
+        except DivergedError as e:
+            culprits = list(active) if e.index is None else [active[e.index]]
+            for k in culprits:
+                rows[k].append({**metas[k], "round": batch.states[0].round, "status": f"failed: {e}"})
+                children[k].log(rows[k])
+                failed[ids[k]] = rows[k]
+            unfinished = {k: s for k, s in zip(active, batch.states)}
+            active = [k for k in active if k not in culprits]
+            if active:
+                batch = BatchedTrajectory([configs[k] for k in active], states=[unfinished[k] for k in active])
+                continue
+            tune.report({"round": batch.states[0].round, "rows": sum(rows, []), "trial_id": config["trial"]["trial_id"],
+                         "failed": str(e)})
             return
-        for k, record in enumerate(records):
-            rows[k].append({**metas[k], **record, "status": "ok"})
-            tickets[k][batch.tickets[k].round] = batch.tickets[k]
+        for j, k in enumerate(active):
+            rows[k].append({**metas[k], **records[j], "status": "ok"})
+            tickets[k][batch.tickets[j].round] = batch.tickets[j]
             children[k].log(rows[k])
         with tempfile.TemporaryDirectory() as d:
-            for k, tid in enumerate(ids):
-                _save_round(d, batch.states[k], tickets[k], tid)
+            for j, k in enumerate(active):
+                _save_round(d, batch.states[j], tickets[k], ids[k])
+            atomic.write_text(Path(d) / FAILED_FILE, json.dumps(failed))
             metrics = {k: v for k, v in records[0].items() if isinstance(v, (int, float)) and v is not None}
             tune.report({**metrics, "rows": sum(rows, []), "trial_id": config["trial"]["trial_id"],
                          "resumed_from": resumed_from, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))

@@ -166,3 +166,23 @@ def test_divergence_names_the_seed(digits):
     with pytest.raises(DivergedError, match="seed") as err:
         BatchedTrajectory(configs, data=digits).run_round()
     assert err.value.index in (0, 1) and f"seed {configs[err.value.index].seed}" in str(err.value)
+
+
+def test_a_diverged_round_leaves_every_state_as_it_was_so_the_rest_can_go_on(digits):
+    """What ``orchestrator.trial.run_batch`` relies on to fail a diverged seed alone: the round
+    that raised changed no member's state, so the other seeds, rebatched from their states,
+    give the results of separate runs."""
+    wild = _configs(rounds=2, train=TrainConfig(steps=8, batch_size=64, lr=1e6, momentum=0.9))
+    batch = BatchedTrajectory(wild, data=digits)
+    fresh = [Trajectory(c, data=digits).state for c in wild]
+    with pytest.raises(DivergedError) as err:
+        batch.run_round()
+    assert err.value.index == 0  # the first seed whose loss is not finite
+    for state, untouched in zip(batch.states, fresh):
+        assert state.round == 0 and state.records == [] and torch.equal(state.mask, untouched.mask)
+        assert torch.equal(state.init.coeffs, untouched.init.coeffs)
+    tame = _configs(rounds=2)[1:]
+    rest = BatchedTrajectory(tame, data=digits, states=batch.states[1:]).run()
+    for config, records in zip(tame, rest):
+        for a, b in zip(Trajectory(config, data=digits).run(), records):
+            _assert_same_record(a, b)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_sweep import SPEC, glth, metric_steps, mlflow_children
 
@@ -42,3 +44,31 @@ def test_batching_a_seed_dependent_dictionary_needs_an_explicit_seed():
     with pytest.raises(specs.SpecError, match="batch_seeds"):
         specs.parse(text)
     specs.parse(text.replace("{kind: random, method: fast}", "{kind: random, method: fast, seed: 3}"))
+
+
+def test_a_diverging_seed_fails_alone_inside_its_batch(tmp_path):
+    """lr 1e6 makes every seed of its batch diverge, one after the other: the first seed found
+    non-finite fails, the batch goes on without it, then the next one fails in turn. Each trial
+    records its own failure (naming its own seed); the healthy batch (lr 0.05) is untouched."""
+    text = SPEC.replace("ROUNDS", "2").replace("EPOCHS", "1").replace("lr: 0.05", "lr: [0.05, 1.0e+6]").replace(
+        '  - {kind: bottleneck, layer: "1", basis: identity}\n', "") + "batch_seeds: 2\n"
+    (tmp_path / "diverge.yaml").write_text(text)
+    uri = f"sqlite:///{tmp_path / 'diverge.db'}"
+    proc = glth("run", "diverge.yaml", "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
+    sweep_id = next((tmp_path / "out").iterdir()).name
+    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    lr = rows.config.map(lambda c: json.loads(c)["train"]["lr"])
+    last = rows.sort_values("round").groupby("trial_id").tail(1).set_index("trial_id")
+    wild = sorted(set(rows.trial_id[lr > 1]))
+    print(f"found: exit {proc.returncode}; last status per trial {last.status.to_dict()}")
+    assert proc.returncode == 1 and all(t in proc.stdout + proc.stderr for t in wild)
+    assert len(wild) == 2 and set(rows.trial_id[lr < 1]).isdisjoint(wild)
+    for tid in wild:
+        seed = int(last.loc[tid, "seed"])
+        assert last.loc[tid, "status"].startswith("failed: training loss became")
+        assert f"seed {seed}" in last.loc[tid, "status"]  # its own failure, not its batch-mate's
+    healthy = rows[lr < 1]
+    assert len(healthy) == 2 * 2 and set(healthy.status) == {"ok"}
+    _, children = mlflow_children(uri, "glth-test")
+    status = {c.data.tags["glth.trial_id"]: c.info.status for c in children}
+    assert {status[t] for t in wild} == {"FAILED"} and {status[t] for t in set(healthy.trial_id)} == {"FINISHED"}
