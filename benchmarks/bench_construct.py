@@ -1,6 +1,6 @@
 """Strong lottery ticket by construction on MNIST (Pensia et al. 2020's 784-500-10 experiment).
 
-Trains a bias-free 784-500-10 ReLU MLP (cached under bench-results/, reused on later runs), builds a random network and the mask
+Trains a bias-free 784-500-10 ReLU MLP with glth (cached under bench-results/, reused on later runs), builds a random network and the mask
 that makes it compute the target (each weight a subset-sum of n random products, solved exactly), and
 prints one ``name: value`` line per number, next to the public anchors:
     kept/target 9.39× (3.73M of 8.34M kept), target accuracy 97.19 %, 21.5 h on 36 cores (MIP solver).
@@ -19,41 +19,17 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from glth_core.data import load
+from glth_core.models import build as build_model
 from glth_core.strong import construct, evaluate, output_error
+from glth_core.strong.construct_run import ConstructConfig, train_target
+from glth_core.train import TrainConfig
 
 ANCHOR_KEPT_PER_TARGET = 9.39
 ANCHOR_SECONDS = 21.5 * 3600
 ANCHOR_CORES = 36
 REPO = Path(__file__).resolve().parents[1]
-
-
-def target_mlp() -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 500, bias=False), nn.ReLU(), nn.Linear(500, 10, bias=False))
-
-
-def train_target(data, epochs: int, seed: int) -> nn.Sequential:
-    """Adam, batch 128; the epoch with the best validation accuracy is kept."""
-    torch.manual_seed(seed)
-    net = target_mlp()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    order = torch.Generator().manual_seed(seed)
-    best, best_state = -1.0, None
-    for epoch in range(epochs):
-        net.train()
-        for idx in torch.randperm(len(data.train_y), generator=order).split(128):
-            opt.zero_grad()
-            F.cross_entropy(net(data.train_x[idx]), data.train_y[idx]).backward()
-            opt.step()
-        val_acc, _ = evaluate(net, data.val_x, data.val_y)
-        print(f"train epoch {epoch + 1}: val accuracy {100 * val_acc:.2f} %", flush=True)
-        if val_acc > best:
-            best, best_state = val_acc, {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(best_state)
-    return net
 
 
 def report(target, built, data) -> None:
@@ -100,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist"))
     parser.add_argument("--target", help="state_dict to load, or where to save the one trained "
-                        "(default bench-results/mnist_784_500_10_e{epochs}_s{seed}.pt)")
+                        "(default bench-results/mnist_mlp_500_nobias_e{epochs}_s{seed}.pt)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--epsilon", type=float, default=0.01)
     parser.add_argument("--n", type=int, default=21)
@@ -110,13 +86,17 @@ def main() -> None:
 
     t0 = time.perf_counter()
     data = load("mnist", args.data_dir)
-    path = Path(args.target or REPO / "bench-results" / f"mnist_784_500_10_e{args.epochs}_s{args.seed}.pt")
-    target = target_mlp()
+    config = ConstructConfig(dataset="mnist", data_dir=args.data_dir, epsilon=args.epsilon, n=args.n, seed=args.seed,
+                             train=TrainConfig(epochs=args.epochs, batch_size=128, optimizer="adam", lr=1e-3))
+    path = Path(args.target or REPO / "bench-results" / f"mnist_mlp_500_nobias_e{args.epochs}_s{args.seed}.pt")
     if path.exists():
+        target = build_model(config.model, data.input_shape, data.num_classes)
         target.load_state_dict(torch.load(path))
         print(f"target: loaded {path}")
     else:
-        target = train_target(data, args.epochs, args.seed)
+        target, record = train_target(config, data)  # glth's own training: the dense round of a trajectory
+        print(f"target: trained by glth ({args.epochs} epochs of Adam, seed {args.seed}), test accuracy "
+              f"{100 * record['test_accuracy']:.2f} %, {record['wall_seconds']:.1f} s")
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(target.state_dict(), path)
         print(f"target: saved {path}")

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import nn
 
 from glth_core import data as datasets
 from glth_core.imp import Trajectory, TrajectoryConfig, canonical_json
@@ -83,6 +84,16 @@ class ConstructConfig:
                                 split_seed=self.split_seed, device=self.device)
 
 
+def train_target(config: ConstructConfig, data: datasets.Dataset) -> tuple[nn.Module, dict]:
+    """The target network trained by glth (the dense round of a canonical trajectory with the
+    config's model, data, training and seed), and that round's record."""
+    run = Trajectory(config.target_config(), data=data)
+    record = run.run_round()
+    target = run.model
+    target.load_state_dict(run.scope_weights())
+    return target, record
+
+
 @dataclass
 class ConstructState:
     round: int = 0
@@ -113,10 +124,7 @@ class ConstructRun:
     def run_round(self) -> dict:
         cfg, d = self.config, self.data
         t0 = time.perf_counter()
-        target_run = Trajectory(cfg.target_config(), data=d)
-        target_record = target_run.run_round()
-        target = target_run.model
-        target.load_state_dict(target_run.scope_weights())
+        target, target_record = train_target(cfg, d)
         built = construct(target, epsilon=cfg.epsilon, n=cfg.n, c=cfg.c, distribution=cfg.distribution, seed=cfg.seed)
         self.construction = built
         pruned = built.pruned_net
