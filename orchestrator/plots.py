@@ -71,7 +71,9 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     summary = summarize(rows, delta)
     vary = varying(summary)
     fig, ax = plt.subplots(figsize=(8, 5))
-    curves = [(curve_label(c.iloc[0], vary), c.sort_values("round")) for _, c in summary.groupby(CURVE, sort=True)]
+    curves = [(curve_label(c.iloc[0], vary), c.sort_values("round"))
+              for _, c in summary.groupby(CURVE, sort=True, dropna=False)]  # τ is NaN for strong trials
+    strong = "kind" in rows and (rows["kind"] == "strong").all()
     colors = _colors([lab for lab, _ in curves])
     for label, curve in curves:
         kind = curve["control"].iloc[0]
@@ -86,7 +88,7 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
                 label=label, zorder=3)
         if not control:  # controls get no band: nine overlapping bands would hide every curve
             ax.fill_between(x, m - h, m + h, color=color, alpha=0.12, lw=0, zorder=1)
-        idx = threshold_index(curve, delta)
+        idx = None if strong else threshold_index(curve, delta)  # a strong search's level 1.0 is a random net
         if idx is not None and not control:
             xt = curve.loc[idx, "compression_mean"]
             ax.plot(max(1 - xt, 1e-6) if log_remaining else xt, 100 * curve.loc[idx, "test_accuracy_mean"], marker="*",
@@ -95,12 +97,13 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     ax.set_ylim(max(0.0, means.min() - 4), min(100.0, means.max() + 2.5))
     dense = summary[summary["round"] == summary["round"].min()]
     dense = dense[dense["control"] == "none"] if (dense["control"] == "none").any() else dense
-    if len(dense):
+    if len(dense) and not strong:
         base = 100 * dense["test_accuracy_mean"].mean()
         ax.axhline(base, color="black", ls="--", lw=1, label=f"dense, round 0 ({base:.1f}%)", zorder=2)
         ax.axhline(base - 100 * delta, color="grey", ls=":", lw=1, label=f"dense − δ (δ = {100 * delta:g} pt)", zorder=2)
-    ax.plot([], [], ls="none", marker="*", ms=12, color="white", markeredgecolor="black",
-            label="winning-ticket threshold")
+    if not strong:
+        ax.plot([], [], ls="none", marker="*", ms=12, color="white", markeredgecolor="black",
+                label="winning-ticket threshold")
     if log_remaining:
         _remaining_axis(ax, 1.0 - summary["compression_mean"].max())
     else:
@@ -113,7 +116,8 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
         note += "; dashed: random masks, dotted: re-initialized"
     if title is None:
         one = {k: summary[k].iloc[0] for k in ("model", "dataset") if k in summary and summary[k].nunique() == 1}
-        title = f"IMP on {one['model']}, {one['dataset']}" if len(one) == 2 else "IMP in several dictionaries"
+        what = "Strong tickets (edge-popup, no weight training)" if strong else "IMP"
+        title = f"{what} on {one['model']}, {one['dataset']}" if len(one) == 2 else f"{what} in several dictionaries"
     ax.set_title(f"{title}\n{note}", fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
@@ -153,7 +157,8 @@ def rank_vs_round(rows: pd.DataFrame, path, title: str | None = None) -> Path | 
         grouped = grouped.assign(control="none")
     vary = varying(grouped)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
-    curves = [(curve_label(c.iloc[0], vary), c) for _, c in grouped.groupby([k for k in CURVE if k in grouped], sort=True)]
+    curves = [(curve_label(c.iloc[0], vary), c)
+              for _, c in grouped.groupby([k for k in CURVE if k in grouped], sort=True, dropna=False)]
     colors = _colors([lab for lab, _ in curves])
     markers = "osD^vP"
     full = 0.0
@@ -327,7 +332,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, l
     if rank is not None:
         written.append(rank)
     basis_done = False
-    for key, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True):
+    for key, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True, dropna=False):
         config = json.loads(curve["config"].iloc[0])
         dic = _bottleneck_dictionary(config)
         if dic is None:

@@ -50,6 +50,22 @@ def fake_rows(seeds=(0, 1, 2), rounds=6) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def test_strong_ticket_rows_are_drawn_without_a_winning_ticket_threshold():
+    """Strong trials have no τ (NaN): their curves must not be dropped, and a search's density
+    1.0 is a random network, so no dense baseline or threshold is drawn against it."""
+    rows = fake_rows(rounds=4).query("control == 'none'").assign(kind="strong", tau=np.nan, rewind="none")
+    fig = plots.accuracy_figure(rows, delta=0.005)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    drawn = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    title = ax.get_title()
+    plt.close(fig)
+    assert labels == ["bottleneck-identity", "canonical"]
+    mean_first = 100 * rows[rows["round"] == 0].groupby("dictionary").test_accuracy.mean()
+    assert np.allclose(drawn["canonical"][0], mean_first["canonical"])
+    assert "Strong tickets" in title
+
+
 def test_accuracy_figure_has_one_curve_per_dictionary_and_control():
     rows = fake_rows()
     fig = plots.accuracy_figure(rows, delta=0.005)
