@@ -216,7 +216,9 @@ def run_sweep(
                     trainable,
                     param_space={"trial": tune.grid_search(grid_entries(pending, sweep.spec.batch_seeds)),
                                  "sweep": sweep_cfg},
-                    tune_config=tune.TuneConfig(max_concurrent_trials=sweep.spec.max_concurrent, reuse_actors=False,
+                    # reused actors: a trial's worker (torch, data, glth imported) serves the next
+                    # trial with the same resources; each trial still sets its threads and seeds
+                    tune_config=tune.TuneConfig(max_concurrent_trials=sweep.spec.max_concurrent, reuse_actors=True,
                                                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                     run_config=tune.RunConfig(
                         name=TUNE_NAME, storage_path=storage, verbose=0, callbacks=callbacks,
