@@ -88,7 +88,8 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
                 label=label, zorder=3)
         if not control:  # controls get no band: nine overlapping bands would hide every curve
             ax.fill_between(x, m - h, m + h, color=color, alpha=0.12, lw=0, zorder=1)
-        idx = None if strong else threshold_index(curve, delta)  # a strong search's level 1.0 is a random net
+        won = curve.index[curve["winning"]]  # none for strong searches (see summarize)
+        idx = won[0] if len(won) else None
         if idx is not None and not control:
             xt = curve.loc[idx, "compression_mean"]
             ax.plot(max(1 - xt, 1e-6) if log_remaining else xt, 100 * curve.loc[idx, "test_accuracy_mean"], marker="*",

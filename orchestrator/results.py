@@ -34,6 +34,8 @@ def summarize(rows: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
     ).reset_index()
     out[["test_accuracy_std", "compression_std"]] = out[["test_accuracy_std", "compression_std"]].fillna(0.0)
     out["winning"] = False
+    if "kind" in ok and (ok["kind"] == "strong").all():
+        return out  # a strong search's first level is the untrained network: no threshold against it
     for _, curve in out.groupby(CURVE, sort=False, dropna=False):
         idx = threshold_index(curve, delta)
         if idx is not None:

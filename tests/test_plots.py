@@ -64,6 +64,7 @@ def test_strong_ticket_rows_are_drawn_without_a_winning_ticket_threshold():
     mean_first = 100 * rows[rows["round"] == 0].groupby("dictionary").test_accuracy.mean()
     assert np.allclose(drawn["canonical"][0], mean_first["canonical"])
     assert "Strong tickets" in title
+    assert not summarize(rows).winning.any()
 
 
 def test_accuracy_figure_has_one_curve_per_dictionary_and_control():
