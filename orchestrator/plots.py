@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from orchestrator.results import CURVE, curve_label, summarize, threshold_index, varying  # noqa: E402
+from orchestrator.results import CURVE, curve_label, is_strong_search, summarize, threshold_index, varying  # noqa: E402
 
 CHANNEL_NAMES = {1: ("",), 3: ("R", "G", "B")}
 #: control → (marker, line style) in Fig. 2; a control shares its dictionary's colour
@@ -73,7 +73,7 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     fig, ax = plt.subplots(figsize=(8, 5))
     curves = [(curve_label(c.iloc[0], vary), c.sort_values("round"))
               for _, c in summary.groupby(CURVE, sort=True, dropna=False)]  # τ is NaN for strong trials
-    strong = "kind" in rows and (rows["kind"] == "strong").all()
+    strong = is_strong_search(rows)
     colors = _colors([lab for lab, _ in curves])
     for label, curve in curves:
         kind = curve["control"].iloc[0]

@@ -16,6 +16,12 @@ CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind"]
 _CURVE_DEFAULTS = {"dataset": "?", "model": "?", "control": "none"}
 
 
+def is_strong_search(rows: pd.DataFrame) -> bool:
+    """Rows of edge-popup searches only: their first level is the untrained random network, so
+    no winning-ticket threshold (or dense baseline) is measured against it."""
+    return "kind" in rows and bool((rows["kind"] == "strong").all())
+
+
 def summarize(rows: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
     """One row per curve × round: mean ± std over seeds, and a ``winning`` flag at the threshold."""
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
@@ -34,8 +40,8 @@ def summarize(rows: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
     ).reset_index()
     out[["test_accuracy_std", "compression_std"]] = out[["test_accuracy_std", "compression_std"]].fillna(0.0)
     out["winning"] = False
-    if "kind" in ok and (ok["kind"] == "strong").all():
-        return out  # a strong search's first level is the untrained network: no threshold against it
+    if is_strong_search(ok):
+        return out
     for _, curve in out.groupby(CURVE, sort=False, dropna=False):
         idx = threshold_index(curve, delta)
         if idx is not None:

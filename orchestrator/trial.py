@@ -22,7 +22,6 @@ from glth_core.imp import Ticket, Trajectory, TrajectoryState, canonical_json
 from glth_core.strong.construct_run import ConstructRun, ConstructState
 from glth_core.strong.edge_popup import StrongSearch, StrongState
 from glth_core.train import DivergedError
-from orchestrator import atomic
 from orchestrator.spec import Trial
 from orchestrator.sinks import mlflow as mlflow_sink
 
@@ -153,7 +152,11 @@ def run_batch(config: dict, live: dict | None = None) -> None:
     resumed_from = -1 if not active or states[active[0]] is None else states[active[0]].round
     configs = [with_data_dir_from(t.trajectory, live.get("cwd")) for t in trials]
     children = [_MlflowChild(sweep, t, m) for t, m in zip(trials, metas)]
-    batch = BatchedTrajectory([configs[k] for k in active], states=[states[k] for k in active]) if active else None
+
+    def rebatch(states_of: dict[int, TrajectoryState | None]) -> BatchedTrajectory:
+        return BatchedTrajectory([configs[k] for k in active], states=[states_of[k] for k in active])
+
+    batch = rebatch(dict(enumerate(states))) if active else None
     rows = [failed.get(tid, []) for tid in ids]
     for j, k in enumerate(active):
         rows[k] = [{**metas[k], **r, "status": "ok"} for r in batch.states[j].records]
@@ -166,10 +169,10 @@ def run_batch(config: dict, live: dict | None = None) -> None:
                 rows[k].append({**metas[k], "round": batch.states[0].round, "status": f"failed: {e}"})
                 children[k].log(rows[k])
                 failed[ids[k]] = rows[k]
-            unfinished = {k: s for k, s in zip(active, batch.states)}
+            unfinished = dict(zip(active, batch.states))
             active = [k for k in active if k not in culprits]
             if active:
-                batch = BatchedTrajectory([configs[k] for k in active], states=[unfinished[k] for k in active])
+                batch = rebatch(unfinished)
                 continue
             tune.report({"round": batch.states[0].round, "rows": sum(rows, []), "trial_id": config["trial"]["trial_id"],
                          "failed": str(e)})
@@ -181,7 +184,7 @@ def run_batch(config: dict, live: dict | None = None) -> None:
         with tempfile.TemporaryDirectory() as d:
             for j, k in enumerate(active):
                 _save_round(d, batch.states[j], tickets[k], ids[k])
-            atomic.write_text(Path(d) / FAILED_FILE, json.dumps(failed))
+            (Path(d) / FAILED_FILE).write_text(json.dumps(failed))  # d is private until reported
             metrics = {k: v for k, v in records[0].items() if isinstance(v, (int, float)) and v is not None}
             tune.report({**metrics, "rows": sum(rows, []), "trial_id": config["trial"]["trial_id"],
                          "resumed_from": resumed_from, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))

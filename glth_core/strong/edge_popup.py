@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from glth_core import data as datasets
 from glth_core import dictionaries
 from glth_core.dictionaries import Dictionary
-from glth_core.rounds import RoundRunner
 from glth_core.imp import Ticket, build_model, canonical_json, round_generator, round_record, seeded_spec
+from glth_core.rounds import RoundRunner
 from glth_core.train import (Parameterization, TrainConfig, batch_indices, forward_precision, input_format, matmul_precision,
                              run_steps)
 
