@@ -27,7 +27,8 @@ from torch import nn
 from torch.func import vmap
 
 from glth_core import data as datasets
-from glth_core.imp import Ticket, TrainJob, seed_dependent, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
+from glth_core.dictionaries import seed_dependent
+from glth_core.imp import Ticket, TrainJob, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
 from glth_core.train import (Evaluation, Parameterization, TrainConfig, Weights, batch_indices, batch_totals,
                              dense_or_float, eval_batches, evaluation_of, forward_precision, matmul_precision,
                              run_steps)

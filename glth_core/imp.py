@@ -7,17 +7,18 @@ round, load it in another process, and the remaining rounds come out bit-identic
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
 
 from glth_core import data as datasets
 from glth_core import dictionaries, models
+from glth_core.config import Config
+from glth_core.experiment import Experiment, dictionary_columns, json_or_str
 from glth_core.rounds import RoundRunner
+from glth_core.state import State
 from glth_core.sparsify import sparsify
 from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate, train
 
@@ -31,28 +32,8 @@ CONTROLS = ("none", "random_mask", "reinit")
 REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses seed + this
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def rewind_label(rewind) -> str:
     return f"step{rewind['step']}" if isinstance(rewind, dict) else str(rewind)
-
-
-def seed_dependent(spec: dict) -> bool:
-    """Whether a dictionary spec's basis is drawn from its seed (random rotations, random blocks,
-    a random bottleneck U); only those take the trajectory's seed when the spec gives none."""
-    kind = spec.get("kind")
-    return (kind == "random" or (kind == "blockdiag" and spec.get("block") == "random")
-            or (kind == "bottleneck" and spec.get("basis") == "random"))
-
-
-def seeded_spec(dictionary: dict, seed: int) -> dict:
-    """A dictionary spec with its seed resolved: a seed-dependent one without a seed takes ``seed``."""
-    spec = dict(dictionary)
-    if seed_dependent(spec) and "seed" not in spec:
-        spec["seed"] = seed
-    return spec
 
 
 def check_rewind(rewind) -> None:
@@ -64,8 +45,12 @@ def check_rewind(rewind) -> None:
 
 
 @dataclass(frozen=True)
-class TrajectoryConfig:
-    """Everything that determines a trajectory. Its canonical JSON is its content hash."""
+class TrajectoryConfig(Config):
+    """Everything that determines a trajectory; its identity hashes to the trial id."""
+
+    KIND: ClassVar[str] = "imp"
+    #: keys a sweep spec must give for this kind
+    SPEC_REQUIRED: ClassVar[tuple[str, ...]] = ("rounds",)
 
     dataset: str = "digits"
     data_dir: str | None = None
@@ -81,7 +66,7 @@ class TrajectoryConfig:
     control: str = "none"
     device: str = "cpu"
 
-    def __post_init__(self):
+    def check(self):
         if self.control not in CONTROLS:
             raise ValueError(f"control: {self.control!r} is not one of {', '.join(CONTROLS)}")
         if not 0.0 < self.tau < 1.0:
@@ -89,36 +74,17 @@ class TrajectoryConfig:
         if self.rounds < 1:
             raise ValueError(f"rounds: must be ≥ 1, got {self.rounds}")
         check_rewind(self.rewind)
-        if isinstance(self.train, dict):
-            object.__setattr__(self, "train", TrainConfig(**self.train))
 
     @property
     def dictionary_spec(self) -> dict:
         """The dictionary spec with its seed resolved (defaults to the trajectory's seed)."""
-        return seeded_spec(self.dictionary, self.seed)
+        return dictionaries.seeded(self.dictionary, self.seed)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["train"] = self.train.to_dict()
-        d["dictionary"] = self.dictionary_spec
-        return d
+    def resolved(self) -> dict:
+        return {**super().resolved(), "dictionary": self.dictionary_spec}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrajectoryConfig":
-        return cls(**d)
-
-    def content_hash(self) -> str:
-        d = self.to_dict()
-        d.pop("device")  # where it runs does not change what it computes
-        return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:12]
-
-    def seeds(self) -> dict:
-        """Every seed the trajectory uses, recorded with its results."""
+    def extra_seeds(self) -> dict:
         return {
-            "init": self.seed,
-            "data_order": self.seed,
-            "dictionary": self.dictionary_spec.get("seed"),
-            "split": self.split_seed,
             "random_mask": self.seed if self.control == "random_mask" else None,
             "reinit": self.seed + REINIT_SEED_OFFSET if self.control == "reinit" else None,
         }
@@ -152,7 +118,7 @@ class Ticket:
 
 
 @dataclass
-class TrajectoryState:
+class TrajectoryState(State):
     """All a trajectory needs between rounds. Small, plain tensors and lists."""
 
     round: int
@@ -162,35 +128,6 @@ class TrajectoryState:
     last: Weights | None
     records: list[dict] = field(default_factory=list)
     reinit: Weights | None = None
-
-    def to_dict(self) -> dict:
-        def pack(w: Weights | None):
-            return None if w is None else {"coeffs": w.coeffs, "free": dict(w.free)}
-
-        return {
-            "round": self.round,
-            "mask": self.mask,
-            "init": pack(self.init),
-            "rewind_point": pack(self.rewind_point),
-            "last": pack(self.last),
-            "records": [dict(r) for r in self.records],
-            "reinit": pack(self.reinit),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrajectoryState":
-        def unpack(p):
-            return None if p is None else Weights(p["coeffs"], dict(p["free"]))
-
-        return cls(d["round"], d["mask"], unpack(d["init"]), unpack(d["rewind_point"]), unpack(d["last"]),
-                   list(d["records"]), unpack(d.get("reinit")))
-
-    def save(self, path) -> None:
-        torch.save(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path) -> "TrajectoryState":
-        return cls.from_dict(torch.load(path, weights_only=True))
 
 
 class TrainJob(NamedTuple):
@@ -360,3 +297,31 @@ class Trajectory(RoundRunner):
 
 def run_trajectory(config: TrajectoryConfig, on_round=None) -> list[dict]:
     return Trajectory(config).run(on_round)
+
+
+def _batch(configs, states):
+    from glth_core.batched import BatchedTrajectory
+
+    return BatchedTrajectory(configs, states=states)
+
+
+def _check_batch(configs):
+    from glth_core.batched import check_batchable
+
+    check_batchable(configs)
+
+
+def _describe(c: TrajectoryConfig) -> dict:
+    return {**dictionary_columns(c.dictionary_spec), "tau": c.tau, "rewind": json_or_str(c.rewind), "control": c.control}
+
+
+def _run_name(c: TrajectoryConfig) -> str:
+    ctl = "" if c.control == "none" else f"-{c.control}"
+    return f"{dictionaries.label_of(c.dictionary_spec)}{ctl}-tau{c.tau:g}-{rewind_label(c.rewind)}-s{c.seed}"
+
+
+EXPERIMENT = Experiment(
+    name="imp", config_cls=TrajectoryConfig, state_cls=TrajectoryState,
+    runner=lambda config, state=None, data=None: Trajectory(config, data=data, state=state),
+    run_name=_run_name, describe=_describe, batch=_batch, check_batch=_check_batch,
+)

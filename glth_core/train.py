@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from glth_core.config import Config
 from glth_core.dictionaries import Dictionary
 
 OPTIMIZERS = ("sgd", "adam")
@@ -25,8 +26,6 @@ SCHEDULES = ("constant", "cosine", "step")
 #: fp32: exact float32. tf32: float32 storage, TensorFloat-32 matmuls/convolutions on CUDA.
 #: bf16: the training forward under torch.autocast(bfloat16) on CUDA. Both are no-ops on CPU.
 PRECISIONS = ("fp32", "tf32", "bf16")
-#: GPU-only knobs, left out of ``to_dict`` at their defaults so existing content hashes stay put
-GPU_DEFAULTS = {"precision": "fp32", "channels_last": False}
 
 
 class DivergedError(RuntimeError):
@@ -39,7 +38,7 @@ class DivergedError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """How one round trains. ``steps`` (when set) overrides ``epochs``."""
 
     epochs: int = 1
@@ -58,7 +57,7 @@ class TrainConfig:
     #: conv models on CUDA: inputs and 4-D weights in NHWC memory format (a no-op on CPU)
     channels_last: bool = False
 
-    def __post_init__(self):
+    def check(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.optimizer not in OPTIMIZERS:
@@ -74,14 +73,6 @@ class TrainConfig:
         if not self.lr > 0:
             raise ValueError(f"train.lr: must be > 0, got {self.lr}")
         object.__setattr__(self, "milestones", tuple(self.milestones))
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
-        for key, default in GPU_DEFAULTS.items():
-            if d[key] == default:
-                del d[key]
-        return d
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:

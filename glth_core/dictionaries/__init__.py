@@ -18,7 +18,8 @@ from glth_core.dictionaries.canonical import Canonical
 from glth_core.dictionaries.random import RandomRotation
 from glth_core.dictionaries.spec import parse
 
-__all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "KINDS", "build", "validate", "label_of", "resolve_scope"]
+__all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "KINDS", "build", "validate", "label_of", "resolve_scope",
+           "seed_dependent", "varies_with_seed", "seeded"]
 
 #: kind name → its class (the builder): FIELDS, LABEL, check(opts, model), build(opts, model, train_x)
 KINDS: dict[str, type] = {
@@ -33,6 +34,35 @@ def label_of(spec: dict) -> str:
     """The dictionary's name in results (filesystem-safe): the spec's ``label`` or the kind's default."""
     cls, opts = parse(spec, KINDS)
     return opts["label"] or cls.label_for(opts)
+
+
+def _parsed(spec: dict):
+    try:
+        return parse(spec, KINDS)
+    except DictionarySpecError:
+        return None, None  # an invalid spec is reported by ``validate``, not here
+
+
+def seed_dependent(spec: dict) -> bool:
+    """Whether the spec's basis is drawn from its seed: only such a spec takes the trial's seed
+    when it gives none (``seeded``)."""
+    cls, opts = _parsed(spec)
+    return cls is not None and cls.draws_seed(opts)
+
+
+def varies_with_seed(spec: dict) -> bool:
+    """Whether trials that differ only in their seed prune different bases (drawn from the seed,
+    or fitted to the seed's initialization): mask overlap across such seeds means nothing."""
+    cls, opts = _parsed(spec)
+    return cls is not None and (cls.draws_seed(opts) or cls.fitted_to_init(opts))
+
+
+def seeded(spec: dict, seed: int) -> dict:
+    """The spec with its seed resolved: a seed-dependent spec without a seed takes ``seed``."""
+    spec = dict(spec)
+    if seed_dependent(spec) and "seed" not in spec:
+        spec["seed"] = seed
+    return spec
 
 
 def validate(spec: dict, model: nn.Module) -> None:

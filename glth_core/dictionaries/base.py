@@ -106,6 +106,18 @@ class Dictionary(Movable):
     @classmethod
     def build(cls, opts: dict, model: nn.Module, train_x: torch.Tensor | None = None) -> "Dictionary":
         raise NotImplementedError
+
+    # -- the seed policy of a kind (``dictionaries.seed_dependent`` / ``varies_with_seed``) ----
+    @classmethod
+    def draws_seed(cls, opts: dict) -> bool:
+        """Whether the basis is drawn from the spec's ``seed`` (which then defaults to the trial's)."""
+        return False
+
+    @classmethod
+    def fitted_to_init(cls, opts: dict) -> bool:
+        """Whether the basis is computed from the initialized network (so it changes with the
+        trial's seed even when nothing is drawn), e.g. PCA of a hidden layer's inputs."""
+        return False
     #: LongTensor (size,) mapping element → group id, or None when elements prune one by one.
     groups: torch.Tensor | None = None
 

@@ -100,6 +100,14 @@ class Bottleneck(BlockDictionary):
     LABEL = "bottleneck-{basis}"
 
     @classmethod
+    def draws_seed(cls, opts: dict) -> bool:
+        return opts["basis"] == "random"
+
+    @classmethod
+    def fitted_to_init(cls, opts: dict) -> bool:
+        return opts["basis"] == "pca"  # the layer's inputs depend on the layers before it
+
+    @classmethod
     def check(cls, opts: dict, model: nn.Module) -> tuple[nn.Linear, tuple | None]:
         """(the layer, the model's C×H×W input shape or None) after checking the spec against the model."""
         name = opts["layer"]

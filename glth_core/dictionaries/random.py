@@ -22,6 +22,10 @@ class RandomRotation(BlockDictionary):
     LABEL = "random-{method}"
 
     @classmethod
+    def draws_seed(cls, opts: dict) -> bool:
+        return True
+
+    @classmethod
     def check(cls, opts: dict, model):
         scope = super().check(opts, model)
         size = sum(e.numel for e in scope)

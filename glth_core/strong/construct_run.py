@@ -7,15 +7,18 @@ orchestrator runs it as a Tune trial; it has one round.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from glth_core import data as datasets
-from glth_core.imp import Trajectory, TrajectoryConfig, canonical_json
+from glth_core.config import Config
+from glth_core.experiment import Experiment
+from glth_core.imp import Trajectory, TrajectoryConfig
+from glth_core.state import State
 from glth_core.strong.construct import DISTRIBUTIONS, construct
 from glth_core.strong.evaluate import evaluate, output_error
 from glth_core.train import TrainConfig
@@ -24,8 +27,10 @@ TARGET_TRAIN = TrainConfig(epochs=3, batch_size=128, optimizer="adam", lr=1e-3)
 
 
 @dataclass(frozen=True)
-class ConstructConfig:
+class ConstructConfig(Config):
     """Target (dataset, model, training) and construction (ε, n or c, distribution, seed)."""
+
+    KIND: ClassVar[str] = "construct"
 
     dataset: str = "mnist"
     data_dir: str | None = None
@@ -40,9 +45,7 @@ class ConstructConfig:
     split_seed: int = 0
     device: str = "cpu"
 
-    def __post_init__(self):
-        if isinstance(self.train, dict):
-            object.__setattr__(self, "train", TrainConfig(**self.train))
+    def check(self):
         if not 0.0 < self.epsilon < 1.0:
             raise ValueError(f"epsilon: must be in (0, 1), got {self.epsilon}")
         if self.n is not None and not 1 <= self.n <= 40:
@@ -53,30 +56,11 @@ class ConstructConfig:
     rounds = 1
 
     @property
-    def dictionary_spec(self) -> dict:
-        return {"kind": "canonical"}  # the target's own coordinates
-
-    @property
     def label(self) -> str:
         return f"subsetsum-{self.distribution}"
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["train"] = self.train.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ConstructConfig":
-        return cls(**d)
-
-    def content_hash(self) -> str:
-        d = self.to_dict()
-        d.pop("device")
-        d["construction"] = "subset_sum"
-        return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:12]
-
-    def seeds(self) -> dict:
-        return {"init": self.seed, "data_order": self.seed, "split": self.split_seed, "random_network": self.seed}
+    def extra_seeds(self) -> dict:
+        return {"random_network": self.seed}
 
     def target_config(self) -> TrajectoryConfig:
         return TrajectoryConfig(dataset=self.dataset, data_dir=self.data_dir, model=self.model, rounds=1,
@@ -95,17 +79,9 @@ def train_target(config: ConstructConfig, data: datasets.Dataset) -> tuple[nn.Mo
 
 
 @dataclass
-class ConstructState:
+class ConstructState(State):
     round: int = 0
     records: list[dict] = field(default_factory=list)
-
-    def save(self, path) -> None:
-        torch.save({"round": self.round, "records": self.records}, path)
-
-    @classmethod
-    def load(cls, path) -> "ConstructState":
-        d = torch.load(path, weights_only=True)
-        return cls(d["round"], list(d["records"]))
 
 
 class ConstructRun:
@@ -156,3 +132,20 @@ class ConstructRun:
         self.state.records.append(record)
         self.state.round = 1
         return record
+
+
+def _describe(c: ConstructConfig) -> dict:
+    return {"dictionary": c.label, "dictionary_kind": "subset_sum", "basis": "", "tau": None, "rewind": "none",
+            "control": "none", "distribution": c.distribution}
+
+
+EXPERIMENT = Experiment(
+    name="construct", config_cls=ConstructConfig, state_cls=ConstructState,
+    runner=lambda config, state=None, data=None: ConstructRun(config, data=data, state=state),
+    run_name=lambda c: f"{c.label}-eps{c.epsilon:g}-n{c.n or 'auto'}-c{c.c:g}-s{c.seed}",
+    describe=_describe, has_threshold=False, summary="construction",
+    columns={"distribution": str, "epsilon": float, "n": int, "target_accuracy": float, "accuracy_gap": float,
+             "max_weight_error": float, "mean_weight_error": float, "max_output_error": float,
+             "mean_output_error": float, "kept_per_target": float, "random_per_target": float,
+             "target_weights": int, "construct_seconds": float},
+)

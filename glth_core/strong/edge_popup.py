@@ -22,10 +22,10 @@ plus the records, and resuming after any level repeats the rest bit for bit on C
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,10 @@ import torch.nn.functional as F
 from glth_core import data as datasets
 from glth_core import dictionaries
 from glth_core.dictionaries import Dictionary
-from glth_core.imp import Ticket, build_model, canonical_json, round_generator, round_record, seeded_spec
+from glth_core.config import Config
+from glth_core.experiment import Experiment, dictionary_columns
+from glth_core.imp import Ticket, build_model, round_generator, round_record
+from glth_core.state import State
 from glth_core.rounds import RoundRunner
 from glth_core.train import (Parameterization, TrainConfig, batch_indices, forward_precision, input_format, matmul_precision,
                              run_steps)
@@ -50,8 +53,10 @@ SCORE_STREAM = 2  # round_generator stream of the score initialization (0: data 
 
 
 @dataclass(frozen=True)
-class StrongConfig:
-    """Everything that determines one search. Its canonical JSON (less ``device``) is its content hash."""
+class StrongConfig(Config):
+    """Everything that determines one search; its identity hashes to the trial id."""
+
+    KIND: ClassVar[str] = "strong"
 
     dataset: str = "digits"
     data_dir: str | None = None
@@ -66,9 +71,7 @@ class StrongConfig:
     split_seed: int = 0
     device: str = "cpu"
 
-    def __post_init__(self):
-        if isinstance(self.train, dict):
-            object.__setattr__(self, "train", TrainConfig(**self.train))
+    def check(self):
         if isinstance(self.densities, (int, float)):
             object.__setattr__(self, "densities", (self.densities,))
         object.__setattr__(self, "densities", tuple(float(d) for d in self.densities))
@@ -89,38 +92,17 @@ class StrongConfig:
     @property
     def dictionary_spec(self) -> dict:
         """The dictionary spec with its seed resolved (defaults to the search's seed)."""
-        return seeded_spec(self.dictionary, self.seed)
+        return dictionaries.seeded(self.dictionary, self.seed)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["train"] = self.train.to_dict()
-        d["dictionary"] = self.dictionary_spec
-        d["densities"] = list(self.densities)
-        return d
+    def resolved(self) -> dict:
+        return {**super().resolved(), "dictionary": self.dictionary_spec}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "StrongConfig":
-        return cls(**d)
-
-    def content_hash(self) -> str:
-        d = self.to_dict()
-        d.pop("device")  # where it runs does not change what it computes
-        d["search"] = "edge_popup"  # never equal to a trajectory's hash, even for look-alike fields
-        return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:12]
-
-    def seeds(self) -> dict:
-        """Every seed the search uses, recorded with its results."""
-        return {
-            "init": self.seed,
-            "data_order": self.seed,
-            "dictionary": self.dictionary_spec.get("seed"),
-            "split": self.split_seed,
-            "scores": self.seed,
-        }
+    def extra_seeds(self) -> dict:
+        return {"scores": self.seed}
 
 
 @dataclass
-class StrongState:
+class StrongState(State):
     """All a search needs between levels: the last level's trained scores and mask, and the records.
     The random network itself is rebuilt from the config's seed (it is never trained)."""
 
@@ -128,20 +110,6 @@ class StrongState:
     scores: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     records: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"round": self.round, "scores": self.scores, "mask": self.mask, "records": [dict(r) for r in self.records]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StrongState":
-        return cls(d["round"], d["scores"], d["mask"], list(d["records"]))
-
-    def save(self, path) -> None:
-        torch.save(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path) -> "StrongState":
-        return cls.from_dict(torch.load(path, weights_only=True))
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -330,3 +298,15 @@ class StrongSearch(RoundRunner):
 
 def run_search(config: StrongConfig, on_round=None) -> list[dict]:
     return StrongSearch(config).run(on_round)
+
+
+def _describe(c: StrongConfig) -> dict:
+    return {**dictionary_columns(c.dictionary_spec), "tau": None, "rewind": "none", "control": "none"}
+
+
+EXPERIMENT = Experiment(
+    name="strong", config_cls=StrongConfig, state_cls=StrongState,
+    runner=lambda config, state=None, data=None: StrongSearch(config, data=data, state=state),
+    run_name=lambda c: f"{dictionaries.label_of(c.dictionary_spec)}-edgepopup-{c.select}-s{c.seed}",
+    describe=_describe, has_threshold=False,
+)
