@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest_plugins = ["s3_server"]  # session fixture s3_server (moto on loopback), s3_env
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GLTH_SHARED_DATA", REPO.parent / "shared" / "data"))
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

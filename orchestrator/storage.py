@@ -1,0 +1,311 @@
+"""Where a sweep lives: a local directory, a filesystem every node mounts, or an S3 prefix.
+
+One ``storage`` setting names it (spec key / ``--storage`` / env ``GLTH_STORAGE``, default
+``glth-runs``): a plain path or ``file:///abs/path`` (local or EFS/NFS), or ``s3://bucket/prefix``.
+Everything of a sweep is read and written through a :class:`Storage`, over a pyarrow filesystem,
+so the same code serves a laptop and a cluster whose nodes share no disk.
+
+S3 credentials come only from the AWS chain (environment, ``~/.aws``, the instance profile), never
+from the setting; the endpoint from ``GLTH_S3_ENDPOINT``, ``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL`` (an S3-compatible server; unset on AWS), the region from ``AWS_REGION`` /
+``AWS_DEFAULT_REGION`` or else the bucket's own.
+
+Atomic writes, per backend: a reader sees the old object or the new one, never part of one.
+- local: orchestrator.atomic (a hidden temporary name in the same directory, fsync, rename);
+- S3: the complete object is serialized in memory first, then sent in one request: a single
+  ``PutObject`` (the stream is opened with ``allow_delayed_open``, so pyarrow sends nothing until
+  close). S3 makes an object visible only once its PUT has completed, and replaces it whole, so
+  there is no temporary name and no rename (S3 has no atomic rename). Objects over pyarrow's part
+  size (10 MiB) go as a multipart upload, which S3 likewise shows only at CompleteMultipartUpload.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from orchestrator import atomic
+
+ENV = "GLTH_STORAGE"
+DEFAULT = "glth-runs"
+ALLOWED = "a local path, file://, s3://"
+ENDPOINT_ENVS = ("GLTH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_AWS_ERROR = re.compile(r"AWS Error (\w+) during (\w+) operation: ?(.*?)\s*(?:\(Request ID: [^)]*\))?\s*$", re.S)
+_REFUSED = {"ACCESS_DENIED": "access denied (credentials refused, or no permission)",
+            "INVALID_ACCESS_KEY_ID": "credentials refused: the access key id is unknown",
+            "SIGNATURE_DOES_NOT_MATCH": "credentials refused: the secret key does not match",
+            "EXPIRED_TOKEN": "credentials refused: the session token has expired",
+            "INVALID_TOKEN": "credentials refused: invalid session token"}
+
+
+class StorageError(ValueError):
+    """Bad storage setting or unusable storage: one line naming the setting and the cause."""
+
+
+def _endpoint() -> str | None:
+    return next((os.environ[k] for k in ENDPOINT_ENVS if os.environ.get(k)), None)
+
+
+def _region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
+def _rel(parts: tuple[str, ...]) -> str:
+    """``parts`` as one relative posix path; '' for none. No absolute, '.', '..' or empty segment."""
+    parts = tuple(str(p) for p in parts if str(p) != "")
+    segs = [s for p in parts for s in p.split("/")]
+    if segs and (parts[0].startswith("/") or any(s in ("", ".", "..") for s in segs)):
+        raise ValueError(f"storage path {'/'.join(map(str, parts))!r} is not a plain relative path")
+    return "/".join(segs)
+
+
+def _aws_cause(e: OSError) -> str:
+    """One line out of pyarrow's AWS error text."""
+    m = _AWS_ERROR.search(str(e))
+    if not m:
+        return " ".join(str(e).split())
+    code, op, msg = m.groups()
+    if code in _REFUSED:
+        return f"{_REFUSED[code]} ({op})"
+    if code == "NETWORK_CONNECTION":
+        return f"cannot reach the S3 endpoint ({' '.join(msg.split())[:200]})"
+    return f"{code} during {op}: {' '.join(msg.split())[:200]}"
+
+
+class Storage:
+    """A storage root and the files under it. Picklable: the filesystem is rebuilt on unpickling,
+    from the AWS chain of the process that uses it (so a worker node uses its own credentials)."""
+
+    def __init__(self, scheme: str, root: str, endpoint: str | None = None, region: str | None = None):
+        if scheme not in ("file", "s3"):
+            raise ValueError(f"scheme {scheme!r}")
+        self.scheme, self.root, self.endpoint, self.region = scheme, root.rstrip("/") or root, endpoint, region
+        self._fs: pafs.FileSystem | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def resolve(cls, setting: str | None = None) -> "Storage":
+        """The storage named by ``setting``, else env GLTH_STORAGE, else ``glth-runs`` (in the cwd)."""
+        raw = setting if setting is not None else (os.environ.get(ENV) or DEFAULT)
+        value = str(raw).strip()
+        if not value:
+            raise StorageError(f"storage: {raw!r}: empty; allowed: {ALLOWED}")
+        m = _SCHEME.match(value)
+        if not m:
+            return cls("file", str(Path(value).expanduser().resolve()))
+        scheme = m.group(1).lower()
+        if scheme not in ("file", "s3"):
+            raise StorageError(f"storage: {value!r}: unknown scheme; allowed: {ALLOWED}")
+        parts = urlsplit(value)
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/") or parts.query:
+                raise StorageError(f"storage: {value!r}: file:// takes an absolute path (file:///abs/path)")
+            return cls("file", str(Path(parts.path).resolve()))
+        if "@" in parts.netloc:  # never echo what may be a secret
+            raise StorageError("storage: s3://…@…: credentials are never read from the storage setting; "
+                               "use the AWS chain (environment, ~/.aws, instance profile)")
+        if parts.query or parts.fragment:
+            raise StorageError(f"storage: {value!r}: no query options; the endpoint comes from "
+                               f"{' / '.join(ENDPOINT_ENVS)}")
+        bucket, prefix = parts.netloc, "/".join(s for s in parts.path.split("/") if s)
+        if not _BUCKET.fullmatch(bucket):
+            raise StorageError(f"storage: {value!r}: {bucket!r} is not a valid S3 bucket name")
+        if any(s in (".", "..") for s in prefix.split("/")):
+            raise StorageError(f"storage: {value!r}: '.' and '..' are not allowed in an S3 prefix")
+        return cls("s3", f"{bucket}/{prefix}" if prefix else bucket, _endpoint(), _region())
+
+    def child(self, *parts: str) -> "Storage":
+        rel = _rel(parts)
+        return Storage(self.scheme, self.fs_path(rel) if rel else self.root, self.endpoint, self.region)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fs": None}
+
+    def __eq__(self, other):
+        return isinstance(other, Storage) and (self.uri, self.endpoint) == (other.uri, other.endpoint)
+
+    def __hash__(self):
+        return hash((self.uri, self.endpoint))
+
+    def __repr__(self):
+        return f"Storage({self.uri!r})" + (f" at {self.endpoint}" if self.endpoint else "")
+
+    # -- names ----------------------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return self.scheme == "file"
+
+    @property
+    def uri(self) -> str:
+        """Canonical: an absolute path, or ``s3://bucket/prefix``."""
+        return self.root if self.is_local else f"s3://{self.root}"
+
+    @property
+    def bucket(self) -> str | None:
+        return None if self.is_local else self.root.split("/", 1)[0]
+
+    def fs_path(self, *parts: str) -> str:
+        """The path inside :attr:`filesystem` (absolute for local, ``bucket/prefix/…`` for S3)."""
+        rel = _rel(parts)
+        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+
+    def uri_of(self, *parts: str) -> str:
+        rel = _rel(parts)
+        return f"{self.uri.rstrip('/')}/{rel}" if rel else self.uri
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        if self._fs is None:
+            self._fs = pafs.LocalFileSystem() if self.is_local else self._s3()
+        return self._fs
+
+    def _s3(self) -> pafs.S3FileSystem:
+        kw = {"allow_delayed_open": True}  # nothing is sent before close: one PUT per small object
+        if self.endpoint:
+            ep = urlsplit(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
+            kw.update(endpoint_override=ep.netloc, scheme=ep.scheme or "https")
+        region = self.region or _region()
+        if region is None and not self.endpoint:
+            try:
+                region = pafs.resolve_s3_region(self.bucket)
+            except OSError:
+                region = None  # check_writable says why; the SDK's own default until then
+        if region:
+            kw["region"] = region
+        return pafs.S3FileSystem(**kw)
+
+    def tune_storage(self, *parts: str) -> tuple[str, pafs.FileSystem | None]:
+        """``(storage_path, storage_filesystem)`` for ``tune.RunConfig`` (and ``Tuner.restore``)."""
+        return (self.fs_path(*parts), None) if self.is_local else (self.fs_path(*parts), self.filesystem)
+
+    # -- files ----------------------------------------------------------------------------------
+    def _put(self, path: str, data: bytes) -> None:
+        if self.is_local:
+            atomic.write_bytes(path, data)
+            return
+        with self.filesystem.open_output_stream(path) as f:  # opened only now that data is complete
+            f.write(data)
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        """Replace ``rel`` with ``data`` atomically; returns its URI."""
+        self._put(self.fs_path(rel), bytes(data))
+        return self.uri_of(rel)
+
+    def write_text(self, rel: str, text: str, encoding: str = "utf-8") -> str:
+        return self.write_bytes(rel, text.encode(encoding))
+
+    def write_parquet(self, rel: str, table: pa.Table) -> str:
+        """Replace ``rel`` with ``table`` as one Parquet file, atomically."""
+        if self.is_local:
+            with atomic.writing(self.fs_path(rel)) as tmp:
+                pq.write_table(table, tmp)
+        else:
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            self._put(self.fs_path(rel), sink.getvalue().to_pybytes())
+        return self.uri_of(rel)
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The content of ``rel``; FileNotFoundError naming its URI if there is none."""
+        if not self._type(rel) == pafs.FileType.File:
+            raise FileNotFoundError(f"no such file: {self.uri_of(rel)}")
+        with self.filesystem.open_input_stream(self.fs_path(rel)) as f:
+            return f.read()
+
+    def read_text(self, rel: str, encoding: str = "utf-8") -> str:
+        return self.read_bytes(rel).decode(encoding)
+
+    def _type(self, rel: str = "") -> pafs.FileType:
+        return self.filesystem.get_file_info(self.fs_path(rel)).type
+
+    def exists(self, rel: str = "") -> bool:
+        """A file or a non-empty directory (on S3: any object under the prefix) at ``rel``."""
+        return self._type(rel) != pafs.FileType.NotFound
+
+    def list(self, rel_dir: str = "", suffix: str | None = None) -> list[str]:
+        """Sorted names directly in ``rel_dir`` (files and directories), hidden and temporary names
+        skipped; [] when there is no such directory."""
+        sel = pafs.FileSelector(self.fs_path(rel_dir), allow_not_found=True, recursive=False)
+        names = (info.base_name for info in self.filesystem.get_file_info(sel))
+        return sorted(n for n in names if n and not n.startswith(".") and (suffix is None or n.endswith(suffix)))
+
+    def delete(self, rel: str) -> None:
+        """Delete the file ``rel`` if there is one."""
+        if self._type(rel) == pafs.FileType.File:
+            self.filesystem.delete_file(self.fs_path(rel))
+
+    def delete_dir(self, rel: str) -> None:
+        """Delete the directory ``rel`` and everything under it (nothing if there is none)."""
+        if not _rel((rel,)):
+            raise ValueError("delete_dir of the storage root: name a directory under it")
+        if self._type(rel) == pafs.FileType.Directory:
+            self.filesystem.delete_dir(self.fs_path(rel))
+
+    def open_dataset(self, rel_dir: str, schema: pa.Schema | None = None, partitioning=None,
+                     format: str = "parquet") -> ds.Dataset:
+        """A pyarrow dataset over ``rel_dir`` (hidden and ``_`` names skipped, so atomic's temporaries
+        never appear); an empty one with ``schema`` when the directory does not exist."""
+        if self._type(rel_dir) != pafs.FileType.Directory:
+            return ds.dataset([], schema=schema, format=format, filesystem=self.filesystem)
+        return ds.dataset(self.fs_path(rel_dir), filesystem=self.filesystem, format=format, schema=schema,
+                          partitioning=partitioning, ignore_prefixes=[".", "_"])
+
+    # -- checks ---------------------------------------------------------------------------------
+    def _refuse(self, cause: str) -> StorageError:
+        return StorageError(f"storage: {self.uri}: {cause}")
+
+    def check_writable(self) -> None:
+        """Refuse (StorageError, one line) a root that cannot be written; writes nothing locally.
+
+        Local: the root, or if it does not exist yet its parent (which must exist: an unmounted
+        ``/mnt/efs/…`` is refused rather than made on the local disk), must be a directory this
+        process may write, on a filesystem mounted read-write. S3: the bucket must exist and a
+        probe object must be put and deleted under the prefix.
+        """
+        if self.is_local:
+            self._check_local()
+        else:
+            self._check_s3()
+
+    def _check_local(self) -> None:
+        root = Path(self.root)
+        if root.exists() or root.is_symlink():
+            if not root.is_dir():
+                raise self._refuse("exists and is not a directory")
+            target = root
+        else:
+            target = root.parent
+            if not target.is_dir():
+                what = "is not a directory" if target.exists() else "does not exist"
+                raise self._refuse(f"parent directory {target} {what}")
+        if os.statvfs(target).f_flag & os.ST_RDONLY:
+            raise self._refuse(f"{target} is on a read-only filesystem")
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise self._refuse(f"{target} is not writable (permission denied)")
+
+    def _check_s3(self) -> None:
+        try:
+            info = self.filesystem.get_file_info(self.bucket)
+        except OSError as e:
+            raise self._refuse(_aws_cause(e)) from None
+        if info.type == pafs.FileType.NotFound:
+            raise self._refuse(f"bucket {self.bucket!r} does not exist")
+        probe = self.fs_path(f".glth-probe-{secrets.token_hex(6)}")
+        try:
+            self._put(probe, b"glth storage probe\n")
+        except OSError as e:
+            raise self._refuse(f"cannot write: {_aws_cause(e)}") from None
+        try:
+            self.filesystem.delete_file(probe)
+        except OSError as e:
+            raise self._refuse(f"cannot delete the probe object {probe}: {_aws_cause(e)}") from None
