@@ -1,0 +1,47 @@
+"""MLflow as the sweep's dashboard: one parent run per sweep, one child run per trial, written
+by the driver only.
+
+- ``client``: reaching the store fast-or-not-at-all (``MlflowUnavailable``), the experiment,
+  finding or creating parent and child runs by their tags;
+- ``sync``: rounds into runs idempotently, finishing runs, ``sync_sweep`` (backfill from Parquet);
+- ``callback``: ``MlflowWriter``, the Tune callback that logs each round as it is reported;
+- ``curves``: the sweep's curves (mean ± CI over seeds) on the parent run at step = round;
+- ``meta``: MLflow's own fields (experiment kind, source, dataset input);
+- ``system``: the worker's system metrics, carried in the reports;
+- ``query``: ``glth runs``, finding a trial's run, adding metrics/artifacts to existing runs;
+- ``outputs``: the analysis table and exported models.
+
+``from orchestrator.sinks import mlflow as mlflow_sink`` gives every public name below. The
+callback (which imports Ray) is loaded on first use of ``MlflowWriter``.
+"""
+
+from orchestrator.sinks.mlflow.client import (HTTP_ENV, MAX_METRICS_PER_BATCH, MAX_PARAM_VALUE,
+                                              MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, TAG_ARTIFACTS, TAG_PARENT,
+                                              TAG_ROLE, TAG_SPEC, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, TRUNCATED,
+                                              BadFilter, MlflowUnavailable, client, ensure_experiment,
+                                              flatten_params, get_or_create_child, get_or_create_parent)
+from orchestrator.sinks.mlflow.curves import CurveBook
+from orchestrator.sinks.mlflow.meta import EXPERIMENT_TAGS, source_tags
+from orchestrator.sinks.mlflow.outputs import log_analysis_table, log_exported_model
+from orchestrator.sinks.mlflow.query import find_runs, log_extra, log_to_parent, search_children
+from orchestrator.sinks.mlflow.sync import (CONSTRUCT_METRICS, IDENTITY, METRICS, PROBE_METRIC, ROUND_METRICS,
+                                            finish_child, log_rounds, logged_rounds, metric_values, sync_sweep)
+from orchestrator.sinks.mlflow.system import SystemSampler
+
+__all__ = [
+    "HTTP_ENV", "MAX_METRICS_PER_BATCH", "MAX_PARAM_VALUE", "MAX_PARAMS_PER_BATCH", "MAX_TAG_VALUE", "TAG_ARTIFACTS",
+    "TAG_PARENT", "TAG_ROLE", "TAG_SPEC", "TAG_STATUS", "TAG_SWEEP", "TAG_TRIAL", "TRUNCATED", "BadFilter",
+    "MlflowUnavailable", "client", "ensure_experiment", "flatten_params", "get_or_create_child", "get_or_create_parent",
+    "CurveBook", "EXPERIMENT_TAGS", "source_tags", "log_analysis_table", "log_exported_model", "find_runs",
+    "log_extra", "log_to_parent", "search_children", "CONSTRUCT_METRICS", "IDENTITY", "METRICS", "PROBE_METRIC",
+    "ROUND_METRICS", "finish_child", "log_rounds", "logged_rounds", "metric_values", "sync_sweep", "SystemSampler",
+    "MlflowWriter",
+]
+
+
+def __getattr__(name):
+    if name == "MlflowWriter":
+        from orchestrator.sinks.mlflow.callback import MlflowWriter
+
+        return MlflowWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

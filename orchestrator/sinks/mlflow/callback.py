@@ -1,0 +1,120 @@
+"""The driver, MLflow's only writer while a sweep runs: a Tune callback beside the Parquet writer.
+
+Each report's ``result["new_rows"]`` (the rows its trial — or each seed of a batched trial —
+finished this round) goes to that trial's child run at step = round, with the machinery of
+``sync``: a child is found by its tags or created on first sight (params = the flattened config,
+name = ``run_name``, the dataset as its input), a round is logged once, a run ends FINISHED or
+FAILED when its rows say so. ``result["system_metrics"]`` (``system.SystemSampler.take()`` in the
+worker), when present, is logged with the round as ``system/<name>``. The parent gets the
+sweep's curves (``curves.py``) as soon as every seed of a curve has a round.
+
+A tracking store that fails switches the callback off with one stderr line; rows keep going to
+Parquet, and the ``sync_sweep`` at the sweep's end (or ``glth sync``) backfills exactly once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+from ray.tune import Callback
+
+from orchestrator.sinks.mlflow import curves
+from orchestrator.sinks.mlflow.client import (MlflowUnavailable, _children, _find_or_create_child, _guard,
+                                              client)
+from orchestrator.sinks.mlflow.sync import _finish, _log_new_rounds, _run_name, outcome_of, row_config, rows_expected
+
+
+class MlflowWriter(Callback):
+    """``metas``: one row-meta per trial of the whole sweep (``trial_id`` and the curve keys
+    dataset, model, dictionary, control, tau, rewind; ``trial_row_meta`` gives them), so each curve
+    knows how many seeds to wait for. ``out_dir``: where the sweep's Parquet rows live; rows
+    written before this run (reused trials, a resumed sweep) are read at ``setup`` so their
+    curves complete too. Pickles (Tune saves callbacks with its experiment state): the client is
+    rebuilt after unpickling, the caches are kept."""
+
+    def __init__(self, tracking_uri: str, experiment: str, experiment_id: str | None, parent_run_id: str | None,
+                 sweep_id: str, metas: Iterable[dict] = (), out_dir: str | None = None):
+        self.tracking_uri, self.experiment, self.sweep_id = tracking_uri, experiment, sweep_id
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+        self.out_dir = None if out_dir is None else str(out_dir)
+        keep = ("trial_id", *curves.CURVE)
+        self.book = curves.CurveBook([{k: m.get(k) for k in keep} for m in metas])
+        self.off = parent_run_id is None or experiment_id is None  # nowhere to write: MLflow was down at start
+        self._client = None
+        self._runs: dict[str, str] = {}  # trial id → child run id
+        self._logged: dict[str, set[int]] = {}  # trial id → rounds in its run
+        self._ok: dict[str, set[int]] = {}
+        self._ended: set[str] = set()
+        self._curve_steps: dict[str, set[int]] = {}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    # -- Tune's hooks ------------------------------------------------------------------------------
+    def setup(self, **info):
+        if self.out_dir is None:
+            return
+        from orchestrator.sinks import parquet
+
+        df = parquet.read_rounds(self.out_dir, self.sweep_id)
+        labels = self.book.add_all(df.to_dict("records")) if not df.empty else set()
+        self._guarded(lambda: curves.log_ready(self._c(), self.parent_run_id, self.book, self._curve_steps, labels))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rows = result.get("new_rows") or []
+        if not rows:
+            return
+        labels = self.book.add_all(rows)  # kept up even when off: cheap, and right if pickled
+        self._guarded(lambda: self.write(rows, result.get("system_metrics"), labels))
+
+    # -- the work ------------------------------------------------------------------------------------
+    def _c(self):
+        if self._client is None:
+            self._client = client(self.tracking_uri)
+        return self._client
+
+    def _guarded(self, fn) -> None:
+        if self.off:
+            return
+        try:
+            with _guard():
+                fn()
+        except Exception as e:  # never end the sweep for its dashboard: sync_sweep retries at the end
+            self.off = True
+            why = "unavailable" if isinstance(e, MlflowUnavailable) else f"failed ({type(e).__name__})"
+            print(f"[glth] MLflow at {self.tracking_uri} {why}: {str(e).splitlines()[0][:200] if str(e) else ''}; "
+                  f"live logging off, rows go to Parquet and the sweep's end (or `glth sync`) backfills",
+                  file=sys.stderr)
+
+    def write(self, rows: list[dict], system_metrics: dict | None = None, labels: Iterable[str] | None = None) -> None:
+        """Log ``rows`` (new rows of one or more trials) to their child runs, then the curves."""
+        c = self._c()
+        by_trial: dict[str, list[dict]] = {}
+        for r in rows:
+            by_trial.setdefault(str(r["trial_id"]), []).append(r)
+        unseen = [t for t in by_trial if t not in self._runs]
+        known = None
+        if len(unseen) > 1:  # one search for all the children a batched trial brings
+            known = _children(c, self.experiment_id, self.parent_run_id)
+        for tid, trows in by_trial.items():
+            last = max(trows, key=lambda r: int(r["round"]))
+            if tid not in self._runs:
+                config = row_config(last)
+                self._runs[tid], created = _find_or_create_child(
+                    c, self.experiment_id, self.parent_run_id, tid, config, _run_name(last, config),
+                    known=known, dataset=last.get("dataset"))
+                self._logged[tid] = set() if created else None
+            run_id = self._runs[tid]
+            self._logged[tid], _ = _log_new_rounds(c, run_id, trows, self._logged[tid], extra=system_metrics)
+            ok = self._ok.setdefault(tid, set())
+            ok.update(int(r["round"]) for r in trows if r.get("status", "ok") == "ok")
+            if tid in self._ended:
+                continue
+            outcome = outcome_of(last, ok | self._logged[tid], rows_expected(last, row_config(last)))
+            if outcome is not None:
+                _finish(c, c.get_run(run_id), outcome, None)
+                self._ended.add(tid)
+        curves.log_ready(c, self.parent_run_id, self.book, self._curve_steps, labels)

@@ -1,0 +1,309 @@
+"""Reaching the tracking store and finding or creating a sweep's runs, each exactly once.
+
+- A store that is down raises ``MlflowUnavailable`` quickly (no retries, a short timeout), so
+  the caller carries on and ``sync_sweep`` backfills later.
+- Runs are found by tags before any is created (``glth.sweep_id`` + ``glth.role = parent``;
+  ``glth.trial_id`` + ``mlflow.parentRunId``), and the identifying tags are set in
+  ``create_run`` itself, so no crash leaves an untagged run that a later call would duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+import requests
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from orchestrator.sinks.mlflow import meta
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+# MLflow ≥ 2.x accepts 6000 chars, older servers 500: stay within what every server takes
+MAX_PARAM_VALUE = 500
+TRUNCATED = "...[truncated]"
+MAX_TAG_VALUE = 5000
+
+TAG_SWEEP, TAG_TRIAL, TAG_ROLE = "glth.sweep_id", "glth.trial_id", "glth.role"
+TAG_STATUS, TAG_ARTIFACTS, TAG_SPEC = "glth.status", "glth.artifacts", "glth.spec"
+TAG_PARENT = "mlflow.parentRunId"
+
+# Fail fast when the server is down. Values the user already exported win.
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+class MlflowUnavailable(RuntimeError):
+    """The tracking store cannot be reached now; the Parquet rows let ``sync_sweep`` catch up."""
+
+
+class BadFilter(ValueError):
+    """A ``glth runs`` query MLflow rejects (bad filter syntax, unknown experiment)."""
+
+
+# -- failing fast and failing with one exception ----------------------------------------------
+
+_env_lock = threading.Lock()
+_env_depth = 0
+_env_added: list[str] = []
+
+
+@contextlib.contextmanager
+def _short_http() -> Iterator[None]:
+    """Set ``HTTP_ENV`` (where unset) while any guarded call runs; restore it after the last."""
+    global _env_depth
+    with _env_lock:
+        if _env_depth == 0:
+            _env_added[:] = [k for k in HTTP_ENV if k not in os.environ]
+            for k in _env_added:
+                os.environ[k] = HTTP_ENV[k]
+        _env_depth += 1
+    try:
+        yield
+    finally:
+        with _env_lock:
+            _env_depth -= 1
+            if _env_depth == 0:
+                for k in _env_added:
+                    os.environ.pop(k, None)
+
+
+_UNAVAILABLE_TEXT = ("failed with exception", "failed with timeout exception", "max retries exceeded",
+                     "connection refused", "connection aborted", "database is locked")
+
+
+def _is_unavailable(e: BaseException) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+            return True
+        if isinstance(e, MlflowException):
+            if e.get_http_status_code() in (502, 503, 504) or e.error_code == "TEMPORARILY_UNAVAILABLE":
+                return True
+        if any(t in str(e).lower() for t in _UNAVAILABLE_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _guard() -> Iterator[None]:
+    with _short_http():
+        try:
+            yield
+        except MlflowUnavailable:
+            raise
+        except Exception as e:
+            if _is_unavailable(e):
+                raise MlflowUnavailable(str(e).splitlines()[0][:300]) from e
+            raise
+
+
+def _guarded(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _guard():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+# -- small helpers -----------------------------------------------------------------------------
+
+def _quoted(value: str) -> str:
+    value = str(value)
+    if "'" in value:
+        raise ValueError(f"{value!r}: quotes are not allowed in ids")
+    return f"'{value}'"
+
+
+def _number(v) -> float | None:
+    """A metric value, or None for missing (None, NaN, pandas NA)."""
+    if v is None or v is pd.NA:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dicts → ``a.b`` keys; values as strings, lists as JSON, long values truncated."""
+    out: dict[str, str] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten_params(v, key + "."))
+            continue
+        text = json.dumps(v, sort_keys=True) if isinstance(v, (list, tuple, dict)) else str(v)
+        if len(text) > MAX_PARAM_VALUE:
+            text = text[:MAX_PARAM_VALUE - len(TRUNCATED)] + TRUNCATED
+        out[key] = text
+    return out
+
+
+def _file_store(uri: str) -> bool:
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
+
+
+def _artifact_root(tracking_uri: str) -> str | None:
+    """For a sqlite store: ``<db dir>/mlartifacts`` (MLflow would otherwise use ``./mlruns``)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///"):]).expanduser().resolve()
+    return (db.parent / "mlartifacts").as_uri()
+
+
+def _upload(client, run_id: str, name: str, local: Path) -> None:
+    """Log ``local`` as artifact ``name`` (which may contain a folder: ``masks/final.pt``)."""
+    folder, base = os.path.split(name)
+    if local.name == base:
+        client.log_artifact(run_id, str(local), folder or None)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        staged = Path(d) / base
+        shutil.copyfile(local, staged)
+        client.log_artifact(run_id, str(staged), folder or None)
+
+
+def _add_missing_tags(client, run, tags: dict) -> None:
+    missing = {k: str(v)[:MAX_TAG_VALUE] for k, v in tags.items() if k not in run.data.tags}
+    if missing:
+        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in missing.items()], synchronous=True)
+
+
+# -- the experiment and its runs ---------------------------------------------------------------
+
+@_guarded
+def client(tracking_uri: str) -> MlflowClient:
+    """An MlflowClient for a server or a database store; a ``./mlruns`` file store is refused."""
+    if not tracking_uri or _file_store(tracking_uri):
+        raise ValueError(f"tracking URI {tracking_uri!r}: use sqlite:///PATH or http(s)://HOST, not a file store")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+@_guarded
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, created if missing; tagged as a model-training experiment
+    (``mlflow.experimentKind``) so MLflow's UI opens it on its runs, not on GenAI traces."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        for k, v in meta.EXPERIMENT_TAGS.items():
+            if exp.tags.get(k) is None:  # a kind a person chose in the UI is kept
+                client.set_experiment_tag(exp.experiment_id, k, v)
+        return exp.experiment_id
+    if artifact_location is None:
+        artifact_location = _artifact_root(str(getattr(client._tracking_client, "tracking_uri", "")))
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location, tags=meta.EXPERIMENT_TAGS)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":  # created by a concurrent caller
+            raise
+        return ensure_experiment.__wrapped__(client, name, artifact_location)
+
+
+def _find_or_create_parent(client, experiment_id, sweep_id, spec_text, tags) -> tuple[str, bool]:
+    found = _search_all(client, experiment_id,
+                        f"tags.`{TAG_SWEEP}` = {_quoted(sweep_id)} and tags.`{TAG_ROLE}` = 'parent'")
+    wanted = {**meta.source_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
+    if found:
+        run, created = found[0], False
+        _add_missing_tags(client, run, wanted)
+        have_spec = run.data.tags.get(TAG_SPEC) == "logged"
+    else:
+        run_tags = {**wanted, TAG_SWEEP: sweep_id, TAG_ROLE: "parent"}
+        run, created = client.create_run(experiment_id, tags=run_tags, run_name=sweep_id), True
+        have_spec = False
+    if not have_spec:
+        client.log_text(run.info.run_id, spec_text, "spec.yaml")
+        client.set_tag(run.info.run_id, TAG_SPEC, "logged")
+    return run.info.run_id, created
+
+
+@_guarded
+def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_id: str, spec_text: str,
+                         tags: dict | None = None) -> str:
+    """The sweep's parent run (tag ``glth.sweep_id``); a new one gets ``tags``, the source tags
+    (``mlflow.source.*``) and ``spec.yaml``."""
+    return _find_or_create_parent(client, experiment_id, sweep_id, spec_text, tags)[0]
+
+
+def _children(client, experiment_id, parent_run_id, trial_id: str | None = None) -> dict:
+    """trial_id → its oldest child run under the parent."""
+    query = f"tags.`{TAG_PARENT}` = {_quoted(parent_run_id)}"
+    if trial_id is not None:
+        query += f" and tags.`{TAG_TRIAL}` = {_quoted(trial_id)}"
+    out = {}
+    for run in _search_all(client, experiment_id, query):
+        out.setdefault(run.data.tags.get(TAG_TRIAL), run)
+    return out
+
+
+def _log_params(client, run_id: str, params: dict[str, str], existing: dict[str, str]) -> None:
+    new = [Param(k, v) for k, v in params.items() if k not in existing]
+    for chunk in _chunks(new, MAX_PARAMS_PER_BATCH):  # one call unless the config is huge
+        client.log_batch(run_id, params=chunk, synchronous=True)
+
+
+def _find_or_create_child(client, experiment_id, parent_run_id, trial_id, params, run_name,
+                          known: dict | None = None, dataset: str | None = None) -> tuple[str, bool]:
+    """``known``: the parent's children when the caller already searched them. ``dataset``: the
+    dataset's name, logged as the run's input (its digest from the dataset keys of ``params``)."""
+    flat = flatten_params(params or {})
+    if known is None:
+        known = _children(client, experiment_id, parent_run_id, trial_id)
+    inputs = meta.dataset_inputs(dataset, params or {}) if dataset else []
+    existing = known.get(trial_id)
+    if existing is not None:  # completes what a crash right after create_run left out
+        _log_params(client, existing.info.run_id, flat, existing.data.params)
+        _add_missing_tags(client, existing, meta.source_tags())
+        if inputs and not meta.has_input(existing, inputs[0]):
+            client.log_inputs(existing.info.run_id, datasets=inputs)
+        return existing.info.run_id, False
+    tags = {**meta.source_tags(), TAG_PARENT: parent_run_id, TAG_TRIAL: trial_id, TAG_ROLE: "child"}
+    run = client.create_run(experiment_id, tags=tags, run_name=run_name)
+    _log_params(client, run.info.run_id, flat, {})
+    if inputs:
+        client.log_inputs(run.info.run_id, datasets=inputs)
+    return run.info.run_id, True
+
+
+@_guarded
+def get_or_create_child(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str,
+                        params: dict, run_name: str | None = None, dataset: str | None = None) -> str:
+    """The trial's child run (tag ``glth.trial_id`` under the parent); params = the flattened config."""
+    return _find_or_create_child(client, experiment_id, parent_run_id, trial_id, params, run_name,
+                                 dataset=dataset)[0]
