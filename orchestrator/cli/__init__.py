@@ -1,0 +1,45 @@
+"""The ``glth`` command: run sweeps, read their results, query MLflow, backfill it, drive Ray Jobs.
+
+Bad input anywhere (arguments, overrides, spec, dataset paths) prints ONE line naming the problem
+and exits with status 2 before Ray starts or anything is written.
+
+- parser.py: the parser and its shared parent parsers (storage, tracking, job, analysis options);
+- common.py: BadInput, loading a spec, ``find_sweep`` (a sweep by path, id, prefix or name);
+- run_cmd.py: run, demo (and --dry-run); read_cmds.py: results, plot, export, sync, runs;
+  job_cmds.py: submit, status, logs, stop; construct_cmd.py: construct;
+- summary.py: the one place that renders rows by trial kind.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from orchestrator.cli.common import EXIT_BAD_INPUT, BadInput, find_sweep
+from orchestrator.cli.parser import build_parser
+
+__all__ = ["EXIT_BAD_INPUT", "BadInput", "build_parser", "find_sweep", "main", "parse_args"]
+
+
+def parse_args(argv: list[str] | None = None):
+    """Parsed arguments. ``glth run`` takes its overrides anywhere after the spec, options between
+    them included (``glth run s.yaml tau=0.1 --dry-run seeds=0-4``)."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command == "run" and not any(r.startswith("-") for r in rest):
+        args.overrides = [*args.overrides, *rest]
+    elif rest:
+        raise BadInput(f"glth {args.command}: unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        return args.func(args)
+    except BadInput as e:
+        print(f"glth: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Where a sweep's rows and its MLflow runs go when the command line does not say: resolved here, once.
+
+- storage: ``--storage`` (alias ``--out``), else ``$GLTH_STORAGE``, else ``./glth-runs``;
+- tracking URI: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else an absolute sqlite store
+  ``sqlite:///<cwd>/mlflow.db`` (absolute, so trials that run in other directories write the same file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STORAGE_ENV = "GLTH_STORAGE"
+STORAGE_FALLBACK = "glth-runs"
+
+
+def default_storage() -> str:
+    """``$GLTH_STORAGE`` or ``glth-runs`` (relative to the working directory)."""
+    return os.environ.get(STORAGE_ENV) or STORAGE_FALLBACK
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or an absolute sqlite store in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def storage(value: str | None) -> str:
+    """The storage a command uses: its ``--storage`` value, else the default above."""
+    return value or default_storage()
+
+
+def tracking_uri(value: str | None) -> str:
+    """The tracking URI a command uses: its ``--tracking-uri`` value, else the default above."""
+    return value or default_tracking_uri()
