@@ -155,6 +155,14 @@ CLI = {  # case: (argv, needle)
     "--delta not a number": (["results", "x", "--delta", "lots"], "--delta"),
     "sync with a missing --out": (["sync", "x", "--out", "nowhere"], "nowhere"),
     "--profile without a value": (["run", "spec.yaml", "--profile"], "--profile"),
+    "an override that is not PATH=VALUE": (["run", "spec.yaml", "tau"], "override 'tau'"),
+    "an override past the dictionaries": (["run", "spec.yaml", "dictionary.2.basis=dct"], "dictionary.2"),
+    "an override the spec refuses": (["run", "spec.yaml", "tau=1.5"], "tau"),
+    "a bad override in a dry run": (["run", "spec.yaml", "--dry-run", "seeds=3-1"], "seeds=3-1"),
+    "--resume of a sweep never started": (["run", "spec.yaml", "--resume", "--out", "out"], "--resume"),
+    "--select-on not a split": (["results", "x", "--select-on", "train"], "--select-on"),
+    "results of a path that is no sweep": (["results", "out/nosuch"], "out/nosuch"),
+    "stop without a job": (["stop"], "job"),
 }
 
 

@@ -58,7 +58,10 @@ def find_sweep(key: str, storage: str | None) -> Path:
         raise BadInput(f"sweep: {key!r} is not a sweep directory, and --storage {root} does not exist "
                        f"(pass the sweep's directory, or --storage DIR holding it)")
     dirs = sorted(d for d in root.iterdir() if _is_sweep_dir(d))
-    match = [d for d in dirs if d.name.startswith(key)] or [d for d in dirs if _spec_name(d) == key]
+    match = [d for d in dirs if d.name.startswith(key)]
+    named = [d for d in (match if len(match) > 1 else dirs) if _spec_name(d) == key]
+    if len(match) != 1 and len(named) == 1:  # the name settles a prefix that is ambiguous (or none)
+        match = named
     if len(match) != 1:
         names = ", ".join(d.name for d in (match or dirs)) or "none"
         if match:
