@@ -1,4 +1,4 @@
-"""Sweeps as Ray Jobs on a running cluster: ``glth submit``, ``glth status``, ``glth logs``.
+"""Sweeps as Ray Jobs on a running cluster: ``glth submit``, ``glth status``, ``glth logs``, ``glth stop``.
 
 ``glth submit SPEC.yaml --address http://HEAD:8265`` validates the spec here, then asks the
 cluster's Jobs API (the dashboard, port 8265) to run ``glth run SPEC --out OUT
@@ -15,6 +15,10 @@ Where things land (paths are the cluster's):
   the same store ``glth run`` would use here; a relative ``sqlite:///`` path is made absolute
   the same way. A store the job cannot open costs nothing but a warning: the Parquet rows are
   complete and ``glth sync`` backfills MLflow later.
+
+``glth stop JOB`` asks Ray to stop the job (SIGTERM to its driver, then SIGKILL after Ray's
+grace period) and waits up to ``--wait`` seconds for it to reach STOPPED; the rounds its trials
+finished are already stored, so ``glth run`` (or another submit) of the same spec resumes it.
 
 The address is ``--address`` or ``$RAY_ADDRESS`` in its ``http(s)://`` form (a GCS address such
 as ``HEAD:6379`` is for ``glth run``, not for the Jobs API). Ray's own client would let
@@ -43,12 +47,18 @@ import shlex
 import shutil
 import socket
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
+from orchestrator import defaults
+
 CONNECT_TIMEOUT_S = 10.0
+POLL_S = 0.5
+#: job states after which nothing more happens
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _ADDRESS_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
 
 
@@ -195,6 +205,19 @@ class Cluster:
         with _talking_to(self.address, job_id):
             return self.client.get_job_logs(job_id)
 
+    def stop(self, job_id: str, wait_s: float = 30.0):
+        """Ask the job to stop; wait up to ``wait_s`` for it to end. Returns (whether a stop was
+        requested, i.e. the job was still running, and its JobDetails at the end of the wait)."""
+        self.info(job_id)  # an unknown id is one line naming it
+        with _talking_to(self.address, job_id):
+            requested = bool(self.client.stop_job(job_id))
+        deadline = time.monotonic() + wait_s
+        info = self.info(job_id)
+        while requested and status_of(info) not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            info = self.info(job_id)
+        return requested, info
+
     def follow(self, job_id: str, write: Callable[[str], object]):
         """Stream the job's logs until it ends; returns its final JobDetails."""
         self.info(job_id)  # an unknown id is one line, not a websocket handshake error
@@ -214,7 +237,7 @@ def _absolute_out(out: str) -> str:
 
 
 def _absolute_tracking_uri(uri: str | None) -> str:
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    uri = defaults.tracking_uri(uri)
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
         return prefix + str(Path(uri[len(prefix):]).resolve())

@@ -1,4 +1,4 @@
-"""`glth submit / status / logs` against a real local Ray head with the Jobs API (dashboard on).
+"""`glth submit / status / logs / stop` against a real local Ray head with the Jobs API (dashboard on).
 
 The head binds to 127.0.0.1 on free ports under a short, unique temp dir, and is torn down by
 killing every process whose command line names that dir (never `ray stop`).
@@ -170,10 +170,35 @@ def test_submit_status_logs_on_a_real_head(head, tmp_path):
 @pytest.mark.slow
 def test_unknown_job_is_one_line(head, tmp_path):
     address, env = head
-    for cmd in (["status", "raysubmit_nope"], ["logs", "raysubmit_nope"], ["logs", "raysubmit_nope", "--follow"]):
+    for cmd in (["status", "raysubmit_nope"], ["logs", "raysubmit_nope"], ["logs", "raysubmit_nope", "--follow"],
+                ["stop", "raysubmit_nope"]):
         proc = glth(*cmd, "--address", address, env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "raysubmit_nope" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.slow
+def test_stop_a_running_job(head, tmp_path):
+    """`glth stop` ends a running job (STOPPED); a second stop says it had already ended."""
+    address, env = head
+    job_id = f"glth-stop-test-{secrets.token_hex(3)}"
+    subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", job_id, "--no-wait",
+                    "--", "sleep", "600"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    deadline = time.monotonic() + 120
+    while "RUNNING" not in (line := glth("status", job_id, "--address", address, env=env, cwd=tmp_path).stdout):
+        assert "PENDING" in line and time.monotonic() < deadline, line
+        time.sleep(1)
+
+    start = time.monotonic()
+    proc = glth("stop", job_id, "--address", address, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{job_id} STOPPED") and proc.stdout.count("\n") == 1, proc.stdout
+    assert time.monotonic() - start < 60  # not the job's 600 s
+    assert glth("status", job_id, "--address", address, env=env, cwd=tmp_path).stdout.startswith(f"{job_id} STOPPED")
+
+    again = glth("stop", job_id, "--address", address, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith(f"{job_id} STOPPED"), again.stderr
+    assert again.stderr == f"glth: job {job_id} had already ended; nothing to stop\n"
 
 
 def test_bad_spec_never_reaches_the_cluster(tmp_path):
@@ -194,7 +219,7 @@ def test_unreachable_address_is_one_line(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     address = f"http://127.0.0.1:{free_port()}"
-    for cmd in (["submit", str(spec)], ["status"], ["logs", "raysubmit_x"]):
+    for cmd in (["submit", str(spec)], ["status"], ["logs", "raysubmit_x"], ["stop", "raysubmit_x"]):
         proc = glth(*cmd, "--address", address, env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1, proc.stderr
