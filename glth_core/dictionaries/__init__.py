@@ -15,6 +15,8 @@ from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEn
 from glth_core.dictionaries.blockdiag import BlockDiagonal
 from glth_core.dictionaries.bottleneck import Bottleneck
 from glth_core.dictionaries.canonical import Canonical
+from glth_core.dictionaries.channels import Channels
+from glth_core.dictionaries.composite import Composite
 from glth_core.dictionaries.random import RandomRotation
 from glth_core.dictionaries.spec import parse
 
@@ -27,6 +29,8 @@ KINDS: dict[str, type] = {
     "random": RandomRotation,
     "blockdiag": BlockDiagonal,
     "bottleneck": Bottleneck,
+    "channels": Channels,
+    "composite": Composite,
 }
 
 

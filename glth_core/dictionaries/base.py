@@ -54,6 +54,35 @@ def resolve_scope(model: nn.Module, patterns: list[str] | None) -> tuple[ScopeEn
     return tuple(entries)
 
 
+@dataclass(frozen=True)
+class TauSegment:
+    """Elements ``[start, stop)`` of a dictionary pruned at rate ``tau`` among themselves, or
+    (``tau`` None) together with every other ``tau``-None segment at the trajectory's τ."""
+
+    start: int
+    stop: int
+    tau: float | None = None
+
+
+#: the layer types that the layer-bound kinds (bottleneck, channels) act on
+LAYER_TYPES = (nn.Linear, nn.Conv2d)
+
+
+def layer_of(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
+    """The nn.Linear or nn.Conv2d (groups = 1) called ``name``, or a one-line DictionarySpecError."""
+    modules = dict(model.named_modules())
+    layer = modules.get(name)
+    if not isinstance(layer, LAYER_TYPES):
+        linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        what = "is not in the model" if layer is None else f"is a {type(layer).__name__}, not an nn.Linear or nn.Conv2d"
+        listing = f"Linear layers: {', '.join(linears) or 'none'}" + (f"; Conv2d layers: {', '.join(convs)}" if convs else "")
+        raise DictionarySpecError(f"dictionary.layer: {name!r} {what}; {listing}")
+    if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+        raise DictionarySpecError(f"dictionary.layer: {name!r} is a grouped Conv2d (groups={layer.groups}); only groups=1 is supported")
+    return layer
+
+
 def to_device(value, device):
     """``value`` with every tensor in it (through lists, tuples, dicts, ``Movable``s) on ``device``."""
     if isinstance(value, torch.Tensor):
@@ -118,6 +147,17 @@ class Dictionary(Movable):
         """Whether the basis is computed from the initialized network (so it changes with the
         trial's seed even when nothing is drawn), e.g. PCA of a hidden layer's inputs."""
         return False
+
+    # -- what a part of a composite needs to know (``dictionaries.composite``) -----------------
+    #: True when a spec without ``scope`` covers every parameter; inside a composite such a part
+    #: takes the parameters no other part claims. False for kinds tied to one layer.
+    SCOPE_DEFAULTS_TO_ALL: bool = True
+
+    @classmethod
+    def scope_of(cls, opts: dict, model: nn.Module) -> tuple[ScopeEntry, ...]:
+        """The scope a parsed spec covers on ``model`` (after ``check``), cheaply."""
+        return resolve_scope(model, opts.get("scope"))
+
     #: LongTensor (size,) mapping element → group id, or None when elements prune one by one.
     groups: torch.Tensor | None = None
 

@@ -67,6 +67,17 @@ def _label(key, value):
 SEED = Field(_seed, 0, "a non-negative integer")
 SCOPE = Field(_scope, None, "a parameter name pattern or a list of them")
 LAYER = Field(_name, REQUIRED, "the name of an nn.Linear module, as in model.named_modules()")
+#: a layer-bound kind that accepts both layer types (bottleneck, channels)
+LAYER_ANY = Field(_name, REQUIRED, "the name of an nn.Linear or nn.Conv2d module, as in model.named_modules()")
+
+
+def fraction(key, value):
+    """A number strictly between 0 and 1 (a τ)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise DictionarySpecError(f"dictionary.{key}: must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
 #: every kind: ``label`` overrides the default label (to tell apart, say, two scopes)
 COMMON = {"label": Field(_label, None)}
 
