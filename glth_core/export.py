@@ -5,7 +5,13 @@
   original bias. With U = I the first op is ``IndexSelect`` (keep m input coordinates, no
   multiply); if a Linear feeds the layer through elementwise activations only (a hidden layer),
   the dropped inputs are units of that Linear, which loses those rows instead (paper §3: "we can
-  also remove hidden neurons from the previous dense layer").
+  also remove hidden neurons from the previous dense layer"). On a Conv2d: a kh×kw conv to m
+  channels (U_keptᵀ) then a 1×1 conv (C_kept, bias); with U = I, the input channels it pruned
+  entirely go (``glth_core.export_layers``).
+* **channels**: Conv2d/Linear layers with fewer input channels (and the previous layer with fewer
+  filters) or fewer output units (and the next layer with fewer inputs).
+* **composite**: each part as its kind is, on the same network (``Exported.parts`` says how);
+  a part whose change would touch a module an earlier part already changes stays masked-dense.
 * **any other dictionary** (canonical, random, block-diagonal): the masked dense network, i.e. the
   model with the synthesized weights W = D a (zeros where a canonical ticket pruned).
 
@@ -17,17 +23,15 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from glth_core.dictionaries import Dictionary
+from glth_core.export_layers import ELEMENTWISE, Plan, plan_for  # noqa: F401  (ELEMENTWISE: kept importable here)
 
 __all__ = ["IndexSelect", "Exported", "masked_model", "export", "count_parameters", "latency"]
-
-#: modules that act elementwise: a unit dropped after them can be dropped before them
-ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SiLU, nn.Identity, nn.Dropout)
 
 
 class IndexSelect(nn.Module):
@@ -48,7 +52,8 @@ class IndexSelect(nn.Module):
 @dataclass
 class Exported:
     """The exported network and what was done to get it (``form``: factorized | input-select |
-    fold-previous | masked-dense)."""
+    fold-previous | fold-next | masked-dense | composite). ``extra``: form-specific facts (e.g.
+    ``kept_channels``, ``next``); ``parts``: for a composite, one such description per part."""
 
     module: nn.Module
     form: str
@@ -56,10 +61,15 @@ class Exported:
     kept_groups: int | None = None
     d_in: int | None = None
     d_out: int | None = None
+    extra: dict = field(default_factory=dict)
+    parts: list[dict] | None = None
 
     def describe(self) -> dict:
-        return {"form": self.form, "layer": self.layer, "kept_groups": self.kept_groups, "d_in": self.d_in,
-                "d_out": self.d_out, "parameters": count_parameters(self.module)}
+        out = {"form": self.form, "layer": self.layer, "kept_groups": self.kept_groups, "d_in": self.d_in,
+               "d_out": self.d_out, **self.extra, "parameters": count_parameters(self.module)}
+        if self.parts is not None:
+            out["parts"] = self.parts
+        return out
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -86,32 +96,15 @@ def masked_model(model: nn.Module, dictionary: Dictionary, ticket) -> nn.Module:
     return net
 
 
-def _parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
-    head, _, leaf = name.rpartition(".")
-    return (root.get_submodule(head) if head else root), leaf
+_CORE = ("layer", "kept_groups", "d_in", "d_out")
 
 
-def _previous_linear(parent: nn.Module, leaf: str) -> str | None:
-    """In a Sequential, the Linear that feeds ``leaf`` through elementwise modules only."""
-    if not isinstance(parent, nn.Sequential):
-        return None
-    names = list(parent._modules)
-    for name in reversed(names[: names.index(leaf)]):
-        module = parent._modules[name]
-        if isinstance(module, nn.Linear):
-            return name
-        if not isinstance(module, ELEMENTWISE):
-            return None
-    return None
-
-
-def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
-    return layer.to(weight.device)
+def _exported(net: nn.Module, plan: Plan) -> Exported:
+    core = {k: plan.info.get(k) for k in _CORE}
+    extra = {k: v for k, v in plan.info.items() if k not in _CORE}
+    if plan.note:
+        extra["note"] = plan.note
+    return Exported(net, plan.form, **core, extra=extra)
 
 
 @torch.no_grad()
@@ -121,44 +114,32 @@ def export(model: nn.Module, dictionary: Dictionary, ticket, factorize: str = "a
 
     ``factorize`` (bottlenecks with U ≠ I): "auto" factors the layer only when that has fewer
     parameters than the dense layer (m·(d_in + d_out) < d_in·d_out), "always", or "never".
-    ``fold_previous``: an identity bottleneck on a hidden layer drops the previous Linear's units.
+    ``fold_previous``: an identity bottleneck (or ``channels per: in``) drops the previous layer's units.
     """
     if factorize not in ("auto", "always", "never"):
         raise ValueError(f"factorize: {factorize!r} is not one of auto, always, never")
     net = masked_model(model, dictionary, ticket)
-    if getattr(dictionary, "kind", None) != "bottleneck":
-        return Exported(net, "masked-dense")
-
-    name, d_in, d_out = dictionary.layer, dictionary.d_in, dictionary.d_out
-    parent, leaf = _parent(net, name)
-    dense: nn.Linear = getattr(parent, leaf)
     w = ticket.weights()
-    keep = ticket.mask.view(d_out, d_in).any(dim=0)
-    kept = keep.nonzero().flatten()
-    m = int(kept.numel())
-    C_kept = w.coeffs.view(d_out, d_in).index_select(1, kept)  # d_out × m
-    bias = None if dense.bias is None else dense.bias.detach()
-    info = dict(layer=name, kept_groups=m, d_in=d_in, d_out=d_out)
-
-    if m == d_in and factorize != "always":  # nothing pruned yet: the dense layer is the smallest form
-        return Exported(net, "masked-dense", **info)
-    if dictionary.basis == "identity":  # U = I: W = C, so C_kept is W's kept input columns
-        prev = _previous_linear(parent, leaf) if fold_previous else None
-        if prev is not None:
-            p: nn.Linear = getattr(parent, prev)
-            setattr(parent, prev, _linear(p.weight.index_select(0, kept),
-                                         None if p.bias is None else p.bias.index_select(0, kept)))
-            setattr(parent, leaf, _linear(C_kept, bias))
-            return Exported(net, "fold-previous", **info)
-        setattr(parent, leaf, nn.Sequential(IndexSelect(kept), _linear(C_kept, bias)))
-        return Exported(net, "input-select", **info)
-
-    smaller = m * (d_in + d_out) < d_in * d_out
-    if factorize == "never" or (factorize == "auto" and not smaller):
-        return Exported(net, "masked-dense", **info)
-    U_kept = dictionary.U.index_select(1, kept.to(dictionary.U.device)).to(C_kept)  # d_in × m
-    setattr(parent, leaf, nn.Sequential(_linear(U_kept.T.contiguous(), None), _linear(C_kept, bias)))
-    return Exported(net, "factorized", **info)
+    coeffs, mask = w.coeffs, ticket.mask.to(torch.bool)
+    if getattr(dictionary, "kind", None) != "composite":
+        plan = plan_for(net, dictionary, coeffs, mask, factorize, fold_previous)
+        plan.apply(net)
+        return _exported(net, plan)
+    plans, owner = [], {}
+    for i, (part, start, stop) in enumerate(dictionary.part_ranges()):
+        plan = plan_for(net, part, coeffs[start:stop], mask[start:stop], factorize, fold_previous)
+        clash = next((n for n in plan.replace if n in owner), None)
+        if clash is not None:
+            plan = Plan("masked-dense", plan.info, note=f"would replace module {clash!r}, which part {owner[clash]} "
+                                                        f"replaces already; left dense")
+        owner.update({n: i for n in plan.replace})
+        plans.append((part, plan))
+    parts = []
+    for i, (part, plan) in enumerate(plans):
+        plan.apply(net)
+        parts.append({"part": i, "dictionary": part.label, "kind": part.kind, "form": plan.form, **plan.info,
+                      **({"note": plan.note} if plan.note else {})})
+    return Exported(net, "composite", parts=parts)
 
 
 @torch.no_grad()
