@@ -1,0 +1,255 @@
+"""A two-node Ray cluster on this machine whose nodes do NOT share the sweep's local directory.
+
+The head runs as usual; the worker node's ``ray start`` runs in its own mount namespace with a
+private tmpfs mounted over ``private_dir`` (the driver's output directory)::
+
+    unshare --mount --propagation private sh -c \
+        'mount -t tmpfs tmpfs DIR && exec ray start --address=127.0.0.2:PORT ... --block'
+
+so a file the head (or the driver) writes under DIR is invisible to every process of the worker
+node and vice versa, as on two machines. ``shared_dir`` (outside DIR) is seen by both: the
+EFS/NFS case. Everything else (Ray's temp dir, /dev/shm, the venv) is shared as before.
+
+Both nodes advertise loopback addresses (HEAD_IP, WORKER_IP) and run with token auth (``RAY_AUTH_MODE=token`` and a random
+``RAY_AUTH_TOKEN`` in the environment of every process, ``env``). The worker node carries a custom
+resource (``{"worker": 1}`` by default) so a test can pin tasks and trials to it. Every process is
+stopped by pid (``ray start --block`` parents, their descendants, then any straggler that names
+this cluster's temp dir); ``ray stop`` is never run.
+
+    with NamespacedCluster(out_dir, shared_dir, env=s3.env) as cluster, cluster.driver():
+        ray.get(f.options(resources={"worker": 1}).remote())
+        cluster.kill_worker_raylet(); cluster.start_worker()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from procs import free_port, kill_matching
+
+BIN = Path(sys.executable).parent
+TESTS = Path(__file__).resolve().parent
+#: loopback addresses other than 127.0.0.1: Ray rewrites "127.0.0.1" and "localhost" (in --node-ip-address
+#: and in the address a driver connects to) to the machine's routable address
+#: (ray._private.services.resolve_ip_for_localhost); any other 127/8 address is kept, and is loopback.
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+#: dead nodes noticed in ~3 s rather than Ray's 30 s default (GCS health checks of each raylet)
+FAST_FAILURE_DETECTION = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
+                          "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        p = psutil.Process(pid)
+        return [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _child_named(pid: int, name: str) -> int | None:
+    for p in _descendants(pid)[1:]:
+        try:
+            if p.name() == name:
+                return p.pid
+        except psutil.Error:
+            pass
+    return None
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(procs, timeout=15)
+
+
+class NamespacedCluster:
+    """Head + one worker node in a private mount namespace; see the module docstring."""
+
+    def __init__(self, private_dir: str | os.PathLike, shared_dir: str | os.PathLike | None = None,
+                 env: dict[str, str] | None = None, head_cpus: int = 1, worker_cpus: int = 1,
+                 head_resources: dict | None = None, worker_resources: dict | None = None,
+                 object_store_bytes: int = 100 * 1024 * 1024, keep_logs: bool = False):
+        self.private_dir = Path(private_dir).resolve()
+        self.shared_dir = Path(shared_dir).resolve() if shared_dir else None
+        self.private_dir.mkdir(parents=True, exist_ok=True)  # the mount point must exist
+        if self.shared_dir:
+            self.shared_dir.mkdir(parents=True, exist_ok=True)
+            if self.private_dir in (self.shared_dir, *self.shared_dir.parents):
+                raise ValueError(f"shared_dir {self.shared_dir} is inside private_dir {self.private_dir}")
+        self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
+        self.head_resources = head_resources if head_resources is not None else {"head": 1}
+        self.worker_resources = worker_resources if worker_resources is not None else {"worker": 1}
+        self.object_store_bytes, self.keep_logs = object_store_bytes, keep_logs
+        self.head_ip, self.worker_ip = HEAD_IP, WORKER_IP
+        self.temp_dir = tempfile.mkdtemp(prefix="glns-", dir="/tmp")  # short: unix socket paths
+        self.port = free_port()
+        self.address = f"{self.head_ip}:{self.port}"
+        self.token = secrets.token_hex(32)
+        self.env = {**os.environ, **FAST_FAILURE_DETECTION, **(env or {}), "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+        # functions defined in test modules are pickled by module name: workers import them from here
+        self.env["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])
+        self.env.pop("RAY_AUTH_TOKEN_PATH", None)
+        self.env.pop("RAY_ADDRESS", None)
+        self.head: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []  # every worker node started, the live one last
+
+    # -- processes ------------------------------------------------------------------------------
+    def _popen(self, argv: list[str], log_name: str) -> subprocess.Popen:
+        log = open(Path(self.temp_dir) / log_name, "wb")
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+
+    def _ray_start(self, ip: str, *args: str) -> list[str]:
+        return [str(BIN / "ray"), "start", *args, f"--node-ip-address={ip}", "--block", "--disable-usage-stats",
+                f"--object-store-memory={self.object_store_bytes}"]
+
+    def _wait_started(self, proc: subprocess.Popen, log_name: str, timeout: float = 180) -> None:
+        log = Path(self.temp_dir) / log_name
+        deadline = time.monotonic() + timeout
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text(errors="replace")[-3000:]
+                self.stop()
+                raise RuntimeError(f"{log_name}: ray start did not come up (rc={proc.poll()}): {text}")
+            time.sleep(0.2)
+
+    def start(self) -> "NamespacedCluster":
+        self.head = self._popen(self._ray_start(
+            self.head_ip, "--head", f"--port={self.port}", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
+            "--include-dashboard=false", f"--temp-dir={self.temp_dir}", f"--resources={json.dumps(self.head_resources)}",
+        ), "head.log")
+        self._wait_started(self.head, "head.log")
+        self.start_worker()
+        return self
+
+    def start_worker(self) -> subprocess.Popen:
+        """A (new) worker node in its own mount namespace, with a fresh empty tmpfs over private_dir."""
+        ray = shlex.join(self._ray_start(self.worker_ip, f"--address={self.address}", f"--num-cpus={self.worker_cpus}",
+                                         "--num-gpus=0", f"--resources={json.dumps(self.worker_resources)}"))
+        script = f"mount -t tmpfs -o size=64m tmpfs {shlex.quote(str(self.private_dir))} && exec {ray}"
+        name = f"worker-{len(self.workers)}.log"
+        proc = self._popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], name)
+        self.workers.append(proc)
+        self._wait_started(proc, name)
+        return proc
+
+    @property
+    def pids(self) -> dict[str, int | None]:
+        """The head's gcs_server and raylet, and the live worker node's raylet (None once gone)."""
+        worker = self.workers[-1].pid if self.workers else None
+        return {"head_gcs": _child_named(self.head.pid, "gcs_server") if self.head else None,
+                "head_raylet": _child_named(self.head.pid, "raylet") if self.head else None,
+                "worker_raylet": _child_named(worker, "raylet") if worker else None,
+                "worker_ray_start": worker}
+
+    def kill_worker_raylet(self) -> int:
+        """SIGKILL the live worker node's raylet (node loss); returns its pid. Its `ray start --block`
+        then takes down the rest of that node."""
+        pid = self.pids["worker_raylet"]
+        if pid is None:
+            raise RuntimeError("no live worker raylet")
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(timeout=30)
+        return pid
+
+    def stop(self) -> None:
+        victims = []
+        for proc in [p for p in (self.head, *self.workers) if p is not None]:
+            victims += _descendants(proc.pid)
+        _kill(victims)
+        for proc in [p for p in (self.head, *self.workers) if p is not None]:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=15)
+        kill_matching(self.temp_dir)  # workers Ray reparented away from their raylet
+        self.head, self.workers = None, []
+        if not self.keep_logs:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def leftovers(self) -> list[int]:
+        """Pids of any process still naming this cluster's temp dir (none after stop())."""
+        out = []
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if self.temp_dir in " ".join(p.info["cmdline"] or []):
+                    out.append(p.pid)
+        return out
+
+    def __enter__(self) -> "NamespacedCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the driver (this process) --------------------------------------------------------------
+    @contextlib.contextmanager
+    def auth_env(self):
+        """This cluster's token auth in os.environ (and Ray's cached config), put back afterwards."""
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+        saved = {k: os.environ.get(k) for k in keys}
+
+        def refresh():
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
+
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+        refresh()
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            refresh()
+
+    @contextlib.contextmanager
+    def driver(self, nodes: int = 2, timeout: float = 60):
+        """``ray.init`` this process into the cluster (once ``nodes`` nodes are alive); shut down after."""
+        import ray
+
+        with self.auth_env():
+            ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
+            try:
+                self.wait_nodes(nodes, timeout)
+                yield ray
+            finally:
+                ray.shutdown()
+
+    def wait_nodes(self, n: int, timeout: float = 60) -> list[dict]:
+        """Wait (connected driver) until exactly ``n`` nodes are alive; returns them."""
+        import ray
+
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = [node for node in ray.nodes() if node["Alive"]]
+            if len(alive) == n:
+                return alive
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(alive)} nodes alive after {timeout}s, wanted {n}")
+            time.sleep(0.5)
+
+    def worker_node_id(self) -> str:
+        """The node id of the live worker node (the alive node with the worker resource)."""
+        import ray
+
+        key = next(iter(self.worker_resources))
+        (node,) = [n for n in ray.nodes() if n["Alive"] and key in n["Resources"]]
+        return node["NodeID"]
