@@ -34,6 +34,9 @@ def test_by_path_needs_no_storage(storage, tmp_path, monkeypatch):
     assert find_sweep("runs/beta-00ff00ff", None) == storage / "beta-00ff00ff"
     assert find_sweep(str(storage / "beta-00ff00ff"), None) == storage / "beta-00ff00ff"
     assert find_sweep("runs/beta-00ff00ff/", "nowhere") == storage / "beta-00ff00ff"
+    (storage / "beta-00ff00ff" / "rounds" / "dictionary=canonical").mkdir(parents=True)
+    assert find_sweep("runs/beta-00ff00ff/rounds", None) == storage / "beta-00ff00ff"  # as glth run prints it
+    assert find_sweep(str(storage / "beta-00ff00ff" / "rounds" / "dictionary=canonical"), None) == storage / "beta-00ff00ff"
     monkeypatch.chdir(storage)
     assert find_sweep("gamma-5555aaaa", "/nonexistent") == storage / "gamma-5555aaaa"  # a relative path in cwd
 

@@ -42,7 +42,8 @@ def _is_sweep_dir(d: Path) -> bool:
 def find_sweep(key: str, storage: str | None) -> Path:
     """The sweep directory that ``key`` names, resolved (absolute).
 
-    ``key`` may be a sweep directory's path (absolute or relative: what ``glth run`` printed), a
+    ``key`` may be a sweep directory's path (absolute or relative: what ``glth run`` printed; a
+    directory inside it, such as its ``rounds/``, names it too), a
     sweep id under ``storage``, a unique prefix of one, or the spec's ``name:``. The storage root
     is only needed for the last three. Any failure is one line listing the sweeps there.
     """
@@ -53,6 +54,10 @@ def find_sweep(key: str, storage: str | None) -> Path:
     if _is_sweep_dir(as_path):
         return as_path.resolve()
     if as_path.is_dir() and ("/" in key or as_path.is_absolute()):
+        # a directory inside a sweep (its rounds/, as `glth run` prints it) names that sweep
+        inside = next((d for d in as_path.resolve().parents[:3] if _is_sweep_dir(d)), None)
+        if inside is not None:
+            return inside
         raise BadInput(f"sweep: {key} is a directory but not a sweep (it has no spec.yaml)")
     if not root.is_dir():
         raise BadInput(f"sweep: {key!r} is not a sweep directory, and --storage {root} does not exist "
