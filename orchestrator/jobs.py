@@ -233,7 +233,8 @@ class Cluster:
 
 # -- what a submitted job is given ----------------------------------------------------------
 def _absolute_out(out: str) -> str:
-    return out if out.startswith("~") else str(Path(out).resolve())
+    """A relative local path made absolute here; ``~…`` and URIs (``s3://…``, ``file://…``) as given."""
+    return out if out.startswith("~") or "://" in out else str(Path(out).resolve())
 
 
 def _absolute_tracking_uri(uri: str | None) -> str:

@@ -254,6 +254,10 @@ def test_token_header_and_job_env(tmp_path, monkeypatch):
         jobs.auth_headers(str(tmp_path / "missing"))
     assert "s3cret" not in str(e.value)
 
+    monkeypatch.chdir(tmp_path)  # where a submitted job's storage lands
+    assert jobs._absolute_out("out") == str(tmp_path / "out")
+    assert [jobs._absolute_out(o) for o in ("~/runs", "s3://bucket/runs", "file:///x")] == ["~/runs", "s3://bucket/runs", "file:///x"]
+
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     assert jobs.job_env("sqlite:////x.db", sends_token=True) == {"MLFLOW_TRACKING_URI": "sqlite:////x.db", "RAY_AUTH_MODE": "token"}
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
