@@ -28,16 +28,17 @@ from orchestrator.sinks.mlflow.sync import _finish, _log_new_rounds, _run_name, 
 class MlflowWriter(Callback):
     """``metas``: one row-meta per trial of the whole sweep (``trial_id`` and the curve keys
     dataset, model, dictionary, control, tau, rewind; ``trial_row_meta`` gives them), so each curve
-    knows how many seeds to wait for. ``out_dir``: where the sweep's Parquet rows live; rows
+    knows how many seeds to wait for. ``out_dir``: where the sweep's Parquet rows live (as
+    ``parquet.read_rounds`` takes it); rows
     written before this run (reused trials, a resumed sweep) are read at ``setup`` so their
     curves complete too. Pickles (Tune saves callbacks with its experiment state): the client is
     rebuilt after unpickling, the caches are kept."""
 
     def __init__(self, tracking_uri: str, experiment: str, experiment_id: str | None, parent_run_id: str | None,
-                 sweep_id: str, metas: Iterable[dict] = (), out_dir: str | None = None):
+                 sweep_id: str, metas: Iterable[dict] = (), out_dir=None):
         self.tracking_uri, self.experiment, self.sweep_id = tracking_uri, experiment, sweep_id
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
-        self.out_dir = None if out_dir is None else str(out_dir)
+        self.out_dir = out_dir  # what orchestrator.sinks.parquet takes: a path, a storage URI or a Storage
         keep = ("trial_id", *curves.CURVE)
         self.book = curves.CurveBook([{k: m.get(k) for k in keep} for m in metas])
         self.off = parent_run_id is None or experiment_id is None  # nowhere to write: MLflow was down at start
