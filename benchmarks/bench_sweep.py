@@ -63,7 +63,7 @@ def main() -> None:
     trial = parse(yaml.safe_dump(spec)).trials[0]
     torch.set_num_threads(1)  # as in a Ray trial with resources {cpu: 1}
     t0 = time.perf_counter()
-    records = Trajectory(trial.trajectory).run()
+    records = Trajectory(trial.config).run()
     alone = time.perf_counter() - t0
     alone_compute = sum(r["wall_seconds"] for r in records)
     cores = os.cpu_count() or 1

@@ -89,10 +89,12 @@ class Experiment:
     #: how results are read: "curves" (accuracy against compression) or "construction"
     summary: str = "curves"
 
-    def group(self, configs: list, states: list | None = None):
-        """A group runner over ``configs`` (with their saved states, or None to start)."""
+    def group(self, configs: list, states: list | None = None, batched: bool = False):
+        """A group runner over ``configs`` (with their saved states, or None to start); ``batched``
+        keeps the batch runner for what is left of a batch (one member, say) so that it goes on
+        as it began."""
         states = states or [None] * len(configs)
-        if len(configs) == 1:
+        if len(configs) == 1 and not (batched and self.batch is not None):
             return SingleGroup(self.runner(configs[0], state=states[0]))
         if self.batch is None:
             raise ValueError(f"batch_seeds: kind {self.name} does not batch seeds")

@@ -4,7 +4,7 @@ MLflow parent run.
 
 * threshold and peak per curve come from ``results.summarize`` / ``results.thresholds``;
 * **mask overlap**: at each round, the Jaccard index |A ∩ B| / |A ∪ B| of the kept elements of
-  every pair of seeds (mean, min, max over pairs), from the tickets in the trials' checkpoints,
+  every pair of seeds (mean, min, max over pairs), from the trials' tickets in the sweep directory,
   next to the chance level of two independent random masks of the same density p,
   E[J] ≈ p / (2 − p). For grouped dictionaries (bottlenecks) the same on the kept groups
   (columns of U: input coordinates for identity, DCT frequencies for dct). Overlap is only
@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from glth_core.dictionaries import varies_with_seed
 from orchestrator import atomic
 from orchestrator.results import CURVE, summarize, thresholds
 
@@ -69,22 +70,10 @@ def chance(density: float) -> float:
     return density / (2.0 - density) if density > 0 else math.nan
 
 
-def _seed_dependent(spec: dict) -> bool:
-    """Whether the dictionary's basis is drawn from (or fitted with) the trial's seed."""
-    kind = spec.get("kind")
-    if kind == "random":
-        return True
-    if kind == "blockdiag":
-        return spec.get("block") == "random"
-    if kind == "bottleneck":
-        return spec.get("basis") in ("random", "pca")  # pca of a hidden layer's inputs depends on init
-    return False
-
-
 def basis_key(config: dict) -> str:
     """Equal across trials exactly when they prune the same dictionary of the same model."""
     spec = dict(config.get("dictionary") or {})
-    if not _seed_dependent(spec):
+    if not varies_with_seed(spec):
         spec.pop("seed", None)
     return json.dumps([config.get("dataset"), config.get("model"), spec], sort_keys=True, default=str)
 
@@ -110,7 +99,7 @@ def group_mask(config: dict, mask: torch.Tensor) -> torch.Tensor | None:
 
 def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
     """Mask overlap across seeds per curve × round (see the module doc)."""
-    from orchestrator.checkpoints import trial_tickets
+    from orchestrator.layout import SweepDir
 
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     out = []
@@ -121,10 +110,9 @@ def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
         tickets = {}
         if same_basis and len(configs) > 1:
             for tid in configs:
-                try:
-                    tickets[tid] = trial_tickets(sweep_dir, tid)
-                except FileNotFoundError:
-                    print(f"[glth] analysis: trial {tid} has no checkpoint; left out of the mask overlap", file=sys.stderr)
+                tickets[tid] = SweepDir.at(sweep_dir).tickets(tid)
+                if not tickets[tid]:
+                    print(f"[glth] analysis: trial {tid} has no tickets; left out of the mask overlap", file=sys.stderr)
         for rnd in sorted(curve["round"].unique()):
             masks = [t[int(rnd)].mask.cpu() for t in tickets.values() if int(rnd) in t]
             row = dict(zip(CURVE, key), round=int(rnd), overlap_seeds=len(masks))
@@ -145,7 +133,7 @@ def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
 
 # -- the whole analysis ----------------------------------------------------------------------------
 def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.005) -> Analysis:
-    """Thresholds, peaks and (when ``sweep_dir`` holds the checkpoints) mask overlap of a sweep's rows.
+    """Thresholds, peaks and (when ``sweep_dir`` holds the tickets) mask overlap of a sweep's rows.
     ``delta`` is in accuracy units (0.005 = 0.5 points)."""
     summary = summarize(rows, delta)
     if sweep_dir is not None:

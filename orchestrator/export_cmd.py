@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from glth_core import export as gexport
-from glth_core.imp import Trajectory, TrajectoryConfig
+from glth_core import kinds
 from orchestrator import atomic
 from orchestrator.analysis import experiment_of
 
@@ -30,11 +30,12 @@ class ExportError(ValueError):
     """Bad input for an export (unknown trial or round); one line, exit status 2."""
 
 
-def trial_config(row: dict) -> TrajectoryConfig:
-    """The TrajectoryConfig of a Parquet row (its ``config`` column, extra keys dropped)."""
+def trial_config(row: dict):
+    """The config of a Parquet row's trial (its ``config`` column, recorded extras dropped)."""
     cfg = json.loads(row["config"])
-    names = {f.name for f in dataclasses.fields(TrajectoryConfig)}
-    return TrajectoryConfig.from_dict({k: v for k, v in cfg.items() if k in names})
+    config_cls = kinds.get(row.get("kind") or kinds.DEFAULT).config_cls
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls.from_dict({k: v for k, v in cfg.items() if k in names})
 
 
 def pick_trial(rows, key: str) -> str:
@@ -63,17 +64,19 @@ def export_trial(sweep_dir: Path, rows, trial_key: str, round_: int | None, out:
                  bench_images: int = 1000, repeats: int = 30, threads: int = 1, tracking_uri: str | None = None,
                  log=print) -> dict:
     """Export one round's ticket to ``out`` (+ ``out.json``); returns the metadata written."""
-    from orchestrator.checkpoints import trial_tickets
+    from orchestrator.layout import LayoutError, SweepDir
 
     trial_id = pick_trial(rows, trial_key)
     trial_rows = rows[(rows["trial_id"] == trial_id) & (rows["status"] == "ok")].sort_values("round")
+    where = SweepDir.at(sweep_dir)
     try:
-        tickets = trial_tickets(sweep_dir, trial_id)
-    except FileNotFoundError as e:
-        raise ExportError(f"--trial: {e}") from None
+        where.check_layout()
+    except LayoutError as e:
+        raise ExportError(str(e)) from None
+    tickets = where.tickets(trial_id)
     available = sorted(tickets)
     if not available:
-        raise ExportError(f"--trial: {trial_id} has no tickets in its checkpoint (was it run before tickets were kept?)")
+        raise ExportError(f"--trial: {trial_id} has no tickets (its kind keeps none, or no round has finished)")
     rnd = available[-1] if round_ is None else round_
     if rnd not in tickets:
         raise ExportError(f"--round: {rnd} is not a finished round of {trial_id}; rounds: {', '.join(map(str, available))}")
@@ -81,7 +84,7 @@ def export_trial(sweep_dir: Path, rows, trial_key: str, round_: int | None, out:
     config = trial_config(row)
 
     torch.set_num_threads(max(1, threads))
-    traj = Trajectory(dataclasses.replace(config, device="cpu"))
+    traj = kinds.get(row.get("kind") or kinds.DEFAULT).runner(dataclasses.replace(config, device="cpu"))
     ticket = tickets[rnd]
     masked = gexport.masked_model(traj.model, traj.dictionary, ticket)
     exported = gexport.export(traj.model, traj.dictionary, ticket)

@@ -318,7 +318,7 @@ def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float) ->
 def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, log_remaining: bool = False,
                delta: float = 0.005, basis_count: int = 24, basis_seed: int = 0, title: str | None = None) -> list[Path]:
     """Every figure that applies to the sweep, under ``sweep_dir/plots``; returns the PNGs written."""
-    from orchestrator.checkpoints import trial_tickets
+    from orchestrator.layout import SweepDir
 
     sweep_dir = Path(sweep_dir)
     out = sweep_dir / "plots"
@@ -343,7 +343,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, l
         maps, labels = [], []
         for r in seeds.itertuples():
             try:
-                ticket = trial_tickets(sweep_dir, r.trial_id).get(rnd)
+                ticket = SweepDir.at(sweep_dir).tickets(r.trial_id).get(rnd)
             except FileNotFoundError:
                 ticket = None
             if ticket is None:

@@ -10,16 +10,35 @@ import json
 
 import pandas as pd
 
+from glth_core import kinds
+
 FORMATS = ("table", "csv", "json", "markdown")
 #: what makes one curve: rows differing in any of these are never averaged together
 CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind"]
 _CURVE_DEFAULTS = {"dataset": "?", "model": "?", "control": "none"}
 
 
+def _kinds_of(rows: pd.DataFrame) -> set[str]:
+    return set(rows["kind"].dropna()) if "kind" in rows and len(rows) else {kinds.DEFAULT}
+
+
 def is_strong_search(rows: pd.DataFrame) -> bool:
-    """Rows of edge-popup searches only: their first level is the untrained random network, so
-    no winning-ticket threshold (or dense baseline) is measured against it."""
-    return "kind" in rows and bool((rows["kind"] == "strong").all())
+    """Rows only of kinds without a dense baseline (edge-popup: the first level is the untrained
+    random network), so no winning-ticket threshold is measured against it."""
+    return not any(kinds.get(k).has_threshold for k in _kinds_of(rows))
+
+
+def summary_of(rows: pd.DataFrame) -> str:
+    """How the rows are read: "curves" or "construction" (``glth_core.experiment.SUMMARIES``)."""
+    found = {kinds.get(k).summary for k in _kinds_of(rows)}
+    return found.pop() if len(found) == 1 else "curves"
+
+
+def render_rows(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005) -> str:
+    """The results table that fits the rows' kind (curves, or a construction table)."""
+    if summary_of(rows) == "construction":
+        return render_construct(construct_summary(rows), fmt)
+    return render(summarize(rows, delta), fmt)
 
 
 def summarize(rows: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
@@ -141,10 +160,10 @@ CONSTRUCT_METRICS = ["test_accuracy", "target_accuracy", "max_weight_error", "me
 
 def construct_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Constructive strong tickets: per sampling distribution × ε × n, mean and std over seeds."""
-    rows = rows[(rows.get("kind") == "construct") & (rows["status"] == "ok")]
+    rows = rows[rows["status"] == "ok"]
+    rows = rows[rows["kind"].map(lambda k: kinds.get(k).summary == "construction")] if "kind" in rows else rows.iloc[:0]
     if rows.empty:
         return pd.DataFrame()
-    rows = rows.assign(distribution=rows["basis"])
     g = rows.groupby(CONSTRUCT_KEYS, sort=True)
     out = g[CONSTRUCT_METRICS].mean().add_suffix("_mean").join(g[CONSTRUCT_METRICS].std().fillna(0.0).add_suffix("_std"))
     out.insert(0, "seeds", g["seed"].nunique())

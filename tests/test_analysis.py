@@ -17,7 +17,6 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from orchestrator import analysis
-from orchestrator.trial import TICKETS_FILE
 
 GLTH = str(Path(sys.executable).with_name("glth"))
 
@@ -58,10 +57,9 @@ def test_overlap_needs_one_dictionary_for_all_seeds():
 
 # -- on a real sweep ---------------------------------------------------------------------------------
 def raw_masks(sweep_dir: Path, trial_id: str) -> dict[int, np.ndarray]:
-    """The tickets' masks straight from the newest checkpoint's file (no glth helpers)."""
-    ckpt = sorted((sweep_dir / "tune" / "trials" / trial_id).glob("checkpoint_*"))[-1]
-    saved = torch.load(ckpt / TICKETS_FILE, weights_only=True)
-    return {int(r): t["mask"].numpy() for r, t in saved.items()}
+    """The tickets' masks straight from the sweep directory's ticket files (no glth helpers)."""
+    saved = [torch.load(f, weights_only=True) for f in sorted((sweep_dir / "tickets" / trial_id).glob("round-*.pt"))]
+    return {int(t["round"]): t["mask"].numpy() for t in saved}
 
 
 def set_jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -139,12 +139,12 @@ def test_glth_export_with_bench(paper_sweep, tmp_path):
     assert bench["latency_ms"] > 0 and bench["speedup"] == pytest.approx(bench["latency_ms_dense"] / bench["latency_ms"])
 
     # the saved module is the trial's network: compare with a fresh rebuild of the masked model
-    from orchestrator.checkpoints import trial_tickets
+    from orchestrator.layout import SweepDir
     from orchestrator.export_cmd import trial_config
 
     module = torch.load(out, weights_only=False)
     traj = Trajectory(trial_config(trial.iloc[0].to_dict()))
-    masked = masked_model(traj.model, traj.dictionary, trial_tickets(paper_sweep["sweep_dir"], tid)[last])
+    masked = masked_model(traj.model, traj.dictionary, SweepDir.at(paper_sweep["sweep_dir"]).tickets(tid)[last])
     with torch.no_grad():
         assert (module(traj.data.test_x) - masked(traj.data.test_x)).abs().max().item() <= TOL
 

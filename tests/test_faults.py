@@ -606,7 +606,7 @@ def overlap(reference, tmp_path_factory):
     parent, children = mlflow_runs(uri, sweep.sweep_id)
     return {"tmp": tmp, "uri": uri, "out": ref_out, "ref_files": ref_files, "ref_mtimes": ref_mtimes, "same": same,
             "spec": spec_path, "sweep": sweep, "run": run, "rows": rows, "parent": parent, "children": children,
-            "diverging": sorted(t.trial_id for t in sweep.trials if t.trajectory.train.lr == 1e6)}
+            "diverging": sorted(t.trial_id for t in sweep.trials if t.config.train.lr == 1e6)}
 
 
 def test_a_diverging_trial_fails_alone_with_its_reason_recorded(overlap):

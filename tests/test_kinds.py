@@ -55,9 +55,9 @@ def test_strong_sweep_rows_per_density_level(tmp_path):
 def test_construct_sweep_over_n_and_distribution(tmp_path):
     proc, rows = _run(tmp_path, "construct", CONSTRUCT)
     assert len(rows) == 4 and (rows.kind == "construct").all()
-    assert set(rows.n) == {6, 12} and set(rows.basis) == {"uniform", "hyperbolic"}
+    assert set(rows.n) == {6, 12} and set(rows.distribution) == {"uniform", "hyperbolic"}  # its own column, not basis (#10)
     assert (rows.kept < rows.total).all() and (rows.kept_per_target > 0).all()
-    uniform = rows[rows.basis == "uniform"].set_index("n")
+    uniform = rows[rows.distribution == "uniform"].set_index("n")
     assert uniform.loc[12, "mean_weight_error"] < uniform.loc[6, "mean_weight_error"]  # more candidates, closer
     assert "kept/target" in proc.stdout
 

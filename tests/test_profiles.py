@@ -31,7 +31,7 @@ def test_profile_deep_merges_over_the_spec():
     base, quick = spec.parse(TEXT), spec.parse(TEXT, profile="quick")
     assert base.profile is None and len(base.trials) == 6 and base.spec.rounds == 10
     assert quick.profile == "quick" and len(quick.trials) == 4 and quick.spec.rounds == 3
-    t = quick.trials[0].trajectory.train
+    t = quick.trials[0].config.train
     assert (t.epochs, t.lr, t.batch_size) == (1, 0.05, 64)  # train merged key by key
     only = spec.parse(TEXT, profile="only_id")
     assert len(only.trials) == 3  # a list (here: a mapping) replaces the spec's value
@@ -77,16 +77,16 @@ def test_example_specs_and_their_profiles_parse(name, cifar10_dir, monkeypatch):
     path = REPO / "examples" / "specs" / f"{name}.yaml"
     full, quick = spec.load(path, profile="full"), spec.load(path, profile="quick")
     assert len(quick.trials) <= len(full.trials)
-    assert {t.trajectory.model for t in full.trials} == {"cnn_paper" if name == "fig2_left" else "mlp_300_100"}
-    assert all(t.trajectory.dataset == "cifar10" for t in full.trials)
+    assert {t.config.model for t in full.trials} == {"cnn_paper" if name == "fig2_left" else "mlp_300_100"}
+    assert all(t.config.dataset == "cifar10" for t in full.trials)
 
 
 def test_strong_ticket_example_specs_parse(mnist_dir, monkeypatch):
     monkeypatch.chdir(REPO)
     strong = spec.load(REPO / "examples" / "specs" / "strong_digits.yaml")
     assert {t.kind for t in strong.trials} == {"strong"} and len(strong.trials) == 4 * 2  # dictionaries × seeds
-    assert {t.trajectory.densities for t in strong.trials} == {(1.0, 0.5, 0.3, 0.1)}
+    assert {t.config.densities for t in strong.trials} == {(1.0, 0.5, 0.3, 0.1)}
     construct = spec.load(REPO / "examples" / "specs" / "construct_mnist.yaml")
     assert {t.kind for t in construct.trials} == {"construct"} and len(construct.trials) == 6 * 2  # n × distribution
-    assert {(t.trajectory.n, t.trajectory.distribution) for t in construct.trials} == \
+    assert {(t.config.n, t.config.distribution) for t in construct.trials} == \
         {(n, d) for n in (6, 9, 12, 15, 18, 21) for d in ("uniform", "hyperbolic")}

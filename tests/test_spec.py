@@ -30,8 +30,8 @@ def test_grid_expands_every_list_axis():
     assert len(sweep.trials) == 2 * 2 * 3 * 2
     ids = [t.trial_id for t in sweep.trials]
     assert len(set(ids)) == len(ids)
-    assert {t.trajectory.train.lr for t in sweep.trials} == {0.05, 0.1}
-    assert {t.trajectory.tau for t in sweep.trials} == {0.2, 0.3}
+    assert {t.config.train.lr for t in sweep.trials} == {0.05, 0.1}
+    assert {t.config.tau for t in sweep.trials} == {0.2, 0.3}
     again = spec.parse(GOOD)
     assert [t.trial_id for t in again.trials] == ids and again.sweep_id == sweep.sweep_id
     assert sweep.sweep_id.startswith("t-")

@@ -24,51 +24,18 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from orchestrator import atomic
+from glth_core import kinds
+from orchestrator.layout import ROUNDS
+from orchestrator.storage import Storage
 
 PARTITION = "dictionary"
-
-SCHEMA = pa.schema([
-    ("sweep_id", pa.string()),
-    ("trial_id", pa.string()),
-    ("seed", pa.int64()),
-    ("dataset", pa.string()),
-    ("model", pa.string()),
-    ("dictionary", pa.string()),
-    ("dictionary_kind", pa.string()),
-    ("basis", pa.string()),
-    ("tau", pa.float64()),
-    ("rewind", pa.string()),
-    # not in the original row list, but results.py groups curves by it: a random-mask or reinit
-    # control must not be averaged into the curve it controls
-    ("control", pa.string()),
-    ("round", pa.int64()),
-    ("kept", pa.int64()),
-    ("total", pa.int64()),
-    ("density", pa.float64()),
-    ("compression", pa.float64()),
-    ("test_accuracy", pa.float64()),
-    ("test_loss", pa.float64()),
-    ("val_accuracy", pa.float64()),
-    ("train_accuracy", pa.float64()),
-    ("train_loss", pa.float64()),
-    ("epochs", pa.float64()),
-    ("wall_seconds", pa.float64()),
-    ("rank", pa.int64()),  # kept groups; null for ungrouped dictionaries
-    ("status", pa.string()),
-    ("config", pa.string()),
-    # trial kind (imp, strong, construct) and what only constructive strong tickets report (null otherwise)
-    ("kind", pa.string()),
-    ("epsilon", pa.float64()),
-    ("n", pa.int64()),
-    ("target_accuracy", pa.float64()),
-    ("max_weight_error", pa.float64()),
-    ("mean_weight_error", pa.float64()),
-    ("max_output_error", pa.float64()),
-    ("kept_per_target", pa.float64()),
-    ("random_per_target", pa.float64()),
-    ("construct_seconds", pa.float64()),
-])
+_ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string()}
+#: columns of every row that the orchestrator adds (the trial's identity and status)
+META = {"sweep_id": str, "trial_id": str, "kind": str, "run_name": str, "rows_expected": int, "seed": int,
+        "dataset": str, "model": str}
+TAIL = {"status": str, "config": str}
+#: the schema follows from the trial kinds' declared columns (``glth_core.kinds.columns``)
+SCHEMA = pa.schema([(name, _ARROW[t]) for name, t in {**META, **kinds.columns(), **TAIL}.items()])
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != PARTITION])
 _PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field(PARTITION)]), flavor="hive")
 _DEFAULTS = {"control": "none"}
@@ -78,15 +45,28 @@ _DEFAULTS = {"control": "none"}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][^/\\=%\s]*")
 
 
-def rounds_dir(out_dir: str | Path, sweep_id: str) -> Path:
-    return Path(out_dir) / sweep_id / "rounds"
+def sweep_store(out_dir, sweep_id: str) -> Storage:
+    """The sweep directory's storage (``out_dir`` a path, a storage URI or a ``Storage``)."""
+    root = out_dir if isinstance(out_dir, Storage) else Storage.resolve(str(out_dir))
+    return root.child(sweep_id)
 
 
-def trial_path(out_dir: str | Path, sweep_id: str, trial_id: str, dictionary_label: str) -> Path:
-    for what, name in (("sweep_id", sweep_id), ("trial_id", trial_id), ("dictionary label", dictionary_label)):
+def rounds_dir(out_dir, sweep_id: str) -> Path:
+    """The local directory of a sweep's rows (local storage only; see ``sweep_store``)."""
+    return Path(sweep_store(out_dir, sweep_id).fs_path(ROUNDS))
+
+
+def _relative(trial_id: str, dictionary_label: str) -> str:
+    for what, name in (("trial_id", trial_id), ("dictionary label", dictionary_label)):
         if not _SAFE_NAME.fullmatch(str(name)):
             raise ValueError(f"{what} {name!r} is not a safe path segment")
-    return rounds_dir(out_dir, sweep_id) / f"{PARTITION}={dictionary_label}" / f"{trial_id}.parquet"
+    return f"{ROUNDS}/{PARTITION}={dictionary_label}/{trial_id}.parquet"
+
+
+def trial_path(out_dir, sweep_id: str, trial_id: str, dictionary_label: str) -> Path:
+    if not _SAFE_NAME.fullmatch(str(sweep_id)):
+        raise ValueError(f"sweep_id {sweep_id!r} is not a safe path segment")
+    return Path(sweep_store(out_dir, sweep_id).fs_path(_relative(trial_id, dictionary_label)))
 
 
 def _missing(v) -> bool:
@@ -115,41 +95,59 @@ def _table(sweep_id: str, trial_id: str, records: list[dict]) -> pa.Table:
     return pa.table(columns, schema=FILE_SCHEMA)
 
 
-def write_trial(out_dir: str | Path, sweep_id: str, trial_id: str, dictionary_label: str, records: list[dict]) -> Path:
+def write_trial(out_dir, sweep_id: str, trial_id: str, dictionary_label: str, records: list[dict]) -> str:
     """Replace the trial's file with ``records`` (its full history), one row per round, atomically."""
-    path = trial_path(out_dir, sweep_id, trial_id, dictionary_label)
+    if not _SAFE_NAME.fullmatch(str(sweep_id)):
+        raise ValueError(f"sweep_id {sweep_id!r} is not a safe path segment")
     table = _table(sweep_id, trial_id, records)
-    with atomic.writing(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
+    return sweep_store(out_dir, sweep_id).write_parquet(_relative(trial_id, dictionary_label), table)
 
 
 def _empty() -> pd.DataFrame:
     return SCHEMA.empty_table().to_pandas()
 
 
-def read_rounds(out_dir: str | Path, sweep_id: str) -> pd.DataFrame:
+def read_rounds(out_dir, sweep_id: str) -> pd.DataFrame:
     """All rows of a sweep, sorted by trial and round; an empty frame with the columns if none."""
-    root = rounds_dir(out_dir, sweep_id)
-    if not root.is_dir():
-        return _empty()
-    # hidden names (atomic's temporaries) are skipped by the default ignore_prefixes
-    dataset = ds.dataset(root, format="parquet", schema=SCHEMA, partitioning=_PARTITIONING)
+    store = sweep_store(out_dir, sweep_id)
+    # hidden names (atomic's temporaries) are skipped by open_dataset; older files lack newer
+    # columns, which read as nulls
+    dataset = store.open_dataset(ROUNDS, schema=SCHEMA, partitioning=_PARTITIONING)
     df = dataset.to_table().to_pandas()
     if df.empty:
         return _empty()
     return df.sort_values(["trial_id", "round"], kind="stable").reset_index(drop=True)[SCHEMA.names]
 
 
-def trial_files(out_dir: str | Path, sweep_id: str) -> dict[str, Path]:
-    """trial_id → its Parquet file."""
-    root = rounds_dir(out_dir, sweep_id)
-    return {p.stem: p for p in sorted(root.glob(f"{PARTITION}=*/*.parquet")) if not p.name.startswith(".")}
+def read_trial(out_dir, sweep_id: str, trial_id: str, dictionary_label: str) -> list[dict]:
+    """One trial's rows as records ([] when it has no file yet)."""
+    store = sweep_store(out_dir, sweep_id)
+    rel = _relative(trial_id, dictionary_label)
+    if not store.exists(rel):
+        return []
+    table = pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
+    return table.to_pandas().to_dict("records")
 
 
-def completed_trials(out_dir: str | Path, sweep_id: str, rounds: int) -> set[str]:
-    """Trial ids whose rows hold rounds 0 … rounds−1, all with status ok."""
+def trial_files(out_dir, sweep_id: str) -> dict[str, Path | str]:
+    """trial_id → its Parquet file (a local Path, or a URI on an object store)."""
+    store = sweep_store(out_dir, sweep_id)
+    out = {}
+    for part in store.list(ROUNDS):
+        for name in store.list(f"{ROUNDS}/{part}", suffix=".parquet"):
+            rel = f"{ROUNDS}/{part}/{name}"
+            out[name[: -len(".parquet")]] = Path(store.fs_path(rel)) if store.is_local else store.uri_of(rel)
+    return out
+
+
+def completed_trials(out_dir, sweep_id: str, rounds: int | None = None) -> set[str]:
+    """Trial ids whose ok rows hold rounds 0 … n−1, n their ``rows_expected`` (or ``rounds``)."""
     df = read_rounds(out_dir, sweep_id)
     ok = df[df["status"] == "ok"]
-    needed = set(range(rounds))
-    return {tid for tid, r in ok.groupby("trial_id")["round"] if needed <= set(r.tolist())}
+    done = set()
+    for tid, rows in ok.groupby("trial_id"):
+        expected = rows["rows_expected"].dropna()
+        n = int(expected.iloc[0]) if len(expected) else rounds
+        if n is not None and set(range(n)) <= set(rows["round"].tolist()):
+            done.add(tid)
+    return done

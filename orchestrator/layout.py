@@ -1,0 +1,143 @@
+"""The sweep directory, owned by glth, on any storage (``orchestrator.storage``)::
+
+    <storage>/<sweep_id>/
+      sweep.json                      layout version, sweep id (written first)
+      spec.yaml                       the spec as run (profile and overrides recorded)
+      rounds/dictionary=<label>/<trial_id>.parquet   one row per round (orchestrator.sinks.parquet)
+      tickets/<trial_id>/round-<r>.pt  each finished round's mask and trained weights
+      state/<group_id>.pt              a Tune trial's resume state: its members' states, failed rows
+      tune/                            Ray Tune's own bookkeeping (the driver's; never read by glth)
+      analysis.parquet, plots/         written by `glth results` / `glth plot`
+
+Workers write tickets and state (before they report the round), the driver writes the rest. Every
+write is atomic on every backend (see ``Storage.write_bytes``). A directory written by an older
+glth (no ``sweep.json``: tickets inside Tune's checkpoints, other trial ids) is refused by what
+needs its tickets, with a one-line message naming the cause.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from glth_core.imp import Ticket
+from orchestrator.storage import Storage
+
+LAYOUT = 2
+MARKER = "sweep.json"
+SPEC = "spec.yaml"
+ROUNDS = "rounds"
+TUNE = "tune"
+
+
+class LayoutError(ValueError):
+    """A sweep directory this glth cannot read (one line naming the cause)."""
+
+
+def _save(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _load(data: bytes):
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+@dataclass
+class GroupState:
+    """What a Tune trial (one trial, or a batch of seeds) leaves between rounds."""
+
+    states: dict = field(default_factory=dict)  # trial_id → the runner's state (glth_core.state.State)
+    failed: dict = field(default_factory=dict)  # trial_id → its failed row(s)
+
+
+class SweepDir:
+    """One sweep's directory on its storage."""
+
+    def __init__(self, storage: Storage, sweep_id: str):
+        self.storage, self.sweep_id = storage, sweep_id
+        self.store = storage.child(sweep_id)
+
+    def __repr__(self):
+        return f"SweepDir({self.store.uri!r})"
+
+    @classmethod
+    def at(cls, location) -> "SweepDir":
+        """The sweep directory at a path or URI (``glth-runs/<sweep_id>``, ``s3://b/p/<sweep_id>``)."""
+        if isinstance(location, SweepDir):
+            return location
+        text = str(location).rstrip("/")
+        parent, _, name = text.rpartition("/")
+        if "://" not in text:
+            path = Path(text).expanduser().resolve()
+            parent, name = str(path.parent), path.name
+        return cls(Storage.resolve(parent), name)
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    # -- the sweep --------------------------------------------------------------------------
+    def create(self, spec_text: str) -> None:
+        self.store.write_text(MARKER, json.dumps({"layout": LAYOUT, "sweep_id": self.sweep_id}) + "\n")
+        self.store.write_text(SPEC, spec_text)
+
+    def exists(self) -> bool:
+        return self.store.exists(SPEC)
+
+    def check_layout(self) -> None:
+        """Raise LayoutError unless this directory was written with the current layout."""
+        if not self.store.exists(MARKER):
+            raise LayoutError(f"sweep {self.sweep_id}: written by an older glth (no {MARKER}: its tickets live in "
+                              f"Tune's checkpoints under other trial ids); rerun its spec.yaml to get layout {LAYOUT}")
+        layout = json.loads(self.store.read_text(MARKER)).get("layout")
+        if layout != LAYOUT:
+            raise LayoutError(f"sweep {self.sweep_id}: layout {layout} is not {LAYOUT}; rerun its spec.yaml")
+
+    def spec_text(self) -> str:
+        return self.store.read_text(SPEC)
+
+    # -- tickets ----------------------------------------------------------------------------
+    @staticmethod
+    def _ticket(trial_id: str, round_index: int) -> str:
+        return f"tickets/{trial_id}/round-{round_index:04d}.pt"
+
+    def save_ticket(self, trial_id: str, ticket: Ticket) -> None:
+        self.store.write_bytes(self._ticket(trial_id, ticket.round), _save(ticket.to_dict()))
+
+    def tickets(self, trial_id: str) -> dict[int, Ticket]:
+        """Every finished round's ticket of a trial ({} when it has none)."""
+        out = {}
+        for name in self.store.list(f"tickets/{trial_id}", suffix=".pt"):
+            ticket = Ticket.from_dict(_load(self.store.read_bytes(f"tickets/{trial_id}/{name}")))
+            out[ticket.round] = ticket
+        return dict(sorted(out.items()))
+
+    def copy_tickets(self, other: "SweepDir", trial_id: str) -> None:
+        """Copy a trial's tickets from another sweep (a finished trial reused, not recomputed)."""
+        for ticket in other.tickets(trial_id).values():
+            self.save_ticket(trial_id, ticket)
+
+    # -- resume state -------------------------------------------------------------------------
+    @staticmethod
+    def _state(group_id: str) -> str:
+        return f"state/{group_id}.pt"
+
+    def save_group(self, group_id: str, group: GroupState) -> None:
+        payload = {"states": {tid: s.to_dict() for tid, s in group.states.items()}, "failed": group.failed}
+        self.store.write_bytes(self._state(group_id), _save(payload))
+
+    def load_group(self, group_id: str, state_cls) -> GroupState:
+        if not self.store.exists(self._state(group_id)):
+            return GroupState()
+        payload = _load(self.store.read_bytes(self._state(group_id)))
+        return GroupState({tid: state_cls.from_dict(d) for tid, d in payload["states"].items()}, dict(payload["failed"]))
+
+    def clear_states(self) -> None:
+        """Forget every resume state (``--force`` recomputes from round 0)."""
+        self.store.delete_dir("state")

@@ -1,0 +1,38 @@
+"""The driver's Tune callback that turns each round's reported rows into Parquet.
+
+A report carries only the rows new that round (``orchestrator.trainable``); this callback keeps
+each trial's rows (loaded from its file when first seen, so a new driver continues an old file)
+and rewrites the trial's file with all of them, atomically. Rows are keyed by round: a row
+reported twice (a trial resumed from its state) is the same row, written once.
+"""
+
+from __future__ import annotations
+
+from ray.tune import Callback
+
+from orchestrator.sinks import parquet
+
+
+class ParquetWriter(Callback):
+    def __init__(self, storage, sweep_id: str):
+        self.storage, self.sweep_id = storage, sweep_id
+        self.rows: dict[str, dict[int, dict]] = {}
+
+    def add(self, rows: list[dict]) -> list[str]:
+        """Merge ``rows`` into their trials' files; returns the trial ids written."""
+        by_trial: dict[str, list[dict]] = {}
+        for row in rows:
+            by_trial.setdefault(row["trial_id"], []).append(row)
+        for trial_id, new in by_trial.items():
+            label = new[0]["dictionary"]
+            known = self.rows.get(trial_id)
+            if known is None:
+                known = {int(r["round"]): r for r in parquet.read_trial(self.storage, self.sweep_id, trial_id, label)}
+            for r in new:
+                known[int(r["round"])] = r
+            self.rows[trial_id] = known
+            parquet.write_trial(self.storage, self.sweep_id, trial_id, label, list(known.values()))
+        return list(by_trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.add(result.get("new_rows") or [])
