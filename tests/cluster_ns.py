@@ -109,8 +109,8 @@ class NamespacedCluster:
 
     # -- processes ------------------------------------------------------------------------------
     def _popen(self, argv: list[str], log_name: str) -> subprocess.Popen:
-        log = open(Path(self.temp_dir) / log_name, "wb")
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        with open(Path(self.temp_dir) / log_name, "wb") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
 
     def _ray_start(self, ip: str, *args: str) -> list[str]:
         return [str(BIN / "ray"), "start", *args, f"--node-ip-address={ip}", "--block", "--disable-usage-stats",

@@ -52,7 +52,9 @@ class S3Server:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.access_key = self.secret_key = None
-        self.log_path = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
+        fd, name = tempfile.mkstemp(prefix="moto-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
 
     @property
     def env(self) -> dict[str, str]:
@@ -65,9 +67,9 @@ class S3Server:
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(NO_AUTH_REQUESTS), "PYTHONUNBUFFERED": "1"}
         for k in [k for k in env if k.startswith("AWS_")]:
             env.pop(k)
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        with open(self.log_path, "wb") as log:  # the server keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:  # /moto-api/ is moto's own dashboard: not an AWS action, so not counted
             if self.proc.poll() is not None:
@@ -77,8 +79,9 @@ class S3Server:
                     break
             except OSError:
                 if time.monotonic() > deadline:
+                    text = self.log_path.read_text()[-2000:]
                     self.stop()
-                    raise RuntimeError(f"moto_server not up after {timeout}s: {self.log_path.read_text()[-2000:]}")
+                    raise RuntimeError(f"moto_server not up after {timeout}s: {text}")
                 time.sleep(0.2)
         self._make_user()
         return self
@@ -116,6 +119,7 @@ class S3Server:
             os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the server and any child
             self.proc.wait(timeout=30)
         self.proc = None
+        self.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
