@@ -50,6 +50,20 @@ FAST_FAILURE_DETECTION = {"RAY_health_check_initial_delay_ms": "1000", "RAY_heal
                           "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
+def mount_namespace_unavailable() -> str | None:
+    """Why a private mount namespace with a tmpfs cannot be made here (no unshare, no
+    CAP_SYS_ADMIN), or None when it can: the harness and its tests need one."""
+    import shutil as sh
+
+    if sh.which("unshare") is None:
+        return "unshare (util-linux) not found"
+    with tempfile.TemporaryDirectory(prefix="glns-probe-") as d:
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            f"mount -t tmpfs tmpfs {shlex.quote(d)} && mount --bind -o ro {shlex.quote(d)} {shlex.quote(d)}"],
+                           capture_output=True, text=True, timeout=60)
+    return None if r.returncode == 0 else f"no private mount namespace here: {' '.join(r.stderr.split())[:200]}"
+
+
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
         p = psutil.Process(pid)

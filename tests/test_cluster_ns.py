@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from cluster_ns import NamespacedCluster
+from cluster_ns import NamespacedCluster, mount_namespace_unavailable
 from ray import tune
 
 from orchestrator.storage import Storage
@@ -28,6 +28,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_server):
     """One cluster for the module, this process its driver; S3 credentials in every node's env."""
+    if why := mount_namespace_unavailable():
+        pytest.skip(why)
     base = tmp_path_factory.mktemp("ns")
     with pytest.MonkeyPatch.context() as mp:
         for k in [k for k in os.environ if k.startswith("AWS_") or k == "GLTH_S3_ENDPOINT"]:
