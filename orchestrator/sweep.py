@@ -27,6 +27,7 @@ from orchestrator.progress import Progress
 from orchestrator.ray_local import ray_session
 from orchestrator.sinks import mlflow as mlflow_sink
 from orchestrator.sinks import parquet
+from orchestrator.sinks.mlflow.callback import MlflowWriter
 from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.spec import Sweep, groups
 from orchestrator.storage import Storage
@@ -94,6 +95,12 @@ def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
     return info
 
 
+def _mlflow_writer(sweep: Sweep, storage: Storage, info: dict) -> MlflowWriter:
+    """The driver's MLflow writer: child runs per trial, the curves on the parent, live."""
+    return MlflowWriter(info["tracking_uri"], info["experiment"], info["experiment_id"], info["parent_run_id"],
+                        sweep.sweep_id, metas=[t.meta(sweep.sweep_id) for t in sweep.trials], out_dir=storage)
+
+
 def grid_entries(trials: list, batch_seeds: int) -> list[dict]:
     """One Tune trial per trial, or per chunk of ``batch_seeds`` seeds of one configuration."""
     if batch_seeds <= 1:
@@ -133,7 +140,8 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
         os.environ.setdefault(key, value)
     if pending:
         res = sweep.spec.resources
-        sweep_cfg = {"sweep_id": sweep.sweep_id, "storage": storage.uri, "threads": max(1, int(res.cpu))}
+        sweep_cfg = {"sweep_id": sweep.sweep_id, "storage": storage.uri, "threads": max(1, int(res.cpu)),
+                     "system_metrics": bool(sweep.spec.system_metrics)}
         # what this run knows: trials whose rows are already complete, and the driver's working
         # directory (a relative dataset.data_dir, kept relative in the trial id, is resolved against it)
         live = {"completed": sorted(done), "cwd": os.getcwd()}
@@ -151,7 +159,7 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME, storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
-                    callbacks=[ParquetWriter(storage, sweep.sweep_id), progress],
+                    callbacks=[ParquetWriter(storage, sweep.sweep_id), _mlflow_writer(sweep, storage, mlflow_info), progress],
                     failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
                 ),
             )

@@ -25,6 +25,7 @@ from ray import tune
 
 from glth_core.train import DivergedError
 from orchestrator.layout import GroupState, SweepDir
+from orchestrator.sinks.mlflow.system import SystemSampler
 from orchestrator.spec import Trial
 from orchestrator.storage import Storage
 
@@ -80,32 +81,41 @@ def run_group(config: dict, live: dict | None = None) -> None:
     node_id = ray.get_runtime_context().get_node_id()
     batched = len(members) > 1
     group = experiment.group([configs[k] for k in active], states, batched) if active else None
+    sampler = SystemSampler().start() if sweep.get("system_metrics") and group is not None else None
 
-    while active and not group.done:
-        round_index = group.states[0].round
-        try:
-            records = group.run_round()
-        except DivergedError as e:
-            # deterministic: retrying would diverge again, so record it and go on without it
-            culprits = list(active) if e.index is None else [active[e.index]]
-            unfinished = dict(zip(active, group.states))  # a failed round leaves every state as it was
-            for k in culprits:
-                failed[ids[k]] = [{**metas[k], "round": round_index, "status": f"failed: {e}"}]
-                pending += failed[ids[k]]
-            active = [k for k in active if k not in culprits]
-            sweep_dir.save_group(group_id, GroupState({ids[k]: unfinished[k] for k in active}, failed))
-            if not active:
-                tune.report({"round": round_index, "new_rows": pending, "trial_id": group_id, "failed": str(e)})
-                return
-            group = experiment.group([configs[k] for k in active], [unfinished[k] for k in active], batched)
-            continue
-        for j, k in enumerate(active):
-            pending.append({**metas[k], **records[j], "status": "ok"})
-            if group.tickets[j] is not None:
-                sweep_dir.save_ticket(ids[k], group.tickets[j])
-        sweep_dir.save_group(group_id, GroupState({ids[k]: s for k, s in zip(active, group.states)}, failed))
-        tune.report({**_numbers(records[0]), "new_rows": pending, "trial_id": group_id,
-                     "resumed_from": resumed_from, "node_id": node_id})
-        pending = []
-    if pending:  # a restored trial that had already finished: its rows, once more
-        tune.report({"new_rows": pending, "trial_id": group_id, "resumed_from": resumed_from, "node_id": node_id})
+    def report(metrics: dict) -> None:
+        if sampler is not None:
+            metrics["system_metrics"] = sampler.take()
+        tune.report({**metrics, "trial_id": group_id, "resumed_from": resumed_from, "node_id": node_id})
+
+    try:
+        while active and not group.done:
+            round_index = group.states[0].round
+            try:
+                records = group.run_round()
+            except DivergedError as e:
+                # deterministic: retrying would diverge again, so record it and go on without it
+                culprits = list(active) if e.index is None else [active[e.index]]
+                unfinished = dict(zip(active, group.states))  # a failed round leaves every state as it was
+                for k in culprits:
+                    failed[ids[k]] = [{**metas[k], "round": round_index, "status": f"failed: {e}"}]
+                    pending += failed[ids[k]]
+                active = [k for k in active if k not in culprits]
+                sweep_dir.save_group(group_id, GroupState({ids[k]: unfinished[k] for k in active}, failed))
+                if not active:
+                    report({"round": round_index, "new_rows": pending, "failed": str(e)})
+                    return
+                group = experiment.group([configs[k] for k in active], [unfinished[k] for k in active], batched)
+                continue
+            for j, k in enumerate(active):
+                pending.append({**metas[k], **records[j], "status": "ok"})
+                if group.tickets[j] is not None:
+                    sweep_dir.save_ticket(ids[k], group.tickets[j])
+            sweep_dir.save_group(group_id, GroupState({ids[k]: s for k, s in zip(active, group.states)}, failed))
+            report({**_numbers(records[0]), "new_rows": pending})
+            pending = []
+        if pending:  # a restored trial that had already finished: its rows, once more
+            report({"new_rows": pending})
+    finally:
+        if sampler is not None:
+            sampler.stop()

@@ -60,6 +60,8 @@ class SweepBase(Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     #: where the sweep lives: a local directory, a shared filesystem path, or s3://bucket/prefix
     storage: str | None = None
+    #: CPU/GPU utilization and memory of each trial's worker, as system/* metrics of its MLflow run
+    system_metrics: bool = True
 
     @field_validator("seeds")
     @classmethod
