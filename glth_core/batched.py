@@ -28,8 +28,9 @@ from torch.func import vmap
 
 from glth_core import data as datasets
 from glth_core.dictionaries import seed_dependent
-from glth_core.imp import Ticket, TrainJob, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
-from glth_core.train import (Evaluation, Parameterization, TrainConfig, Weights, batch_indices, batch_totals,
+from glth_core.imp import Ticket, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
+from glth_core.rewind import TrainJob
+from glth_core.train import (Evaluation, Parameterization, Plan, TrainConfig, Weights, batch_indices, batch_totals,
                              dense_or_float, eval_batches, evaluation_of, forward_precision, matmul_precision,
                              run_steps)
 
@@ -83,14 +84,15 @@ def train_batched(
     cfg: TrainConfig,
     generators: list[torch.Generator],
     *,
-    lr_offset: int | None = None,
+    plan: Plan = Plan(),
     on_steps: list[Callable[[int, Weights], None] | None] | None = None,
     names: list[str] | None = None,
     vectorize: bool | None = None,
 ) -> tuple[list[Weights], int]:
     """``glth_core.train.train`` for K trajectories at once: trajectory k starts at ``starts[k]``,
-    trains inside Span(``masks[k]``) on batches drawn from ``generators[k]``; returns each one's
-    trained weights and the steps taken. ``on_steps[k](step, weights)`` sees trajectory k's steps.
+    trains inside Span(``masks[k]``) on batches drawn from ``generators[k]``, every one over the
+    steps of one ``plan``; returns each one's trained weights and the steps taken.
+    ``on_steps[k](step, weights)`` sees trajectory k's steps.
 
     ``vectorize``: True runs the K forwards as one vmapped forward; False runs them one by one
     (the optimizer step and the backward call stay shared); None (default) picks
@@ -104,7 +106,7 @@ def train_batched(
     # meets its zero coefficients, so each seed's output is unchanged
     kept = param.kept_columns(m.any(0))
     factors = dense_or_float(m, w.coeffs.dtype)
-    streams = [batch_indices(x.shape[0], cfg.batch_size, g, x.device) for g in generators]
+    streams = [batch_indices(x.shape[0], cfg.batch_size, g, x.device, start=plan.start_step) for g in generators]
 
     def loss(coeffs, free, mask, xb, yb):
         return F.cross_entropy(param.forward(Weights(coeffs, free), mask, xb, kept).float(), yb)
@@ -134,11 +136,11 @@ def train_batched(
                     cb(step, unstack(w, k))
 
     with matmul_precision(cfg, x):
-        run_steps(leaves, cfg, total, losses_at, lr_offset=lr_offset, on_step=on_step,
+        run_steps(leaves, cfg, total, losses_at, plan=plan, on_step=on_step,
                   who=None if names is None else names.__getitem__)
     out = [Weights(w.coeffs[k].detach() * m[k], {n: v[k].detach().clone() for n, v in w.free.items()})
            for k in range(len(starts))]
-    return out, total
+    return out, total - plan.start_step
 
 
 @torch.no_grad()
@@ -216,12 +218,13 @@ class BatchedTrajectory:
 
     def _train(self, jobs: list[TrainJob]) -> list[tuple[Weights, int]]:
         first = self.members[0]
-        offsets = {j.lr_offset for j in jobs}
-        assert len(offsets) == 1, "seeds of one batch share their schedule"
+        shared = {(j.plan, j.data_round) for j in jobs}
+        assert len(shared) == 1, "seeds of one batch share their schedule and data round"
+        plan, data_round = shared.pop()
         trained, steps = train_batched(
             first.param, [j.start for j in jobs], [t.state.mask for t in self.members], first.inputs["train"],
-            first.data.train_y, first.config.train, [round_generator(t.config.seed, t.state.round) for t in self.members],
-            lr_offset=offsets.pop(), on_steps=[j.on_step for j in jobs],
+            first.data.train_y, first.config.train, [round_generator(t.config.seed, data_round) for t in self.members],
+            plan=plan, on_steps=[j.on_step for j in jobs],
             names=[f"the trajectory of seed {c.seed}" for c in self.configs], vectorize=self.vectorize,
         )
         return [(w, steps) for w in trained]

@@ -3,13 +3,15 @@
 Round t: rewind → train over Span(D_t) → evaluate → sparsify into D_{t+1}. Round 0 is the
 dense network. The whole state between rounds is a ``TrajectoryState``: save it after any
 round, load it in another process, and the remaining rounds come out bit-identical on CPU.
+Where a round starts and which steps it trains: ``glth_core.rewind``; how the next mask is
+chosen (controls, one-shot, layerwise, rounding): ``glth_core.pruning``.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 
@@ -17,31 +19,17 @@ from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.config import Config
 from glth_core.experiment import Experiment, dictionary_columns, json_or_str
+from glth_core.pruning import CONTROLS, MaskRule, check_pruning
+from glth_core.rewind import REWINDS, TrainJob, check_finetune, check_rewind, rewind_label, round_generator, round_jobs
 from glth_core.rounds import RoundRunner
+from glth_core.sparsify import ROUNDINGS, sparsify
 from glth_core.state import State
-from glth_core.sparsify import sparsify
 from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate, train
 
-__all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "Ticket", "run_trajectory", "sparsify", "REWINDS", "CONTROLS"]
+__all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "Ticket", "run_trajectory", "sparsify", "REWINDS",
+           "CONTROLS", "TrainJob", "round_generator", "rewind_label"]
 
-REWINDS = ("init", "none", "lr")  # plus {"step": k}
-#: none: plain IMP. random_mask: the same density schedule, masks drawn at random in the same
-#: dictionary. reinit: the ticket's masks (found by IMP from the real init) trained from a fresh
-#: initialization; each round trains twice (the ticket, to find the next mask, and the control).
-CONTROLS = ("none", "random_mask", "reinit")
 REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses seed + this
-
-
-def rewind_label(rewind) -> str:
-    return f"step{rewind['step']}" if isinstance(rewind, dict) else str(rewind)
-
-
-def check_rewind(rewind) -> None:
-    if isinstance(rewind, dict):
-        if set(rewind) != {"step"} or not isinstance(rewind["step"], int) or rewind["step"] < 0:
-            raise ValueError("rewind: a mapping must be {step: k} with an integer k ≥ 0")
-    elif rewind not in REWINDS:
-        raise ValueError(f"rewind: {rewind!r} is not one of {', '.join(REWINDS)}, {{step: k}}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +53,12 @@ class TrajectoryConfig(Config):
     split_seed: int = 0
     control: str = "none"
     device: str = "cpu"
+    #: how many go each round: round(τ·n), ⌈τ·n⌉, or open_lth's sparse_global rule (``sparsify``)
+    prune_rounding: str = "round"
+    #: global: one ordering over the dictionary; layerwise: each scope tensor loses τ of its own
+    pruning: str = "global"
+    #: {scope tensor: τ} pruned at its own rate among its own coefficients (``glth_core.pruning``)
+    layer_tau: dict[str, float] | None = None
 
     def check(self):
         if self.control not in CONTROLS:
@@ -73,7 +67,11 @@ class TrajectoryConfig(Config):
             raise ValueError(f"tau: must be in (0, 1), got {self.tau}")
         if self.rounds < 1:
             raise ValueError(f"rounds: must be ≥ 1, got {self.rounds}")
+        if self.prune_rounding not in ROUNDINGS:
+            raise ValueError(f"prune_rounding: {self.prune_rounding!r} is not one of {', '.join(ROUNDINGS)}")
         check_rewind(self.rewind)
+        check_finetune(self.rewind, self.train)
+        check_pruning(self)
 
     @property
     def dictionary_spec(self) -> dict:
@@ -128,20 +126,8 @@ class TrajectoryState(State):
     last: Weights | None
     records: list[dict] = field(default_factory=list)
     reinit: Weights | None = None
-
-
-class TrainJob(NamedTuple):
-    """One training a round needs: where it starts, a pinned lr position or None, a step callback."""
-
-    start: Weights
-    lr_offset: int | None
-    on_step: Callable[[int, Weights], None] | None
-
-
-def round_generator(seed: int, round_index: int, stream: int = 0) -> torch.Generator:
-    """Randomness of round t (data order: stream 0, random masks: stream 1) depends on
-    (seed, t, stream) alone, so a resumed round repeats exactly."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + round_index * 101 + stream)
+    #: the dense round's trained coefficients (``control: oneshot`` cuts every mask from them)
+    dense_scores: torch.Tensor | None = None
 
 
 def build_model(config: TrajectoryConfig, data: datasets.Dataset, seed: int):
@@ -215,6 +201,8 @@ class Trajectory(RoundRunner):
                 fresh = build_model(config, self.data, config.seed + REINIT_SEED_OFFSET)
                 state.reinit = self.param.weights_of(fresh)
         self.state = state
+        self.mask_rule = MaskRule(config, self.dictionary)
+        self._rewind_point: Weights | None = None
         self.ticket: Ticket | None = None  # set by each run_round
 
     @property
@@ -222,73 +210,46 @@ class Trajectory(RoundRunner):
         return self.state.round >= self.config.rounds
 
     # -- one round ----------------------------------------------------------------------------
-    def _start_point(self) -> tuple[Weights, int | None]:
-        """Where this round's training starts, and a pinned lr position (fine-tuning) or None."""
-        st, rewind = self.state, self.config.rewind
-        if st.round == 0:
-            return st.init, None
-        if rewind == "init":
-            return st.init, None
-        if isinstance(rewind, dict):
-            return st.rewind_point, None
-        if rewind == "none":  # fine-tune at the schedule's final learning rate
-            return st.last, self.config.train.total_steps(self.inputs["train"].shape[0])
-        return st.last, None  # "lr": keep trained values, restart the schedule
-
     def run_round(self) -> dict:
         t0 = time.perf_counter()
-        results = [self._train(*job) for job in self.round_jobs()]
+        results = [self._train(job) for job in self.round_jobs()]
         return self.finish_round(results, time.perf_counter() - t0)
 
     def round_jobs(self) -> list[TrainJob]:
         """The trainings this round needs, in order: the ticket's own, then (reinit control) its
-        mask from the fresh init. ``finish_round`` takes their results; ``glth_core.batched``
-        runs each job for several seeds at once."""
+        mask from the fresh init (``glth_core.rewind.round_jobs``). ``finish_round`` takes their
+        results; ``glth_core.batched`` runs each job for several seeds at once."""
         if self.done:
             raise RuntimeError("trajectory already finished")
-        cfg, st = self.config, self.state
-        start, lr_offset = self._start_point()
+        self._rewind_point = None
+        return round_jobs(self.config, self.state, self.inputs["train"].shape[0], self._capture)
 
-        on_step = None
-        if st.round == 0 and isinstance(cfg.rewind, dict):
-            k = cfg.rewind["step"]
-            total = cfg.train.total_steps(self.inputs["train"].shape[0])
-            if k > total:
-                raise ValueError(f"rewind.step: {k} exceeds the {total} steps of a round")
-            if k == 0:
-                st.rewind_point = st.init.clone()
-
-            def on_step(step, w):
-                if step == k:
-                    st.rewind_point = w.clone()
-
-        jobs = [TrainJob(start, lr_offset, on_step)]
-        if cfg.control == "reinit":  # the record is the ticket's mask trained from a fresh init
-            jobs.append(TrainJob(st.reinit, None, None))
-        return jobs
+    def _capture(self, w: Weights) -> None:
+        self._rewind_point = w  # kept by ``finish_round``: a round that fails leaves the state alone
 
     def finish_round(self, results: list[tuple[Weights, int]], seconds: float,
                      evaluations: dict[str, Evaluation] | None = None) -> dict:
         """Record, ticket and next mask from the (trained weights, steps) of each ``round_jobs``
         job; ``seconds`` is the round's training time; ``evaluations``: see ``round_record``."""
         cfg, st = self.config, self.state
-        (trained, steps), (shown, _) = results[0], results[-1]
+        (trained, _), (shown, steps) = results[0], results[-1]  # the record is of the shown training
         record = self._record(shown, steps, seconds, evaluations)
         self.ticket = Ticket.of(st.round, st.mask, shown)
+        if self._rewind_point is not None:
+            st.rewind_point, self._rewind_point = self._rewind_point, None
+        if st.round == 0 and cfg.control == "oneshot":
+            st.dense_scores = trained.coeffs.detach().clone()
         st.records.append(record)
         st.last = trained
         st.round += 1
         if not self.done:
-            scores = trained.coeffs
-            if cfg.control == "random_mask":
-                scores = torch.rand(scores.shape, generator=round_generator(cfg.seed, st.round, stream=1)).to(scores.device)
-            st.mask = sparsify(scores, st.mask, cfg.tau, self.dictionary.groups)
+            st.mask = self.mask_rule.next_mask(st.mask, trained.coeffs, st.dense_scores, st.round)
         return record
 
-    def _train(self, start: Weights, lr_offset, on_step):
+    def _train(self, job: TrainJob):
         cfg = self.config
-        return train(self.param, start, self.state.mask, self.inputs["train"], self.data.train_y, cfg.train,
-                     round_generator(cfg.seed, self.state.round), lr_offset=lr_offset, on_step=on_step)
+        return train(self.param, job.start, self.state.mask, self.inputs["train"], self.data.train_y, cfg.train,
+                     round_generator(cfg.seed, job.data_round), plan=job.plan, on_step=job.on_step)
 
     def _record(self, w: Weights, steps: int, seconds: float, evaluations: dict[str, Evaluation] | None = None) -> dict:
         return round_record(self.param, self.inputs, self.data, w, self.state.mask, self.state.round, steps,
@@ -311,13 +272,25 @@ def _check_batch(configs):
     check_batchable(configs)
 
 
+def pruning_label(c: TrajectoryConfig) -> str:
+    """How the trajectory cuts, as a label suffix ("" for the defaults): -layerwise, -layertau, -ceil, -openlth."""
+    parts = ["layerwise"] if c.pruning == "layerwise" else []
+    parts += ["layertau"] if c.layer_tau else []
+    parts += [c.prune_rounding.replace("_", "")] if c.prune_rounding != "round" else []
+    return "".join(f"-{p}" for p in parts)
+
+
 def _describe(c: TrajectoryConfig) -> dict:
-    return {**dictionary_columns(c.dictionary_spec), "tau": c.tau, "rewind": json_or_str(c.rewind), "control": c.control}
+    """A non-default way of cutting is part of the curve's dictionary label (curves are keyed by it)."""
+    columns = dictionary_columns(c.dictionary_spec)
+    columns["dictionary"] += pruning_label(c)
+    return {**columns, "tau": c.tau, "rewind": json_or_str(c.rewind), "control": c.control}
 
 
 def _run_name(c: TrajectoryConfig) -> str:
     ctl = "" if c.control == "none" else f"-{c.control}"
-    return f"{dictionaries.label_of(c.dictionary_spec)}{ctl}-tau{c.tau:g}-{rewind_label(c.rewind)}-s{c.seed}"
+    label = dictionaries.label_of(c.dictionary_spec) + pruning_label(c)
+    return f"{label}{ctl}-tau{c.tau:g}-{rewind_label(c.rewind)}-s{c.seed}"
 
 
 EXPERIMENT = Experiment(

@@ -8,8 +8,6 @@ coefficients of several seeds without a rewrite.
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,14 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from glth_core.config import Config
 from glth_core.dictionaries import Dictionary
+from glth_core.precision import forward_precision, input_format, matmul_precision, on_cuda
+from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, Plan, TrainConfig
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "cosine", "step")
-#: fp32: exact float32. tf32: float32 storage, TensorFloat-32 matmuls/convolutions on CUDA.
-#: bf16: the training forward under torch.autocast(bfloat16) on CUDA. Both are no-ops on CPU.
-PRECISIONS = ("fp32", "tf32", "bf16")
+__all__ = ["DivergedError", "Weights", "Parameterization", "Evaluation", "TrainConfig", "Plan", "OPTIMIZERS",
+           "SCHEDULES", "PRECISIONS", "evaluate", "batch_indices", "run_steps", "train", "forward_precision",
+           "input_format", "matmul_precision", "on_cuda"]
 
 
 class DivergedError(RuntimeError):
@@ -35,58 +32,6 @@ class DivergedError(RuntimeError):
     def __init__(self, message: str, index: int | None = None):
         super().__init__(message)
         self.index = index
-
-
-@dataclass(frozen=True)
-class TrainConfig(Config):
-    """How one round trains. ``steps`` (when set) overrides ``epochs``."""
-
-    epochs: int = 1
-    steps: int | None = None
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    #: for ``schedule: step``: fractions of the round's steps where lr is multiplied by gamma
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = 0.1
-    eval_batch_size: int = 2048
-    precision: str = "fp32"
-    #: conv models on CUDA: inputs and 4-D weights in NHWC memory format (a no-op on CPU)
-    channels_last: bool = False
-
-    def check(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"train.schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        if self.batch_size < 1:
-            raise ValueError(f"train.batch_size: must be ≥ 1, got {self.batch_size}")
-        if self.steps is None and self.epochs < 1:
-            raise ValueError(f"train.epochs: must be ≥ 1, got {self.epochs}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"train.steps: must be ≥ 1, got {self.steps}")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr: must be > 0, got {self.lr}")
-        object.__setattr__(self, "milestones", tuple(self.milestones))
-
-    def total_steps(self, n_train: int) -> int:
-        if self.steps is not None:
-            return self.steps
-        return self.epochs * math.ceil(n_train / self.batch_size)
-
-    def lr_at(self, step: int, total: int) -> float:
-        """Learning rate at ``step`` of a schedule that spans ``total`` steps."""
-        if self.schedule == "cosine":
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-        if self.schedule == "step":
-            passed = sum(step >= m * total for m in self.milestones)
-            return self.lr * self.gamma**passed
-        return self.lr
 
 
 @dataclass
@@ -219,45 +164,20 @@ def make_optimizer(leaves: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.
     return torch.optim.SGD(leaves, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+def batch_indices(n: int, batch_size: int, generator: torch.Generator, device, start: int = 0) -> Iterator[torch.Tensor]:
     """Training batches forever: each epoch a fresh permutation drawn from ``generator`` (only
-    when its first batch is asked for), cut into ``batch_size`` pieces (the last one shorter)."""
+    when its first batch is asked for), cut into ``batch_size`` pieces (the last one shorter).
+    ``start``: begin at batch ``start`` of that sequence (the permutations of the epochs before
+    it are drawn and dropped), so the batches are exactly those a run from 0 sees from there."""
+    per_epoch = -(-n // batch_size)
+    epochs, skip = divmod(start, per_epoch)
+    for _ in range(epochs):
+        torch.randperm(n, generator=generator)
     while True:
         order = torch.randperm(n, generator=generator).to(device)
-        for begin in range(0, n, batch_size):
+        for begin in range(skip * batch_size, n, batch_size):
             yield order[begin : begin + batch_size]
-
-
-def on_cuda(x: torch.Tensor) -> bool:
-    return x.device.type == "cuda"
-
-
-@contextlib.contextmanager
-def matmul_precision(cfg: TrainConfig, x: torch.Tensor):
-    """TensorFloat-32 matmuls and convolutions for ``precision: tf32`` on CUDA, restored after."""
-    if cfg.precision != "tf32" or not on_cuda(x):
-        yield
-        return
-    saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("high")
-    torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(saved[0])
-        torch.backends.cudnn.allow_tf32 = saved[1]
-
-
-def forward_precision(cfg: TrainConfig, x: torch.Tensor):
-    """The context a training forward runs in: bfloat16 autocast for ``precision: bf16`` on CUDA."""
-    if cfg.precision == "bf16" and on_cuda(x):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def input_format(cfg: TrainConfig, x: torch.Tensor) -> torch.memory_format | None:
-    """NHWC for ``channels_last`` with image inputs on CUDA; None (leave as is) otherwise."""
-    return torch.channels_last if cfg.channels_last and on_cuda(x) and x.dim() == 4 else None
+        skip = 0
 
 
 def run_steps(
@@ -266,17 +186,22 @@ def run_steps(
     total: int,
     losses_at: Callable[[int], torch.Tensor],
     *,
-    lr_offset: int | None = None,
+    plan: Plan = Plan(),
     on_step: Callable[[int], None] | None = None,
     who: Callable[[int], str] | None = None,
 ) -> None:
-    """``total`` optimizer steps on ``leaves``. ``losses_at(step)`` gives the batch loss of each
-    trajectory being trained (a scalar for one, shape [K] for K); their sum is minimized, so
-    each trajectory gets its own gradient. ``who(i)`` names trajectory i in a DivergedError."""
+    """Steps ``plan.start_step`` … ``total`` − 1 of a ``total``-step schedule on ``leaves``
+    (see ``Plan``). ``losses_at(step)`` gives the batch loss of each trajectory being trained (a
+    scalar for one, shape [K] for K); their sum is minimized, so each trajectory gets its own
+    gradient. ``on_step(n)`` runs after step n − 1 (so n steps of the schedule are behind it).
+    ``who(i)`` names trajectory i in a DivergedError."""
     opt = make_optimizer(leaves, cfg)
-    for step in range(total):
+    for step in range(plan.start_step, total):
+        if step == plan.restart_at and step > plan.start_step:
+            opt = make_optimizer(leaves, cfg)  # weights carry on; momentum and moments start again
+        rate = plan.lr if plan.lr is not None else cfg.lr_at(step, total)
         for group in opt.param_groups:
-            group["lr"] = cfg.lr_at(step if lr_offset is None else lr_offset, total)
+            group["lr"] = rate
         losses = losses_at(step)
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
@@ -300,21 +225,22 @@ def train(
     cfg: TrainConfig,
     generator: torch.Generator,
     *,
-    lr_offset: int | None = None,
+    plan: Plan = Plan(),
     on_step=None,
 ) -> tuple[Weights, int]:
     """Train from ``start`` inside Span(mask) and return (trained weights, steps taken).
 
     Data order comes from ``generator`` alone (a fresh permutation of indices each epoch), so
-    a round is reproducible from its seed. ``lr_offset`` pins the schedule position (used for
-    fine-tuning at the schedule's final rate); ``on_step(step, weights)`` sees each step.
+    a round is reproducible from its seed; a ``plan`` starting at step k takes the batches of
+    steps k… of that order (``batch_indices``), with the schedule's rates there. ``on_step(n,
+    weights)`` sees the weights after n steps of the schedule.
     """
     w = start.clone()
     w.coeffs.mul_(mask)
     leaves = [w.coeffs.requires_grad_(True), *(t.requires_grad_(True) for t in w.free.values())]
     total = cfg.total_steps(x.shape[0])
     kept = param.kept_columns(mask)
-    batches = batch_indices(x.shape[0], cfg.batch_size, generator, x.device)
+    batches = batch_indices(x.shape[0], cfg.batch_size, generator, x.device, start=plan.start_step)
     memory_format = input_format(cfg, x)
     factor = dense_or_float(mask, w.coeffs.dtype)
 
@@ -325,7 +251,7 @@ def train(
             return F.cross_entropy(logits.float(), y.index_select(0, idx))
 
     with matmul_precision(cfg, x):
-        run_steps(leaves, cfg, total, losses_at, lr_offset=lr_offset,
+        run_steps(leaves, cfg, total, losses_at, plan=plan,
                   on_step=None if on_step is None else (lambda step: on_step(step, w)))
     out = Weights(w.coeffs.detach() * mask, {k: v.detach() for k, v in w.free.items()})
-    return out, total
+    return out, total - plan.start_step

@@ -66,6 +66,11 @@ def _assert_equals_separate_runs(configs, digits, vectorize=None):
     ({"kind": "bottleneck", "layer": "1", "basis": "identity"}, {}),  # the input bottleneck's kept columns
     ({"kind": "blockdiag", "per": "unit", "block": "dct"}, {"rewind": {"step": 3}}),
     ({"kind": "bottleneck", "layer": "1", "basis": "pca"}, {"control": "random_mask", "rewind": "none"}),
+    # late rewinding with its reinit control, layerwise ceil pruning of the weights alone
+    ({"kind": "canonical", "scope": "weights"}, {"rewind": {"step": 3}, "control": "reinit", "pruning": "layerwise",
+                                                 "prune_rounding": "ceil"}),
+    ({"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"control": "structured", "rewind": {"lr_step": 2}}),
+    ({"kind": "canonical"}, {"control": "oneshot", "layer_tau": {"5.weight": 0.1}}),
 ])
 def test_batched_seeds_equal_separate_trajectories(digits, dictionary, extra):
     _assert_equals_separate_runs(_configs(dictionary=dictionary, **extra), digits)

@@ -111,7 +111,7 @@ def test_rewinding_start_points(digits, rewind):
     cfg = _config(rewind=rewind, rounds=2)
     traj = Trajectory(cfg, data=digits)
     traj.run_round()
-    start, lr_offset = traj._start_point()
+    (job,) = traj.round_jobs()
     if rewind == "init":
         expected = traj.state.init
     elif isinstance(rewind, dict):
@@ -119,8 +119,9 @@ def test_rewinding_start_points(digits, rewind):
         assert not torch.equal(expected.coeffs, traj.state.init.coeffs)
     else:
         expected = traj.state.last
-    assert start is expected
-    assert (lr_offset is not None) == (rewind == "none")
+    assert job.start is expected
+    assert (job.plan.lr is not None) == (rewind == "none")  # fine-tuning pins the rate
+    assert job.plan.start_step == (5 if isinstance(rewind, dict) else 0)
     rec = traj.run_round()
     assert rec["round"] == 1 and rec["kept"] < rec["total"]
 

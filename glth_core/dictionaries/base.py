@@ -33,17 +33,40 @@ class ScopeEntry:
         return n
 
 
+#: scope presets of the lottery-ticket papers (open_lth's ``prunable_layer_names``): ``weights`` is
+#: the weight of every nn.Linear and nn.Conv2d (no biases, no normalization parameters);
+#: ``weights_but_output`` leaves out the last of them, the output layer (``pruning_layers_to_ignore``)
+SCOPE_PRESETS = ("weights", "weights_but_output")
+
+
+def preset_names(model: nn.Module, preset: str) -> list[str]:
+    """The parameter names a scope preset stands for on ``model``, in model order."""
+    names = [f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not names:
+        raise DictionarySpecError(f"dictionary.scope: {preset!r} needs an nn.Linear or nn.Conv2d layer; the model has none")
+    if preset == "weights_but_output":
+        if len(names) < 2:
+            raise DictionarySpecError(f"dictionary.scope: {preset!r} leaves nothing: the model's only weight is {names[0]}")
+        names = names[:-1]
+    return names
+
+
 def resolve_scope(model: nn.Module, patterns: list[str] | None) -> tuple[ScopeEntry, ...]:
-    """Parameter names matching any pattern (fnmatch), in model order; all parameters if None."""
+    """Parameter names matching any pattern (fnmatch), in model order; all parameters if None.
+    A pattern may be a preset (``SCOPE_PRESETS``), which stands for its parameter names."""
     entries, offset = [], 0
     names = [n for n, _ in model.named_parameters()]
     if patterns is not None:
         if isinstance(patterns, str):
             patterns = [patterns]
+        expanded = []
+        for p in patterns:
+            expanded += preset_names(model, p) if p in SCOPE_PRESETS and p not in names else [p]
+        patterns = expanded
         for p in patterns:
             if not any(fnmatch.fnmatchcase(n, p) for n in names):
                 raise DictionarySpecError(
-                    f"dictionary.scope: {p!r} matches no parameter; allowed: {', '.join(names)}"
+                    f"dictionary.scope: {p!r} matches no parameter; allowed: {', '.join(SCOPE_PRESETS + tuple(names))}"
                 )
     for name, p in model.named_parameters():
         if patterns is None or any(fnmatch.fnmatchcase(name, pat) for pat in patterns):

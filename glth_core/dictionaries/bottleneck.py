@@ -230,3 +230,19 @@ class Bottleneck(BlockDictionary):
         """flatten(x) @ U for inputs N×C×H×W or N×d (FFT DCT for dct, no matmul for identity):
         the layer with weight C on these equals the layer with weight C Uᵀ on x."""
         return self.op.analyze(x.flatten(1) if x.dim() > 2 else x)
+
+    @property
+    def group_order(self) -> torch.Tensor | None:
+        """The groups (columns of U) by importance fixed before any training, the first most
+        important: dct by frequency index u + v (per plane, ties by column index: the lowest
+        spatial frequencies of every channel first), pca by decreasing eigenvalue (column order);
+        None for identity and random bases, which order nothing. Read-only, for the structured
+        control (``glth_core.pruning``)."""
+        if self.basis == "pca":
+            return torch.arange(self.d_in)
+        if self.basis != "dct":
+            return None
+        c, h, w = self.kernel if self.is_conv else self.image
+        column = torch.arange(c * h * w)
+        frequency = (column % (h * w)) // w + column % w
+        return torch.sort(frequency, stable=True).indices

@@ -1,0 +1,147 @@
+"""Where each round of an IMP trajectory starts training, over which steps of the schedule, and
+on which data order: the rewinding modes of the lottery-ticket literature.
+
+``rewind`` (round t ≥ 1; round 0 always trains the dense network from the initialization):
+
+* ``init`` — weights rewound to the initialization, the full schedule, round t's own data
+  order (Frankle & Carbin 2019).
+* ``{step: k}`` / ``{epoch: e}`` — late rewinding (Frankle et al. 2020; open_lth
+  ``--rewinding_steps``; an epoch is ``ceil(n_train / batch_size)`` steps): weights rewound to
+  w_k, the weights of round 0 after k steps, and the remaining T − k steps trained with the
+  learning-rate schedule *and* the data order resumed at step k. As in open_lth (whose data
+  order seed is the same for every level), every round of such a trajectory draws the one data
+  order of round 0. What is saved at k is what open_lth saves, the weights alone: every training
+  that passes step k starts a fresh optimizer there (momentum, Adam moments and step count zero),
+  round 0 included, which is open_lth's pretraining to k followed by its level-0 training from
+  k. Hence, under an all-ones mask, a rewound round repeats round 0's steps k…T bit for bit.
+* ``none`` — fine-tuning: the previous round's trained weights, T steps at a constant rate,
+  ``train.finetune_lr`` or else the schedule's final rate (refused where that is 0, e.g. cosine).
+* ``lr`` / ``{lr_step: k}`` / ``{lr_epoch: e}`` — learning-rate rewinding (Renda et al. 2020):
+  the previous round's trained weights, the schedule replayed from step k (``lr``: k = 0) for
+  T − k steps, on round t's own data order from its step k (so ``{lr_step: 0}`` is ``lr``).
+
+The ``reinit`` control trains the round's mask from a fresh initialization (drawn with seed +
+``REINIT_SEED_OFFSET``). It follows the rewind mode as open_lth's ``randomly_reinitialize``
+branch does: where the ticket restarts from an early state (``init``, late rewinding) the fresh
+weights train exactly the ticket's steps, rates and batches (with late rewinding steps k…T, the
+fresh weights standing in for w_k; round 0: the same schedule, restart at k included). Where the
+ticket continues from its trained weights (fine-tuning, learning-rate rewinding) a fresh
+initialization has nothing to continue, so it trains the full schedule from step 0: the
+train-from-scratch baseline of Liu et al. 2019 and Renda et al. 2020.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
+import torch
+
+from glth_core.schedule import Plan, TrainConfig
+
+if TYPE_CHECKING:
+    from glth_core.imp import TrajectoryConfig, TrajectoryState
+    from glth_core.train import Weights
+
+REWINDS = ("init", "none", "lr")
+#: the one key of a mapping-valued rewind: weight rewinding to a step or epoch, lr rewinding likewise
+REWIND_KEYS = ("step", "epoch", "lr_step", "lr_epoch")
+_ALLOWED = f"{', '.join(REWINDS)}, or one of {{step: k}}, {{epoch: e}}, {{lr_step: k}}, {{lr_epoch: e}}"
+
+
+def round_generator(seed: int, round_index: int, stream: int = 0) -> torch.Generator:
+    """Randomness of round t (data order: stream 0, random masks: stream 1, edge-popup scores:
+    stream 2) depends on (seed, t, stream) alone, so a resumed round repeats exactly."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + round_index * 101 + stream)
+
+
+class TrainJob(NamedTuple):
+    """One training a round needs: where it starts, which steps of the schedule it runs (``plan``),
+    a step callback, and the round whose data order it draws (``round_generator(seed, data_round)``)."""
+
+    start: "Weights"
+    plan: Plan
+    on_step: Callable[[int, "Weights"], None] | None
+    data_round: int
+
+
+def check_rewind(rewind) -> None:
+    if isinstance(rewind, dict):
+        key = next(iter(rewind), None)
+        value = rewind.get(key)
+        if len(rewind) != 1 or key not in REWIND_KEYS or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"rewind: {rewind!r} is not {_ALLOWED} with an integer ≥ 0")
+    elif rewind not in REWINDS:
+        raise ValueError(f"rewind: {rewind!r} is not one of {_ALLOWED}")
+
+
+def rewind_label(rewind) -> str:
+    """The rewind in run names: init, none, lr, step5, epoch2, lrstep5, lrepoch2."""
+    if isinstance(rewind, dict):
+        (key, value), = rewind.items()
+        return f"{key.replace('_', '')}{value}"
+    return str(rewind)
+
+
+def is_late(rewind) -> bool:
+    """Weight rewinding to a step k (``{step: k}`` or ``{epoch: e}``)."""
+    return isinstance(rewind, dict) and next(iter(rewind)) in ("step", "epoch")
+
+
+def continues_trained(rewind) -> bool:
+    """Rounds start from the previous round's trained weights (fine-tuning or lr rewinding)."""
+    return rewind in ("none", "lr") or (isinstance(rewind, dict) and next(iter(rewind)) in ("lr_step", "lr_epoch"))
+
+
+def rewind_step(rewind, train: TrainConfig, n_train: int) -> int:
+    """The step k a mapping-valued rewind names (epochs converted with the round's steps per
+    epoch), checked to be below the round's T steps; 0 for ``init``, ``none`` and ``lr``."""
+    if not isinstance(rewind, dict):
+        return 0
+    (key, value), = rewind.items()
+    k = value * train.steps_per_epoch(n_train) if key.endswith("epoch") else value
+    total = train.total_steps(n_train)
+    if k >= total:
+        raise ValueError(f"rewind.{key}: {value} is step {k}, not below the {total} steps of a round")
+    return k
+
+
+def check_finetune(rewind, train: TrainConfig) -> None:
+    """Fine-tuning needs a nonzero rate: refuse ``rewind: none`` with a schedule ending at 0 and no
+    ``train.finetune_lr``."""
+    if rewind == "none" and train.finetune_lr is None and train.final_lr() == 0:
+        raise ValueError(f"train.finetune_lr: rewind none fine-tunes at train.schedule {train.schedule}'s final "
+                         "rate, which is 0; give train.finetune_lr")
+
+
+def round_jobs(config: "TrajectoryConfig", state: "TrajectoryState", n_train: int,
+               capture: Callable[["Weights"], None]) -> list[TrainJob]:
+    """The trainings of ``state``'s next round: the ticket's, then (reinit control) the fresh
+    initialization's. ``capture(w_k)`` receives round 0's weights at the late-rewinding step."""
+    rewind, t = config.rewind, state.round
+    k = rewind_step(rewind, config.train, n_train)
+    late = is_late(rewind)
+    if t == 0:
+        on_step = None
+        if late and k == 0:
+            capture(state.init.clone())
+        elif late:
+            def on_step(step, w):
+                if step == k:
+                    capture(w.clone())
+        plan = Plan(restart_at=k) if late and k > 0 else Plan()
+        ticket = TrainJob(state.init, plan, on_step, 0)
+    elif late:
+        ticket = TrainJob(state.rewind_point, Plan(start_step=k), None, 0)
+    elif rewind == "init":
+        ticket = TrainJob(state.init, Plan(), None, t)
+    elif rewind == "none":
+        ticket = TrainJob(state.last, Plan(lr=config.train.finetune_rate()), None, t)
+    else:  # lr rewinding from step k (``lr``: k = 0)
+        ticket = TrainJob(state.last, Plan(start_step=k), None, t)
+    jobs = [ticket]
+    if config.control == "reinit":  # the record is the ticket's mask trained from a fresh init
+        if continues_trained(rewind):
+            jobs.append(TrainJob(state.reinit, Plan(), None, t))
+        else:
+            jobs.append(TrainJob(state.reinit, ticket.plan, None, ticket.data_round))
+    return jobs
