@@ -184,3 +184,40 @@ def test_refuses_biases_and_unknown_layers():
         construct(nn.Sequential(nn.Linear(3, 2)))
     with pytest.raises(ValueError, match="Linear, ReLU or Flatten"):
         construct(nn.Sequential(nn.Linear(3, 2, bias=False), nn.Tanh()))
+
+
+# -- like for like with Pensia et al. ---------------------------------------------------------------
+def test_default_n_is_pensias_21_for_epsilon_001():
+    from glth_core.strong.construct import default_n
+
+    assert default_n(0.01) == 21 == int(3 * round(__import__("math").log2(100)))  # was ceil(3·log2 100) = 20
+    assert default_n(0.01, c=2) == 14 and default_n(0.1) == 9  # round(log2 10) = 3
+    assert construct(_target(), epsilon=EPS, seed=0).n == 21
+
+
+def test_candidates_per_target_weight_are_pensias_count(paired):
+    """Pensia's 21 scalars per weight: the u's on the block diagonal plus the v's a target weight's
+    subset-sum can use, n·(1 + d_out) per input; the dense expansion count is far larger."""
+    iid = construct(_target(), epsilon=EPS, n=21, signs="iid", seed=0)
+    assert iid.candidate_weights == sum(r.d_in * 21 * (1 + r.d_out) for r in iid.layers)
+    assert 21 < iid.candidate_per_target < 21 * (1 + 1 / 5) + 1e-9 < iid.random_per_target
+    assert paired.summary()["candidate_per_target"] > iid.candidate_per_target  # 2n neurons where the input can be negative
+
+
+def test_construct_trial_records_pensias_counts_and_labels_its_signs():
+    from glth_core.kinds import get
+    from glth_core.strong.construct_run import ConstructConfig, ConstructRun
+
+    rows = {}
+    for signs in ("iid", "paired"):
+        cfg = ConstructConfig(dataset="digits", model="mlp_500_nobias", n=6, signs=signs)
+        rec = ConstructRun(cfg).run_round()
+        rows[signs] = rec
+        assert {"candidate_per_target", "over_epsilon", "solve_seconds"} <= rec.keys()
+        assert 0 <= rec["over_epsilon"] <= rec["target_weights"] == 64 * 500 + 500 * 10
+        assert get("construct").describe(cfg)["signs"] == signs == get("construct").describe(cfg)["basis"]
+    assert rows["paired"]["over_epsilon"] < rows["iid"]["over_epsilon"]  # n = 6: both miss, iid far more
+    assert ConstructConfig(signs="paired").label == "subsetsum-uniform-paired" and ConstructConfig().label == "subsetsum-uniform"
+    assert ConstructConfig().content_hash() == ConstructConfig(signs="iid").content_hash()
+    with pytest.raises(ValueError, match="signs"):
+        ConstructConfig(signs="random")

@@ -106,26 +106,40 @@ def test_weights_are_unchanged_and_the_ticket_is_the_masked_init(digits, spec):
 
 # -- masks have exactly the requested density ----------------------------------------------------------
 @pytest.mark.parametrize("spec", [CANONICAL, RANDOM_FAST, BOTTLENECK_INPUT, BOTTLENECK_HIDDEN])
-@pytest.mark.parametrize("select", ["global", "per_tensor"])
+@pytest.mark.parametrize("select", ["global", "per_tensor", "per_layer"])
 def test_masks_have_exact_density(digits, spec, select):
+    if spec is RANDOM_FAST and select != "global":  # slices of a rotated vector are no tensor's: refused
+        with pytest.raises(ValueError, match="select: per-tensor selection needs coefficients"):
+            StrongSearch(_config(dictionary=spec, select=select), data=digits)
+        return
     search = StrongSearch(_config(dictionary=spec, select=select), data=digits)
     d, sel = search.dictionary, search.selector
     for density in (1.0, 0.5, 0.3, 0.1, 0.013, 1e-9):
         scores = search.initial_scores(3)
         mask = sel.mask(scores, density)
         assert mask.dtype == torch.bool and mask.shape == (d.size,)
+        units = d.size if d.groups is None else d.num_groups
+        # per_layer (hidden-networks' GetSubnet): each tensor keeps n - int((1 - density) n) of its own
+        expected = (sum(e.numel - int((1 - density) * e.numel) for e in d.scope) if select == "per_layer" and d.groups is None
+                    else units - int((1 - density) * units) if select == "per_layer" else max(1, round(density * units)))
         if d.groups is None:
-            assert int(mask.sum()) == max(1, round(density * d.size))
+            assert int(mask.sum()) == expected
         else:
             kept = torch.unique(d.groups[mask])
-            assert kept.numel() == max(1, round(density * d.num_groups))
+            assert kept.numel() == expected
             assert int(mask.sum()) == kept.numel() * d.d_out
         soft = sel.soft_mask(scores, density)
         assert torch.equal(soft, mask.to(soft.dtype))  # the forward uses exactly the hard mask
-        if select == "per_tensor" and d.groups is None:
-            for e in d.scope:  # each tensor keeps within one element of its share
+        if select != "global" and d.groups is None:
+            for e in d.scope:  # each tensor keeps its share: within one element (per_tensor), exactly GetSubnet's
                 kept_e = int(mask[e.offset : e.offset + e.numel].sum())
-                assert abs(kept_e - density * e.numel) < 1
+                if select == "per_layer":
+                    assert kept_e == e.numel - int((1 - density) * e.numel)
+                    # the kept ones are that tensor's own top |s| (an independent sort per tensor)
+                    top = torch.sort(scores[e.offset : e.offset + e.numel].abs(), descending=True, stable=True).indices[:kept_e]
+                    assert torch.equal(mask[e.offset : e.offset + e.numel].nonzero().flatten().sort().values, top.sort().values)
+                else:
+                    assert abs(kept_e - density * e.numel) < 1
 
 
 def test_apportion_sums_exactly():
@@ -236,6 +250,59 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="densities"):
         _config(densities=())
     with pytest.raises(ValueError, match="select"):
-        _config(select="per_layer")
+        _config(select="per_unit")  # per_layer is hidden-networks' rule now
     with pytest.raises(ValueError, match="scores"):
         _config(scores="warm")
+    with pytest.raises(ValueError, match="init"):
+        _config(init="xavier")
+
+
+# -- like hidden-networks ------------------------------------------------------------------------------
+def test_fresh_levels_are_independent_searches_from_the_same_random_network(digits):
+    """The default: a density's result is that of a search of that density alone (same network, same
+    initial scores, same data order); ``carry`` warm-starts from the previous level instead."""
+    short = TrainConfig(steps=12, optimizer="adam", lr=0.01)
+    alone = StrongSearch(_config(densities=(0.3,), train=short), data=digits).run()[0]
+    both = StrongSearch(_config(densities=(0.6, 0.3), train=short), data=digits).run()[1]
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("wall_seconds", "round")}  # noqa: E731
+    assert strip(both) == strip(alone)
+    carried = StrongSearch(_config(densities=(0.6, 0.3), train=short, scores="carry"), data=digits).run()[1]
+    assert strip(carried) != strip(alone)
+    assert StrongConfig().scores == "fresh"
+
+
+def test_signed_constant_and_kaiming_normal_inits(digits):
+    default = StrongSearch(_config(), data=digits)
+    signed = StrongSearch(_config(init="signed_constant"), data=digits)
+    normal = StrongSearch(_config(init="kaiming_normal"), data=digits)
+    for name, p in signed.model.named_parameters():
+        q = dict(default.model.named_parameters())[name]
+        if name.endswith("weight"):
+            std = 2**0.5 / p.shape[1] ** 0.5  # gain √2 (ReLU) over √fan_in
+            assert torch.allclose(p.abs(), torch.full_like(p, std)) and torch.equal(p.sign(), q.sign())
+            w = dict(normal.model.named_parameters())[name]
+            assert abs(float(w.detach().std()) / std - 1) < 0.15 and not torch.equal(w.sign(), q.sign())
+        else:
+            assert torch.equal(p, q)  # biases keep their values
+    assert torch.equal(signed.init.coeffs, torch.cat([p.detach().flatten() for p in signed.model.parameters()]))
+
+
+def test_weights_only_search_leaves_biases_at_their_random_values(digits):
+    search = StrongSearch(_config(dictionary={"kind": "canonical", "scope": "weights"}, select="per_layer",
+                                  train=TrainConfig(steps=5, optimizer="adam", lr=0.01)), data=digits)
+    rec = search.run()[0]
+    assert search.dictionary.scope_names == ("1.weight", "3.weight", "5.weight")
+    assert rec["total"] == 64 * 300 + 300 * 100 + 100 * 10
+    fresh = build_model(search.config, digits, search.config.seed)
+    for name in ("1.bias", "3.bias", "5.bias"):
+        assert torch.equal(search.ticket.free[name], dict(fresh.named_parameters())[name])
+
+
+def test_per_layer_on_a_whole_vector_rotation_is_refused_before_the_trial(digits):
+    from glth_core.strong.edge_popup import check_selection
+
+    model = build_model(_config(), digits, 0)
+    with pytest.raises(ValueError, match="^select: per-tensor selection needs coefficients that each belong to one tensor"):
+        check_selection(_config(dictionary={"kind": "random", "seed": 0}, select="per_layer"), model)
+    check_selection(_config(dictionary={"kind": "random", "seed": 0, "scope": "5.weight"}, select="per_layer"), model)
+    check_selection(_config(dictionary={"kind": "blockdiag", "block": "dct"}, select="per_layer"), model)

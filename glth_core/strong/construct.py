@@ -135,10 +135,11 @@ class Construction:
 
 
 def default_n(epsilon: float, c: float = 3.0) -> int:
-    """Candidates per target weight: ceil(c · log2(1/epsilon)) (c=3, epsilon=0.01 → 20)."""
+    """Candidates per target weight as Pensia et al.'s code sets them: int(c · round(log2(1/epsilon)))
+    (c = 3, epsilon = 0.01: round(6.64) = 7, so 21; the bound's c·log2(1/epsilon) = 19.9)."""
     if not 0 < epsilon < 1:
         raise ValueError(f"epsilon: {epsilon} must be in (0, 1)")
-    return math.ceil(c * math.log2(1 / epsilon))
+    return int(c * round(math.log2(1 / epsilon)))
 
 
 def sample(shape: tuple[int, ...], distribution: str, generator: torch.Generator, low: float) -> torch.Tensor:

@@ -3,6 +3,14 @@ evaluate the pruned random network that approximates it (SubsetSum construction)
 
 Same protocol as ``glth_core.imp.Trajectory`` (``done``, ``run_round``, ``state``), so the
 orchestrator runs it as a Tune trial; it has one round.
+
+Like for like with Pensia et al. 2020: ``n`` defaults to their int(c·round(log2(1/ε))) (21 for
+ε = 0.01, c = 3); the record's ``candidate_per_target`` is their count (random scalars the
+construction can use per target weight, 21·(1 + d_out)/d_out ≈ 21 for their iid network; the dense
+expansion's ``random_per_target`` is larger) and ``over_epsilon`` counts the target weights the
+construction leaves more than ε away (Pensia's MIP refuses to proceed unless none is). ``signs``:
+``iid`` is the paper's network; ``paired`` gives every subset-sum all n candidates, so every weight
+is within ε (the headline); both are labelled (``basis``/``signs`` columns, run name).
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import torch
 from torch import nn
 
 from glth_core import data as datasets
@@ -19,7 +26,7 @@ from glth_core.config import Config
 from glth_core.experiment import Experiment
 from glth_core.imp import Trajectory, TrajectoryConfig
 from glth_core.state import State
-from glth_core.strong.construct import DISTRIBUTIONS, construct
+from glth_core.strong.construct import DISTRIBUTIONS, SIGNS, construct
 from glth_core.strong.evaluate import evaluate, output_error
 from glth_core.train import TrainConfig
 
@@ -39,6 +46,8 @@ class ConstructConfig(Config):
     n: int | None = None
     c: float = 3.0
     distribution: str = "uniform"
+    #: iid: the paper's network (u's of either sign); paired: n candidates for every subset-sum
+    signs: str = "iid"
     seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TARGET_TRAIN)
     val_fraction: float = 0.1
@@ -52,12 +61,15 @@ class ConstructConfig(Config):
             raise ValueError(f"n: must be in 1..40 candidates per weight, got {self.n}")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution: {self.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+        if self.signs not in SIGNS:
+            raise ValueError(f"signs: {self.signs!r} is not one of {', '.join(SIGNS)}")
 
     rounds = 1
 
     @property
     def label(self) -> str:
-        return f"subsetsum-{self.distribution}"
+        """subsetsum-<distribution>, with -paired for the paired-sign network (iid: the paper's, unmarked)."""
+        return f"subsetsum-{self.distribution}" + ("-paired" if self.signs == "paired" else "")
 
     def extra_seeds(self) -> dict:
         return {"random_network": self.seed}
@@ -101,7 +113,8 @@ class ConstructRun:
         cfg, d = self.config, self.data
         t0 = time.perf_counter()
         target, target_record = train_target(cfg, d)
-        built = construct(target, epsilon=cfg.epsilon, n=cfg.n, c=cfg.c, distribution=cfg.distribution, seed=cfg.seed)
+        built = construct(target, epsilon=cfg.epsilon, n=cfg.n, c=cfg.c, distribution=cfg.distribution,
+                          signs=cfg.signs, seed=cfg.seed)
         self.construction = built
         pruned = built.pruned_net
         ev = {s: evaluate(pruned, getattr(d, f"{s}_x"), getattr(d, f"{s}_y")) for s in ("train", "val", "test")}
@@ -125,9 +138,12 @@ class ConstructRun:
             "max_output_error": out_max, "mean_output_error": out_mean,
             "kept_per_target": built.kept_per_target,
             "random_per_target": built.random_per_target,
+            "candidate_per_target": built.candidate_per_target,
             "target_weights": built.target_weights,
+            "over_epsilon": built.over_epsilon,
             "n": built.n, "epsilon": cfg.epsilon,
             "construct_seconds": built.wall_seconds,
+            "solve_seconds": built.solve_seconds,
         }
         self.state.records.append(record)
         self.state.round = 1
@@ -135,17 +151,18 @@ class ConstructRun:
 
 
 def _describe(c: ConstructConfig) -> dict:
-    return {"dictionary": c.label, "dictionary_kind": "subset_sum", "basis": "", "tau": None, "rewind": "none",
-            "control": "none", "distribution": c.distribution}
+    return {"dictionary": c.label, "dictionary_kind": "subset_sum", "basis": c.signs, "tau": None, "rewind": "none",
+            "control": "none", "distribution": c.distribution, "signs": c.signs}
 
 
 EXPERIMENT = Experiment(
     name="construct", config_cls=ConstructConfig, state_cls=ConstructState,
     runner=lambda config, state=None, data=None: ConstructRun(config, data=data, state=state),
-    run_name=lambda c: f"{c.label}-eps{c.epsilon:g}-n{c.n or 'auto'}-c{c.c:g}-s{c.seed}",
+    run_name=lambda c: f"subsetsum-{c.distribution}-{c.signs}-eps{c.epsilon:g}-n{c.n or 'auto'}-c{c.c:g}-s{c.seed}",
     describe=_describe, has_threshold=False, summary="construction",
     columns={"distribution": str, "epsilon": float, "n": int, "target_accuracy": float, "accuracy_gap": float,
              "max_weight_error": float, "mean_weight_error": float, "max_output_error": float,
              "mean_output_error": float, "kept_per_target": float, "random_per_target": float,
-             "target_weights": int, "construct_seconds": float},
+             "candidate_per_target": float, "target_weights": int, "over_epsilon": int, "signs": str,
+             "construct_seconds": float, "solve_seconds": float},
 )

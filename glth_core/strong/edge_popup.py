@@ -9,11 +9,22 @@ backward pass is straight-through: the gradient of the top-k is taken as the ide
 elements). The straight-through estimate is applied to |s|, not s, as in the authors' code: the chain
 through |·| multiplies by sign(s_i), so a negative score still grows in magnitude when its element helps.
 
-One round = one density level: start the scores (``scores: carry`` from the previous level's trained
-scores, the default, a warm start that also makes the dense level 1.0 informative; ``fresh``: new random
-scores per level, levels independent), train them for the round's epochs with TrainConfig's optimizer,
-learning rate and schedule, data order from ``round_generator(seed, level)``, then evaluate with the hard
-mask. Selection of anything (such as which level to keep) must use the validation split, never test.
+One round = one density level: start the scores, train them for the round's epochs with TrainConfig's
+optimizer, learning rate and schedule, then evaluate with the hard mask (``selection.MaskSelector``:
+``select: global | per_layer | per_tensor``). ``scores: fresh`` (the default, as hidden-networks runs one
+density per run): every level starts from the same initial scores and draws the same data order
+(level 0's), so a level's result is what a search of that density alone gives from the same random
+network. ``scores: carry``: each level starts from the previous level's trained scores (a warm start; the
+data order is the level's own). Selection of anything (such as which level to keep) must use the
+validation split, never test.
+
+As in allenai/hidden-networks: the scores start as Kaiming-uniform draws of the coefficients' scale (their
+``kaiming_uniform_(a=√5)`` of the layer), the top-k is taken of |s|, ``per_layer`` is their per-layer
+``GetSubnet`` (``--prune-rate`` there is the fraction *kept*, our density), a weights-only search is the
+dictionary scope preset ``weights`` (biases outside the scope stay at their random values; their networks
+have none), and ``init: signed_constant`` is their ``--init signed_constant`` (every Linear/Conv2d weight
+± gain/√fan_in with gain √2 and the sign of the default draw; ``kaiming_normal``: N(0, 2/fan_in), their
+default ``--init``). They train with SGD and a cosine schedule; TrainConfig says what this search uses.
 
 ``StrongSearch`` follows the ``Trajectory`` protocol (``done``, ``run_round() -> record``, ``state`` with
 save/load, ``ticket``), so the orchestrator runs it as a Tune trial; its state is the last trained scores
@@ -30,26 +41,28 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from glth_core import data as datasets
 from glth_core import dictionaries
-from glth_core.dictionaries import Dictionary
 from glth_core.config import Config
 from glth_core.experiment import Experiment, dictionary_columns
 from glth_core.imp import Ticket, build_model, round_generator, round_record
 from glth_core.state import State
 from glth_core.rounds import RoundRunner
+from glth_core.strong.selection import SELECTS, MaskSelector, apportion, top_k
 from glth_core.train import (Parameterization, TrainConfig, batch_indices, forward_precision, input_format, matmul_precision,
                              run_steps)
 
-__all__ = ["SELECTS", "SCORE_STARTS", "StrongConfig", "StrongState", "StrongSearch", "MaskSelector", "top_k", "run_search"]
+__all__ = ["SELECTS", "SCORE_STARTS", "INITS", "StrongConfig", "StrongState", "StrongSearch", "MaskSelector", "top_k",
+           "apportion", "run_search", "check_selection"]
 
-#: global: one top-k over all elements (or groups) of the scope; per_tensor: a top-k inside each scope
-#: tensor's slice of the coefficient vector (the dictionary's ``scope`` offsets), k apportioned so the
-#: total is still round(density × size).
-SELECTS = ("global", "per_tensor")
-#: where each level's scores start: the previous level's trained scores, or fresh random ones
-SCORE_STARTS = ("carry", "fresh")
+#: where each level's scores start: the same fresh scores for every level, or the previous level's
+SCORE_STARTS = ("fresh", "carry")
+#: the random network's Linear/Conv2d weights: PyTorch's default, or hidden-networks' inits
+INITS = ("default", "kaiming_normal", "signed_constant")
 SCORE_STREAM = 2  # round_generator stream of the score initialization (0: data order, 1: IMP's random masks)
+INIT_STREAM = 3  # the kaiming_normal draw
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,8 @@ class StrongConfig(Config):
     dictionary: dict = field(default_factory=lambda: {"kind": "canonical"})
     densities: tuple[float, ...] = (1.0, 0.5, 0.3, 0.1)
     select: str = "global"
-    scores: str = "carry"
+    scores: str = "fresh"
+    init: str = "default"
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.1
@@ -84,6 +98,8 @@ class StrongConfig(Config):
             raise ValueError(f"select: {self.select!r} is not one of {', '.join(SELECTS)}")
         if self.scores not in SCORE_STARTS:
             raise ValueError(f"scores: {self.scores!r} is not one of {', '.join(SCORE_STARTS)}")
+        if self.init not in INITS:
+            raise ValueError(f"init: {self.init!r} is not one of {', '.join(INITS)}")
 
     @property
     def rounds(self) -> int:
@@ -112,108 +128,6 @@ class StrongState(State):
     records: list[dict] = field(default_factory=list)
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the given hard 0/1 mask; backward: the gradient passes to the scores unchanged."""
-
-    @staticmethod
-    def forward(ctx, unit_scores: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
-        return hard.to(unit_scores.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad, None
-
-
-def apportion(total: int, sizes: list[int]) -> list[int]:
-    """Split ``total`` over parts proportionally to ``sizes`` (largest remainder, ties to the earlier part),
-    so per-part counts are as close to density × size as possible and still sum to ``total``."""
-    n = sum(sizes)
-    exact = [total * s / n for s in sizes]
-    ks = [math.floor(e) for e in exact]
-    order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - ks[i]), i))
-    for i in order[: total - sum(ks)]:
-        ks[i] += 1
-    return ks
-
-
-def top_k(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the k largest ``values``, ties to the lower index (as a stable sort would give),
-    in O(n): a k-th-largest threshold, then the lowest-index ties fill up to k (5–10× a full sort)."""
-    n = values.numel()
-    if k >= n:
-        return torch.ones(n, dtype=torch.bool, device=values.device)
-    if k <= 0:
-        return torch.zeros(n, dtype=torch.bool, device=values.device)
-    threshold = torch.kthvalue(values, n - k + 1).values
-    keep = values > threshold
-    ties = (values == threshold).nonzero().flatten()
-    keep[ties[: k - int(keep.sum())]] = True
-    return keep
-
-
-class MaskSelector:
-    """Scores → hard mask of a given density in one dictionary, and the straight-through soft version.
-
-    Units are elements, or groups when ``dictionary.groups`` is set (a group's score is Σ|s| over it).
-    The mask keeps exactly round(density × units) units (at least one): one top-k over all units
-    (``global``) or one per scope tensor (``per_tensor``; a group belongs to the tensor of its elements).
-    Ties go to the lower index, as in IMP's ``sparsify``.
-    """
-
-    def __init__(self, dictionary: Dictionary, select: str = "global", device: torch.device | str | None = None):
-        if select not in SELECTS:
-            raise ValueError(f"select: {select!r} is not one of {', '.join(SELECTS)}")
-        groups = dictionary.groups
-        device = torch.device(device) if device is not None else (groups.device if groups is not None else torch.device("cpu"))
-        self.groups = None if groups is None else groups.to(device)
-        self.num_units = dictionary.size if groups is None else dictionary.num_groups
-        if select == "global" or len(dictionary.scope) == 1:
-            parts = [torch.arange(self.num_units)]
-        else:
-            entry = torch.empty(dictionary.size, dtype=torch.long)  # element → its scope tensor
-            for i, e in enumerate(dictionary.scope):
-                entry[e.offset : e.offset + e.numel] = i
-            if groups is not None:  # group → its scope tensor, which must be the same for all its elements
-                g = groups.cpu()
-                high = torch.full((self.num_units,), -1).scatter_reduce(0, g, entry, reduce="amax", include_self=False)
-                low = torch.full((self.num_units,), -1).scatter_reduce(0, g, entry, reduce="amin", include_self=False)
-                if not torch.equal(high, low):
-                    raise ValueError("select: per_tensor needs every group inside one scope tensor; use global")
-                entry = high
-            parts = [(entry == i).nonzero().flatten() for i in range(len(dictionary.scope))]
-        self.parts = [p.to(device) for p in parts if p.numel()]
-        self.sizes = [int(p.numel()) for p in self.parts]
-
-    def counts(self, density: float) -> list[int]:
-        """Units kept per part at ``density``."""
-        total = min(self.num_units, max(1, round(density * self.num_units)))
-        return apportion(total, self.sizes)
-
-    def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
-        if self.groups is None:
-            return scores.abs()
-        return torch.zeros(self.num_units, dtype=scores.dtype, device=scores.device).index_add(0, self.groups, scores.abs())
-
-    def hard_units(self, unit_scores: torch.Tensor, density: float) -> torch.Tensor:
-        keep = torch.zeros(self.num_units, dtype=torch.bool, device=unit_scores.device)
-        values = unit_scores.detach()
-        for part, k in zip(self.parts, self.counts(density)):
-            keep[part[top_k(values[part], k)]] = True
-        return keep
-
-    def _expand(self, units: torch.Tensor) -> torch.Tensor:
-        return units if self.groups is None else units[self.groups]
-
-    def mask(self, scores: torch.Tensor, density: float) -> torch.Tensor:
-        """The hard boolean mask over elements."""
-        return self._expand(self.hard_units(self.unit_scores(scores), density))
-
-    def soft_mask(self, scores: torch.Tensor, density: float) -> torch.Tensor:
-        """The same mask as floats, differentiable in ``scores`` by the straight-through estimate."""
-        u = self.unit_scores(scores)
-        return self._expand(_StraightThrough.apply(u, self.hard_units(u, density)))
-
-
 class StrongSearch(RoundRunner):
     """Builds the random network, data and dictionary from a config, then searches one density per round."""
 
@@ -223,6 +137,7 @@ class StrongSearch(RoundRunner):
             config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device
         )
         self.model = build_model(config, self.data, config.seed)
+        apply_init(self.model, config.init, config.seed)
         self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
         self.param = Parameterization(self.model, self.dictionary)
         self.inputs = {
@@ -242,7 +157,7 @@ class StrongSearch(RoundRunner):
         """The density of the next round."""
         return self.config.densities[self.state.round]
 
-    def initial_scores(self, level: int) -> torch.Tensor:
+    def initial_scores(self, level: int = 0) -> torch.Tensor:
         """Seeded U(-b, b) with b = √3·rms(a_0): scores as large as the coefficients they rank, so the
         learning rate means for scores about what it means for weights (hidden-networks draws scores
         from the layer's Kaiming-uniform init the same way). Equal scales everywhere: the first global
@@ -259,11 +174,12 @@ class StrongSearch(RoundRunner):
         cfg, st = self.config, self.state
         t0 = time.perf_counter()
         level, density = st.round, self.density
-        if cfg.scores == "carry" and st.scores is not None:
-            start = st.scores.to(self.init.coeffs.device)
-        else:
-            start = self.initial_scores(level)
-        scores, steps = self.train_scores(start, density, round_generator(cfg.seed, level))
+        if cfg.scores == "carry":
+            start = self.initial_scores(0) if st.scores is None else st.scores.to(self.init.coeffs.device)
+            data_round = level
+        else:  # every level from the same scores and data order: a search of that density alone
+            start, data_round = self.initial_scores(0), 0
+        scores, steps = self.train_scores(start, density, round_generator(cfg.seed, data_round))
         mask = self.selector.mask(scores, density)
         record = round_record(self.param, self.inputs, self.data, self.init, mask, level, steps, cfg.train,
                               time.perf_counter() - t0)
@@ -296,17 +212,56 @@ class StrongSearch(RoundRunner):
         return s.detach(), total
 
 
+def apply_init(model: nn.Module, init: str, seed: int) -> None:
+    """Re-initialize every nn.Linear / nn.Conv2d weight of ``model`` in place (``init``: see the module
+    docstring; ``default`` leaves PyTorch's). Biases and other parameters keep their values."""
+    if init == "default":
+        return
+    g = round_generator(seed, 0, stream=INIT_STREAM)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                std = nn.init.calculate_gain("relu") / math.sqrt(nn.init._calculate_correct_fan(m.weight, "fan_in"))
+                if init == "signed_constant":
+                    m.weight.copy_(m.weight.sign() * std)
+                else:
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+
+
+def check_selection(config: StrongConfig, model: nn.Module) -> None:
+    """Refuse, cheaply and before any trial runs, a per-tensor ``select`` on a dictionary whose
+    coefficients mix tensors (one line naming ``select``)."""
+    if config.select == "global":
+        return
+    try:
+        d = dictionaries.build(config.dictionary_spec, model)
+    except dictionaries.DictionarySpecError:
+        return  # the spec's own problem (e.g. pca needing training inputs) is ``validate``'s to report
+    MaskSelector(d, config.select)
+
+
 def run_search(config: StrongConfig, on_round=None) -> list[dict]:
     return StrongSearch(config).run(on_round)
 
 
+def variant_label(c: StrongConfig, select: bool = True) -> str:
+    """The search's non-default settings as a label suffix (curves are keyed by the dictionary label)."""
+    parts = [c.select.replace("_", "")] if c.select != "global" and select else []
+    parts += [c.scores] if c.scores != "fresh" else []
+    parts += [c.init.replace("_", "")] if c.init != "default" else []
+    return "".join(f"-{p}" for p in parts)
+
+
 def _describe(c: StrongConfig) -> dict:
-    return {**dictionary_columns(c.dictionary_spec), "tau": None, "rewind": "none", "control": "none"}
+    columns = dictionary_columns(c.dictionary_spec)
+    columns["dictionary"] += variant_label(c)
+    return {**columns, "tau": None, "rewind": "none", "control": "none"}
 
 
 EXPERIMENT = Experiment(
     name="strong", config_cls=StrongConfig, state_cls=StrongState,
     runner=lambda config, state=None, data=None: StrongSearch(config, data=data, state=state),
-    run_name=lambda c: f"{dictionaries.label_of(c.dictionary_spec)}-edgepopup-{c.select}-s{c.seed}",
+    run_name=lambda c: (f"{dictionaries.label_of(c.dictionary_spec)}{variant_label(c, select=False)}"
+                        f"-edgepopup-{c.select}-s{c.seed}"),
     describe=_describe, has_threshold=False,
 )
