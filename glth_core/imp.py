@@ -20,7 +20,7 @@ from glth_core import dictionaries, models
 from glth_core.config import Config
 from glth_core.experiment import Experiment, dictionary_columns, json_or_str
 from glth_core.pruning import CONTROLS, MaskRule, check_pruning
-from glth_core.rewind import REWINDS, TrainJob, check_finetune, check_rewind, rewind_label, round_generator, round_jobs
+from glth_core.rewind import REWINDS, TrainJob, check_with_train, check_rewind, rewind_label, round_generator, round_jobs
 from glth_core.rounds import RoundRunner
 from glth_core.sparsify import ROUNDINGS, sparsify
 from glth_core.state import State
@@ -34,7 +34,9 @@ REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses
 
 @dataclass(frozen=True)
 class TrajectoryConfig(Config):
-    """Everything that determines a trajectory; its identity hashes to the trial id."""
+    """Everything that determines a trajectory; its identity hashes to the trial id. ``rewind``: see
+    ``glth_core.rewind``; ``control``, ``prune_rounding``, ``pruning``, ``layer_tau``: see
+    ``glth_core.pruning``."""
 
     KIND: ClassVar[str] = "imp"
     #: keys a sweep spec must give for this kind
@@ -70,7 +72,7 @@ class TrajectoryConfig(Config):
         if self.prune_rounding not in ROUNDINGS:
             raise ValueError(f"prune_rounding: {self.prune_rounding!r} is not one of {', '.join(ROUNDINGS)}")
         check_rewind(self.rewind)
-        check_finetune(self.rewind, self.train)
+        check_with_train(self.rewind, self.train)
         check_pruning(self)
 
     @property
@@ -83,7 +85,8 @@ class TrajectoryConfig(Config):
 
     def extra_seeds(self) -> dict:
         return {
-            "random_mask": self.seed if self.control == "random_mask" else None,
+            # random masks, and the structured control's random order where the dictionary has none
+            "random_mask": self.seed if self.control in ("random_mask", "structured") else None,
             "reinit": self.seed + REINIT_SEED_OFFSET if self.control == "reinit" else None,
         }
 

@@ -90,6 +90,9 @@ class MaskRule:
         self.segments = layer_segments(config, dictionary)
         self.rank_scores = None
         if config.control == "structured":
+            if self.segments:
+                raise ValueError("control: structured keeps one order of units at one rate; this composite gives "
+                                 "its parts their own tau")
             order = unit_order(config, dictionary)
             scores = torch.empty(order.numel(), dtype=torch.float64)
             scores[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)  # first in order: highest

@@ -105,12 +105,17 @@ def rewind_step(rewind, train: TrainConfig, n_train: int) -> int:
     return k
 
 
-def check_finetune(rewind, train: TrainConfig) -> None:
-    """Fine-tuning needs a nonzero rate: refuse ``rewind: none`` with a schedule ending at 0 and no
-    ``train.finetune_lr``."""
+def check_with_train(rewind, train: TrainConfig) -> None:
+    """What a rewind needs of the training, checked without the data: fine-tuning needs a nonzero
+    rate (``rewind: none`` with a schedule ending at 0 and no ``train.finetune_lr`` is refused), and a
+    step k must be below ``train.steps`` when that fixes T (epochs are checked once the data is known)."""
     if rewind == "none" and train.finetune_lr is None and train.final_lr() == 0:
         raise ValueError(f"train.finetune_lr: rewind none fine-tunes at train.schedule {train.schedule}'s final "
                          "rate, which is 0; give train.finetune_lr")
+    if isinstance(rewind, dict) and train.steps is not None:
+        (key, value), = rewind.items()
+        if key in ("step", "lr_step") and value >= train.steps:
+            raise ValueError(f"rewind.{key}: {value} is not below the {train.steps} steps of a round (train.steps)")
 
 
 def round_jobs(config: "TrajectoryConfig", state: "TrajectoryState", n_train: int,

@@ -195,3 +195,9 @@ def test_late_rewinding_keeps_its_state_across_a_resume(digits, tmp_path):
     rest = resumed.run()
     strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rs]  # noqa: E731
     assert strip(rest) == strip(records) and torch.equal(resumed.state.last.coeffs, full.state.last.coeffs)
+
+
+def test_a_step_past_train_steps_is_refused_with_the_config():
+    with pytest.raises(ValueError, match=r"^rewind.lr_step: 8 is not below the 8 steps of a round \(train.steps\)"):
+        _config(rewind={"lr_step": 8}, train=TrainConfig(steps=8))
+    _config(rewind={"step": 7}, train=TrainConfig(steps=8))
