@@ -88,6 +88,8 @@ class Experiment:
     has_threshold: bool = True
     #: how results are read: "curves" (accuracy against compression) or "construction"
     summary: str = "curves"
+    #: (config, model) → raise ValueError: a kind's own check beyond its dictionary spec
+    check_config: Callable[[Any, Any], None] | None = None
 
     def group(self, configs: list, states: list | None = None, batched: bool = False):
         """A group runner over ``configs`` (with their saved states, or None to start); ``batched``
@@ -105,6 +107,8 @@ class Experiment:
         spec = config.resolved().get("dictionary")
         if isinstance(spec, dict):
             dictionaries.validate(spec, model)
+        if self.check_config is not None:
+            self.check_config(config, model)
 
     def all_columns(self) -> dict[str, type]:
         return {**DESCRIBE_COLUMNS, **ROUND_COLUMNS, **self.columns}

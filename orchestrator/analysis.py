@@ -132,13 +132,15 @@ def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
 
 
 # -- the whole analysis ----------------------------------------------------------------------------
-def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.005) -> Analysis:
+def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.005, select_on: str = "val") -> Analysis:
     """Thresholds, peaks and (when ``sweep_dir`` holds the tickets) mask overlap of a sweep's rows.
-    ``delta`` is in accuracy units (0.005 = 0.5 points)."""
-    summary = summarize(rows, delta)
+    ``delta`` is in accuracy units (0.005 = 0.5 points); ``select_on`` the split that chooses."""
+    from orchestrator.uncertainty import threshold_uncertainty
+
+    summary = summarize(rows, delta, select_on)
     if sweep_dir is not None:
         summary = summary.merge(overlap(rows, Path(sweep_dir)), on=[*CURVE, "round"], how="left")
-    curves = thresholds(summary)
+    curves = thresholds(summary, delta).merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
     if "jaccard_mean" in summary:  # the overlap of the winning tickets themselves
         at = summary[summary["winning"]][[*CURVE, "jaccard_mean", "jaccard_chance", "group_jaccard_mean"]]
         at = at.rename(columns={c: f"threshold_{c}" for c in ("jaccard_mean", "jaccard_chance", "group_jaccard_mean")})
@@ -162,11 +164,19 @@ def render_curves(curves: pd.DataFrame, fmt: str = "table") -> str:
     def pct(v, digits=2):
         return "" if pd.isna(v) else f"{100 * v:.{digits}f}"
 
+    def spread(r):
+        if pd.isna(r.get("threshold_ci_low")):
+            return ""
+        return f"±{100 * r['threshold_seed_std']:.1f} [{100 * r['threshold_ci_low']:.1f}, {100 * r['threshold_ci_high']:.1f}]"
+
     view = pd.DataFrame({
         "curve": [curve_label(r, vary) for _, r in curves.iterrows()],
         "seeds": curves["seeds"],
+        "chosen_on": curves["selected_on"] if "selected_on" in curves else "val",
         "dense_acc": curves["dense_accuracy"].map(pct),
         "threshold_compr": curves["threshold_compression"].map(lambda v: pct(v, 1)),
+        "seeds_sd_ci95": [spread(r) for _, r in curves.iterrows()] if "threshold_ci_low" in curves else "",
+        "within_delta_compr": curves["within_delta_compression"].map(lambda v: pct(v, 1)),
         "round": curves["threshold_round"],
         "acc_there": curves["threshold_accuracy"].map(pct),
         "peak_acc": curves["peak_accuracy"].map(pct),
@@ -203,8 +213,11 @@ def mlflow_metrics(analysis: Analysis) -> list[tuple[str, float, int]]:
     for _, c in analysis.curves.iterrows():
         name = curve_label(c, vary)
         for k in ("dense_accuracy", "threshold_compression", "threshold_round", "threshold_accuracy", "threshold_rank",
-                  "peak_accuracy", "peak_compression", "peak_round"):
-            out.append((_metric_key("analysis", name, k), c[k], 0))
+                  "threshold_val_accuracy", "within_delta_compression", "threshold_seed_mean", "threshold_seed_std",
+                  "threshold_ci_low", "threshold_ci_high", "peak_accuracy", "peak_val_accuracy", "peak_compression",
+                  "peak_round"):
+            if k in c:
+                out.append((_metric_key("analysis", name, k), c[k], 0))
     for _, r in analysis.rounds.iterrows():
         name = curve_label(r, vary)
         for k in ("jaccard_mean", "group_jaccard_mean", "jaccard_chance"):
@@ -227,17 +240,20 @@ def log_to_mlflow(analysis: Analysis, sweep_id: str, experiment: str, tracking_u
 
 
 def publish(rows: pd.DataFrame, sweep_dir: Path, sweep_id: str, experiment: str, tracking_uri: str | None,
-            delta: float = 0.005) -> Analysis:
-    """Analyze, write ``analysis.parquet`` and log it to MLflow (a missing store only warns)."""
+            delta: float = 0.005, select_on: str = "val") -> Analysis:
+    """Analyze, write ``analysis.parquet`` and log it to MLflow (metrics, the file, and the
+    per-curve table as an MLflow table); a missing store only warns."""
     from orchestrator.sinks import mlflow as mlflow_sink
 
-    analysis = analyze(rows, sweep_dir, delta)
+    analysis = analyze(rows, sweep_dir, delta, select_on)
     path = write(analysis, sweep_dir)
     if tracking_uri:
         try:
             if log_to_mlflow(analysis, sweep_id, experiment, tracking_uri, [path]) is None:
                 print(f"[glth] analysis: no MLflow parent run for {sweep_id} at {tracking_uri}; written to {path} only",
                       file=sys.stderr)
+            else:
+                mlflow_sink.log_analysis_table(tracking_uri, experiment, sweep_id, analysis.curves)
         except mlflow_sink.MlflowUnavailable as e:
             print(f"[glth] analysis: MLflow unavailable ({e}); written to {path} only", file=sys.stderr)
     return analysis

@@ -132,6 +132,9 @@ class SweepDir:
         payload = {"states": {tid: s.to_dict() for tid, s in group.states.items()}, "failed": group.failed}
         self.store.write_bytes(self._state(group_id), _save(payload))
 
+    def has_group(self, group_id: str) -> bool:
+        return self.store.exists(self._state(group_id))
+
     def load_group(self, group_id: str, state_cls) -> GroupState:
         if not self.store.exists(self._state(group_id)):
             return GroupState()

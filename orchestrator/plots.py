@@ -58,17 +58,23 @@ def _colors(labels: Sequence[str]) -> dict[str, str]:
 
 
 def accuracy_vs_compression(rows: pd.DataFrame, path, delta: float = 0.005, log_remaining: bool = False,
-                            title: str | None = None) -> Path:
+                            title: str | None = None, select_on: str = "val") -> Path:
     """Fig. 2: test accuracy against compression, one curve per dictionary (and control; dashed).
 
     ``log_remaining``: the x-axis is the remaining fraction 1 − compression on a log scale
     (high compression spread out, growing to the right), as in most lottery-ticket plots."""
-    return _save(accuracy_figure(rows, delta, log_remaining, title), path)
+    return _save(accuracy_figure(rows, delta, log_remaining, title, select_on), path)
 
 
-def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: bool = False, title: str | None = None):
-    """The figure of ``accuracy_vs_compression``, not yet saved."""
-    summary = summarize(rows, delta)
+def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: bool = False, title: str | None = None,
+                    select_on: str = "val"):
+    """The figure of ``accuracy_vs_compression``, not yet saved. The threshold (a star) is chosen on
+    ``select_on`` accuracy; its whisker is the 95% bootstrap interval over seeds."""
+    from orchestrator.uncertainty import threshold_uncertainty
+
+    summary = summarize(rows, delta, select_on)
+    spread = {curve_label(r, varying(summary)): (r["threshold_ci_low"], r["threshold_ci_high"])
+              for _, r in threshold_uncertainty(rows, delta, select_on).iterrows()}
     vary = varying(summary)
     fig, ax = plt.subplots(figsize=(8, 5))
     curves = [(curve_label(c.iloc[0], vary), c.sort_values("round"))
@@ -92,8 +98,13 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
         idx = won[0] if len(won) else None
         if idx is not None and not control:
             xt = curve.loc[idx, "compression_mean"]
-            ax.plot(max(1 - xt, 1e-6) if log_remaining else xt, 100 * curve.loc[idx, "test_accuracy_mean"], marker="*",
+            yt = 100 * curve.loc[idx, "test_accuracy_mean"]
+            ax.plot(max(1 - xt, 1e-6) if log_remaining else xt, yt, marker="*",
                     ms=15, color=color, markeredgecolor="black", zorder=4)
+            lo, hi = spread.get(label, (np.nan, np.nan))
+            if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+                ends = [max(1 - v, 1e-6) for v in (lo, hi)] if log_remaining else [lo, hi]
+                ax.plot(ends, [yt, yt], color=color, lw=2.5, solid_capstyle="butt", zorder=4, alpha=0.8)
     means = 100 * summary["test_accuracy_mean"]
     ax.set_ylim(max(0.0, means.min() - 4), min(100.0, means.max() + 2.5))
     dense = summary[summary["round"] == summary["round"].min()]
@@ -104,7 +115,7 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
         ax.axhline(base - 100 * delta, color="grey", ls=":", lw=1, label=f"dense − δ (δ = {100 * delta:g} pt)", zorder=2)
     if not strong:
         ax.plot([], [], ls="none", marker="*", ms=12, color="white", markeredgecolor="black",
-                label="winning-ticket threshold")
+                label=f"winning-ticket threshold (chosen on {'val' if select_on == 'val' else 'TEST'}; bar: 95% CI over seeds)")
     if log_remaining:
         _remaining_axis(ax, 1.0 - summary["compression_mean"].max())
     else:
@@ -305,18 +316,19 @@ def _bottleneck_dictionary(config: dict):
     return d if d.is_input_layer else None
 
 
-def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float) -> int:
+def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float, select_on: str = "val") -> int:
     """``round_`` if the curve has it, else the curve's winning-ticket round, else its last."""
     rounds = sorted(curve_rows["round"].unique())
     if round_ is not None:
         return min(rounds, key=lambda r: abs(r - round_))
-    summary = summarize(curve_rows, delta)
-    idx = threshold_index(summary, delta)
+    summary = summarize(curve_rows, delta, select_on)
+    idx = threshold_index(summary, delta, select_on)
     return int(summary.loc[idx, "round"]) if idx is not None else int(rounds[-1])
 
 
 def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, log_remaining: bool = False,
-               delta: float = 0.005, basis_count: int = 24, basis_seed: int = 0, title: str | None = None) -> list[Path]:
+               delta: float = 0.005, basis_count: int = 24, basis_seed: int = 0, title: str | None = None,
+               select_on: str = "val") -> list[Path]:
     """Every figure that applies to the sweep, under ``sweep_dir/plots``; returns the PNGs written."""
     from orchestrator.layout import SweepDir
 
@@ -328,7 +340,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, l
     if construct is not None:  # a construction sweep has no pruning curve to draw
         return [construct]
     name = "accuracy_vs_remaining_log.png" if log_remaining else "accuracy_vs_compression.png"
-    written = [accuracy_vs_compression(ok, out / name, delta, log_remaining=log_remaining, title=title)]
+    written = [accuracy_vs_compression(ok, out / name, delta, log_remaining=log_remaining, title=title, select_on=select_on)]
     rank = rank_vs_round(ok, out / "rank_vs_round.png")
     if rank is not None:
         written.append(rank)
@@ -338,7 +350,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, l
         dic = _bottleneck_dictionary(config)
         if dic is None:
             continue
-        rnd = _chosen_round(curve, round_, delta)
+        rnd = _chosen_round(curve, round_, delta, select_on)
         seeds = curve.drop_duplicates("trial_id").sort_values("seed").head(MAX_SEED_ROWS)
         maps, labels = [], []
         for r in seeds.itertuples():

@@ -1,7 +1,11 @@
 """Per dictionary × τ × round summaries over seeds, and the winning-ticket threshold.
 
-The threshold of a curve is the largest compression whose mean test accuracy stays within
-``delta`` (accuracy as a fraction; 0.005 = 0.5 points) of the curve's round-0 mean.
+Selection on validation, report on test: the threshold of a curve is the last round before its
+first failure, a failure being a round whose mean *validation* accuracy falls below the round-0
+mean − ``delta`` (accuracy as a fraction; 0.005 = 0.5 points); the test accuracy there is what is
+reported. The peak is the round of best validation accuracy, reported with its test accuracy.
+``select_on="test"`` exists for comparison with papers that chose on test, and is labelled in
+every output. The looser rule (largest compression within δ anywhere) is printed beside it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,13 @@ import pandas as pd
 from glth_core import kinds
 
 FORMATS = ("table", "csv", "json", "markdown")
+#: which split chooses thresholds, peaks and rounds: validation by default; test only when asked
+#: (and then labelled in every output), since choosing on test and reporting test overfits it
+SELECT_ON = ("val", "test")
+#: how tables name the rule (``delta`` in points)
+THRESHOLD_RULE = ("per curve (winning ticket: the last round before the first with mean {split} accuracy < round 0 − "
+                  "{delta:g} points, chosen on {split}, test accuracy reported; within_delta: the largest compression "
+                  "within δ anywhere)")
 #: what makes one curve: rows differing in any of these are never averaged together
 CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind"]
 _CURVE_DEFAULTS = {"dataset": "?", "model": "?", "control": "none"}
@@ -34,15 +45,17 @@ def summary_of(rows: pd.DataFrame) -> str:
     return found.pop() if len(found) == 1 else "curves"
 
 
-def render_rows(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005) -> str:
+def render_rows(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005, select_on: str = "val") -> str:
     """The results table that fits the rows' kind (curves, or a construction table)."""
     if summary_of(rows) == "construction":
         return render_construct(construct_summary(rows), fmt)
-    return render(summarize(rows, delta), fmt)
+    return render(summarize(rows, delta, select_on), fmt)
 
 
-def summarize(rows: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
-    """One row per curve × round: mean ± std over seeds, and a ``winning`` flag at the threshold."""
+def summarize(rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val") -> pd.DataFrame:
+    """One row per curve × round: mean ± std over seeds, and a ``winning`` flag at the threshold
+    (chosen on ``select_on`` accuracy: validation unless asked otherwise; see ``threshold_index``)."""
+    check_select(select_on)
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     ok = ok.assign(**{k: v for k, v in _CURVE_DEFAULTS.items() if k not in ok})
     extra = {"rank_mean": ("rank", "mean")} if "rank" in ok else {}
@@ -52,50 +65,89 @@ def summarize(rows: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
         test_accuracy_mean=("test_accuracy", "mean"),
         test_accuracy_std=("test_accuracy", "std"),
         val_accuracy_mean=("val_accuracy", "mean"),
+        val_accuracy_std=("val_accuracy", "std"),
         compression_mean=("compression", "mean"),
         compression_std=("compression", "std"),
         density_mean=("density", "mean"),
         **extra,
     ).reset_index()
-    out[["test_accuracy_std", "compression_std"]] = out[["test_accuracy_std", "compression_std"]].fillna(0.0)
+    stds = ["test_accuracy_std", "val_accuracy_std", "compression_std"]
+    out[stds] = out[stds].fillna(0.0)
     out["winning"] = False
+    out["selected_on"] = select_on
     if is_strong_search(ok):
         return out
     for _, curve in out.groupby(CURVE, sort=False, dropna=False):
-        idx = threshold_index(curve, delta)
+        idx = threshold_index(curve, delta, select_on)
         if idx is not None:
             out.loc[idx, "winning"] = True
     return out
 
 
-def threshold_index(curve: pd.DataFrame, delta: float):
-    """Row index of the largest compression with mean accuracy ≥ round-0 mean − delta."""
-    base = curve.loc[curve["round"] == curve["round"].min(), "test_accuracy_mean"]
-    if base.empty:
+def check_select(select_on: str) -> None:
+    if select_on not in SELECT_ON:
+        raise ValueError(f"--select-on: {select_on!r} is not one of {', '.join(SELECT_ON)}")
+
+
+def _selection(curve: pd.DataFrame, select_on: str) -> tuple[pd.DataFrame, pd.Series]:
+    curve = curve.sort_values("round")
+    return curve, curve[f"{select_on}_accuracy_mean"]
+
+
+def threshold_index(curve: pd.DataFrame, delta: float, select_on: str = "val"):
+    """Row index of the winning-ticket threshold: the last round before the first failure, a
+    failure being a round whose mean ``select_on`` accuracy is below round 0's − ``delta``
+    (round 0 itself when round 1 already fails)."""
+    curve, acc = _selection(curve, select_on)
+    if curve.empty:
         return None
-    good = curve[curve["test_accuracy_mean"] >= float(base.iloc[0]) - delta - 1e-12]
+    return curve.index[threshold_position(acc.to_numpy(), delta)]
+
+
+def threshold_position(accuracy, delta: float) -> int:
+    """The threshold rule on one mean-accuracy sequence over rounds (round 0 first): the position
+    of the last round before the first one below ``accuracy[0] − delta``."""
+    failed = accuracy < accuracy[0] - delta - 1e-12
+    return max(int(failed.argmax()) - 1, 0) if failed.any() else len(accuracy) - 1
+
+
+def within_delta_index(curve: pd.DataFrame, delta: float, select_on: str = "val"):
+    """Row index of the largest compression whose mean accuracy is within ``delta`` of round 0
+    anywhere on the curve (even after a failure): the looser rule, printed beside the threshold."""
+    curve, acc = _selection(curve, select_on)
+    if curve.empty:
+        return None
+    good = curve[acc >= float(acc.iloc[0]) - delta - 1e-12]
     return None if good.empty else good["compression_mean"].idxmax()
 
 
-def thresholds(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per curve: the winning-ticket compression and its accuracy, plus the peak accuracy and
-    where it occurs (the first round reaching it); ``threshold_rank`` = mean kept groups there."""
+def thresholds(summary: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
+    """Per curve: the winning-ticket compression and the test accuracy there, the looser
+    within-δ compression, and the peak (the round with the best selection accuracy) with its
+    test accuracy; ``threshold_rank`` = mean kept groups at the threshold."""
     rows = []
     nan = float("nan")
+    select_on = str(summary["selected_on"].iloc[0]) if "selected_on" in summary and len(summary) else "val"
     for key, curve in summary.groupby(CURVE, sort=True, dropna=False):
         win = curve[curve["winning"]]
-        peak = curve.loc[curve["test_accuracy_mean"].idxmax()]
+        curve_sorted, acc = _selection(curve, select_on)
+        peak = curve_sorted.loc[acc.idxmax()]
+        loose = within_delta_index(curve, delta, select_on) if len(win) else None
         has_rank = "rank_mean" in curve and len(win) and pd.notna(win["rank_mean"].iloc[0])
         rows.append({
             **dict(zip(CURVE, key)),
             "seeds": int(curve["seeds"].max()),
             "rounds": int(curve["round"].nunique()),
+            "selected_on": select_on,
             "threshold_compression": float(win["compression_mean"].iloc[0]) if len(win) else nan,
             "threshold_round": int(win["round"].iloc[0]) if len(win) else -1,
             "threshold_accuracy": float(win["test_accuracy_mean"].iloc[0]) if len(win) else nan,
+            "threshold_val_accuracy": float(win["val_accuracy_mean"].iloc[0]) if len(win) else nan,
             "threshold_rank": float(win["rank_mean"].iloc[0]) if has_rank else nan,
-            "dense_accuracy": float(curve.loc[curve["round"].idxmin(), "test_accuracy_mean"]),
+            "within_delta_compression": float(curve.loc[loose, "compression_mean"]) if loose is not None else nan,
+            "dense_accuracy": float(curve_sorted["test_accuracy_mean"].iloc[0]),
             "peak_accuracy": float(peak["test_accuracy_mean"]),
+            "peak_val_accuracy": float(peak["val_accuracy_mean"]),
             "peak_compression": float(peak["compression_mean"]),
             "peak_round": int(peak["round"]),
         })
@@ -140,13 +192,16 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
         "seeds": summary["seeds"],
         "compression": [f"{m:.4f} ± {s:.4f}" for m, s in zip(summary["compression_mean"], summary["compression_std"])],
         "test_acc": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])],
+        "val_acc": [f"{100 * m:.2f}" for m in summary["val_accuracy_mean"]],
     })
     if "rank_mean" in summary and summary["rank_mean"].notna().any():
         view["rank"] = summary["rank_mean"].map(lambda r: "" if pd.isna(r) else f"{r:.0f}")
     for col, name in (("jaccard_mean", "jaccard"), ("group_jaccard_mean", "jaccard_groups")):
         if col in summary and summary[col].notna().any():  # mask overlap across seeds (orchestrator.analysis)
             view[name] = summary[col].map(lambda j: "" if pd.isna(j) else f"{j:.3f}")
-    view["winning"] = summary["winning"].map(lambda w: "<- threshold" if w else "")
+    chosen = str(summary["selected_on"].iloc[0]) if "selected_on" in summary and len(summary) else "val"
+    mark = "<- threshold (chosen on val)" if chosen == "val" else "<- threshold (chosen on TEST)"
+    view["winning"] = summary["winning"].map(lambda w: mark if w else "")
     if fmt == "markdown":
         header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
         return header + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in view.itertuples(index=False))

@@ -13,6 +13,7 @@ bookkeeping, never what a resume depends on.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -34,6 +35,9 @@ from orchestrator.storage import Storage
 from orchestrator.trainable import run_group
 
 TUNE_NAME = "trials"
+# Tune's result grid reads result.json files that glth never has Tune write (the rows are ours):
+# its "Failed to fetch metrics" warning at the end of every sweep is noise
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 #: Tune's own console output is replaced by orchestrator.progress
 QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
               "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
@@ -145,6 +149,11 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
         # what this run knows: trials whose rows are already complete, and the driver's working
         # directory (a relative dataset.data_dir, kept relative in the trial id, is resolved against it)
         live = {"completed": sorted(done), "cwd": os.getcwd()}
+        entries = grid_entries(pending, sweep.spec.batch_seeds)
+        saved = [e["trial_id"] for e in entries if sweep_dir.has_group(e["trial_id"])]
+        if saved:
+            print(f"[glth] resuming {len(saved)} trial(s) from their saved state in {sweep_dir.uri}/state",
+                  file=sys.stderr)
         storage_path, filesystem = sweep_dir.store.tune_storage(TUNE)
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus):
@@ -152,7 +161,7 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
             trainable = tune.with_resources(tune.with_parameters(run_group, live=live), {"cpu": res.cpu, "gpu": res.gpu})
             tuner = tune.Tuner(
                 trainable,
-                param_space={"trial": tune.grid_search(grid_entries(pending, sweep.spec.batch_seeds)), "sweep": sweep_cfg},
+                param_space={"trial": tune.grid_search(entries), "sweep": sweep_cfg},
                 # reused actors: a trial's worker (torch, data, glth imported) serves the next
                 # trial with the same resources; each trial still sets its threads and seeds
                 tune_config=tune.TuneConfig(max_concurrent_trials=sweep.spec.max_concurrent, reuse_actors=True,

@@ -366,7 +366,7 @@ def test_labels_and_describe(models, images):
     assert d.describe() == {"dictionary": "canonical", "dictionary_kind": "canonical", "basis": ""}
     assert d.groups is None and d.size == 28950
     assert built(models, images, "mlp", {"kind": "random", "seed": 0}).size == 953010
-    assert set(dictionaries.KINDS) == {"canonical", "random", "blockdiag", "bottleneck"}
+    assert set(dictionaries.KINDS) == {"canonical", "random", "blockdiag", "bottleneck", "channels", "composite"}
 
 
 BAD = {

@@ -437,7 +437,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     now = {t: parquet.trial_files(out, sweep_id)[t].stat().st_mtime_ns for t in mtimes}
     print(f"found: resume exit 0, '{computed} trials computed, {reused} reused'; partial trials resumed at "
           f"rounds {resumed_at}; complete trials' Parquet files untouched: {now == mtimes}")
-    assert "resuming" in resumed.stderr  # Tune restored its experiment
+    assert "resuming" in resumed.stderr  # the partial trial resumed from its saved state
     assert (computed, reused) == (len(counts) - len(mtimes), len(mtimes))
     assert now == mtimes, "a complete trial was recomputed"
     partial = [t for t in counts if t not in mtimes]

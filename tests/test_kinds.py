@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from mlflow.tracking import MlflowClient
+from procs import MlflowServer
 from test_sweep import glth
 
 from orchestrator import cli
@@ -35,16 +37,42 @@ train: {epochs: 3, optimizer: adam, lr: 0.001, batch_size: 128}
 """
 
 
-def _run(tmp_path, name, text):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real MLflow tracking server: strong and construct sweeps must end FINISHED there (#10)."""
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield srv
+    srv.stop()
+
+
+def _runs(uri: str, sweep_id: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("glth-test")
+    (parent,) = client.search_runs([exp.experiment_id], f"tags.`glth.sweep_id` = '{sweep_id}' and tags.`glth.role` = 'parent'")
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return parent, children
+
+
+def _run(tmp_path, name, text, server=None):
     (tmp_path / f"{name}.yaml").write_text(text)
-    proc = glth("run", f"{name}.yaml", "--out", "out", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
+    uri = server.uri if server is not None else f"sqlite:///{tmp_path / 'm.db'}"
+    proc = glth("run", f"{name}.yaml", "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_id = next(d.name for d in (tmp_path / "out").iterdir() if d.name.startswith(name))
-    return proc, parquet.read_rounds(tmp_path / "out", sweep_id)
+    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    if server is not None:  # every child FINISHED under a FINISHED parent, named by what it ran
+        parent, children = _runs(server.uri, sweep_id)
+        assert parent.info.status == "FINISHED" and len(children) == rows.trial_id.nunique()
+        assert {c.info.status for c in children} == {"FINISHED"}
+        names = {c.data.tags["glth.trial_id"]: c.info.run_name for c in children}
+        assert names == dict(zip(rows.trial_id, rows.run_name))
+        print(f"MLflow children: {sorted(names.values())}")
+    return proc, rows
 
 
-def test_strong_sweep_rows_per_density_level(tmp_path):
-    _, rows = _run(tmp_path, "strong", STRONG)
+def test_strong_sweep_rows_per_density_level(tmp_path, server):
+    _, rows = _run(tmp_path, "strong", STRONG, server)
+    assert set(rows.run_name) == {"canonical-edgepopup-global-s0", "bottleneck-random-edgepopup-global-s0"}
     assert len(rows) == 2 * 2 and (rows.kind == "strong").all()
     assert sorted(rows.density.round(4).unique()) == [0.5, 1.0]
     half = rows[rows.density == 0.5].set_index("dictionary").test_accuracy
@@ -52,8 +80,9 @@ def test_strong_sweep_rows_per_density_level(tmp_path):
     assert half["canonical"] > 0.5  # chance is 0.1
 
 
-def test_construct_sweep_over_n_and_distribution(tmp_path):
-    proc, rows = _run(tmp_path, "construct", CONSTRUCT)
+def test_construct_sweep_over_n_and_distribution(tmp_path, server):
+    proc, rows = _run(tmp_path, "construct", CONSTRUCT, server)
+    assert set(rows.run_name) == {f"subsetsum-{d}-iid-eps0.01-n{n}-c3-s0" for d in ("uniform", "hyperbolic") for n in (6, 12)}
     assert len(rows) == 4 and (rows.kind == "construct").all()
     assert set(rows.n) == {6, 12} and set(rows.distribution) == {"uniform", "hyperbolic"}  # its own column, not basis (#10)
     assert (rows.kept < rows.total).all() and (rows.kept_per_target > 0).all()

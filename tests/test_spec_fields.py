@@ -33,7 +33,7 @@ VALUES = {
     "precision": ("bf16", "fp16"),
     "milestones": ([0.3, 0.6], "soon"),
     "prune_rounding": ("ceil", "floor-ish"),
-    "pruning": ("oneshot", "sometimes"),
+    "pruning": ("layerwise", "sometimes"),
     "layer_tau": ({"2.weight": 0.1}, {"2.weight": 1.5}),
     "init": ("signed_constant", "zeros-ish"),
     "signs": ("paired", "random"),

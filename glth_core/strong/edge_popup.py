@@ -263,5 +263,5 @@ EXPERIMENT = Experiment(
     runner=lambda config, state=None, data=None: StrongSearch(config, data=data, state=state),
     run_name=lambda c: (f"{dictionaries.label_of(c.dictionary_spec)}{variant_label(c, select=False)}"
                         f"-edgepopup-{c.select}-s{c.seed}"),
-    describe=_describe, has_threshold=False,
+    describe=_describe, has_threshold=False, check_config=check_selection,
 )

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from orchestrator import defaults
+from orchestrator.results import THRESHOLD_RULE
 from orchestrator.cli.common import BadInput, find_sweep, load_sweep, read_rows
 from orchestrator.cli.summary import has_own_summary, render_results
 
@@ -67,14 +68,13 @@ def cmd_results(args) -> int:
         print(render_results(rows, args.format))
         return 0
     a = analysis.publish(rows, d, d.name, analysis.experiment_of(d), defaults.tracking_uri(args.tracking_uri),
-                         args.delta / 100.0)
+                         args.delta / 100.0, args.select_on)
     if args.analysis and args.format in ("csv", "json"):
         print(render(a.curves, args.format))
         return 0
     print(render(a.rounds, args.format))
     if args.format in ("table", "markdown"):
-        print(f"\nper curve (winning ticket: largest compression with mean accuracy ≥ round 0 − {args.delta:g} points; "
-              f"jaccard: mask overlap across seeds):")
+        print(f"\n{THRESHOLD_RULE.format(delta=args.delta, split=args.select_on)}; jaccard: mask overlap across seeds:")
         print(analysis.render_curves(a.curves, args.format))
     return 0
 
@@ -85,7 +85,8 @@ def cmd_plot(args) -> int:
 
     d = find_sweep(args.sweep, args.storage)
     rows = read_rows(d)
-    pngs = plots.plot_sweep(rows, d, args.round, args.log_remaining, args.delta / 100.0, title=args.title)
+    pngs = plots.plot_sweep(rows, d, args.round, args.log_remaining, args.delta / 100.0, title=args.title,
+                            select_on=args.select_on)
     for png in pngs:
         print(f"plot: {png}")
     uri = defaults.tracking_uri(args.tracking_uri)

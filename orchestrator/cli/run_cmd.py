@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from orchestrator import defaults
+from orchestrator.results import THRESHOLD_RULE
 from orchestrator.cli.common import BadInput, load_sweep, read_rows
 from orchestrator.cli.summary import has_own_summary, render_results
 
@@ -59,9 +60,9 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
     rows = read_rows(result.out_dir, need_rows=False)
     if not rows.empty:
-        print(render_results(rows, delta=args.delta / 100.0))
+        print(render_results(rows, delta=args.delta / 100.0, select_on=args.select_on))
         if not has_own_summary(rows):
-            _print_analysis(rows, result.out_dir, sweep.spec.experiment, args.tracking_uri, args.delta)
+            _print_analysis(rows, result.out_dir, sweep.spec.experiment, args.tracking_uri, args.delta, args.select_on)
     print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir / 'rounds'}")
     if result.failed:
         print(f"failed trials: {', '.join(result.failed)}", file=sys.stderr)
@@ -69,12 +70,14 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     return 0
 
 
-def _print_analysis(rows, sweep_dir: Path, experiment: str, tracking_uri: str | None, delta_points: float) -> None:
+def _print_analysis(rows, sweep_dir: Path, experiment: str, tracking_uri: str | None, delta_points: float,
+                    select_on: str = "val") -> None:
     """After a run: the per-curve analysis table; analysis.parquet and the MLflow parent run get it too."""
     from orchestrator import analysis
 
-    a = analysis.publish(rows, sweep_dir, sweep_dir.name, experiment, defaults.tracking_uri(tracking_uri), delta_points / 100.0)
-    print(f"\nper curve (winning ticket: largest compression with mean accuracy ≥ round 0 − {delta_points:g} points):")
+    a = analysis.publish(rows, sweep_dir, sweep_dir.name, experiment, defaults.tracking_uri(tracking_uri), delta_points / 100.0,
+                         select_on)
+    print(f"\n{THRESHOLD_RULE.format(delta=delta_points, split=select_on)}:")
     print(analysis.render_curves(a.curves))
 
 

@@ -17,6 +17,6 @@ def has_own_summary(rows: pd.DataFrame) -> bool:
     return len(rows) > 0 and summary_of(rows) != "curves"
 
 
-def render_results(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005) -> str:
+def render_results(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005, select_on: str = "val") -> str:
     """The kind's own summary, or the curves' rounds (``delta``: winning-ticket tolerance as a fraction)."""
-    return render_rows(rows, fmt, delta)
+    return render_rows(rows, fmt, delta, select_on)

@@ -1,0 +1,56 @@
+"""How sure a winning-ticket threshold is, over seeds.
+
+Per curve: each seed's own threshold (the same rule as ``results.threshold_index`` on that seed's
+rows alone), their mean and standard deviation, and a 95% bootstrap interval of the threshold of
+the seed-mean curve (``scipy.stats.bootstrap`` over the seeds, resampled with replacement; the
+percentile method, since the statistic is discrete; seeded, so reruns agree). With one seed the
+spread and the interval are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from orchestrator.results import CURVE, _CURVE_DEFAULTS, check_select, threshold_position
+
+RESAMPLES = 999
+COLUMNS = ["threshold_seed_mean", "threshold_seed_std", "threshold_ci_low", "threshold_ci_high"]
+
+
+def _matrices(curve: pd.DataFrame, select_on: str) -> tuple[np.ndarray, np.ndarray]:
+    """(selection accuracy, compression) as seeds × rounds, rounds present for every seed."""
+    acc = curve.pivot_table(index="seed", columns="round", values=f"{select_on}_accuracy").dropna(axis=1)
+    comp = curve.pivot_table(index="seed", columns="round", values="compression")[acc.columns]
+    return acc.to_numpy(), comp.to_numpy()
+
+
+def _threshold(acc: np.ndarray, comp: np.ndarray, idx, delta: float) -> float:
+    idx = np.asarray(idx, dtype=int)
+    mean_acc, mean_comp = acc[idx].mean(axis=0), comp[idx].mean(axis=0)
+    return float(mean_comp[threshold_position(mean_acc, delta)])
+
+
+def threshold_uncertainty(rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val", seed: int = 0) -> pd.DataFrame:
+    """One row per curve: ``COLUMNS`` (compression fractions) and the seeds used."""
+    check_select(select_on)
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    ok = ok.assign(**{k: v for k, v in _CURVE_DEFAULTS.items() if k not in ok})
+    out = []
+    for key, curve in ok.groupby(CURVE, sort=True, dropna=False):
+        acc, comp = _matrices(curve, select_on)
+        n = acc.shape[0]
+        row = {**dict(zip(CURVE, key)), "threshold_seeds": n, **dict.fromkeys(COLUMNS, math.nan)}
+        if n and acc.shape[1]:
+            own = [_threshold(acc, comp, [i], delta) for i in range(n)]
+            row["threshold_seed_mean"] = float(np.mean(own))
+            if n > 1:
+                row["threshold_seed_std"] = float(np.std(own, ddof=1))
+                res = stats.bootstrap((np.arange(n),), lambda i: _threshold(acc, comp, i, delta), vectorized=False,
+                                      n_resamples=RESAMPLES, method="percentile", random_state=np.random.default_rng(seed))
+                row["threshold_ci_low"], row["threshold_ci_high"] = map(float, res.confidence_interval)
+        out.append(row)
+    return pd.DataFrame(out, columns=[*CURVE, "threshold_seeds", *COLUMNS])

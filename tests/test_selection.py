@@ -1,0 +1,85 @@
+"""Choose on validation, report test (#12): thresholds, peaks and their spread over seeds, on rows
+whose answers are known by construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from orchestrator import analysis, results
+from orchestrator.uncertainty import threshold_uncertainty
+
+
+def rows_of(curves: dict[int, list[tuple[float, float]]], dictionary="canonical") -> pd.DataFrame:
+    """seed → [(val, test) per round]; compression 1 − 0.5^round."""
+    out = []
+    for seed, points in curves.items():
+        for rnd, (val, test) in enumerate(points):
+            out.append({"dataset": "digits", "model": "m", "dictionary": dictionary, "control": "none", "tau": 0.5,
+                        "rewind": "init", "round": rnd, "seed": seed, "trial_id": f"t{seed}", "status": "ok",
+                        "val_accuracy": val, "test_accuracy": test, "compression": 1 - 0.5 ** rnd,
+                        "density": 0.5 ** rnd, "kind": "imp"})
+    return pd.DataFrame(out)
+
+
+# val fails at round 2 and recovers at round 3; test never fails
+DIP = {0: [(0.90, 0.80), (0.90, 0.81), (0.85, 0.82), (0.90, 0.83), (0.50, 0.50)]}
+
+
+def test_the_threshold_is_chosen_on_validation_and_reports_test():
+    curves = analysis.analyze(rows_of(DIP), delta=0.01).curves
+    (c,) = curves.itertuples()
+    assert c.threshold_round == 1 and c.threshold_compression == pytest.approx(0.5)
+    assert c.threshold_accuracy == pytest.approx(0.81) and c.threshold_val_accuracy == pytest.approx(0.90)
+    assert c.selected_on == "val"
+
+
+def test_the_threshold_is_the_last_round_before_the_first_failure():
+    # the old rule (largest compression within δ anywhere) picks round 3, after a failure
+    curves = analysis.analyze(rows_of(DIP), delta=0.01).curves
+    assert curves.within_delta_compression.iloc[0] == pytest.approx(0.875)
+    assert curves.threshold_compression.iloc[0] == pytest.approx(0.5)
+
+
+def test_selecting_on_test_is_explicit_and_labelled():
+    summary = results.summarize(rows_of(DIP), 0.01, select_on="test")
+    assert int(summary[summary.winning]["round"].iloc[0]) == 3  # test never fails before round 4
+    assert "chosen on TEST" in results.render(summary)
+    assert "chosen on val" in results.render(results.summarize(rows_of(DIP), 0.01))
+    with pytest.raises(ValueError, match="--select-on"):
+        results.summarize(rows_of(DIP), 0.01, select_on="train")
+
+
+def test_the_peak_is_the_best_validation_round_with_its_test_accuracy():
+    points = {0: [(0.80, 0.70), (0.95, 0.60), (0.85, 0.90)]}
+    (c,) = analysis.analyze(rows_of(points), delta=0.01).curves.itertuples()
+    assert c.peak_round == 1 and c.peak_accuracy == pytest.approx(0.60) and c.peak_val_accuracy == pytest.approx(0.95)
+
+
+def test_thresholds_carry_their_spread_over_seeds():
+    # seed s keeps its val accuracy until round s + 1, then drops: own thresholds at rounds 1, 2, 3
+    seeds = {s: [(0.9, 0.9) if r <= s + 1 else (0.5, 0.5) for r in range(6)] for s in range(3)}
+    u = threshold_uncertainty(rows_of(seeds), delta=0.01).iloc[0]
+    own = [1 - 0.5 ** (s + 1) for s in range(3)]
+    assert u.threshold_seeds == 3
+    assert u.threshold_seed_mean == pytest.approx(np.mean(own)) and u.threshold_seed_std == pytest.approx(np.std(own, ddof=1))
+    # an independent bootstrap of the seed-mean curve's threshold
+    acc = np.array([[p[0] for p in seeds[s]] for s in range(3)])
+    comp = np.array([1 - 0.5 ** r for r in range(6)])
+
+    def stat(idx):
+        mean = acc[np.asarray(idx, dtype=int)].mean(axis=0)
+        bad = np.flatnonzero(mean < mean[0] - 0.01 - 1e-12)
+        return comp[max(bad[0] - 1, 0)] if len(bad) else comp[-1]
+
+    ref = stats.bootstrap((np.arange(3),), stat, vectorized=False, n_resamples=999, method="percentile",
+                          random_state=np.random.default_rng(0))
+    assert (u.threshold_ci_low, u.threshold_ci_high) == pytest.approx(tuple(ref.confidence_interval))
+    assert u.threshold_ci_low <= u.threshold_seed_mean <= u.threshold_ci_high
+
+
+def test_one_seed_has_no_spread():
+    u = threshold_uncertainty(rows_of(DIP), delta=0.01).iloc[0]
+    assert np.isnan(u.threshold_seed_std) and np.isnan(u.threshold_ci_low) and u.threshold_seeds == 1
