@@ -139,11 +139,15 @@ def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.
 
     summary = summarize(rows, delta, select_on)
     if sweep_dir is not None:
-        summary = summary.merge(overlap(rows, Path(sweep_dir)), on=[*CURVE, "round"], how="left")
+        from orchestrator.baseline_overlap import baseline_overlap
+
+        summary = summary.merge(overlap(rows, sweep_dir), on=[*CURVE, "round"], how="left")
+        summary = summary.merge(baseline_overlap(rows, Path(sweep_dir)), on=[*CURVE, "round"], how="left")
     curves = thresholds(summary, delta).merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
     if "jaccard_mean" in summary:  # the overlap of the winning tickets themselves
-        at = summary[summary["winning"]][[*CURVE, "jaccard_mean", "jaccard_chance", "group_jaccard_mean"]]
-        at = at.rename(columns={c: f"threshold_{c}" for c in ("jaccard_mean", "jaccard_chance", "group_jaccard_mean")})
+        there = ["jaccard_mean", "jaccard_chance", "group_jaccard_mean", "jaccard_vs_structured", "group_jaccard_vs_structured"]
+        at = summary[summary["winning"]][[*CURVE, *there]]
+        at = at.rename(columns={c: f"threshold_{c}" for c in there})
         curves = curves.merge(at, on=CURVE, how="left")
     return Analysis(summary, curves, delta)
 
@@ -190,6 +194,10 @@ def render_curves(curves: pd.DataFrame, fmt: str = "table") -> str:
             "" if pd.isna(j) else f"{j:.3f} (chance {c:.3f})"
             for j, c in zip(curves["threshold_jaccard_mean"], curves["threshold_jaccard_chance"])
         ]
+    for col, name in (("threshold_jaccard_vs_structured", "vs_structured_there"),
+                      ("threshold_group_jaccard_vs_structured", "groups_vs_structured_there")):
+        if col in curves and curves[col].notna().any():  # the training-free baseline's share of the ticket
+            view[name] = curves[col].map(lambda j: "" if pd.isna(j) else f"{j:.3f}")
     if "threshold_group_jaccard_mean" in curves and curves["threshold_group_jaccard_mean"].notna().any():
         view["groups_jaccard_there"] = curves["threshold_group_jaccard_mean"].map(lambda j: "" if pd.isna(j) else f"{j:.3f}")
     if fmt == "markdown":
@@ -220,7 +228,7 @@ def mlflow_metrics(analysis: Analysis) -> list[tuple[str, float, int]]:
                 out.append((_metric_key("analysis", name, k), c[k], 0))
     for _, r in analysis.rounds.iterrows():
         name = curve_label(r, vary)
-        for k in ("jaccard_mean", "group_jaccard_mean", "jaccard_chance"):
+        for k in ("jaccard_mean", "group_jaccard_mean", "jaccard_chance", "jaccard_vs_structured", "group_jaccard_vs_structured"):
             if k in r:
                 out.append((_metric_key("analysis", name, k), r[k], int(r["round"])))
     return [(k, float(v), s) for k, v, s in out if v is not None and not pd.isna(v)]
@@ -239,14 +247,16 @@ def log_to_mlflow(analysis: Analysis, sweep_id: str, experiment: str, tracking_u
                                      once_tag=("glth.analysis", digest))
 
 
-def publish(rows: pd.DataFrame, sweep_dir: Path, sweep_id: str, experiment: str, tracking_uri: str | None,
-            delta: float = 0.005, select_on: str = "val") -> Analysis:
+def publish(rows: pd.DataFrame, sweep_dir: Path | str, sweep_id: str, experiment: str, tracking_uri: str | None,
+            delta: float = 0.005, select_on: str = "val", out_dir: Path | None = None) -> Analysis:
     """Analyze, write ``analysis.parquet`` and log it to MLflow (metrics, the file, and the
-    per-curve table as an MLflow table); a missing store only warns."""
+    per-curve table as an MLflow table); a missing store only warns. ``sweep_dir`` (a path or URI)
+    holds the tickets; ``out_dir`` is where analysis.parquet goes (default ``sweep_dir``, which must
+    then be local; the CLI passes ./glth-outputs/<sweep_id> for a sweep on an object store)."""
     from orchestrator.sinks import mlflow as mlflow_sink
 
     analysis = analyze(rows, sweep_dir, delta, select_on)
-    path = write(analysis, sweep_dir)
+    path = write(analysis, out_dir if out_dir is not None else sweep_dir)
     if tracking_uri:
         try:
             if log_to_mlflow(analysis, sweep_id, experiment, tracking_uri, [path]) is None:
@@ -259,12 +269,15 @@ def publish(rows: pd.DataFrame, sweep_dir: Path, sweep_id: str, experiment: str,
     return analysis
 
 
-def experiment_of(sweep_dir: Path) -> str:
-    """The MLflow experiment a sweep logs to (its spec.yaml's ``experiment``, default glth)."""
+def experiment_of(sweep_dir: Path | str) -> str:
+    """The MLflow experiment a sweep logs to (its spec.yaml's ``experiment``, default glth);
+    ``sweep_dir`` a path or URI."""
     import yaml
 
+    from orchestrator.layout import SweepDir
+
     try:
-        raw = yaml.safe_load((Path(sweep_dir) / "spec.yaml").read_text()) or {}
+        raw = yaml.safe_load(SweepDir.at(sweep_dir).spec_text()) or {}
     except (OSError, yaml.YAMLError):
         return "glth"
     profile = (raw.get("profiles") or {}).get(raw.get("profile")) or {}

@@ -1,0 +1,59 @@
+"""How much of a ticket a training-free baseline explains: the mask overlap between each IMP
+ticket and its ``control: structured`` twin (the same seed and dictionary, elements kept at the
+same densities in the dictionary's fixed order — lowest DCT frequencies, top PCA components — or
+a seeded random set, chosen at initialization and never by magnitude).
+
+A ticket whose kept set is the baseline's (Jaccard near 1) is explained by the input statistics
+the ordering encodes, not by training; chance, p / (2 − p), is the floor. Per curve × round: the
+mean over seeds of the element-level and (for grouped dictionaries) group-level Jaccard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator.analysis import group_mask, jaccard
+from orchestrator.results import CURVE
+
+BASELINE = "structured"
+COLUMNS = ["jaccard_vs_structured", "group_jaccard_vs_structured"]
+_TWIN = [k for k in CURVE if k != "control"]
+
+
+def baseline_overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
+    from orchestrator.layout import SweepDir
+
+    where = SweepDir.at(sweep_dir)
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    out = []
+    if "control" not in ok or not (ok["control"] == BASELINE).any():
+        return pd.DataFrame(columns=[*CURVE, "round", *COLUMNS])
+    for key, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True, dropna=False):
+        fields = dict(zip(CURVE, key))
+        twin = ok[(ok["control"] == BASELINE)]
+        for k in _TWIN:
+            twin = twin[(twin[k] == fields[k]) | (twin[k].isna() & pd.isna(fields[k]))]
+        pairs = []  # (ticket trial, baseline trial) of one seed
+        for seed, trials in curve.groupby("seed"):
+            other = twin[twin["seed"] == seed]
+            if len(other):
+                pairs.append((trials["trial_id"].iloc[0], other["trial_id"].iloc[0], json.loads(trials["config"].iloc[0])))
+        tickets = {tid: where.tickets(tid) for a, b, _ in pairs for tid in (a, b)}
+        for rnd in sorted(curve["round"].unique()):
+            values, group_values = [], []
+            for a, b, config in pairs:
+                ta, tb = tickets[a].get(int(rnd)), tickets[b].get(int(rnd))
+                if ta is None or tb is None:
+                    continue
+                values.append(jaccard(ta.mask.cpu(), tb.mask.cpu()))
+                ga, gb = group_mask(config, ta.mask.cpu()), group_mask(config, tb.mask.cpu())
+                if ga is not None:
+                    group_values.append(jaccard(ga, gb))
+            out.append({**fields, "round": int(rnd),
+                        "jaccard_vs_structured": sum(values) / len(values) if values else math.nan,
+                        "group_jaccard_vs_structured": sum(group_values) / len(group_values) if group_values else math.nan})
+    return pd.DataFrame(out, columns=[*CURVE, "round", *COLUMNS]).astype({"tau": "float64"})
