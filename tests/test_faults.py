@@ -219,13 +219,14 @@ def mlflow_runs(uri: str, sweep_id: str) -> tuple:
 
 
 def histories(uri: str, sweep_id: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """trial_id → metric → [(step, value)] for every metric but wall_seconds; one entry per step."""
+    """trial_id → metric → [(step, value)] for every metric but the timings and the worker's system
+    metrics (system/*: CPU and memory use differ from run to run); one entry per step."""
     client = MlflowClient(uri)
     out = {}
     for tid, run in mlflow_runs(uri, sweep_id)[1].items():
         out[tid] = {}
         for key in sorted(run.data.metrics):
-            if key == "wall_seconds":
+            if key in ("wall_seconds", "eval_seconds") or key.startswith("system/"):
                 continue
             hist = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
             steps = [s for s, _ in hist]
