@@ -41,8 +41,10 @@ TAG_SWEEP, TAG_TRIAL, TAG_ROLE = "glth.sweep_id", "glth.trial_id", "glth.role"
 TAG_STATUS, TAG_ARTIFACTS, TAG_SPEC = "glth.status", "glth.artifacts", "glth.spec"
 TAG_PARENT = "mlflow.parentRunId"
 
-# Fail fast when the server is down. Values the user already exported win.
-HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# Fail fast when the server is down, and no "🏃 View run … at" line on stdout for every run
+# ended (glth prints its own summary). Values the user already exported win.
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class MlflowUnavailable(RuntimeError):

@@ -18,6 +18,10 @@ INTERVAL_S = 1.0
 
 
 def _monitors() -> list:
+    try:
+        import psutil  # noqa: F401  (MLflow's monitors read the system through it)
+    except ImportError:
+        raise RuntimeError("system metrics: need psutil on every node (pip install psutil)") from None
     from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
     from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
     from mlflow.system_metrics.metrics.network_monitor import NetworkMonitor
