@@ -138,3 +138,18 @@ class Config:
 
     def extra_seeds(self) -> dict:
         return {}
+
+
+class SeededDictionary:
+    """Mixin for configs with a ``dictionary`` spec and a ``seed``: a dictionary drawn at random
+    takes the trial's seed unless its spec gives one (``dictionaries.seeded``), and that resolved
+    spec is what is hashed, recorded and built."""
+
+    @property
+    def dictionary_spec(self) -> dict:
+        from glth_core import dictionaries
+
+        return dictionaries.seeded(self.dictionary, self.seed)  # type: ignore[attr-defined]
+
+    def resolved(self) -> dict:
+        return {**super().resolved(), "dictionary": self.dictionary_spec}  # type: ignore[misc]

@@ -17,7 +17,7 @@ import torch
 
 from glth_core import data as datasets
 from glth_core import dictionaries, models
-from glth_core.config import Config
+from glth_core.config import Config, SeededDictionary
 from glth_core.experiment import Experiment, dictionary_columns, json_or_str
 from glth_core.pruning import CONTROLS, MaskRule, check_pruning
 from glth_core.rewind import REWINDS, TrainJob, check_with_train, check_rewind, rewind_label, round_generator, round_jobs
@@ -33,7 +33,7 @@ REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses
 
 
 @dataclass(frozen=True)
-class TrajectoryConfig(Config):
+class TrajectoryConfig(SeededDictionary, Config):
     """Everything that determines a trajectory; its identity hashes to the trial id. ``rewind``: see
     ``glth_core.rewind``; ``control``, ``prune_rounding``, ``pruning``, ``layer_tau``: see
     ``glth_core.pruning``."""
@@ -74,14 +74,6 @@ class TrajectoryConfig(Config):
         check_rewind(self.rewind)
         check_with_train(self.rewind, self.train)
         check_pruning(self)
-
-    @property
-    def dictionary_spec(self) -> dict:
-        """The dictionary spec with its seed resolved (defaults to the trajectory's seed)."""
-        return dictionaries.seeded(self.dictionary, self.seed)
-
-    def resolved(self) -> dict:
-        return {**super().resolved(), "dictionary": self.dictionary_spec}
 
     def extra_seeds(self) -> dict:
         return {

@@ -45,7 +45,7 @@ from torch import nn
 
 from glth_core import data as datasets
 from glth_core import dictionaries
-from glth_core.config import Config
+from glth_core.config import Config, SeededDictionary
 from glth_core.experiment import Experiment, dictionary_columns
 from glth_core.imp import Ticket, build_model, round_generator, round_record
 from glth_core.state import State
@@ -66,7 +66,7 @@ INIT_STREAM = 3  # the kaiming_normal draw
 
 
 @dataclass(frozen=True)
-class StrongConfig(Config):
+class StrongConfig(SeededDictionary, Config):
     """Everything that determines one search; its identity hashes to the trial id."""
 
     KIND: ClassVar[str] = "strong"
@@ -104,14 +104,6 @@ class StrongConfig(Config):
     @property
     def rounds(self) -> int:
         return len(self.densities)
-
-    @property
-    def dictionary_spec(self) -> dict:
-        """The dictionary spec with its seed resolved (defaults to the search's seed)."""
-        return dictionaries.seeded(self.dictionary, self.seed)
-
-    def resolved(self) -> dict:
-        return {**super().resolved(), "dictionary": self.dictionary_spec}
 
     def extra_seeds(self) -> dict:
         return {"scores": self.seed}
