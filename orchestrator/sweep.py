@@ -192,7 +192,8 @@ def sync_mlflow(sweep: Sweep, out_dir, tracking_uri: str) -> dict | None:
     files = parquet.trial_files(storage, sweep.sweep_id)
     artifacts = {tid: {"rounds.parquet": str(p)} for tid, p in files.items() if isinstance(p, Path)}
     try:
-        return mlflow_sink.sync_sweep(tracking_uri, sweep.spec.experiment, sweep.sweep_id, sweep.text, df, artifacts)
+        return mlflow_sink.sync_sweep(tracking_uri, sweep.spec.experiment, sweep.sweep_id, sweep.text, df, artifacts,
+                                      metas=[t.meta(sweep.sweep_id) for t in sweep.trials])
     except mlflow_sink.MlflowUnavailable as e:
         print(f"[glth] MLflow still unavailable ({e}); run `glth sync {sweep.sweep_id}` later", file=sys.stderr)
         return None

@@ -25,7 +25,6 @@ from ray import tune
 
 from glth_core.train import DivergedError
 from orchestrator.layout import GroupState, SweepDir
-from orchestrator.sinks.mlflow.system import SystemSampler
 from orchestrator.spec import Trial
 from orchestrator.storage import Storage
 
@@ -81,7 +80,11 @@ def run_group(config: dict, live: dict | None = None) -> None:
     node_id = ray.get_runtime_context().get_node_id()
     batched = len(members) > 1
     group = experiment.group([configs[k] for k in active], states, batched) if active else None
-    sampler = SystemSampler().start() if sweep.get("system_metrics") and group is not None else None
+    sampler = None
+    if sweep.get("system_metrics") and group is not None:  # MLflow's monitors, imported only when asked
+        from orchestrator.sinks.mlflow.system import SystemSampler
+
+        sampler = SystemSampler().start()
 
     def report(metrics: dict) -> None:
         if sampler is not None:
