@@ -162,8 +162,9 @@ class Dictionary(Movable):
     # -- the seed policy of a kind (``dictionaries.seed_dependent`` / ``varies_with_seed``) ----
     @classmethod
     def draws_seed(cls, opts: dict) -> bool:
-        """Whether the basis is drawn from the spec's ``seed`` (which then defaults to the trial's)."""
-        return False
+        """Whether the basis is drawn from the spec's ``seed`` (which then defaults to the trial's):
+        by default, when the kind's variant (``variant_attr``: a block or basis) is ``random``."""
+        return cls.variant_attr is not None and opts.get(cls.variant_attr) == "random"
 
     @classmethod
     def fitted_to_init(cls, opts: dict) -> bool:

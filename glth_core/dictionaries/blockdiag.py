@@ -38,10 +38,6 @@ class BlockDiagonal(BlockDictionary):
     LABEL = "blockdiag-{per}-{block}"
 
     @classmethod
-    def draws_seed(cls, opts: dict) -> bool:
-        return opts["block"] == "random"
-
-    @classmethod
     def build(cls, opts: dict, model, train_x=None) -> "BlockDiagonal":
         scope = cls.check(opts, model)
         segments, index = [], 0  # index: the block's position in the whole dictionary, for its seed

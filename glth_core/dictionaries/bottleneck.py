@@ -143,10 +143,6 @@ class Bottleneck(BlockDictionary):
     LABEL = "bottleneck-{basis}"
 
     @classmethod
-    def draws_seed(cls, opts: dict) -> bool:
-        return opts["basis"] == "random"
-
-    @classmethod
     def fitted_to_init(cls, opts: dict) -> bool:
         return opts["basis"] == "pca"  # the layer's inputs depend on the layers before it
 
