@@ -115,7 +115,7 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
         ax.axhline(base - 100 * delta, color="grey", ls=":", lw=1, label=f"dense − δ (δ = {100 * delta:g} pt)", zorder=2)
     if not strong:
         ax.plot([], [], ls="none", marker="*", ms=12, color="white", markeredgecolor="black",
-                label=f"winning-ticket threshold (chosen on {'val' if select_on == 'val' else 'TEST'}; bar: 95% CI over seeds)")
+                label="winning-ticket threshold")
     if log_remaining:
         _remaining_axis(ax, 1.0 - summary["compression_mean"].max())
     else:
@@ -126,6 +126,9 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     note = f"mean over {seeds} seeds; band: 95% CI of the mean" if seeds > 1 else "one seed (no band)"
     if (summary["control"] != "none").any():
         note += "; dashed: random masks, dotted: re-initialized"
+    if not strong:
+        note += f"\nthreshold (star) chosen on {'validation' if select_on == 'val' else 'TEST'} accuracy"
+        note += "; its bar: 95% bootstrap CI over seeds" if seeds > 1 else ""
     if title is None:
         one = {k: summary[k].iloc[0] for k in ("model", "dataset") if k in summary and summary[k].nunique() == 1}
         what = "Strong tickets (edge-popup, no weight training)" if strong else "IMP"
@@ -326,14 +329,14 @@ def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float, se
     return int(summary.loc[idx, "round"]) if idx is not None else int(rounds[-1])
 
 
-def plot_sweep(rows: pd.DataFrame, sweep_dir: Path, round_: int | None = None, log_remaining: bool = False,
+def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = None, log_remaining: bool = False,
                delta: float = 0.005, basis_count: int = 24, basis_seed: int = 0, title: str | None = None,
-               select_on: str = "val") -> list[Path]:
-    """Every figure that applies to the sweep, under ``sweep_dir/plots``; returns the PNGs written."""
+               select_on: str = "val", out_dir: Path | None = None) -> list[Path]:
+    """Every figure that applies to the sweep, under ``out_dir`` (default ``sweep_dir/plots``, the
+    sweep then local); returns the PNGs written. ``sweep_dir`` (a path or URI) holds the tickets."""
     from orchestrator.layout import SweepDir
 
-    sweep_dir = Path(sweep_dir)
-    out = sweep_dir / "plots"
+    out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "plots"
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     ok = ok.assign(**{k: "none" for k in ("control",) if k not in ok})
     construct = construct_vs_n(ok, out / "construct_vs_n.png")
