@@ -86,7 +86,12 @@ def test_strong_ticket_example_specs_parse(mnist_dir, monkeypatch):
     strong = spec.load(REPO / "examples" / "specs" / "strong_digits.yaml")
     assert {t.kind for t in strong.trials} == {"strong"} and len(strong.trials) == 4 * 2  # dictionaries × seeds
     assert {t.config.densities for t in strong.trials} == {(1.0, 0.5, 0.3, 0.1)}
+    assert {(t.config.select, t.config.scores, t.config.init) for t in strong.trials} == {("global", "fresh", "default")}
+    anchor = spec.load(REPO / "examples" / "specs" / "strong_digits.yaml", profile="anchor")  # hidden-networks' settings
+    assert len(anchor.trials) == 2 and {(t.config.select, t.config.scores, t.config.init) for t in anchor.trials} == \
+        {("per_layer", "fresh", "signed_constant")}
+    assert {t.config.dictionary["scope"] for t in anchor.trials} == {"weights"}
     construct = spec.load(REPO / "examples" / "specs" / "construct_mnist.yaml")
-    assert {t.kind for t in construct.trials} == {"construct"} and len(construct.trials) == 6 * 2  # n × distribution
-    assert {(t.config.n, t.config.distribution) for t in construct.trials} == \
-        {(n, d) for n in (6, 9, 12, 15, 18, 21) for d in ("uniform", "hyperbolic")}
+    assert {t.kind for t in construct.trials} == {"construct"} and len(construct.trials) == 4 * 2 * 2  # n × distribution × signs
+    assert {(t.config.n, t.config.distribution, t.config.signs) for t in construct.trials} == \
+        {(n, d, s) for n in (6, 12, 15, 21) for d in ("uniform", "hyperbolic") for s in ("iid", "paired")}
