@@ -26,7 +26,8 @@ CNN_ARMS = {  # label: (dictionary spec, or "haar" for the stand-in; target rati
     "canonical": ({"kind": "canonical"}, 1.10),
     "bottleneck-identity (layer 7)": ({"kind": "bottleneck", "layer": "7", "basis": "identity"}, 1.10),
     "blockdiag-dct": ({"kind": "blockdiag", "per": "tensor", "block": "dct"}, 1.25),
-    "random-fast": ({"kind": "random", "method": "fast", "seed": 0}, 1.20),
+    "random-fast v2": ({"kind": "random", "method": "fast", "seed": 0, "version": 2}, 1.20),
+    "random-fast v1": ({"kind": "random", "method": "fast", "seed": 0, "version": 1}, None),
     "random-haar": ("haar", None),
 }
 MLP_ARMS = {
@@ -73,6 +74,8 @@ def main() -> None:
     p.add_argument("--haar-steps", type=int, default=8, help="steps timed for random-haar, scaled to an epoch")
     p.add_argument("--exact-haar", action="store_true", help="draw the real Haar matrix (a d³ QR: very slow at d=28,950)")
     p.add_argument("--skip-haar", action="store_true")
+    p.add_argument("--arms", nargs="*", default=None, metavar="LABEL",
+                   help="only the dictionary arms whose label starts with one of these (plain always runs)")
     args = p.parse_args()
     threads = set_threads(args.threads, args.clock)
     repeats = 2 if args.quick else args.repeats
@@ -83,6 +86,10 @@ def main() -> None:
           f"{args.clock} clock, median of {repeats}", flush=True)
 
     for model_name, arms in (("cnn_paper", CNN_ARMS), ("mlp_300_100", MLP_ARMS)):
+        if args.arms is not None:
+            arms = {k: v for k, v in arms.items() if any(k.startswith(a) for a in args.arms)}
+            if not arms:
+                continue
         timers = {"plain": plain_arm(model_name, data, cfg, epoch_steps)}
         for label, (spec, _) in arms.items():
             if spec != "haar":
