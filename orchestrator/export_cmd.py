@@ -60,7 +60,7 @@ def _accuracy(module, x, y, batch: int = 2048) -> float:
     return correct / max(1, len(y))
 
 
-def export_trial(sweep_dir: Path, rows, trial_key: str, round_: int | None, out: Path, bench: bool = False,
+def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None, out: Path, bench: bool = False,
                  bench_images: int = 1000, repeats: int = 30, threads: int = 1, tracking_uri: str | None = None,
                  log=print) -> dict:
     """Export one round's ticket to ``out`` (+ ``out.json``); returns the metadata written."""
@@ -98,7 +98,7 @@ def export_trial(sweep_dir: Path, rows, trial_key: str, round_: int | None, out:
     accuracy = _accuracy(module, traj.data.test_x, traj.data.test_y)
 
     meta = {
-        "sweep_id": sweep_dir.name,
+        "sweep_id": where.sweep_id,
         "trial_id": trial_id,
         "round": int(rnd),
         "dictionary": row["dictionary"],
@@ -138,7 +138,7 @@ def export_trial(sweep_dir: Path, rows, trial_key: str, round_: int | None, out:
             f"  {'exported':10} {b['params']:>12,} {b['latency_ms']:>11.3f}\n"
             f"  ratio      {b['param_ratio']:>11.1f}× {b['speedup']:>10.2f}×  (dense / exported)")
         if tracking_uri:
-            _log_bench(sweep_dir, trial_id, rnd, meta, meta_path, tracking_uri, log)
+            _log_bench(sweep_dir, where.sweep_id, trial_id, rnd, meta, meta_path, tracking_uri, log)
     return meta
 
 
@@ -150,11 +150,12 @@ def _bench(masked, module, x, repeats: int, threads: int) -> dict:
             "latency_ms_dense": 1000 * dense_s, "latency_ms": 1000 * ours_s, "speedup": dense_s / ours_s}
 
 
-def _log_bench(sweep_dir: Path, trial_id: str, rnd: int, meta: dict, meta_path: Path, tracking_uri: str, log) -> None:
+def _log_bench(sweep_dir: Path | str, sweep_id: str, trial_id: str, rnd: int, meta: dict, meta_path: Path,
+               tracking_uri: str, log) -> None:
     from orchestrator.sinks import mlflow as mlflow_sink
 
     try:
-        _, child = mlflow_sink.find_runs(tracking_uri, experiment_of(sweep_dir), sweep_dir.name, trial_id)
+        _, child = mlflow_sink.find_runs(tracking_uri, experiment_of(sweep_dir), sweep_id, trial_id)
         if child is None:
             log(f"[glth] no MLflow child run for {trial_id} at {tracking_uri}; bench not logged")
             return

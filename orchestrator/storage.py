@@ -69,7 +69,7 @@ def _rel(parts: tuple[str, ...]) -> str:
     return "/".join(segs)
 
 
-def _aws_cause(e: OSError) -> str:
+def aws_cause(e: OSError) -> str:
     """One line out of pyarrow's AWS error text."""
     m = _AWS_ERROR.search(str(e))
     if not m:
@@ -297,15 +297,15 @@ class Storage:
         try:
             info = self.filesystem.get_file_info(self.bucket)
         except OSError as e:
-            raise self._refuse(_aws_cause(e)) from None
+            raise self._refuse(aws_cause(e)) from None
         if info.type == pafs.FileType.NotFound:
             raise self._refuse(f"bucket {self.bucket!r} does not exist")
         probe = self.fs_path(f".glth-probe-{secrets.token_hex(6)}")
         try:
             self._put(probe, b"glth storage probe\n")
         except OSError as e:
-            raise self._refuse(f"cannot write: {_aws_cause(e)}") from None
+            raise self._refuse(f"cannot write: {aws_cause(e)}") from None
         try:
             self.filesystem.delete_file(probe)
         except OSError as e:
-            raise self._refuse(f"cannot delete the probe object {probe}: {_aws_cause(e)}") from None
+            raise self._refuse(f"cannot delete the probe object {probe}: {aws_cause(e)}") from None

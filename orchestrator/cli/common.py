@@ -1,12 +1,17 @@
-"""What every command shares: bad input as one line, loading a spec, finding a sweep by key."""
+"""What every command shares: bad input as one line, loading a spec, the storage setting, finding
+a sweep by key (on any storage: a local directory, a filesystem every node mounts, or S3)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
 from orchestrator import defaults
+from orchestrator.storage import DEFAULT as STORAGE_DEFAULT
+from orchestrator.storage import ENV as STORAGE_ENV
+from orchestrator.storage import Storage, StorageError
 
 EXIT_BAD_INPUT = 2
 
@@ -27,6 +32,31 @@ def load_sweep(path: Path, profile: str | None = None, overrides: list[str] | No
         raise BadInput(str(e)) from None
 
 
+def storage_setting(flag: str | None, spec_value: str | None = None) -> tuple[str, str]:
+    """``(value, source)`` of the storage setting: ``--storage`` > the spec's ``storage:`` >
+    ``$GLTH_STORAGE`` > ``./glth-runs``; ``source`` names the setting in messages."""
+    if flag:
+        return flag, "--storage"
+    if spec_value:
+        return spec_value, "storage (the spec's storage: key)"
+    if os.environ.get(STORAGE_ENV):
+        return os.environ[STORAGE_ENV], STORAGE_ENV
+    return STORAGE_DEFAULT, "storage (default ./glth-runs)"
+
+
+def resolve_storage(flag: str | None, spec_value: str | None = None, check: bool = False) -> Storage:
+    """The storage a command uses (precedence as ``storage_setting``); with ``check``, also
+    ``Storage.check_writable()``. Any problem is BadInput naming the setting and the cause."""
+    value, source = storage_setting(flag, spec_value)
+    try:
+        storage = Storage.resolve(value)
+        if check:
+            storage.check_writable()
+    except StorageError as e:
+        raise BadInput(f"{source}: {str(e).removeprefix('storage: ')}") from None
+    return storage
+
+
 def _spec_name(d: Path) -> str | None:
     try:
         raw = yaml.safe_load((d / "spec.yaml").read_text())
@@ -39,15 +69,27 @@ def _is_sweep_dir(d: Path) -> bool:
     return d.is_dir() and (d / "spec.yaml").is_file()
 
 
-def find_sweep(key: str, storage: str | None) -> Path:
-    """The sweep directory that ``key`` names, resolved (absolute).
+def find_sweep(key: str, storage: str | None) -> Path | str:
+    """The sweep directory that ``key`` names: a resolved local Path, or on an object store its
+    ``s3://`` URI (``orchestrator.layout.SweepDir.at`` takes either).
 
     ``key`` may be a sweep directory's path (absolute or relative: what ``glth run`` printed; a
-    directory inside it, such as its ``rounds/``, names it too), a
-    sweep id under ``storage``, a unique prefix of one, or the spec's ``name:``. The storage root
-    is only needed for the last three. Any failure is one line listing the sweeps there.
+    directory inside it, such as its ``rounds/``, names it too), a sweep's URI
+    (``s3://bucket/prefix/<sweep_id>`` or ``file:///abs/<sweep_id>``, or one inside it), a sweep id
+    under ``storage`` (``--storage``, else ``$GLTH_STORAGE``, else ``./glth-runs``: a local path or
+    ``s3://bucket/prefix``), a unique prefix of one, or the spec's ``name:``. The storage is only
+    needed for the last three. Any failure is one line listing the sweeps there.
     """
-    root = Path(defaults.storage(storage)).expanduser()
+    if "://" in key:
+        return _find_by_uri(key)
+    value, _ = storage_setting(storage)
+    if "://" in value:
+        store = resolve_storage(storage)
+        if not store.is_local:
+            return _find_in_store(key, store)
+        root = Path(store.root)
+    else:
+        root = Path(value).expanduser()
     if root.is_dir() and _is_sweep_dir(root / key):
         return (root / key).resolve()
     as_path = Path(key).expanduser()
@@ -62,24 +104,101 @@ def find_sweep(key: str, storage: str | None) -> Path:
     if not root.is_dir():
         raise BadInput(f"sweep: {key!r} is not a sweep directory, and --storage {root} does not exist "
                        f"(pass the sweep's directory, or --storage DIR holding it)")
-    dirs = sorted(d for d in root.iterdir() if _is_sweep_dir(d))
-    match = [d for d in dirs if d.name.startswith(key)]
-    named = [d for d in (match if len(match) > 1 else dirs) if _spec_name(d) == key]
+    dirs = sorted(d.name for d in root.iterdir() if _is_sweep_dir(d))
+    return (root / _match(key, dirs, lambda n: _spec_name(root / n), root)).resolve()
+
+
+def _match(key: str, names: list[str], spec_name, root) -> str:
+    """The one sweep of ``names`` that ``key`` names (id, unique prefix, or the spec's name)."""
+    match = [n for n in names if n.startswith(key)]
+    named = [n for n in (match if len(match) > 1 else names) if spec_name(n) == key] if len(match) != 1 else []
     if len(match) != 1 and len(named) == 1:  # the name settles a prefix that is ambiguous (or none)
         match = named
     if len(match) != 1:
-        names = ", ".join(d.name for d in (match or dirs)) or "none"
+        listing = ", ".join(match or names) or "none"
         if match:
-            raise BadInput(f"sweep: {key!r} is ambiguous under {root}; it matches {names}")
-        raise BadInput(f"sweep: {key!r} matches no sweep under {root}; sweeps: {names}")
-    return match[0].resolve()
+            raise BadInput(f"sweep: {key!r} is ambiguous under {root}; it matches {listing}")
+        raise BadInput(f"sweep: {key!r} matches no sweep under {root}; sweeps: {listing}")
+    return match[0]
 
 
-def read_rows(d: Path, need_rows: bool = True):
-    """A sweep directory's Parquet rows (BadInput when it has none yet and ``need_rows``)."""
+def _remote(what: str, fn):
+    """``fn()``, an object store's OSError (no such bucket, refused credentials) as one line."""
+    from orchestrator.storage import aws_cause
+
+    try:
+        return fn()
+    except OSError as e:
+        raise BadInput(f"{what}: {aws_cause(e)}") from None
+
+
+def _find_in_store(key: str, store: Storage) -> str:
+    """A sweep id / prefix / name under an object-store root; its URI."""
+    def spec_name(name: str) -> str | None:
+        try:
+            raw = yaml.safe_load(store.read_text(f"{name}/spec.yaml"))
+        except (OSError, yaml.YAMLError):
+            return None
+        return str(raw.get("name")) if isinstance(raw, dict) and raw.get("name") is not None else None
+
+    import pyarrow.fs as pafs
+
+    bucket = _remote(f"--storage {store.uri}", lambda: store.filesystem.get_file_info(store.bucket))
+    if bucket.type == pafs.FileType.NotFound:
+        raise BadInput(f"--storage {store.uri}: bucket {store.bucket!r} does not exist")
+    plain = "/" not in key and key not in ("", ".", "..")
+    if plain and _remote(f"--storage {store.uri}", lambda: store.exists(f"{key}/spec.yaml")):
+        return store.uri_of(key)
+    names = _remote(f"--storage {store.uri}", lambda: [n for n in store.list() if store.exists(f"{n}/spec.yaml")])
+    return store.uri_of(_match(key, names, spec_name, store.uri))
+
+
+def _find_by_uri(key: str) -> Path | str:
+    """A sweep named by its URI, or by the URI of a directory inside it (``…/<sweep_id>/rounds``)."""
+    try:
+        store = Storage.resolve(key)
+    except StorageError as e:
+        raise BadInput(f"sweep: {str(e).removeprefix('storage: ')}") from None
+    if store.is_local:
+        return find_sweep(store.root, None)
+    parts = store.root.split("/")
+    for n in range(len(parts), max(2, len(parts) - 3) - 1, -1):  # the sweep itself, then up to 3 levels up
+        candidate = Storage.resolve("s3://" + "/".join(parts[:n]))
+        if _remote(f"sweep: {key}", lambda: candidate.exists("spec.yaml")):
+            return candidate.uri
+    raise BadInput(f"sweep: {key} is not a sweep (no spec.yaml there or up to 3 levels above)")
+
+
+def read_rows(d: Path | str, need_rows: bool = True):
+    """A sweep directory's Parquet rows, ``d`` a path or URI (BadInput when it has none yet and ``need_rows``)."""
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
 
-    rows = parquet.read_rounds(d.parent, d.name)
+    where = SweepDir.at(d)
+    rows = _remote(f"sweep: {where.uri}", lambda: parquet.read_rounds(where.storage, where.sweep_id))
     if rows.empty and need_rows:
-        raise BadInput(f"sweep: {d.name} has no rows yet")
+        raise BadInput(f"sweep: {where.sweep_id} has no rows yet")
     return rows
+
+
+#: where read commands put what they derive from a sweep on an object store (never into the bucket)
+OUTPUTS = "glth-outputs"
+
+
+def outputs_dir(d: Path | str) -> Path:
+    """Where ``glth results`` / ``glth plot`` write analysis.parquet and plots/: a local sweep's own
+    directory; for a sweep on an object store, ``./glth-outputs/<sweep_id>/`` here (the bucket is
+    only read, so read-only credentials do)."""
+    from orchestrator.layout import SweepDir
+
+    if isinstance(d, Path) or "://" not in str(d):
+        return Path(d)
+    return Path.cwd() / OUTPUTS / SweepDir.at(d).sweep_id
+
+
+def spec_text_of(d: Path | str) -> str:
+    """The spec.yaml of a sweep directory (path or URI), as it was run."""
+    from orchestrator.layout import SweepDir
+
+    where = SweepDir.at(d)
+    return _remote(f"sweep: {where.uri}", where.spec_text)

@@ -6,15 +6,17 @@ import contextlib
 import sys
 from pathlib import Path
 
-from orchestrator import defaults
-from orchestrator.cli.common import BadInput, load_sweep
+from orchestrator.cli.common import BadInput, load_sweep, resolve_storage, storage_setting
 
 
 def add_parsers(sub, parents) -> None:
     job = parents["job"]
     p = sub.add_parser("submit", parents=[parents["storage"], parents["tracking"], job],
-                       help="run a sweep spec as a Ray Job on a cluster; prints the job id "
-                            "(a relative --storage is made absolute here; --tracking-uri defaults as for glth run here)")
+                       help="run a sweep spec as a Ray Job on a cluster; prints the job id. Storage: --storage > "
+                            "the spec's storage: > $GLTH_STORAGE > ./glth-runs; an s3:// one is checked from here "
+                            "(this machine's AWS credentials), a path by the job on the cluster before any trial "
+                            "(a relative path is made absolute here; '~/…' is the cluster's home); "
+                            "--tracking-uri defaults as for glth run here")
     p.add_argument("spec")
     p.set_defaults(func=cmd_submit)
 
@@ -52,10 +54,15 @@ def _cluster(args):
 
 
 def cmd_submit(args) -> int:
-    sweep = load_sweep(Path(args.spec))  # a bad spec never reaches the cluster
+    sweep = load_sweep(Path(args.spec))  # a bad spec (or storage) never reaches the cluster
+    out, _ = storage_setting(args.storage, sweep.spec.storage)
+    if not out.startswith("~"):  # '~/…' is a path of the cluster's: expanded and checked there
+        # an object store is checked from here; a path is the cluster's, checked by the job's glth run
+        storage = resolve_storage(args.storage, sweep.spec.storage, check="://" in out and not out.startswith("file:"))
+        out = out if storage.is_local else storage.uri
     with _jobs_api():
         cluster = _cluster(args)
-        job_id, out = cluster.submit(Path(args.spec), sweep.sweep_id, defaults.storage(args.storage), args.tracking_uri)
+        job_id, out = cluster.submit(Path(args.spec), sweep.sweep_id, out, args.tracking_uri)
     print(job_id)
     where = f" --address {cluster.address}" if args.address else ""
     print(f"glth: sweep {sweep.sweep_id} submitted; rows go to {out}/{sweep.sweep_id} on the cluster. "

@@ -1,7 +1,11 @@
 """Commands that read a finished (or running) sweep: results, plot, export, sync, and MLflow's runs.
 
 Each names its sweep by a key that orchestrator.cli.common.find_sweep resolves: the sweep
-directory's path (what ``glth run`` printed), a sweep id, a unique prefix, or the spec's name.
+directory's path (what ``glth run`` printed) or URI (``s3://bucket/prefix/<sweep_id>``), a sweep
+id, a unique prefix, or the spec's name (under ``--storage``: a local directory or ``s3://…``).
+A sweep on an object store is only read: what results and plot derive from it (analysis.parquet,
+plots/) goes to ``./glth-outputs/<sweep_id>/`` (``common.outputs_dir``); a local sweep keeps them in
+its own directory.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from pathlib import Path
 
 from orchestrator import defaults
 from orchestrator.results import THRESHOLD_RULE
-from orchestrator.cli.common import BadInput, find_sweep, load_sweep, read_rows
+from orchestrator.cli.common import BadInput, find_sweep, outputs_dir, read_rows, spec_text_of
 from orchestrator.cli.summary import has_own_summary, render_results
 
-SWEEP_HELP = "the sweep: its directory (as glth run printed it), its id, a unique prefix, or the spec's name"
+SWEEP_HELP = ("the sweep: its directory (as glth run printed it) or URI (s3://bucket/prefix/<sweep id>), "
+              "its id, a unique prefix, or the spec's name (under --storage)")
 
 
 def add_parsers(sub, parents) -> None:
@@ -29,7 +34,8 @@ def add_parsers(sub, parents) -> None:
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("plot", parents=[storage, tracking, analysis],
-                       help="the paper's figures for a sweep: PNGs under <sweep dir>/plots/, logged to MLflow")
+                       help="the paper's figures for a sweep: PNGs under <sweep dir>/plots/ (a sweep on S3: "
+                            "./glth-outputs/<sweep id>/plots/), logged to MLflow")
     p.add_argument("sweep", help=SWEEP_HELP)
     p.add_argument("--round", type=int, default=None, help="round of the kept-coordinate maps (default: each curve's winning-ticket round)")
     p.add_argument("--log-remaining", action="store_true", help="x-axis: remaining fraction on a log scale")
@@ -58,6 +64,12 @@ def add_parsers(sub, parents) -> None:
     p.set_defaults(func=cmd_runs)
 
 
+def _sweep_id(d) -> str:
+    from orchestrator.layout import SweepDir
+
+    return SweepDir.at(d).sweep_id
+
+
 def cmd_results(args) -> int:
     from orchestrator import analysis
     from orchestrator.results import render
@@ -67,8 +79,8 @@ def cmd_results(args) -> int:
     if has_own_summary(rows):
         print(render_results(rows, args.format))
         return 0
-    a = analysis.publish(rows, d, d.name, analysis.experiment_of(d), defaults.tracking_uri(args.tracking_uri),
-                         args.delta / 100.0, args.select_on)
+    a = analysis.publish(rows, d, _sweep_id(d), analysis.experiment_of(d), defaults.tracking_uri(args.tracking_uri),
+                         args.delta / 100.0, args.select_on, out_dir=outputs_dir(d))
     if args.analysis and args.format in ("csv", "json"):
         print(render(a.curves, args.format))
         return 0
@@ -86,13 +98,13 @@ def cmd_plot(args) -> int:
     d = find_sweep(args.sweep, args.storage)
     rows = read_rows(d)
     pngs = plots.plot_sweep(rows, d, args.round, args.log_remaining, args.delta / 100.0, title=args.title,
-                            select_on=args.select_on)
+                            select_on=args.select_on, out_dir=outputs_dir(d) / "plots")
     for png in pngs:
         print(f"plot: {png}")
     uri = defaults.tracking_uri(args.tracking_uri)
     try:
-        if plots.log_to_mlflow(pngs, d.name, analysis.experiment_of(d), uri) is None:
-            print(f"[glth] no MLflow parent run for {d.name} at {uri}; plots not logged", file=sys.stderr)
+        if plots.log_to_mlflow(pngs, _sweep_id(d), analysis.experiment_of(d), uri) is None:
+            print(f"[glth] no MLflow parent run for {_sweep_id(d)} at {uri}; plots not logged", file=sys.stderr)
     except mlflow_sink.MlflowUnavailable as e:
         print(f"[glth] MLflow unavailable ({e}); plots not logged", file=sys.stderr)
     return 0
@@ -113,12 +125,17 @@ def cmd_export(args) -> int:
 
 
 def cmd_sync(args) -> int:
+    from orchestrator import spec
+    from orchestrator.layout import SweepDir
     from orchestrator.sweep import sync_mlflow
 
     d = find_sweep(args.sweep, args.storage)
-    sweep = load_sweep(d / "spec.yaml")
-    counts = sync_mlflow(sweep, d.parent, defaults.tracking_uri(args.tracking_uri))
-    print(f"sync {d.name}: {counts}")
+    try:
+        sweep = spec.parse(spec_text_of(d))
+    except spec.SpecError as e:
+        raise BadInput(f"sweep: {d}: its spec.yaml: {e}") from None
+    counts = sync_mlflow(sweep, SweepDir.at(d).storage, defaults.tracking_uri(args.tracking_uri))
+    print(f"sync {_sweep_id(d)}: {counts}")
     return 0 if counts is not None else 1
 
 

@@ -1,14 +1,23 @@
-"""``glth run`` and ``glth demo``: validate everything, then run (or, with --dry-run, only plan) a sweep."""
+"""``glth run`` and ``glth demo``: validate everything, then run (or, with --dry-run, only plan) a sweep.
+
+Before Ray starts, one line and exit 2 for: the spec and its overrides, a GPU spec that a local
+Ray could never run here (``check_gpu_here``), and the storage (``--storage`` > the spec's
+``storage:`` > ``$GLTH_STORAGE`` > ``./glth-runs``; ``Storage.check_writable``). On a cluster
+(``--address`` / ``$RAY_ADDRESS``) every live node must then read back a file the driver wrote
+there (``check_nodes_reach``), before any trial.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from importlib import resources
 from pathlib import Path
 
 from orchestrator import defaults
 from orchestrator.results import THRESHOLD_RULE
-from orchestrator.cli.common import BadInput, load_sweep, read_rows
+from orchestrator.cli.common import BadInput, load_sweep, outputs_dir, read_rows, resolve_storage, storage_setting
 from orchestrator.cli.summary import has_own_summary, render_results
 
 
@@ -45,38 +54,68 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     items = getattr(args, "overrides", None) or []
     if getattr(args, "resume", False) and args.force:
         raise BadInput("--resume, --force: pick one (--force recomputes every trial from round 0)")
-    # all validation before Ray starts: overrides, spec, datasets, and --resume's precondition
+    # all validation before Ray starts: overrides, spec, datasets, a GPU to run on, the storage
+    # (resolved and checked writable), and --resume's precondition
     sweep = load_sweep(spec_path, getattr(args, "profile", None), items)
-    storage = defaults.storage(args.storage)
-    root = Path(storage).expanduser().resolve()
-    if getattr(args, "resume", False) and not (root / sweep.sweep_id / "spec.yaml").is_file():
-        raise BadInput(f"--resume: no sweep {sweep.sweep_id} under {root} to resume (without --resume, glth run starts it)")
+    check_gpu_here(sweep, args.address)
+    storage = resolve_storage(args.storage, sweep.spec.storage, check=True)
+    setting = storage_setting(args.storage, sweep.spec.storage)[1]
+    if getattr(args, "resume", False) and not storage.exists(f"{sweep.sweep_id}/spec.yaml"):
+        raise BadInput(f"--resume: no sweep {sweep.sweep_id} under {storage.uri} to resume "
+                       f"(without --resume, glth run starts it)")
     if args.dry_run:
-        print(dry_run_text(sweep, root, args.force))
+        print(dry_run_text(sweep, storage, args.force))
         return 0
 
     from orchestrator.sweep import run_sweep
 
-    result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
+    if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster: first, can every node reach the storage?
+        from orchestrator.ray_local import ray_session
+
+        with ray_session(args.address):
+            check_nodes_reach(storage, setting)
+            result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
+    else:
+        result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
     rows = read_rows(result.out_dir, need_rows=False)
     if not rows.empty:
         print(render_results(rows, delta=args.delta / 100.0, select_on=args.select_on))
         if not has_own_summary(rows):
             _print_analysis(rows, result.out_dir, sweep.spec.experiment, args.tracking_uri, args.delta, args.select_on)
-    print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir / 'rounds'}")
+    print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir}/rounds")
     if result.failed:
         print(f"failed trials: {', '.join(result.failed)}", file=sys.stderr)
         return 1
     return 0
 
 
-def _print_analysis(rows, sweep_dir: Path, experiment: str, tracking_uri: str | None, delta_points: float,
-                    select_on: str = "val") -> None:
-    """After a run: the per-curve analysis table; analysis.parquet and the MLflow parent run get it too."""
-    from orchestrator import analysis
+def check_gpu_here(sweep, address: str | None) -> None:
+    """A GPU spec (``device: cuda``, ``resources.gpu > 0``) for a local Ray on a machine whose torch
+    sees no CUDA GPU is refused here, in one line (a cluster's GPUs are the cluster's business;
+    ``device: auto`` picks per worker)."""
+    spec = sweep.spec
+    if address or os.environ.get("RAY_ADDRESS") or (spec.device != "cuda" and not spec.resources.gpu > 0):
+        return
+    import torch
 
-    a = analysis.publish(rows, sweep_dir, sweep_dir.name, experiment, defaults.tracking_uri(tracking_uri), delta_points / 100.0,
-                         select_on)
+    if torch.cuda.is_available():
+        return
+    here = f"this machine has no CUDA GPU (torch {torch.__version__} sees none) and no --address names a cluster"
+    if spec.device == "cuda":
+        raise BadInput(f"device: cuda: {here}; use device: cpu or auto, or run on a cluster with --address")
+    raise BadInput(f"resources.gpu: {spec.resources.gpu:g}: {here} (a local Ray would never schedule the trials); "
+                   f"use resources.gpu: 0, or run on a cluster with --address")
+
+
+def _print_analysis(rows, sweep_dir, experiment: str, tracking_uri: str | None, delta_points: float,
+                    select_on: str = "val") -> None:
+    """After a run: the per-curve analysis table; analysis.parquet (``outputs_dir``) and the MLflow
+    parent run get it too."""
+    from orchestrator import analysis
+    from orchestrator.layout import SweepDir
+
+    a = analysis.publish(rows, sweep_dir, SweepDir.at(sweep_dir).sweep_id, experiment, defaults.tracking_uri(tracking_uri),
+                         delta_points / 100.0, select_on, out_dir=outputs_dir(sweep_dir))
     print(f"\n{THRESHOLD_RULE.format(delta=delta_points, split=select_on)}:")
     print(analysis.render_curves(a.curves))
 
@@ -90,37 +129,95 @@ def cmd_demo(args) -> int:
         sweep = load_sweep(path)
     from orchestrator import plots
 
-    sweep_dir = Path(defaults.storage(args.storage)).expanduser().resolve() / sweep.sweep_id
-    for png in plots.plot_sweep(read_rows(sweep_dir, need_rows=False), sweep_dir):
+    where = resolve_storage(args.storage, sweep.spec.storage).uri_of(sweep.sweep_id)
+    out = outputs_dir(where) / "plots"
+    for png in plots.plot_sweep(read_rows(where, need_rows=False), where, out_dir=out):
         print(f"plot: {png}")
     return code
 
 
+# -- a cluster: every node must reach the storage ---------------------------------------------
+def _node_reads(storage, name: str, token: str) -> tuple[str, str | None]:
+    """On one node: (its address, None if it reads ``token`` from ``name`` in ``storage``, else why not)."""
+    import ray
+
+    from orchestrator.storage import aws_cause
+
+    ip = ray.util.get_node_ip_address()
+    try:
+        seen = storage.read_text(name)
+    except FileNotFoundError:
+        return ip, "does not see what this driver wrote there (a directory of this machine only, not one every node mounts)"
+    except OSError as e:
+        return ip, f"cannot read it: {aws_cause(e)}"
+    return ip, None if seen == token else "reads other content there than this driver wrote"
+
+
+def check_nodes_reach(storage, setting: str = "storage", timeout_s: float = 120.0) -> None:
+    """A connected driver's check that every alive Ray node reads a file it writes to ``storage``
+    (one zero-CPU task per node): a local directory of the driver's machine, or an S3 prefix a
+    node has no credentials for, is refused in one line before any trial runs. The probe file is
+    removed again (and the storage root, if this made it). Nodes that join later (an autoscaler's)
+    are not checked."""
+    import secrets
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = secrets.token_hex(8)
+    name = f".glth-reach-{token}"
+    made_root = storage.is_local and not Path(storage.root).exists()
+    storage.write_text(name, token)
+    try:
+        probe = ray.remote(_node_reads)
+        refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(storage, name, token) for n in ray.nodes() if n["Alive"]]
+        done, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        bad = [(ip, why) for ip, why in ray.get(done) if why]
+        if late:
+            print(f"[glth] {len(late)} Ray node(s) did not answer the storage check in {timeout_s:g} s; going on",
+                  file=sys.stderr)
+    finally:
+        storage.delete(name)
+        if made_root:
+            with contextlib.suppress(OSError):
+                Path(storage.root).rmdir()
+    if bad:
+        nodes = ", ".join(sorted({ip for ip, _ in bad}))
+        raise BadInput(f"{setting}: {storage.uri}: Ray node {nodes} {bad[0][1]}; on a cluster use a filesystem "
+                       f"every node mounts or s3://")
+
+
 # -- the dry run ------------------------------------------------------------------------------
-def stored_rows(sweep, root: Path, force: bool):
+def stored_rows(sweep, storage, force: bool):
     """The rows a run would start from: this sweep's, plus those of trials complete in another
-    sweep under the same storage (a run copies those in); none with --force."""
+    sweep on the same storage (a run copies those in); none with --force."""
     import pandas as pd
 
     from orchestrator.sinks import parquet
 
-    if force or not root.is_dir():
+    if force or not storage.exists():
         return pd.DataFrame(columns=["trial_id", "round", "status"])
-    frames = [parquet.read_rounds(root, sweep.sweep_id)]
+    frames = [parquet.read_rounds(storage, sweep.sweep_id)]
     wanted = {t.trial_id for t in sweep.trials}
-    for other in sorted(p for p in root.iterdir() if p.is_dir() and p.name != sweep.sweep_id):
-        complete = parquet.completed_trials(root, other.name, sweep.rounds) & wanted
+    for other in storage.list():
+        if other == sweep.sweep_id or not storage.exists(f"{other}/rounds"):
+            continue
+        complete = parquet.completed_trials(storage, other, sweep.rounds) & wanted
         if complete:
-            df = parquet.read_rounds(root, other.name)
+            df = parquet.read_rounds(storage, other)
             frames.append(df[df["trial_id"].isin(complete)])
     return pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
 
 
-def dry_run_text(sweep, root: Path, force: bool) -> str:
+def dry_run_text(sweep, storage, force: bool) -> str:
+    """The plan of a run; ``storage`` a Storage (or a local path)."""
     from orchestrator import dry_run
+    from orchestrator.storage import Storage
 
-    rows = stored_rows(sweep, root, force)
+    storage = storage if isinstance(storage, Storage) else Storage.resolve(str(storage))
+    rows = stored_rows(sweep, storage, force)
     plan = dry_run.plan([t.plan_entry() for t in sweep.trials], rows)
-    head = (f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials, up to {sweep.rounds} rounds each → {root / sweep.sweep_id}\n"
-            f"(dry run: Ray not started, nothing written)\n")
+    head = (f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials, up to {sweep.rounds} rounds each → "
+            f"{storage.uri_of(sweep.sweep_id)}\n(dry run: Ray not started, nothing written)\n")
     return head + dry_run.render(plan, dry_run.seconds_per_round(rows), sweep.spec.max_concurrent)
