@@ -180,6 +180,16 @@ class NamespacedCluster:
             psutil.Process(pid).wait(timeout=30)
         return pid
 
+    def lose_worker_node(self) -> int:
+        """The worker machine gone at once: SIGKILL its raylet (by pid; returned), then at once every
+        other process of that node (its Python workers included, by pid), so no trial process
+        outlives the raylet by the moment it takes to notice and writes one more round."""
+        worker = self.workers[-1].pid if self.workers else None
+        rest = _descendants(worker) if worker else []
+        pid = self.kill_worker_raylet()
+        _kill([p for p in rest if p.pid != pid])
+        return pid
+
     def stop(self) -> None:
         victims = []
         for proc in [p for p in (self.head, *self.workers) if p is not None]:
