@@ -46,6 +46,9 @@ def check_batchable(configs: list[TrajectoryConfig]) -> None:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seed: the seeds of a batch must differ, got {seeds}")
     first = configs[0]
+    if first.lmc_points:
+        raise ValueError("lmc_points: linear mode connectivity trains two extra copies per seed, which batched seeds "
+                         "do not run; leave batch_seeds out (or lmc_points: 0)")
     for c in configs[1:]:
         for f in dataclasses.fields(TrajectoryConfig):
             if f.name != "seed" and getattr(c, f.name) != getattr(first, f.name):

@@ -3,8 +3,10 @@
 Round t: rewind → train over Span(D_t) → evaluate → sparsify into D_{t+1}. Round 0 is the
 dense network. The whole state between rounds is a ``TrajectoryState``: save it after any
 round, load it in another process, and the remaining rounds come out bit-identical on CPU.
-Where a round starts and which steps it trains: ``glth_core.rewind``; how the next mask is
-chosen (controls, one-shot, layerwise, rounding): ``glth_core.pruning``.
+Where a round starts and which steps it trains (and ``rewind_norm``): ``glth_core.rewind``; how
+the next mask is chosen (controls, one-shot, layerwise, rounding): ``glth_core.pruning``; the
+optional linear-mode-connectivity measurement of each round (``lmc_points``): ``glth_core.lmc``;
+a round's row (per-layer density, FLOPs of the exported ticket): ``glth_core.records``.
 """
 
 from __future__ import annotations
@@ -19,24 +21,30 @@ from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.config import Config, SeededDictionary
 from glth_core.experiment import Experiment, dictionary_columns, json_or_str
+from glth_core.layer_views import mixing_part
+from glth_core.lmc import LMC_COLUMNS, check_lmc, copy_generators, instability
 from glth_core.pruning import CONTROLS, MaskRule, check_pruning
-from glth_core.rewind import REWINDS, TrainJob, check_with_train, check_rewind, rewind_label, round_generator, round_jobs
+from glth_core.records import VIEW_COLUMNS, round_record
+from glth_core.rewind import (REWIND_NORMS, REWINDS, TrainJob, check_rewind, check_rewind_norm, check_with_train, is_late,
+                              norm_segments, rewind_label, round_generator, round_jobs)
 from glth_core.rounds import RoundRunner
+from glth_core.schedule import Plan
 from glth_core.sparsify import ROUNDINGS, sparsify
 from glth_core.state import State
-from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate, train
+from glth_core.ticket import Ticket
+from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, train
 
 __all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "Ticket", "run_trajectory", "sparsify", "REWINDS",
-           "CONTROLS", "TrainJob", "round_generator", "rewind_label"]
+           "REWIND_NORMS", "CONTROLS", "TrainJob", "round_generator", "rewind_label", "round_record"]
 
 REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses seed + this
 
 
 @dataclass(frozen=True)
 class TrajectoryConfig(SeededDictionary, Config):
-    """Everything that determines a trajectory; its identity hashes to the trial id. ``rewind``: see
-    ``glth_core.rewind``; ``control``, ``prune_rounding``, ``pruning``, ``layer_tau``: see
-    ``glth_core.pruning``."""
+    """Everything that determines a trajectory; its identity hashes to the trial id. ``rewind``,
+    ``rewind_norm``: see ``glth_core.rewind``; ``control``, ``prune_rounding``, ``pruning``,
+    ``layer_tau``: see ``glth_core.pruning``; ``lmc_points``: see ``glth_core.lmc``."""
 
     KIND: ClassVar[str] = "imp"
     #: keys a sweep spec must give for this kind
@@ -61,6 +69,10 @@ class TrajectoryConfig(SeededDictionary, Config):
     pruning: str = "global"
     #: {scope tensor: τ} pruned at its own rate among its own coefficients (``glth_core.pruning``)
     layer_tau: dict[str, float] | None = None
+    #: norm-preserving rewind: none, or rescale each scope tensor / each part to its initial norm
+    rewind_norm: str = "none"
+    #: linear mode connectivity per round: 0 (off) or the points on the path between two copies
+    lmc_points: int = 0
 
     def check(self):
         if self.control not in CONTROLS:
@@ -74,40 +86,17 @@ class TrajectoryConfig(SeededDictionary, Config):
         check_rewind(self.rewind)
         check_with_train(self.rewind, self.train)
         check_pruning(self)
+        check_rewind_norm(self.rewind_norm, self.rewind)
+        check_lmc(self.lmc_points)
 
     def extra_seeds(self) -> dict:
         return {
             # random masks, and the structured control's random order where the dictionary has none
             "random_mask": self.seed if self.control in ("random_mask", "structured") else None,
             "reinit": self.seed + REINIT_SEED_OFFSET if self.control == "reinit" else None,
+            # the two LMC copies' data orders: round_generator(seed, round, streams 4 and 5)
+            "lmc_data_orders": self.seed if self.lmc_points else None,
         }
-
-
-@dataclass
-class Ticket:
-    """What one finished round leaves: the mask it trained under and the trained weights
-    (coefficients stored only where the mask keeps them). Small enough to keep every round."""
-
-    round: int
-    mask: torch.Tensor
-    kept_coeffs: torch.Tensor
-    free: dict[str, torch.Tensor]
-
-    @classmethod
-    def of(cls, round_index: int, mask: torch.Tensor, w: Weights) -> "Ticket":
-        return cls(round_index, mask.clone(), w.coeffs.detach()[mask].clone(), {k: v.detach().clone() for k, v in w.free.items()})
-
-    def weights(self) -> Weights:
-        coeffs = torch.zeros(self.mask.shape, dtype=self.kept_coeffs.dtype, device=self.kept_coeffs.device)
-        coeffs[self.mask] = self.kept_coeffs
-        return Weights(coeffs, dict(self.free))
-
-    def to_dict(self) -> dict:
-        return {"round": self.round, "mask": self.mask, "kept_coeffs": self.kept_coeffs, "free": self.free}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Ticket":
-        return cls(d["round"], d["mask"], d["kept_coeffs"], dict(d["free"]))
 
 
 @dataclass
@@ -129,43 +118,6 @@ def build_model(config: TrajectoryConfig, data: datasets.Dataset, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return models.build(config.model, data.input_shape, data.num_classes).to(config.device)
-
-
-def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, w: Weights, mask: torch.Tensor,
-                 round_index: int, steps: int, train_cfg: TrainConfig, seconds: float,
-                 evaluations: dict[str, Evaluation] | None = None) -> dict:
-    """One round's row: ``w`` under ``mask`` evaluated on every split. ``inputs`` are the splits as the
-    parameterization sees them (``prepare_inputs``). Shared by IMP and the strong-ticket search.
-    ``evaluations`` ({split: Evaluation}) are used instead when given (batched seeds evaluate together)."""
-    dictionary = param.dictionary
-    ev = evaluations or {
-        split: evaluate(param, w, mask, inputs[split], getattr(data, f"{split}_y"), train_cfg.eval_batch_size)
-        for split in ("train", "val", "test")
-    }
-    kept, total = int(mask.sum()), dictionary.size
-    n_train = inputs["train"].shape[0]
-    record = {
-        "round": round_index,
-        "kept": kept,
-        "total": total,
-        "density": kept / total,
-        "compression": 1.0 - kept / total,
-        "test_accuracy": ev["test"].accuracy,
-        "test_loss": ev["test"].loss,
-        "val_accuracy": ev["val"].accuracy,
-        "train_accuracy": ev["train"].accuracy,
-        "train_loss": ev["train"].loss,
-        "epochs": steps * train_cfg.batch_size / n_train,
-        "wall_seconds": seconds,
-        "rank": None,
-    }
-    groups = dictionary.groups
-    if groups is not None:
-        kept_groups = torch.unique(groups[mask])
-        record["rank"] = int(kept_groups.numel())
-        if getattr(dictionary, "basis", None) == "identity":
-            record["kept_inputs"] = kept_groups.tolist()
-    return record
 
 
 class Trajectory(RoundRunner):
@@ -197,6 +149,7 @@ class Trajectory(RoundRunner):
                 state.reinit = self.param.weights_of(fresh)
         self.state = state
         self.mask_rule = MaskRule(config, self.dictionary)
+        self.norm_segments = norm_segments(self.dictionary, config.rewind_norm)
         self._rewind_point: Weights | None = None
         self.ticket: Ticket | None = None  # set by each run_round
 
@@ -207,8 +160,23 @@ class Trajectory(RoundRunner):
     # -- one round ----------------------------------------------------------------------------
     def run_round(self) -> dict:
         t0 = time.perf_counter()
-        results = [self._train(job) for job in self.round_jobs()]
-        return self.finish_round(results, time.perf_counter() - t0)
+        jobs = self.round_jobs()
+        results = [self._train(job) for job in jobs]
+        seconds = time.perf_counter() - t0
+        return self.finish_round(results, seconds, extra=self.lmc(jobs[0]) if self.config.lmc_points else None)
+
+    def lmc(self, job: TrainJob) -> dict:
+        """The round's linear mode connectivity (``glth_core.lmc``): two copies from the ticket
+        job's start and steps under the round's mask. In round 0 of late rewinding the start is
+        w_k, captured by the round's own training, and the copies train steps k…T."""
+        cfg, t0 = self.config, time.perf_counter()
+        start, plan = job.start, job.plan
+        if self.state.round == 0 and is_late(cfg.rewind):
+            start, plan = self._rewind_point, Plan(start_step=job.plan.restart_at or 0)
+        targets = {split: getattr(self.data, f"{split}_y") for split in ("train", "test")}
+        out = instability(self.param, start, self.state.mask, self.inputs, targets, cfg.train,
+                          copy_generators(cfg.seed, self.state.round), cfg.lmc_points, plan)
+        return {**out, "lmc_seconds": time.perf_counter() - t0}
 
     def round_jobs(self) -> list[TrainJob]:
         """The trainings this round needs, in order: the ticket's own, then (reinit control) its
@@ -217,18 +185,19 @@ class Trajectory(RoundRunner):
         if self.done:
             raise RuntimeError("trajectory already finished")
         self._rewind_point = None
-        return round_jobs(self.config, self.state, self.inputs["train"].shape[0], self._capture)
+        return round_jobs(self.config, self.state, self.inputs["train"].shape[0], self._capture, self.norm_segments)
 
     def _capture(self, w: Weights) -> None:
         self._rewind_point = w  # kept by ``finish_round``: a round that fails leaves the state alone
 
     def finish_round(self, results: list[tuple[Weights, int]], seconds: float,
-                     evaluations: dict[str, Evaluation] | None = None) -> dict:
+                     evaluations: dict[str, Evaluation] | None = None, extra: dict | None = None) -> dict:
         """Record, ticket and next mask from the (trained weights, steps) of each ``round_jobs``
-        job; ``seconds`` is the round's training time; ``evaluations``: see ``round_record``."""
+        job; ``seconds`` is the round's training time; ``evaluations``: see ``round_record``;
+        ``extra``: more columns of the record (the round's LMC)."""
         cfg, st = self.config, self.state
         (trained, _), (shown, steps) = results[0], results[-1]  # the record is of the shown training
-        record = self._record(shown, steps, seconds, evaluations)
+        record = {**self._record(shown, steps, seconds, evaluations), **(extra or {})}
         self.ticket = Ticket.of(st.round, st.mask, shown)
         if self._rewind_point is not None:
             st.rewind_point, self._rewind_point = self._rewind_point, None
@@ -268,10 +237,12 @@ def _check_batch(configs):
 
 
 def pruning_label(c: TrajectoryConfig) -> str:
-    """How the trajectory cuts, as a label suffix ("" for the defaults): -layerwise, -layertau, -ceil, -openlth."""
+    """How the trajectory cuts and restarts, as a label suffix ("" for the defaults): -layerwise,
+    -layertau, -ceil, -openlth, -normtensor, -normpart."""
     parts = ["layerwise"] if c.pruning == "layerwise" else []
     parts += ["layertau"] if c.layer_tau else []
     parts += [c.prune_rounding.replace("_", "")] if c.prune_rounding != "round" else []
+    parts += [f"norm{c.rewind_norm}"] if c.rewind_norm != "none" else []
     return "".join(f"-{p}" for p in parts)
 
 
@@ -288,8 +259,19 @@ def _run_name(c: TrajectoryConfig) -> str:
     return f"{label}{ctl}-tau{c.tau:g}-{rewind_label(c.rewind)}-s{c.seed}"
 
 
+def _check_config(c: TrajectoryConfig, model) -> None:
+    """``rewind_norm: tensor`` needs coefficients that belong to one tensor each (checked from the
+    spec, before any basis is built)."""
+    if c.rewind_norm == "tensor":
+        why = mixing_part(c.dictionary_spec, model)
+        if why is not None:
+            raise ValueError(f"rewind_norm: tensor rescales each tensor's own coefficients; the dictionary's {why} "
+                             "(use rewind_norm part)")
+
+
 EXPERIMENT = Experiment(
     name="imp", config_cls=TrajectoryConfig, state_cls=TrajectoryState,
     runner=lambda config, state=None, data=None: Trajectory(config, data=data, state=state),
     run_name=_run_name, describe=_describe, batch=_batch, check_batch=_check_batch,
+    columns={**VIEW_COLUMNS, **LMC_COLUMNS}, check_config=_check_config,
 )

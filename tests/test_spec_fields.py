@@ -35,6 +35,8 @@ VALUES = {
     "prune_rounding": ("ceil", "floor-ish"),
     "pruning": ("layerwise", "sometimes"),
     "layer_tau": ({"2.weight": 0.1}, {"2.weight": 1.5}),
+    "rewind_norm": ("part", "sometimes"),
+    "lmc_points": (11, 1),
     "init": ("signed_constant", "zeros-ish"),
     "signs": ("paired", "random"),
     "rounds": (3, "x"),

@@ -1,0 +1,56 @@
+"""One round's row: the ticket evaluated on every split, plus its per-layer view and its cost.
+Shared by IMP (``glth_core.imp``) and the strong-ticket search (``glth_core.strong.edge_popup``)."""
+
+from __future__ import annotations
+
+import torch
+
+from glth_core import data as datasets
+from glth_core.flops import ticket_flops
+from glth_core.layer_views import layer_density_json
+from glth_core.ticket import Ticket
+from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate
+
+#: the columns ``round_record`` adds to ``experiment.ROUND_COLUMNS`` (declared by the imp kind)
+VIEW_COLUMNS: dict[str, type] = {"layer_density": str, "flops": int, "flops_dense": int}
+
+
+def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, w: Weights, mask: torch.Tensor,
+                 round_index: int, steps: int, train_cfg: TrainConfig, seconds: float,
+                 evaluations: dict[str, Evaluation] | None = None) -> dict:
+    """One round's row: ``w`` under ``mask`` evaluated on every split. ``inputs`` are the splits as the
+    parameterization sees them (``prepare_inputs``). ``evaluations`` ({split: Evaluation}) are used
+    instead when given (batched seeds evaluate together). ``layer_density``: the kept fraction of each
+    parameter tensor as JSON (``glth_core.layer_views``); ``flops`` / ``flops_dense``: the exported
+    ticket's and the dense model's FLOPs on one input (``glth_core.flops``)."""
+    dictionary = param.dictionary
+    ev = evaluations or {
+        split: evaluate(param, w, mask, inputs[split], getattr(data, f"{split}_y"), train_cfg.eval_batch_size)
+        for split in ("train", "val", "test")
+    }
+    kept, total = int(mask.sum()), dictionary.size
+    n_train = inputs["train"].shape[0]
+    record = {
+        "round": round_index,
+        "kept": kept,
+        "total": total,
+        "density": kept / total,
+        "compression": 1.0 - kept / total,
+        "test_accuracy": ev["test"].accuracy,
+        "test_loss": ev["test"].loss,
+        "val_accuracy": ev["val"].accuracy,
+        "train_accuracy": ev["train"].accuracy,
+        "train_loss": ev["train"].loss,
+        "epochs": steps * train_cfg.batch_size / n_train,
+        "wall_seconds": seconds,
+        "rank": None,
+    }
+    groups = dictionary.groups
+    if groups is not None:
+        kept_groups = torch.unique(groups[mask])
+        record["rank"] = int(kept_groups.numel())
+        if getattr(dictionary, "basis", None) == "identity":
+            record["kept_inputs"] = kept_groups.tolist()
+    record["layer_density"] = layer_density_json(dictionary, mask, param.model)
+    record.update(ticket_flops(param.model, dictionary, Ticket.of(round_index, mask, w), data.input_shape))
+    return record
