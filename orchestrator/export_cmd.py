@@ -3,8 +3,12 @@ as a plain PyTorch module (``glth_core.export``), with a JSON of metadata beside
 
 The trial's network is rebuilt from its config (the Parquet ``config`` column: same model, same
 dictionary), the round's ticket comes from the trial's checkpoint. Before saving, the exported
-module is checked against the masked network on test images. ``--bench`` times both on the same
-batch and logs the numbers to the trial's MLflow child run (step = round).
+module is checked against the masked network on test images. Any kind that keeps tickets exports the same
+way: IMP rounds and strong-ticket (edge-popup) levels alike, in any dictionary (the runner is rebuilt
+through ``glth_core.kinds``; a strong ticket is the random network's a_0 under the level's mask).
+The metadata carries ``flops`` and ``flops_dense`` (one input, ``glth_core.flops``: structured
+pruning shows its real cost, single-weight masks the dense one). ``--bench`` times both on the same
+batch and logs the numbers (and the FLOPs) to the trial's MLflow child run (step = round).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 
 from glth_core import export as gexport
 from glth_core import kinds
+from glth_core.flops import count_flops
 from orchestrator import atomic
 from orchestrator.analysis import experiment_of
 
@@ -96,6 +101,8 @@ def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None
     if not diff <= TOLERANCE:
         raise RuntimeError(f"exported network disagrees with the masked one by {diff:.3g} (> {TOLERANCE})")
     accuracy = _accuracy(module, traj.data.test_x, traj.data.test_y)
+    one = traj.data.test_x[:1]
+    flops, flops_dense = count_flops(module, one), count_flops(masked, one)
 
     meta = {
         "sweep_id": where.sweep_id,
@@ -107,6 +114,9 @@ def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None
         "compression": float(row["compression"]),
         **exported.describe(),
         "parameters_dense": gexport.count_parameters(masked),
+        "flops": flops,
+        "flops_dense": flops_dense,
+        "kind": row.get("kind") or kinds.DEFAULT,
         "test_accuracy": accuracy,
         "test_accuracy_recorded": float(row["test_accuracy"]),
         "max_abs_diff_vs_masked": diff,
@@ -119,24 +129,26 @@ def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None
         "load": "torch.load(path, weights_only=False) with glth installed (glth_core.export.IndexSelect)",
     }
     if bench:
-        meta["bench"] = _bench(masked, module, x, repeats, threads)
+        meta["bench"] = {**_bench(masked, module, x, repeats, threads), "flops": flops, "flops_dense": flops_dense,
+                         "flops_ratio": flops_dense / max(1, flops)}
     with atomic.writing(out) as tmp:
         torch.save(module, tmp)
     meta_path = out.with_suffix(".json")
     atomic.write_text(meta_path, json.dumps(meta, indent=1, default=str) + "\n")
 
     log(f"exported {trial_id} round {rnd} ({row['dictionary']}, compression {100 * meta['compression']:.1f}%) "
-        f"as {exported.form}: {meta['parameters']:,} parameters (dense {meta['parameters_dense']:,}); "
+        f"as {exported.form}: {meta['parameters']:,} parameters (dense {meta['parameters_dense']:,}), "
+        f"{flops:,} FLOPs per input (dense {flops_dense:,}); "
         f"test accuracy {100 * accuracy:.2f}% (recorded {100 * meta['test_accuracy_recorded']:.2f}%); "
         f"max |exported − masked| = {diff:.2g}")
     log(f"wrote {out} and {meta_path}")
     if bench:
         b = meta["bench"]
         log(f"bench on {b['images']} test images, {threads} thread(s), median of {repeats}:\n"
-            f"  {'':10} {'parameters':>12} {'latency ms':>11}\n"
-            f"  {'dense':10} {b['params_dense']:>12,} {b['latency_ms_dense']:>11.3f}\n"
-            f"  {'exported':10} {b['params']:>12,} {b['latency_ms']:>11.3f}\n"
-            f"  ratio      {b['param_ratio']:>11.1f}× {b['speedup']:>10.2f}×  (dense / exported)")
+            f"  {'':10} {'parameters':>12} {'latency ms':>11} {'FLOPs/input':>14}\n"
+            f"  {'dense':10} {b['params_dense']:>12,} {b['latency_ms_dense']:>11.3f} {b['flops_dense']:>14,}\n"
+            f"  {'exported':10} {b['params']:>12,} {b['latency_ms']:>11.3f} {b['flops']:>14,}\n"
+            f"  ratio      {b['param_ratio']:>11.1f}× {b['speedup']:>10.2f}× {b['flops_ratio']:>13.2f}×  (dense / exported)")
         if tracking_uri:
             _log_bench(sweep_dir, where.sweep_id, trial_id, rnd, meta, meta_path, tracking_uri, log)
     return meta
@@ -161,7 +173,8 @@ def _log_bench(sweep_dir: Path | str, sweep_id: str, trial_id: str, rnd: int, me
             return
         b = meta["bench"]
         metrics = [(f"export_{k}", float(b[k]), rnd) for k in
-                   ("params", "params_dense", "param_ratio", "latency_ms", "latency_ms_dense", "speedup")]
+                   ("params", "params_dense", "param_ratio", "latency_ms", "latency_ms_dense", "speedup", "flops",
+                    "flops_dense", "flops_ratio")]
         mlflow_sink.log_extra(tracking_uri, child, metrics,
                               tags={"glth.export.form": meta["form"], "glth.export.round": rnd},
                               artifacts={f"export/round_{rnd}.json": meta_path})

@@ -335,6 +335,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = N
     """Every figure that applies to the sweep, under ``out_dir`` (default ``sweep_dir/plots``, the
     sweep then local); returns the PNGs written. ``sweep_dir`` (a path or URI) holds the tickets."""
     from orchestrator.layout import SweepDir
+    from orchestrator.plots_layers import plot_layers
 
     out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "plots"
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
@@ -347,6 +348,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = N
     rank = rank_vs_round(ok, out / "rank_vs_round.png")
     if rank is not None:
         written.append(rank)
+    written += plot_layers(ok, out)  # per-layer density, FLOPs, LMC barrier (orchestrator.plots_layers)
     basis_done = False
     for key, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True, dropna=False):
         config = json.loads(curve["config"].iloc[0])
