@@ -26,7 +26,7 @@ from glth_core.lmc import LMC_COLUMNS, check_lmc, copy_generators, instability
 from glth_core.pruning import CONTROLS, MaskRule, check_pruning
 from glth_core.records import VIEW_COLUMNS, round_record
 from glth_core.rewind import (REWIND_NORMS, REWINDS, TrainJob, check_rewind, check_rewind_norm, check_with_train, is_late,
-                              norm_segments, rewind_label, round_generator, round_jobs)
+                              norm_segments, rewind_label, rewind_step, round_generator, round_jobs)
 from glth_core.rounds import RoundRunner
 from glth_core.schedule import Plan
 from glth_core.sparsify import ROUNDINGS, sparsify
@@ -172,7 +172,8 @@ class Trajectory(RoundRunner):
         cfg, t0 = self.config, time.perf_counter()
         start, plan = job.start, job.plan
         if self.state.round == 0 and is_late(cfg.rewind):
-            start, plan = self._rewind_point, Plan(start_step=job.plan.restart_at or 0)
+            k = rewind_step(cfg.rewind, cfg.train, self.inputs["train"].shape[0])
+            start, plan = self._rewind_point, Plan(start_step=k)
         targets = {split: getattr(self.data, f"{split}_y") for split in ("train", "test")}
         out = instability(self.param, start, self.state.mask, self.inputs, targets, cfg.train,
                           copy_generators(cfg.seed, self.state.round), cfg.lmc_points, plan)

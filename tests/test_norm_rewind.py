@@ -161,3 +161,15 @@ def test_a_norm_preserving_trajectory_is_its_own_curve():
     assert _run_name(c) == "random-fast-normpart-tau0.2-init-s0"
     assert EXPERIMENT.describe(TrajectoryConfig())["dictionary"] == "canonical"
     assert "rewind_norm" not in TrajectoryConfig().identity()
+
+
+def test_batched_seeds_rescale_as_separate_trajectories_do(digits):
+    from glth_core.batched import BatchedTrajectory
+
+    configs = [TrajectoryConfig(dataset="digits", tau=0.5, rounds=3, seed=s, train=TRAIN, rewind_norm="tensor") for s in (0, 1)]
+    batched = BatchedTrajectory(configs, data=digits).run()
+    for config, rows in zip(configs, batched):
+        alone = Trajectory(config, data=digits).run()
+        assert [r["kept"] for r in rows] == [r["kept"] for r in alone]
+        for a, b in zip(rows, alone):
+            assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1e-6 and abs(a["train_loss"] - b["train_loss"]) <= 1e-5
