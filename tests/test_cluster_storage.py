@@ -142,7 +142,7 @@ def mlflow_steps(db: Path) -> dict[str, list[int]]:
 
 def reads_from_the_driver(key: str, storage: str, where: SweepDir, rows, plots_dir: Path, cwd: Path, db: str, capsys,
                           monkeypatch) -> None:
-    """``glth results | plot | export`` of the sweep on ``storage`` from the driver's side (in-process)."""
+    """``glth results | plot | export | sync`` of the sweep on ``storage`` from the driver's side (in-process)."""
     monkeypatch.chdir(cwd)
     uri = ["--tracking-uri", f"sqlite:///{cwd / db}.db"]
     capsys.readouterr()
@@ -162,6 +162,10 @@ def reads_from_the_driver(key: str, storage: str, where: SweepDir, rows, plots_d
     last = rows[(rows.trial_id == IDS[1]) & (rows["round"] == ROUNDS - 1)].iloc[0]
     assert meta["round"] == ROUNDS - 1 and meta["sweep_id"] == SWEEP.sweep_id
     assert meta["test_accuracy_recorded"] == last.test_accuracy and meta["max_abs_diff_vs_masked"] <= 1e-4
+    capsys.readouterr()
+    assert cli.main(["sync", where.uri, *uri]) == 0  # the run synced already: nothing is logged twice
+    assert capsys.readouterr().out.startswith(f"sync {SWEEP.sweep_id}: ")
+    assert mlflow_steps(cwd / f"{db}.db") == {tid: list(range(ROUNDS)) for tid in IDS}
 
 
 # -- a. a directory of the driver ----------------------------------------------------------------
