@@ -148,13 +148,13 @@ class Progress(Callback):
         self._redraw()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        # Tune passes a result to callbacks before it registers the result's checkpoint, so a
-        # trial killed just then resumes a round earlier than the rows already reported
+        # a trial restarted after a failure says where it resumed (its saved state may be a round
+        # behind the rows already reported: the repeated round gives the same row)
         resumed, tid = int(result.get("resumed_from", -1)), _tid(trial)
         if tid in self.recovering or (resumed >= 0 and self.rounds_done.get(tid, 0) < (resumed + 1) * _size(trial)):
             self.recovering.discard(tid)
-            self._say(f"trial {tid} resumed at round {resumed} from its checkpoint" if resumed >= 0
-                      else f"trial {tid} restarted at round 0 (it had no checkpoint yet)")
+            self._say(f"trial {tid} resumed at round {resumed} from its saved state" if resumed >= 0
+                      else f"trial {tid} restarted at round 0 (it had no saved state yet)")
         if "test_accuracy" in result:
             rnd = int(result["round"])
             if rnd == 0:
@@ -178,7 +178,7 @@ class Progress(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.recovering.add(_tid(trial))
-        self._say(f"trial {_tid(trial)} RECOVERING from its last checkpoint after a failure")
+        self._say(f"trial {_tid(trial)} RECOVERING from its saved state after a failure")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.pop(_tid(trial), None)

@@ -196,24 +196,19 @@ def test_a_directory_of_the_driver_is_refused_before_any_trial(cluster):
     assert on_worker(cluster.private_dir) == []  # and no trial wrote anything there
 
 
-def test_a_without_the_check_the_worker_keeps_the_sweep_on_its_own_disk(cluster, capsys):
-    """Today's bug, through ``run_sweep`` (the library call, which has no node check)."""
+def test_a_without_the_check_the_worker_refuses_a_storage_it_cannot_see(cluster, capsys):
+    """Through ``run_sweep`` (the library call, which has no node check): each trial's worker finds
+    no sweep directory where the driver made it and fails, rather than keep tickets and state on its
+    own disk where the driver never sees them."""
     from orchestrator.sweep import run_sweep
 
     private = cluster.private_dir / "runs-lib"
-    result = run_sweep(SWEEP, str(private), tracking_uri=f"sqlite:///{cluster.base / 'lib'}.db")
-    assert result.failed == []  # the driver sees a sweep that succeeded...
-    rows = parquet.read_rounds(private, SWEEP.sweep_id)
-    exactly_once(rows)  # ...with every row (reported to the driver, written there)
-    here = SweepDir(Storage.resolve(str(private)), SWEEP.sweep_id)
-    assert all(here.tickets(tid) == {} for tid in IDS)  # but no ticket on the driver's side
-    assert not (private / SWEEP.sweep_id / "state").exists()
-    there = on_worker(private / SWEEP.sweep_id)  # they are on the worker node's disk
-    assert there == sorted([f"state/{tid}.pt" for tid in IDS] +
-                           [f"tickets/{tid}/round-{r:04d}.pt" for tid in IDS for r in range(ROUNDS)])
+    result = run_sweep(SWEEP.__class__(SWEEP.spec.model_copy(update={"max_failures": 0}), SWEEP.text, SWEEP.trials),
+                       str(private), tracking_uri=f"sqlite:///{cluster.base / 'lib'}.db")
+    assert sorted(result.failed) == sorted(IDS)
+    assert parquet.read_rounds(private, SWEEP.sweep_id).empty
+    assert on_worker(private / SWEEP.sweep_id) == []  # nothing stranded on the worker's disk
     capsys.readouterr()
-    code = cli.main(["export", str(private / SWEEP.sweep_id), "--trial", IDS[0], "-o", str(cluster.base / "lib.pt")])
-    assert code == 2 and "has no tickets" in capsys.readouterr().err
 
 
 # -- b. a directory both nodes see (EFS/NFS) -----------------------------------------------------

@@ -27,7 +27,8 @@ def _parent() -> argparse.ArgumentParser:
 def storage_parent() -> argparse.ArgumentParser:
     p = _parent()
     p.add_argument("--storage", "--out", dest="storage", default=None, metavar="DIR",
-                   help="where sweeps live, one directory per sweep (default $GLTH_STORAGE, else ./glth-runs)")
+                   help="where sweeps live, one directory per sweep: a path, a shared filesystem or s3://bucket/prefix "
+                        "(default: the spec's storage:, else $GLTH_STORAGE, else ./glth-runs)")
     return p
 
 
