@@ -60,6 +60,16 @@ class SweepResult:
     computed: int
     reused: int
     failed: list[str]
+    experiment_id: str | None = None
+    tracking_uri: str | None = None
+
+    @property
+    def mlflow_url(self) -> str | None:
+        """Where a browser shows the sweep's runs (MLflow 3 opens an experiment on its GenAI pages
+        unless the URL asks for the runs view; glth's experiments are also tagged as model training)."""
+        if self.experiment_id is None or not str(self.tracking_uri).startswith("http"):
+            return None
+        return f"{str(self.tracking_uri).rstrip('/')}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
 
 
 def as_storage(out_dir) -> Storage:
@@ -180,7 +190,8 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
 
     sync_mlflow(sweep, storage, tracking_uri)
     where = Path(sweep_dir.uri) if storage.is_local else sweep_dir.uri
-    return SweepResult(sweep.sweep_id, where, mlflow_info["parent_run_id"], len(pending), len(done), failed)
+    return SweepResult(sweep.sweep_id, where, mlflow_info["parent_run_id"], len(pending), len(done), failed,
+                       mlflow_info["experiment_id"], tracking_uri)
 
 
 def sync_mlflow(sweep: Sweep, out_dir, tracking_uri: str) -> dict | None:

@@ -83,6 +83,11 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
         if not has_own_summary(rows):
             _print_analysis(rows, result.out_dir, sweep.spec.experiment, args.tracking_uri, args.delta, args.select_on)
     print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir}/rounds")
+    if result.mlflow_url:
+        print(f"MLflow runs: {result.mlflow_url}")
+    elif result.experiment_id is not None:
+        print(f"MLflow: mlflow ui --backend-store-uri {result.tracking_uri}  (then the experiment's runs, "
+              f"#/experiments/{result.experiment_id}/runs?workflowType=machine_learning)")
     if result.failed:
         print(f"failed trials: {', '.join(result.failed)}", file=sys.stderr)
         return 1
