@@ -47,6 +47,7 @@ from glth_core import data as datasets
 from glth_core import dictionaries
 from glth_core.config import Config, SeededDictionary
 from glth_core.experiment import Experiment, dictionary_columns
+from glth_core.records import VIEW_COLUMNS
 from glth_core.imp import Ticket, build_model, round_generator, round_record
 from glth_core.state import State
 from glth_core.rounds import RoundRunner
@@ -255,5 +256,5 @@ EXPERIMENT = Experiment(
     runner=lambda config, state=None, data=None: StrongSearch(config, data=data, state=state),
     run_name=lambda c: (f"{dictionaries.label_of(c.dictionary_spec)}{variant_label(c, select=False)}"
                         f"-edgepopup-{c.select}-s{c.seed}"),
-    describe=_describe, has_threshold=False, check_config=check_selection,
+    describe=_describe, has_threshold=False, check_config=check_selection, columns=VIEW_COLUMNS,
 )
