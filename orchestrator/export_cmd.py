@@ -67,8 +67,10 @@ def _accuracy(module, x, y, batch: int = 2048) -> float:
 
 def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None, out: Path, bench: bool = False,
                  bench_images: int = 1000, repeats: int = 30, threads: int = 1, tracking_uri: str | None = None,
-                 log=print) -> dict:
-    """Export one round's ticket to ``out`` (+ ``out.json``); returns the metadata written."""
+                 log=print, to_mlflow: bool = False) -> dict:
+    """Export one round's ticket to ``out`` (+ ``out.json``); returns the metadata written.
+    ``to_mlflow``: also log the module as an MLflow model (input example, signature) on the
+    trial's child run."""
     from orchestrator.layout import LayoutError, SweepDir
 
     trial_id = pick_trial(rows, trial_key)
@@ -151,7 +153,26 @@ def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None
             f"  ratio      {b['param_ratio']:>11.1f}× {b['speedup']:>10.2f}× {b['flops_ratio']:>13.2f}×  (dense / exported)")
         if tracking_uri:
             _log_bench(sweep_dir, where.sweep_id, trial_id, rnd, meta, meta_path, tracking_uri, log)
+    if to_mlflow:
+        meta["mlflow_model"] = _log_model(sweep_dir, where.sweep_id, trial_id, rnd, module, x[:4], tracking_uri, log)
     return meta
+
+
+def _log_model(sweep_dir, sweep_id: str, trial_id: str, rnd: int, module, example, tracking_uri: str | None, log) -> str:
+    """``mlflow.pytorch.log_model`` of the exported ticket on the trial's child run; its model URI."""
+    from orchestrator.sinks import mlflow as mlflow_sink
+
+    if not tracking_uri:
+        raise ExportError("--mlflow: no tracking URI (give --tracking-uri or set MLFLOW_TRACKING_URI)")
+    try:
+        _, child = mlflow_sink.find_runs(tracking_uri, experiment_of(sweep_dir), sweep_id, trial_id)
+        if child is None:
+            raise ExportError(f"--mlflow: no MLflow child run for trial {trial_id} at {tracking_uri}")
+        uri = mlflow_sink.log_exported_model(tracking_uri, child, module, example, name=f"ticket_round_{rnd}")
+    except mlflow_sink.MlflowUnavailable as e:
+        raise ExportError(f"--mlflow: MLflow at {tracking_uri} is unavailable ({e})") from None
+    log(f"logged the exported ticket to MLflow run {child} as {uri}")
+    return uri
 
 
 def _bench(masked, module, x, repeats: int, threads: int) -> dict:

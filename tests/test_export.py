@@ -166,3 +166,29 @@ def test_glth_export_bad_trial_and_round_are_one_line(paper_sweep, tmp_path):
     proc = glth(*base, "--trial", tid, "--round", "99", cwd=paper_sweep["cwd"])
     assert proc.returncode == 2 and "--round: 99" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.slow
+def test_glth_export_mlflow_logs_the_ticket_as_a_model(paper_sweep, tmp_path):
+    """`glth export --mlflow` (#14): the exported ticket as an MLflow model on the trial's run,
+    with a signature and an input example, that loads back and computes the same outputs."""
+    import mlflow.pytorch
+
+    rows = paper_sweep["rows"]
+    trial = rows[(rows.dictionary == "bottleneck-identity") & (rows.control == "none") & (rows.seed == 1)]
+    tid, last = trial.trial_id.iloc[0], int(trial["round"].max())
+    out = tmp_path / "ticket.pt"
+    proc = glth("export", paper_sweep["sweep_id"], "--trial", tid, "--round", str(last), "-o", str(out), "--mlflow",
+                "--out", str(paper_sweep["out"]), "--tracking-uri", paper_sweep["uri"], cwd=paper_sweep["cwd"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    uri = next(line.split(" as ")[-1].strip() for line in proc.stdout.splitlines() if "logged the exported ticket" in line)
+    mlflow.set_tracking_uri(paper_sweep["uri"])
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
+    from orchestrator.export_cmd import trial_config
+
+    loaded = mlflow.pytorch.load_model(uri)
+    module = torch.load(out, weights_only=False)
+    x = Trajectory(trial_config(trial.iloc[0].to_dict())).data.test_x[:5]
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), module(x), atol=1e-6)

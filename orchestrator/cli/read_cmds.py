@@ -49,6 +49,8 @@ def add_parsers(sub, parents) -> None:
     p.add_argument("--round", type=int, default=None, help="round to export (default: the trial's last)")
     p.add_argument("-o", "--output", required=True, help="where to torch.save the module (metadata goes to the same name .json)")
     p.add_argument("--bench", action="store_true", help="time dense vs exported on test images; log to the trial's MLflow run")
+    p.add_argument("--mlflow", action="store_true",
+                   help="also log the exported module as an MLflow model (signature, input example) on the trial's run")
     p.add_argument("--images", type=int, default=1000, help="--bench batch size (default 1000 test images)")
     p.add_argument("--repeats", type=int, default=30, help="--bench repeats (the median is reported)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the export and the bench (default 1)")
@@ -118,7 +120,7 @@ def cmd_export(args) -> int:
     try:
         export_cmd.export_trial(d, rows, args.trial, args.round, Path(args.output), bench=args.bench,
                                 bench_images=args.images, repeats=args.repeats, threads=args.threads,
-                                tracking_uri=defaults.tracking_uri(args.tracking_uri))
+                                tracking_uri=defaults.tracking_uri(args.tracking_uri), to_mlflow=args.mlflow)
     except export_cmd.ExportError as e:
         raise BadInput(str(e)) from None
     return 0
