@@ -1,11 +1,31 @@
 """The Ray a sweep runs on: a cluster's (``--address`` / RAY_ADDRESS), or a local one that glth
-starts on 127.0.0.1 with token authentication and stops afterwards."""
+starts on 127.0.0.1 with token authentication and stops afterwards.
+
+Ctrl-C (SIGINT) inside the session: Tune's own handler is off (``TUNE_DISABLE_SIGINT_HANDLER``:
+it would end ``tuner.fit`` as if the sweep were done and suggest ``Tuner.restore``, which glth never
+uses), so the interrupt leaves ``tuner.fit`` at once; the session then stops the local Ray (a second
+Ctrl-C cannot cut that short), prints one line saying how to resume, and exits with status 130.
+Every round a trial finished is kept: its row is in Parquet, or in the resume state its worker wrote
+before reporting, which the rerun reports first (``orchestrator.trainable``).
+
+Start-up (measured by ``benchmarks/bench_sweep.py``): ``ray.init`` of a local Ray is the GCS, the
+dashboard head (started even with ``include_dashboard=False``, for the job and state APIs), the
+raylet, which registers only once its dashboard and runtime-env agents are up, and the driver's
+connection; the agents' start (Python processes importing aiohttp, grpc, OpenTelemetry) is most
+of it. ``ray.init`` has no public option to leave them out, and the ``RAY_*`` settings tried
+(usage stats, metrics collection, worker prestart) did not change its time, so none is set here.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
 
 #: the local Ray's token, random, one per process
 _LOCAL_TOKEN = secrets.token_urlsafe(32)
@@ -43,23 +63,72 @@ def _local_auth():
         refresh()
 
 
+#: the exit status of an interrupted run (128 + SIGINT, as a shell reports Ctrl-C)
+EXIT_INTERRUPTED = 130
+
+
+def resume_hint(argv: list[str] | None = None) -> str:
+    """How to resume: the same ``glth run`` command line when this process is one, else in words."""
+    argv = sys.argv if argv is None else argv
+    if argv and Path(argv[0]).name == "glth" and len(argv) > 1:
+        return "run again: " + shlex.join(["glth", *argv[1:]])
+    return "run the same `glth run` again"
+
+
+@contextlib.contextmanager
+def _tune_leaves_sigint_alone():
+    saved = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored (main thread only: elsewhere signals cannot be set, nor delivered)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None):
-    """Attach to ``address``/RAY_ADDRESS, or start (and later stop) a local Ray on 127.0.0.1."""
+    """Attach to ``address``/RAY_ADDRESS, or start (and later stop) a local Ray on 127.0.0.1.
+    Ctrl-C inside: Ray shut down, one line on stderr, ``SystemExit(EXIT_INTERRUPTED)``."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
+    interrupted = False
     with contextlib.ExitStack() as stack:
-        if started:
-            if address:
-                ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-            else:
-                stack.enter_context(_local_auth())
-                ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus or os.cpu_count(),
-                         include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        stack.enter_context(_tune_leaves_sigint_alone())
         try:
+            if started:
+                if address:
+                    ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+                else:
+                    stack.enter_context(_local_auth())
+                    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus or os.cpu_count(),
+                             include_dashboard=False, logging_level="WARNING", log_to_driver=False)
             yield
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
             if started:
-                ray.shutdown()
+                with _sigint_ignored():
+                    ray.shutdown()
+    if interrupted:
+        what = "disconnected from the Ray cluster" if address else "local Ray stopped"
+        print(f"[glth] interrupted: {what}, every finished round kept; to resume, {resume_hint()}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_INTERRUPTED)
