@@ -20,8 +20,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow"
 
+# make bench BENCH="--quick" (or "--only round sweep", "--device cuda"): the arguments of run_all.py
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH)
 
 clean:
 	rm -rf glth-runs mlflow.db mlartifacts bench-results

@@ -26,8 +26,33 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller work")
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                    help="cpu (default): this process's CPU time, steady on a machine shared with other work; "
-                        "wall: elapsed time")
+                        "wall: elapsed time (always, with --device cuda)")
     return p
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default), or cuda on a GPU machine (wall clock, synchronized)")
+
+
+def on_device(data: datasets.Dataset, device: str) -> datasets.Dataset:
+    """``data`` with every split on ``device``."""
+    if device == "cpu":
+        return data
+    moved = {f: getattr(data, f).to(device) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+    return dataclasses.replace(data, **moved)
+
+
+def synchronized(fn: Callable[[], object], device: str) -> Callable[[], object]:
+    """``fn`` followed by a CUDA synchronize on a GPU (so a timing covers the kernels it queued)."""
+    if not device.startswith("cuda"):
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
 
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}

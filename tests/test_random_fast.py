@@ -159,6 +159,8 @@ def test_with_current_version_records_2_on_random_fast_specs_only():
     assert with_current_version({"kind": "random", "method": "fast", "version": 1})["version"] == 1
     for spec in ({"kind": "random", "method": "haar"}, {"kind": "canonical"}, {"kind": "bottleneck", "layer": "1"}):
         assert with_current_version(spec) == spec
+    composite = {"kind": "composite", "parts": [{"kind": "random", "scope": ["1.*"]}, {"kind": "canonical"}]}
+    assert with_current_version(composite)["parts"] == [{"kind": "random", "scope": ["1.*"], "version": 2}, {"kind": "canonical"}]
     new = with_current_version({"kind": "random", "method": "fast", "seed": 1})
     assert TrajectoryConfig(model="cnn_paper", dictionary=new).content_hash() != \
         TrajectoryConfig(model="cnn_paper", dictionary={"kind": "random", "method": "fast", "seed": 1}).content_hash()

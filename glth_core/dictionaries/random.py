@@ -80,9 +80,13 @@ class RandomRotation(BlockDictionary):
 
 
 def with_current_version(spec: dict) -> dict:
-    """``spec`` with ``version: CURRENT_VERSION`` recorded when it is a ``random``/``fast`` spec that
-    gives none: for a sweep being written now, so its trials say which algorithm they mean. Never
-    for a stored config: there a missing version means 1."""
+    """``spec`` with ``version: CURRENT_VERSION`` recorded in it (and in a composite's parts) where it
+    is a ``random``/``fast`` spec that gives none: for a sweep being written now, so its trials say
+    which algorithm they mean. Never for a stored config: there a missing version means 1."""
+    if not isinstance(spec, dict):
+        return spec
+    if spec.get("kind") == "composite" and isinstance(spec.get("parts"), (list, tuple)):
+        return {**spec, "parts": [with_current_version(p) for p in spec["parts"]]}
     if spec.get("kind") == "random" and spec.get("method", "fast") == "fast" and "version" not in spec:
         return {**spec, "version": CURRENT_VERSION}
     return spec
