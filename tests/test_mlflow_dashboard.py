@@ -226,7 +226,7 @@ def test_the_analysis_table_is_logged_once_per_content(uri, tmp_path):
     frame = pd.DataFrame({"dictionary": ["canonical", "bottleneck"], "threshold_compression": [0.75, math.nan],
                           "seeds": [3, 3]})
     name = sink.log_analysis_table(uri, "glth-table", "sw-table", frame)
-    assert name.startswith("analysis/table-") and name.endswith(".json")
+    assert name.startswith("tables/analysis-") and name.endswith(".json")
     assert sink.log_analysis_table(uri, "glth-table", "sw-table", frame) == name
     parent, _ = sink.find_runs(uri, "glth-table", "sw-table")
     c = MlflowClient(uri)

@@ -25,14 +25,14 @@ def _frame_digest(frame: pd.DataFrame) -> str:
 
 @_guarded
 def log_analysis_table(tracking_uri: str, experiment: str, sweep_id: str, frame: pd.DataFrame) -> str | None:
-    """Log ``frame`` (the per-curve analysis) as ``analysis/table-<digest>.json`` on the sweep's
+    """Log ``frame`` (the per-curve analysis) as ``tables/analysis-<digest>.json`` on the sweep's
     parent run. Returns the artifact's name, or None when the sweep has no parent run there.
     The same content again logs nothing (log_table would append it to the same file)."""
     parent_id, _ = find_runs(tracking_uri, experiment, sweep_id)
     if parent_id is None:
         return None
     digest = _frame_digest(frame)
-    name = f"analysis/table-{digest}.json"
+    name = f"tables/analysis-{digest}.json"  # beside analysis/, which holds analysis.parquet
     c = client(tracking_uri)
     if c.get_run(parent_id).data.tags.get(TAG_TABLE) == name:
         return name
