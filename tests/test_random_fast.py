@@ -10,7 +10,7 @@ import torch
 from glth_core import dictionaries, models
 from glth_core.dictionaries import DictionarySpecError
 from glth_core.dictionaries.random import (TAIL_MAX, TAIL_MIN, FastRotation2, fft_layout, smooth5_at_most,
-                                           with_current_version)
+                                           with_current_version, without_default_version)
 from glth_core.dictionaries.transforms import FastRotation
 from glth_core.imp import TrajectoryConfig
 
@@ -164,6 +164,17 @@ def test_with_current_version_records_2_on_random_fast_specs_only():
     new = with_current_version({"kind": "random", "method": "fast", "seed": 1})
     assert TrajectoryConfig(model="cnn_paper", dictionary=new).content_hash() != \
         TrajectoryConfig(model="cnn_paper", dictionary={"kind": "random", "method": "fast", "seed": 1}).content_hash()
+
+
+def test_without_default_version_makes_version_1_the_spec_stored_before_versions():
+    assert without_default_version({"kind": "random", "method": "fast", "version": 1}) == {"kind": "random", "method": "fast"}
+    assert without_default_version({"kind": "random", "version": 2}) == {"kind": "random", "version": 2}
+    old = TrajectoryConfig(model="cnn_paper", dictionary={"kind": "random", "method": "fast"}, seed=2)
+    explicit = TrajectoryConfig(model="cnn_paper", seed=2,
+                                dictionary=without_default_version({"kind": "random", "method": "fast", "version": 1}))
+    assert explicit.content_hash() == old.content_hash() == "c91e7843aafa"
+    composite = {"kind": "composite", "parts": [{"kind": "random", "version": 1}, {"kind": "canonical"}]}
+    assert without_default_version(composite)["parts"] == [{"kind": "random"}, {"kind": "canonical"}]
 
 
 @pytest.mark.parametrize("bad", [3, 0, "2", 2.0, True, None])

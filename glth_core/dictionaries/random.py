@@ -92,6 +92,19 @@ def with_current_version(spec: dict) -> dict:
     return spec
 
 
+def without_default_version(spec: dict) -> dict:
+    """``spec`` with ``version: 1`` left out (and in a composite's parts): version 1 is what a spec
+    without a version means, so both must be one trial id (the identity hashes the spec as given).
+    For ``dictionaries.seeded``, which every trial's dictionary spec goes through."""
+    if not isinstance(spec, dict):
+        return spec
+    if spec.get("kind") == "composite" and isinstance(spec.get("parts"), (list, tuple)):
+        return {**spec, "parts": [without_default_version(p) for p in spec["parts"]]}
+    if spec.get("kind") == "random" and type(spec.get("version")) is int and spec["version"] == 1:
+        return {k: v for k, v in spec.items() if k != "version"}
+    return spec
+
+
 # -- version 2 ------------------------------------------------------------------------------------
 #: the coordinates after the FFT blocks go through a dense Haar matrix of 64…256 (≤ 256² a stage:
 #: a few µs); at least 64 so that the permutations cannot all miss it
