@@ -31,7 +31,7 @@ import torch
 
 from glth_core.dictionaries import varies_with_seed
 from orchestrator import atomic
-from orchestrator.results import CURVE, summarize, thresholds
+from orchestrator.results import CURVE, is_strong_search, summarize, thresholds
 
 ANALYSIS_FILE = "analysis.parquet"
 OVERLAP = ["jaccard_mean", "jaccard_min", "jaccard_max", "jaccard_chance",
@@ -143,7 +143,9 @@ def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.
 
         summary = summary.merge(overlap(rows, sweep_dir), on=[*CURVE, "round"], how="left")
         summary = summary.merge(baseline_overlap(rows, Path(sweep_dir)), on=[*CURVE, "round"], how="left")
-    curves = thresholds(summary, delta).merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
+    curves = thresholds(summary, delta)
+    if not is_strong_search(rows):  # kinds without a dense baseline have no threshold to be unsure of
+        curves = curves.merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
     if "jaccard_mean" in summary:  # the overlap of the winning tickets themselves
         there = ["jaccard_mean", "jaccard_chance", "group_jaccard_mean", "jaccard_vs_structured", "group_jaccard_vs_structured"]
         at = summary[summary["winning"]][[*CURVE, *there]]
@@ -181,7 +183,7 @@ def render_curves(curves: pd.DataFrame, fmt: str = "table") -> str:
         "threshold_compr": curves["threshold_compression"].map(lambda v: pct(v, 1)),
         "seeds_sd_ci95": [spread(r) for _, r in curves.iterrows()] if "threshold_ci_low" in curves else "",
         "within_delta_compr": curves["within_delta_compression"].map(lambda v: pct(v, 1)),
-        "round": curves["threshold_round"],
+        "round": curves["threshold_round"].map(lambda r: "" if r < 0 else r),
         "acc_there": curves["threshold_accuracy"].map(pct),
         "peak_acc": curves["peak_accuracy"].map(pct),
         "peak_round": curves["peak_round"],

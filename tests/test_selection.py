@@ -83,3 +83,10 @@ def test_thresholds_carry_their_spread_over_seeds():
 def test_one_seed_has_no_spread():
     u = threshold_uncertainty(rows_of(DIP), delta=0.01).iloc[0]
     assert np.isnan(u.threshold_seed_std) and np.isnan(u.threshold_ci_low) and u.threshold_seeds == 1
+
+
+def test_kinds_without_a_dense_baseline_get_no_threshold_nor_its_spread():
+    strong = rows_of({0: [(0.1, 0.1), (0.8, 0.8)], 1: [(0.1, 0.1), (0.7, 0.7)]}).assign(kind="strong")
+    curves = analysis.analyze(strong, delta=0.01).curves
+    assert (curves.threshold_round == -1).all() and "threshold_ci_low" not in curves
+    assert "±" not in analysis.render_curves(curves)
