@@ -109,12 +109,13 @@ def flops_vs_compression(rows: pd.DataFrame, path) -> Path | None:
     colors = base._colors([lab for lab, _ in curves])
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     _per_curve(ax, curves, "flops_fraction", colors)
-    dense = float(ok["flops_dense"].max())
+    per_model = ok.groupby("model")["flops_dense"].max() if "model" in ok else pd.Series({"": ok["flops_dense"].max()})
+    dense = ", ".join(f"{m + ' ' if m else ''}{float(v):,.0f}" for m, v in per_model.items())
     ax.set_ylim(0, max(1.05, float(ok["flops_fraction"].max()) * 1.05))
     ax.axhline(1.0, color="black", lw=1, ls=":")
     ax.set_xlabel("compression (fraction of the dictionary pruned)")
     ax.set_ylabel("FLOPs of the exported ticket / dense")
-    ax.set_title(f"Cost of one forward pass on one input (dense: {dense:,.0f} FLOPs; masks of single\n"
+    ax.set_title(f"Cost of one forward pass on one input (dense: {dense} FLOPs; masks of single\n"
                  "weights export as the dense network, structured pruning as a smaller one)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
