@@ -3,7 +3,8 @@
 The floor: plain PyTorch training of the same model for the same steps (an nn.Module and
 torch.optim.SGD over the same tensors, batch and threads), plus one forward pass over the splits a
 round evaluates (train, val, test, at glth's evaluation batch), timed in this process ``--repeats``
-times before the run and as many after it. Two ratios per case:
+times before the run and as many after it (timing it during the run too, tried, slows the run's
+trial and driver on 2 cores more than it slows the floor). Two ratios per case:
 
 * compute: a round's ``wall_seconds`` (its training, from the Parquet rows) plus its evaluation
   (the rows' ``eval_seconds``; where the rows lack that column, glth's own ``evaluate`` of the three
@@ -106,10 +107,13 @@ def glth_run(spec: dict, tmp: Path):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     cmd = [str(Path(sys.executable).with_name("glth")), "run", "spec.yaml", "--out", "out", "--tracking-uri", uri]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=tmp, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True)
+    with open(tmp / "glth.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, stdout=log,
+                                stderr=subprocess.STDOUT, text=True)
+        proc.wait()
     seconds = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"round: glth run failed ({done.returncode}): {done.stderr[-2000:]}")
+    if proc.returncode != 0:
+        raise SystemExit(f"round: glth run failed ({proc.returncode}): {(tmp / 'glth.log').read_text()[-2000:]}")
     (sweep_dir,) = [d for d in (tmp / "out").iterdir() if d.is_dir()]
     rows = parquet.read_rounds(tmp / "out", sweep_dir.name)
     client = MlflowClient(uri)
@@ -203,6 +207,7 @@ def run_case(case: Case, rounds: int, steps: int, repeats: int, device: str) -> 
     times = {label: {} for label in arms}
     for label, a in arms.items():
         fastest(a, repeats, device, times[label])
+    # not during the run: on 2 cores the floor would slow the run's trial and driver more than itself
     with tempfile.TemporaryDirectory(prefix=f"glth-bench-round-{case.key}-") as tmp:
         rows, logged, seconds = glth_run(spec_of(case, rounds, steps, device), Path(tmp))
     print(f"# round {case.model} {case.dataset}: glth run of {len(case.dictionaries)} trial(s) x {rounds} rounds of "
