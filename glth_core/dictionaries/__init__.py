@@ -63,7 +63,9 @@ def varies_with_seed(spec: dict) -> bool:
 
 def seeded(spec: dict, seed: int) -> dict:
     """The spec with its seed resolved: a seed-dependent spec without a seed takes ``seed``."""
-    spec = dict(spec)
+    from glth_core.dictionaries.random import without_default_version
+
+    spec = dict(without_default_version(spec))  # version 1 written out is the spec without a version
     if seed_dependent(spec) and "seed" not in spec:
         spec["seed"] = seed
     return spec

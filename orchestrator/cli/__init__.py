@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as e:
         print(f"glth: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # outside a Ray session (imports, MLflow set-up, the analysis)
+        print("[glth] interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
