@@ -57,7 +57,11 @@ def _sibling(name: str, leaf: str) -> str:
 
 
 def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    return _filled(nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None), weight, bias)
+
+
+def _filled(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """``layer`` holding ``weight`` (and ``bias``), on their device."""
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias is not None:
@@ -69,11 +73,7 @@ def conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) 
     """A Conv2d with ``conv``'s geometry (stride, padding, dilation) holding ``weight`` (out × in × kh × kw)."""
     layer = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride=conv.stride, padding=conv.padding,
                       dilation=conv.dilation, bias=bias is not None, padding_mode=conv.padding_mode)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
-    return layer.to(weight.device)
+    return _filled(layer, weight, bias)
 
 
 def _like(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:

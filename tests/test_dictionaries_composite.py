@@ -12,7 +12,6 @@ from torch import nn
 
 from glth_core import models
 from glth_core.dictionaries import DictionarySpecError, build, label_of, seed_dependent, seeded, validate
-from glth_core.dictionaries.base import Movable
 from glth_core.imp import Trajectory, TrajectoryConfig
 from glth_core.sparsify import count_to_remove, sparsify, sparsify_dictionary
 from glth_core.train import TrainConfig
@@ -64,18 +63,7 @@ def test_dense_d_is_orthonormal_and_block_diagonal_over_the_parts(nets):
                 assert _rel(block, alone.synthesize(torch.eye(alone.size, dtype=torch.float64)).T) < 1e-6
 
 
-def _tensors(obj, seen):
-    if id(obj) in seen:
-        return
-    seen.add(id(obj))
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple, dict)):
-        for v in obj.values() if isinstance(obj, dict) else obj:
-            yield from _tensors(v, seen)
-    elif isinstance(obj, Movable):
-        for v in vars(obj).values():
-            yield from _tensors(v, seen)
+from test_dictionaries import _tensors  # noqa: E402  (every tensor a dictionary holds)
 
 
 def test_to_moves_every_tensor_of_every_part(nets):
