@@ -180,6 +180,21 @@ class NamespacedCluster:
             psutil.Process(pid).wait(timeout=30)
         return pid
 
+    def freeze_worker_node(self) -> list[psutil.Process]:
+        """SIGSTOP every process of the live worker node (a machine that hangs): nothing on it
+        advances until `thaw` or `lose_worker_node` (SIGKILL reaches stopped processes)."""
+        procs = _descendants(self.workers[-1].pid) if self.workers else []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.suspend()
+        return procs
+
+    @staticmethod
+    def thaw(procs: list[psutil.Process]) -> None:
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.resume()
+
     def lose_worker_node(self) -> int:
         """The worker machine gone at once: SIGKILL its raylet (by pid; returned), then at once every
         other process of that node (its Python workers included, by pid), so no trial process

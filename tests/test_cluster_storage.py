@@ -277,14 +277,20 @@ def test_d_worker_node_loss_mid_trial(cluster, shared_run):
     try:
         deadline = time.monotonic() + 240
         state = storage / SWEEP.sweep_id / "state"
-        while not any((state / f"{tid}.pt").exists() and _stored_rounds(storage, tid) < ROUNDS for tid in IDS):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr_path.read_text()[-3000:]
-            time.sleep(0.005)
+        while True:  # a round takes ~0.1 s: freeze the node the moment a trial has a state, then look
+            while not any((state / f"{tid}.pt").exists() and _stored_rounds(storage, tid) < ROUNDS for tid in IDS):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr_path.read_text()[-3000:]
+                time.sleep(0.005)
+            frozen = cluster.freeze_worker_node()
+            at_loss = _states(where)
+            interrupted = [tid for tid, r in at_loss.items() if r < ROUNDS]
+            if interrupted:
+                break
+            cluster.thaw(frozen)  # that trial had finished before the freeze: wait for the next one
+            assert time.monotonic() < deadline, f"the sweep was never frozen mid-trial: {at_loss}"
         lost = cluster.pids["worker_raylet"]
         assert cluster.lose_worker_node() == lost
-        at_loss = _states(where)
-        interrupted = [tid for tid, r in at_loss.items() if r < ROUNDS]
-        assert interrupted, f"the sweep was not mid-trial when the node went: {at_loss}"
+        assert _states(where) == at_loss  # nothing ran between the freeze and the loss
         assert len(cluster.wait_nodes(1, timeout=60)) == 1  # the head alone: nowhere to run a trial
         cluster.start_worker()
         cluster.wait_nodes(2, timeout=120)
