@@ -29,6 +29,7 @@ from torch.func import vmap
 from glth_core import data as datasets
 from glth_core.dictionaries import seed_dependent
 from glth_core.imp import Ticket, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
+from glth_core.records import evaluated_split
 from glth_core.rewind import TrainJob
 from glth_core.train import (Evaluation, Parameterization, Plan, TrainConfig, Weights, batch_indices, batch_totals,
                              dense_or_float, eval_batches, evaluation_of, forward_precision, matmul_precision,
@@ -153,9 +154,9 @@ def evaluate_batched(param: Parameterization, weights: list[Weights], masks: lis
     batch (every trajectory sees the same inputs)."""
     w, m = stack(weights), torch.stack(masks)
     kept = param.kept_columns(m.any(0))
-    totals = vmap(lambda c, f, mk, xb, yb: batch_totals(param, Weights(c, f), mk, xb, yb, kept),
-                  in_dims=(0, 0, 0, None, None))
-    per_batch = [totals(w.coeffs, w.free, m, xb, yb) for xb, yb in eval_batches(x, y, batch_size)]
+    params = vmap(lambda c, f, mk: param.params(Weights(c, f), mk, kept))(w.coeffs, w.free, m)  # once per split
+    totals = vmap(lambda p, xb, yb: batch_totals(param.apply(p, xb, kept), yb), in_dims=(0, None, None))
+    per_batch = [totals(params, xb, yb) for xb, yb in eval_batches(x, y, batch_size)]
     return [evaluation_of([t[k] for t in per_batch], x.shape[0]) for k in range(len(weights))]
 
 
@@ -203,8 +204,11 @@ class BatchedTrajectory:
         jobs = [t.round_jobs() for t in self.members]
         results = [self._train([seed_jobs[j] for seed_jobs in jobs]) for j in range(len(jobs[0]))]
         seconds = (time.perf_counter() - t0) / len(self.members)
+        t1 = time.perf_counter()
         evaluations = self._evaluate([r[-1][0] for r in zip(*results)])
-        return [t.finish_round([r[k] for r in results], seconds, ev) for k, (t, ev) in enumerate(zip(self.members, evaluations))]
+        shared = (time.perf_counter() - t1) / len(self.members) if evaluations[0] is not None else None
+        return [t.finish_round([r[k] for r in results], seconds, ev, eval_seconds=shared)
+                for k, (t, ev) in enumerate(zip(self.members, evaluations))]
 
     def _evaluate(self, shown: list[Weights]) -> list[dict | None]:
         """Each seed's {split: Evaluation} of its shown weights, vmapped on an accelerator; None
@@ -214,8 +218,9 @@ class BatchedTrajectory:
         if not self.vectorize or first.inputs["train"].device.type == "cpu":
             return [None] * len(self.members)
         masks = [t.state.mask for t in self.members]
-        per_split = {split: evaluate_batched(first.param, shown, masks, first.inputs[split], getattr(first.data, f"{split}_y"),
-                                             first.config.train.eval_batch_size)
+        cfg = first.config.train
+        per_split = {split: evaluate_batched(first.param, shown, masks, *evaluated_split(first.inputs, first.data, split, cfg),
+                                             cfg.eval_batch_size)
                      for split in ("train", "val", "test")}
         return [{split: ev[k] for split, ev in per_split.items()} for k in range(len(self.members))]
 

@@ -24,9 +24,12 @@ from glth_core.train import DivergedError
 ROUND_COLUMNS: dict[str, type] = {
     "round": int, "kept": int, "total": int, "density": float, "compression": float,
     "test_accuracy": float, "test_loss": float, "val_accuracy": float, "train_accuracy": float, "train_loss": float,
-    "epochs": float, "wall_seconds": float,
+    "epochs": float, "wall_seconds": float,  # the round's training (or search) time
+    "eval_seconds": float,  # its evaluation of the three splits
     "rank": int,  # kept groups; null for ungrouped dictionaries
 }
+#: the row columns that time a round: they differ between two runs of one trial, nothing else may
+TIMING_COLUMNS = ("wall_seconds", "eval_seconds", "lmc_seconds")
 #: what describes a trial in each of its rows (``Experiment.describe``)
 DESCRIBE_COLUMNS: dict[str, type] = {
     "dictionary": str, "dictionary_kind": str, "basis": str, "tau": float, "rewind": str, "control": str,

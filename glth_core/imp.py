@@ -192,13 +192,14 @@ class Trajectory(RoundRunner):
         self._rewind_point = w  # kept by ``finish_round``: a round that fails leaves the state alone
 
     def finish_round(self, results: list[tuple[Weights, int]], seconds: float,
-                     evaluations: dict[str, Evaluation] | None = None, extra: dict | None = None) -> dict:
+                     evaluations: dict[str, Evaluation] | None = None, extra: dict | None = None,
+                     eval_seconds: float | None = None) -> dict:
         """Record, ticket and next mask from the (trained weights, steps) of each ``round_jobs``
         job; ``seconds`` is the round's training time; ``evaluations``: see ``round_record``;
         ``extra``: more columns of the record (the round's LMC)."""
         cfg, st = self.config, self.state
         (trained, _), (shown, steps) = results[0], results[-1]  # the record is of the shown training
-        record = {**self._record(shown, steps, seconds, evaluations), **(extra or {})}
+        record = {**self._record(shown, steps, seconds, evaluations, eval_seconds), **(extra or {})}
         self.ticket = Ticket.of(st.round, st.mask, shown)
         if self._rewind_point is not None:
             st.rewind_point, self._rewind_point = self._rewind_point, None
@@ -216,9 +217,10 @@ class Trajectory(RoundRunner):
         return train(self.param, job.start, self.state.mask, self.inputs["train"], self.data.train_y, cfg.train,
                      round_generator(cfg.seed, job.data_round), plan=job.plan, on_step=job.on_step)
 
-    def _record(self, w: Weights, steps: int, seconds: float, evaluations: dict[str, Evaluation] | None = None) -> dict:
+    def _record(self, w: Weights, steps: int, seconds: float, evaluations: dict[str, Evaluation] | None = None,
+                eval_seconds: float | None = None) -> dict:
         return round_record(self.param, self.inputs, self.data, w, self.state.mask, self.state.round, steps,
-                            self.config.train, seconds, evaluations)
+                            self.config.train, seconds, evaluations, eval_seconds)
 
 
 def run_trajectory(config: TrajectoryConfig, on_round=None) -> list[dict]:

@@ -27,7 +27,7 @@ import torch
 
 from glth_core.rewind import round_generator
 from glth_core.schedule import Plan, TrainConfig
-from glth_core.train import Parameterization, Weights, evaluate, train
+from glth_core.train import Parameterization, Weights, evaluate, train, train_eval_split
 
 __all__ = ["LMC_STREAMS", "LMC_COLUMNS", "check_lmc", "error_barrier", "interpolate", "path_errors", "copy_generators",
            "instability"]
@@ -85,6 +85,8 @@ def instability(param: Parameterization, start: Weights, mask: torch.Tensor, inp
     x, y = inputs["train"], targets["train"]
     a, _ = train(param, start, mask, x, y, cfg, generators[0], plan=plan)
     b, _ = train(param, start, mask, x, y, cfg, generators[1], plan=plan)
-    return {f"lmc_barrier_{split}": error_barrier(path_errors(param, a, b, mask, inputs[split], targets[split], points,
+    evaluated = {"test": (inputs["test"], targets["test"]),
+                 "train": train_eval_split(x, y, cfg.train_eval_size)}  # the round's own train evaluation
+    return {f"lmc_barrier_{split}": error_barrier(path_errors(param, a, b, mask, *evaluated[split], points,
                                                               cfg.eval_batch_size))
             for split in SPLITS}

@@ -3,31 +3,43 @@ Shared by IMP (``glth_core.imp``) and the strong-ticket search (``glth_core.stro
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from glth_core import data as datasets
 from glth_core.flops import ticket_flops
 from glth_core.layer_views import layer_density_json
 from glth_core.ticket import Ticket
-from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate
+from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate, train_eval_split
 
 #: the columns ``round_record`` adds to ``experiment.ROUND_COLUMNS`` (declared by the imp kind)
 VIEW_COLUMNS: dict[str, type] = {"layer_density": str, "flops": int, "flops_dense": int}
 
 
+def evaluated_split(inputs: dict, data: datasets.Dataset, split: str, train_cfg: TrainConfig):
+    """(inputs, labels) a round evaluates ``split`` on: the train split through ``train_eval_size``."""
+    x, y = inputs[split], getattr(data, f"{split}_y")
+    return train_eval_split(x, y, train_cfg.train_eval_size) if split == "train" else (x, y)
+
+
 def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, w: Weights, mask: torch.Tensor,
                  round_index: int, steps: int, train_cfg: TrainConfig, seconds: float,
-                 evaluations: dict[str, Evaluation] | None = None) -> dict:
+                 evaluations: dict[str, Evaluation] | None = None, eval_seconds: float | None = None) -> dict:
     """One round's row: ``w`` under ``mask`` evaluated on every split. ``inputs`` are the splits as the
     parameterization sees them (``prepare_inputs``). ``evaluations`` ({split: Evaluation}) are used
-    instead when given (batched seeds evaluate together). ``layer_density``: the kept fraction of each
+    instead when given (batched seeds evaluate together; ``eval_seconds`` is then their share of that
+    time, else the evaluation here is timed). ``layer_density``: the kept fraction of each
     parameter tensor as JSON (``glth_core.layer_views``); ``flops`` / ``flops_dense``: the exported
     ticket's and the dense model's FLOPs on one input (``glth_core.flops``)."""
     dictionary = param.dictionary
-    ev = evaluations or {
-        split: evaluate(param, w, mask, inputs[split], getattr(data, f"{split}_y"), train_cfg.eval_batch_size)
-        for split in ("train", "val", "test")
-    }
+    if evaluations is None:
+        t0 = time.perf_counter()
+        evaluations = {split: evaluate(param, w, mask, *evaluated_split(inputs, data, split, train_cfg),
+                                       train_cfg.eval_batch_size)
+                       for split in ("train", "val", "test")}
+        eval_seconds = time.perf_counter() - t0
+    ev = evaluations
     kept, total = int(mask.sum()), dictionary.size
     n_train = inputs["train"].shape[0]
     record = {
@@ -43,6 +55,7 @@ def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, 
         "train_loss": ev["train"].loss,
         "epochs": steps * train_cfg.batch_size / n_train,
         "wall_seconds": seconds,
+        "eval_seconds": eval_seconds,
         "rank": None,
     }
     groups = dictionary.groups

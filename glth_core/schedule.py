@@ -48,6 +48,9 @@ class TrainConfig(Config):
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     eval_batch_size: int = 2048
+    #: train accuracy and loss (and the LMC train barrier) on a fixed subset of this many training
+    #: images, the same every round and seed; 0: the whole train split (``train.train_eval_split``)
+    train_eval_size: int = 0
     precision: str = "fp32"
     #: conv models on CUDA: inputs and 4-D weights in NHWC memory format (a no-op on CPU)
     channels_last: bool = False
@@ -71,6 +74,9 @@ class TrainConfig(Config):
             raise ValueError(f"train.lr: must be > 0, got {self.lr}")
         if not _count(self.warmup_steps) or self.warmup_steps < 0:
             raise ValueError(f"train.warmup_steps: must be an integer ≥ 0, got {self.warmup_steps!r}")
+        if not _count(self.train_eval_size) or self.train_eval_size < 0:
+            raise ValueError(f"train.train_eval_size: must be an integer ≥ 0 (0: the whole train split), "
+                             f"got {self.train_eval_size!r}")
         if self.finetune_lr is not None and not self.finetune_lr > 0:
             raise ValueError(f"train.finetune_lr: must be > 0 (or left out), got {self.finetune_lr}")
         object.__setattr__(self, "milestones", tuple(self.milestones))

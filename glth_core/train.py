@@ -21,7 +21,7 @@ from glth_core.precision import forward_precision, input_format, matmul_precisio
 from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, Plan, TrainConfig
 
 __all__ = ["DivergedError", "Weights", "Parameterization", "Evaluation", "TrainConfig", "Plan", "OPTIMIZERS",
-           "SCHEDULES", "PRECISIONS", "evaluate", "batch_indices", "run_steps", "train", "forward_precision",
+           "SCHEDULES", "PRECISIONS", "evaluate", "train_eval_split", "batch_indices", "run_steps", "train", "forward_precision",
            "input_format", "matmul_precision", "on_cuda"]
 
 
@@ -104,9 +104,14 @@ class Parameterization:
                 memory_format: torch.memory_format | None = None) -> torch.Tensor:
         """The model's output on ``x``; ``memory_format`` (channels_last on CUDA) is applied to
         the inputs and every 4-D parameter."""
+        return self.apply(self.params(weights, mask, kept), x, kept, memory_format)
+
+    def apply(self, params: dict, x: torch.Tensor, kept=None, memory_format: torch.memory_format | None = None
+              ) -> torch.Tensor:
+        """The model's output on ``x`` under a parameter dict made by ``params`` (built once, used
+        for many batches: evaluation synthesizes the scope once per split, not once per batch)."""
         if kept is not None:
             x = x.index_select(1, kept)
-        params = self.params(weights, mask, kept)
         if memory_format is not None:
             x = x.contiguous(memory_format=memory_format)
             params = {k: v.contiguous(memory_format=memory_format) if v.dim() == 4 else v for k, v in params.items()}
@@ -119,9 +124,8 @@ class Evaluation:
     loss: float
 
 
-def batch_totals(param: Parameterization, weights: Weights, mask, xb, yb, kept=None) -> torch.Tensor:
-    """[summed cross-entropy, correct count] of one evaluation batch (vmappable: no ``.item()``)."""
-    logits = param.forward(weights, mask, xb, kept)
+def batch_totals(logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """[summed cross-entropy, correct count] of one evaluation batch's logits (vmappable: no ``.item()``)."""
     correct = (logits.argmax(1) == yb).sum().to(logits.dtype)
     return torch.stack([F.cross_entropy(logits, yb, reduction="sum"), correct])
 
@@ -142,10 +146,22 @@ def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
         yield x[start : start + batch_size], y[start : start + batch_size]
 
 
+def train_eval_split(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images that train accuracy and loss are measured on: all of them (``size`` 0 or
+    at least the split), else a fixed subset of ``size``: the first ``size`` of a permutation seeded
+    0, in index order, so the same images every round, seed and dictionary of a dataset."""
+    n = x.shape[0]
+    if size <= 0 or size >= n:
+        return x, y
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:size].sort().values.to(x.device)
+    return x.index_select(0, idx), y.index_select(0, idx)
+
+
 @torch.no_grad()
 def evaluate(param: Parameterization, weights: Weights, mask, x, y, batch_size: int = 2048) -> Evaluation:
     kept = param.kept_columns(mask)
-    totals = [batch_totals(param, weights, mask, xb, yb, kept) for xb, yb in eval_batches(x, y, batch_size)]
+    params = param.params(weights, mask, kept)
+    totals = [batch_totals(param.apply(params, xb, kept), yb) for xb, yb in eval_batches(x, y, batch_size)]
     return evaluation_of(totals, x.shape[0])
 
 

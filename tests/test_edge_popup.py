@@ -8,6 +8,7 @@ import torch
 from torch.func import functional_call
 
 from glth_core import data as datasets
+from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import TrajectoryConfig, build_model
 from glth_core.strong.edge_popup import StrongConfig, StrongSearch, StrongState, apportion, top_k
 from glth_core.train import TrainConfig, evaluate
@@ -207,7 +208,7 @@ def test_resume_after_each_level_is_bit_identical(digits, tmp_path, scores):
     assert [r["kept"] for r in full.state.records] == [D_MLP, round(0.5 * D_MLP), round(0.2 * D_MLP)]
 
     def strip(rs):
-        return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rs]
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]
 
     for after in (1, 2):
         first = StrongSearch(cfg, data=digits)
@@ -264,7 +265,7 @@ def test_fresh_levels_are_independent_searches_from_the_same_random_network(digi
     short = TrainConfig(steps=12, optimizer="adam", lr=0.01)
     alone = StrongSearch(_config(densities=(0.3,), train=short), data=digits).run()[0]
     both = StrongSearch(_config(densities=(0.6, 0.3), train=short), data=digits).run()[1]
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("wall_seconds", "round")}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in (*TIMING_COLUMNS, "round")}  # noqa: E731
     assert strip(both) == strip(alone)
     carried = StrongSearch(_config(densities=(0.6, 0.3), train=short, scores="carry"), data=digits).run()[1]
     assert strip(carried) != strip(alone)

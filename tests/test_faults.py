@@ -36,6 +36,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from procs import MlflowServer
 
+from glth_core.experiment import TIMING_COLUMNS
 from orchestrator import spec as spec_mod
 from orchestrator.sinks import parquet
 
@@ -193,7 +194,7 @@ def rows_per_trial(out: Path, sweep_id: str) -> dict[str, int]:
 
 def comparable(rows: pd.DataFrame) -> pd.DataFrame:
     """Every column but wall_seconds (the only one that may differ between identical computations)."""
-    return rows.drop(columns=["wall_seconds"]).sort_values(["trial_id", "round"]).reset_index(drop=True)
+    return rows.drop(columns=list(TIMING_COLUMNS)).sort_values(["trial_id", "round"]).reset_index(drop=True)
 
 
 def assert_rows_equal(rows: pd.DataFrame, reference: pd.DataFrame) -> None:
@@ -226,7 +227,7 @@ def histories(uri: str, sweep_id: str) -> dict[str, dict[str, list[tuple[int, fl
     for tid, run in mlflow_runs(uri, sweep_id)[1].items():
         out[tid] = {}
         for key in sorted(run.data.metrics):
-            if key in ("wall_seconds", "eval_seconds") or key.startswith("system/"):
+            if key in TIMING_COLUMNS or key.startswith("system/"):
                 continue
             hist = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
             steps = [s for s, _ in hist]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from glth_core import data as datasets
+from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory, TrajectoryConfig, TrajectoryState, sparsify
 from glth_core.train import DivergedError, TrainConfig
 
@@ -96,7 +99,7 @@ def test_resume_after_round_3_is_bit_identical(digits, tmp_path):
         masks.append(resumed.state.mask.clone())
 
     def strip(rs):
-        return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rs]
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]
 
     assert strip(resumed.state.records) == strip(full_records)
     assert all(torch.equal(a, b) for a, b in zip(masks, full_masks))
@@ -148,3 +151,50 @@ def test_config_validation_names_the_field():
         _config(rewind="sometimes")
     with pytest.raises(ValueError, match="train.optimizer"):
         TrainConfig(optimizer="lbfgs")
+
+
+def test_evaluation_equals_a_plain_forward_of_the_synthesized_network(digits):
+    """``evaluate`` builds the parameters once per split and runs every batch on them: its numbers
+    must be those of an ordinary module holding the synthesized weights, whatever the batching."""
+    import torch.nn.functional as F
+    from torch.func import functional_call
+
+    from glth_core.train import evaluate
+
+    cfg = _config(rounds=2, dictionary={"kind": "random", "seed": 3})
+    traj = Trajectory(cfg, data=digits)
+    traj.run_round()  # round 1's mask prunes 30 % in a random rotation
+    w, mask, param = traj.state.last, traj.state.mask, traj.param
+    x, y = traj.inputs["test"], digits.test_y
+    with torch.no_grad():
+        params = {n: p.detach().clone() for n, p in param.model.named_parameters()}
+        params.update(param.dictionary.unflatten(param.dictionary.synthesize(w.coeffs * mask)))
+        logits = functional_call(param.model, params, (x,))
+    for batch_size in (97, 4096):
+        ev = evaluate(param, w, mask, x, y, batch_size)
+        assert ev.accuracy == pytest.approx(int((logits.argmax(1) == y).sum()) / len(y), abs=1e-12)
+        assert ev.loss == pytest.approx(float(F.cross_entropy(logits, y)), abs=1e-5)
+    record = traj.run_round()
+    assert isinstance(record["eval_seconds"], float) and record["eval_seconds"] > 0
+
+
+def test_train_eval_size_measures_train_accuracy_on_one_fixed_subset(digits):
+    from glth_core.train import evaluate, train_eval_split
+
+    x, y = digits.train_x, digits.train_y
+    sub_x, sub_y = train_eval_split(x, y, 300)
+    assert sub_x.shape[0] == 300 and train_eval_split(x, y, 0)[0] is x and train_eval_split(x, y, 10**6)[0] is x
+    rows = [i for i in range(x.shape[0]) if any(torch.equal(x[i], r) for r in sub_x)]
+    assert len(rows) == 300 and torch.equal(x[rows], sub_x) and torch.equal(y[rows], sub_y)  # in index order
+    whole, part = (Trajectory(_config(rounds=1, seed=s, train=replace(FAST, train_eval_size=n)), data=digits)
+                   for s, n in ((0, 0), (0, 300)))
+    a, b = whole.run()[0], part.run()[0]
+    assert {k: v for k, v in a.items() if k not in (*TIMING_COLUMNS, "train_accuracy", "train_loss")} == \
+        {k: v for k, v in b.items() if k not in (*TIMING_COLUMNS, "train_accuracy", "train_loss")}
+    ev = evaluate(part.param, part.state.last, part.state.mask, sub_x, sub_y)
+    assert b["train_accuracy"] == ev.accuracy and b["train_loss"] == pytest.approx(ev.loss, abs=1e-7)
+    assert a["train_accuracy"] == evaluate(whole.param, whole.state.last, whole.state.mask, x, y).accuracy
+    other_seed = Trajectory(_config(rounds=1, seed=1, train=replace(FAST, train_eval_size=300)), data=digits)
+    assert torch.equal(train_eval_split(other_seed.inputs["train"], digits.train_y, 300)[1], sub_y)
+    with pytest.raises(ValueError, match=r"train\.train_eval_size: must be an integer ≥ 0"):
+        TrainConfig(train_eval_size=-1)

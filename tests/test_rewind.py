@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from glth_core import data as datasets
+from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory, TrajectoryConfig
 from glth_core.rewind import rewind_label
 from glth_core.train import Plan, TrainConfig, run_steps
@@ -133,7 +134,7 @@ def test_lr_step_0_is_lr_rewinding_from_the_start(digits):
     b = Trajectory(_config(rewind={"lr_step": 0}, rounds=3), data=digits)
     for _ in range(3):
         ra, rb = a.run_round(), b.run_round()
-        assert {k: v for k, v in ra.items() if k != "wall_seconds"} == {k: v for k, v in rb.items() if k != "wall_seconds"}
+        assert {k: v for k, v in ra.items() if k not in TIMING_COLUMNS} == {k: v for k, v in rb.items() if k not in TIMING_COLUMNS}
         assert torch.equal(a.state.mask, b.state.mask)
 
 
@@ -193,7 +194,7 @@ def test_late_rewinding_keeps_its_state_across_a_resume(digits, tmp_path):
 
     resumed = Trajectory(cfg, data=digits, state=TrajectoryState.load(tmp_path / "s.pt"))
     rest = resumed.run()
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]  # noqa: E731
     assert strip(rest) == strip(records) and torch.equal(resumed.state.last.coeffs, full.state.last.coeffs)
 
 

@@ -34,7 +34,7 @@ def trial_rows(sweep_id: str, trial_id: str, rounds: int, dictionary: str = "can
             "model": "mlp_300_100", "dictionary": dictionary, "dictionary_kind": dictionary, "basis": "", "tau": 0.2,
             "rewind": "init", "control": "none", "round": r, "kept": kept, "total": 100, "density": kept / 100,
             "compression": 1 - kept / 100, "test_accuracy": 0.9 - 0.01 * r, "test_loss": 0.3, "val_accuracy": 0.9,
-            "train_accuracy": 0.95, "train_loss": 0.2, "epochs": 1.0, "wall_seconds": 0.5,
+            "train_accuracy": 0.95, "train_loss": 0.2, "epochs": 1.0, "wall_seconds": 0.5, "eval_seconds": 0.1,
             "rank": 10 - r if dictionary == "bottleneck" else None, "status": "ok",
             "config": json.dumps(config, sort_keys=True),
         })

@@ -27,7 +27,7 @@ from orchestrator.sinks.mlflow.client import (MAX_METRICS_PER_BATCH, MAX_TAG_VAL
 
 # logged at step = round; rank only for grouped dictionaries (None otherwise)
 ROUND_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "train_accuracy", "train_loss",
-                 "density", "compression", "kept", "rank", "wall_seconds")
+                 "density", "compression", "kept", "rank", "wall_seconds", "eval_seconds")
 #: constructive strong tickets only (absent values are skipped)
 CONSTRUCT_METRICS = ("target_accuracy", "max_weight_error", "mean_weight_error", "max_output_error",
                      "kept_per_target", "random_per_target", "construct_seconds")
