@@ -109,7 +109,10 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     ax.set_ylim(max(0.0, means.min() - 4), min(100.0, means.max() + 2.5))
     dense = summary[summary["round"] == summary["round"].min()]
     dense = dense[dense["control"] == "none"] if (dense["control"] == "none").any() else dense
-    if len(dense) and not strong:
+    networks = [k for k in ("model", "dataset") if k in dense and dense[k].nunique() > 1]
+    if len(dense) and not strong and networks:  # one line would average different networks' dense accuracies
+        ax.plot([], [], ls="none", label=f"dense: each curve's round 0 (the {' and '.join(n + 's' for n in networks)} differ)")
+    elif len(dense) and not strong:
         base = 100 * dense["test_accuracy_mean"].mean()
         ax.axhline(base, color="black", ls="--", lw=1, label=f"dense, round 0 ({base:.1f}%)", zorder=2)
         ax.axhline(base - 100 * delta, color="grey", ls=":", lw=1, label=f"dense − δ (δ = {100 * delta:g} pt)", zorder=2)

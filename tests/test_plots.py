@@ -78,6 +78,22 @@ def test_accuracy_figure_has_one_curve_per_dictionary_and_control():
     assert "winning-ticket threshold" in labels
 
 
+def test_two_models_get_no_averaged_dense_line():
+    """Each curve's threshold is against its own round 0: a line at the mean of two networks' dense
+    accuracies would be neither's baseline."""
+    one = fake_rows().query("control == 'none'")
+    two = pd.concat([one, one.assign(model="conv4", trial_id=one.trial_id + "-b",
+                                     test_accuracy=one.test_accuracy - 0.2, val_accuracy=one.val_accuracy - 0.2)])
+    for rows, dense_lines in ((one, 1), (two, 0)):
+        fig = plots.accuracy_figure(rows, delta=0.005)
+        ax = fig.axes[0]
+        labels = ax.get_legend_handles_labels()[1]
+        flat = [line for line in ax.get_lines() if line.get_label().startswith("dense, round 0")]
+        plt.close(fig)
+        assert len(flat) == dense_lines, labels
+        assert any(lab.startswith("dense: each curve's round 0 (the models differ)") for lab in labels) == (dense_lines == 0)
+
+
 def test_band_is_a_95_percent_t_interval():
     from scipy import stats
 
