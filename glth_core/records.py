@@ -33,13 +33,12 @@ def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, 
     parameter tensor as JSON (``glth_core.layer_views``); ``flops`` / ``flops_dense``: the exported
     ticket's and the dense model's FLOPs on one input (``glth_core.flops``)."""
     dictionary = param.dictionary
-    if evaluations is None:
-        t0 = time.perf_counter()
-        evaluations = {split: evaluate(param, w, mask, *evaluated_split(inputs, data, split, train_cfg),
-                                       train_cfg.eval_batch_size)
-                       for split in ("train", "val", "test")}
-        eval_seconds = time.perf_counter() - t0
     ev = evaluations
+    if ev is None:
+        t0 = time.perf_counter()
+        ev = {split: evaluate(param, w, mask, *evaluated_split(inputs, data, split, train_cfg), train_cfg.eval_batch_size)
+              for split in ("train", "val", "test")}
+        eval_seconds = time.perf_counter() - t0
     kept, total = int(mask.sum()), dictionary.size
     n_train = inputs["train"].shape[0]
     record = {

@@ -21,8 +21,8 @@ from glth_core.precision import forward_precision, input_format, matmul_precisio
 from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, Plan, TrainConfig
 
 __all__ = ["DivergedError", "Weights", "Parameterization", "Evaluation", "TrainConfig", "Plan", "OPTIMIZERS",
-           "SCHEDULES", "PRECISIONS", "evaluate", "train_eval_split", "batch_indices", "run_steps", "train", "forward_precision",
-           "input_format", "matmul_precision", "on_cuda"]
+           "SCHEDULES", "PRECISIONS", "evaluate", "train_eval_split", "batch_indices", "run_steps", "train",
+           "forward_precision", "input_format", "matmul_precision", "on_cuda"]
 
 
 class DivergedError(RuntimeError):
