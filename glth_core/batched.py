@@ -28,9 +28,10 @@ from torch.func import vmap
 
 from glth_core import data as datasets
 from glth_core.dictionaries import seed_dependent
-from glth_core.imp import Ticket, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
+from glth_core.imp import Ticket, Trajectory, TrajectoryConfig, TrajectoryState
 from glth_core.records import evaluated_split
 from glth_core.rewind import TrainJob
+from glth_core.streams import round_generator
 from glth_core.train import (Evaluation, Parameterization, Plan, TrainConfig, Weights, batch_indices, batch_totals,
                              dense_or_float, eval_batches, evaluation_of, forward_precision, matmul_precision,
                              run_steps)

@@ -26,16 +26,17 @@ from glth_core.lmc import LMC_COLUMNS, check_lmc, copy_generators, instability
 from glth_core.pruning import CONTROLS, MaskRule, check_pruning
 from glth_core.records import VIEW_COLUMNS, round_record
 from glth_core.rewind import (REWIND_NORMS, REWINDS, TrainJob, check_rewind, check_rewind_norm, check_with_train, is_late,
-                              norm_segments, rewind_label, rewind_step, round_generator, round_jobs)
+                              norm_segments, rewind_label, rewind_step, round_jobs)
 from glth_core.rounds import RoundRunner
 from glth_core.schedule import Plan
 from glth_core.sparsify import ROUNDINGS, sparsify
 from glth_core.state import State
+from glth_core.streams import round_generator
 from glth_core.ticket import Ticket
 from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, train
 
 __all__ = ["TrajectoryConfig", "TrajectoryState", "Trajectory", "Ticket", "run_trajectory", "sparsify", "REWINDS",
-           "REWIND_NORMS", "CONTROLS", "TrainJob", "round_generator", "rewind_label", "round_record"]
+           "REWIND_NORMS", "CONTROLS", "TrainJob", "rewind_label", "round_record"]
 
 REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses seed + this
 

@@ -25,15 +25,13 @@ from typing import Sequence
 
 import torch
 
-from glth_core.rewind import round_generator
 from glth_core.schedule import Plan, TrainConfig
+from glth_core.streams import LMC_STREAMS, round_generator
 from glth_core.train import Parameterization, Weights, evaluate, train, train_eval_split
 
-__all__ = ["LMC_STREAMS", "LMC_COLUMNS", "check_lmc", "error_barrier", "interpolate", "path_errors", "copy_generators",
+__all__ = ["LMC_COLUMNS", "check_lmc", "error_barrier", "interpolate", "path_errors", "copy_generators",
            "instability"]
 
-#: round_generator streams of the two copies' data orders (0: data, 1: random masks, 2, 3: strong tickets)
-LMC_STREAMS = (4, 5)
 LMC_COLUMNS: dict[str, type] = {"lmc_barrier_test": float, "lmc_barrier_train": float, "lmc_seconds": float}
 SPLITS = ("test", "train")
 

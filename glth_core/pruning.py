@@ -28,15 +28,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from glth_core.rewind import round_generator
 from glth_core.sparsify import Segment, drop_units, sparsify_segments, tensor_index
+from glth_core.streams import RANDOM_MASK_STREAM, STRUCTURED_STREAM, round_generator
 
 if TYPE_CHECKING:
     from glth_core.imp import TrajectoryConfig
 
 CONTROLS = ("none", "random_mask", "reinit", "structured", "oneshot")
 PRUNINGS = ("global", "layerwise")
-STRUCTURED_STREAM = 1  # with round index 0, a stream no random mask uses (those start at round 1)
 
 
 def check_pruning(config: "TrajectoryConfig") -> None:
@@ -112,5 +111,5 @@ class MaskRule:
             return mask & ~drop_units(scores, alive, cfg.tau, cfg.prune_rounding)[groups]
         scores = dense if cfg.control == "oneshot" else trained
         if cfg.control == "random_mask":
-            scores = torch.rand(scores.shape, generator=round_generator(cfg.seed, next_round, stream=1)).to(scores.device)
+            scores = torch.rand(scores.shape, generator=round_generator(cfg.seed, next_round, stream=RANDOM_MASK_STREAM)).to(scores.device)
         return sparsify_segments(scores, mask, cfg.tau, d.groups, self.segments, cfg.prune_rounding)

@@ -70,16 +70,9 @@ REWIND_KEYS = ("step", "epoch", "lr_step", "lr_epoch")
 _ALLOWED = f"{', '.join(REWINDS)}, or one of {{step: k}}, {{epoch: e}}, {{lr_step: k}}, {{lr_epoch: e}}"
 
 
-def round_generator(seed: int, round_index: int, stream: int = 0) -> torch.Generator:
-    """Randomness of round t (data order: stream 0, random masks: stream 1, edge-popup scores:
-    stream 2, strong inits: 3, the two linear-mode-connectivity copies: 4 and 5) depends on (seed,
-    t, stream) alone, so a resumed round repeats exactly."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + round_index * 101 + stream)
-
-
 class TrainJob(NamedTuple):
     """One training a round needs: where it starts, which steps of the schedule it runs (``plan``),
-    a step callback, and the round whose data order it draws (``round_generator(seed, data_round)``)."""
+    a step callback, and the round whose data order it draws (``streams.round_generator(seed, data_round)``)."""
 
     start: "Weights"
     plan: Plan

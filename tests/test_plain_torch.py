@@ -21,8 +21,8 @@ from glth_core.train import TrainConfig
 SEED, TAU, ROUNDS = 3, 0.3, 3
 STEPS, BATCH = 15, 128  # digits' 1,293 training images: 11 batches an epoch, so a round crosses an epoch
 OPTIMIZERS = {
-    "sgd": dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-3),
-    "adam": dict(optimizer="adam", lr=2e-3, weight_decay=5e-3),
+    "sgd": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-3},
+    "adam": {"optimizer": "adam", "lr": 2e-3, "weight_decay": 5e-3},
 }
 BOTTLENECK = {"kind": "bottleneck", "layer": "1", "basis": "identity"}
 

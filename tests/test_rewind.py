@@ -96,7 +96,7 @@ def test_late_rewinding_repeats_steps_k_to_T_bit_for_bit(digits, rewind, k, opti
 def test_the_rewind_point_is_round_0_after_k_steps(digits):
     """w_k is the weights after exactly k optimizer steps of round 0's schedule and data order (a plain
     training of the same schedule, watched step by step, agrees at k and not at k ± 1)."""
-    from glth_core.imp import round_generator
+    from glth_core.streams import round_generator
     from glth_core.train import train
 
     traj = Trajectory(_config(rewind={"step": 7}), data=digits)

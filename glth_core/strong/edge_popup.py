@@ -48,9 +48,10 @@ from glth_core import dictionaries
 from glth_core.config import Config, SeededDictionary
 from glth_core.experiment import Experiment, dictionary_columns
 from glth_core.records import VIEW_COLUMNS
-from glth_core.imp import Ticket, build_model, round_generator, round_record
+from glth_core.imp import Ticket, build_model, round_record
 from glth_core.state import State
 from glth_core.rounds import RoundRunner
+from glth_core.streams import INIT_STREAM, SCORE_STREAM, round_generator
 from glth_core.strong.selection import SELECTS, MaskSelector, apportion, top_k
 from glth_core.train import (Parameterization, TrainConfig, batch_indices, forward_precision, input_format, matmul_precision,
                              run_steps)
@@ -62,8 +63,6 @@ __all__ = ["SELECTS", "SCORE_STARTS", "INITS", "StrongConfig", "StrongState", "S
 SCORE_STARTS = ("fresh", "carry")
 #: the random network's Linear/Conv2d weights: PyTorch's default, or hidden-networks' inits
 INITS = ("default", "kaiming_normal", "signed_constant")
-SCORE_STREAM = 2  # round_generator stream of the score initialization (0: data order, 1: IMP's random masks)
-INIT_STREAM = 3  # the kaiming_normal draw
 
 
 @dataclass(frozen=True)
