@@ -17,7 +17,8 @@ from common import (add_device, cifar_or_digits, data_label, interleaved, on_dev
                     verdict)
 from glth_core import data as datasets
 from glth_core.batched import BatchedTrajectory, prefers_vmap, train_batched
-from glth_core.imp import Trajectory, TrajectoryConfig
+from glth_core.imp import Trajectory
+from glth_core.trajectory import TrajectoryConfig
 from glth_core.streams import round_generator
 from glth_core.train import TrainConfig, train
 

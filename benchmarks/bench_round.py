@@ -41,7 +41,8 @@ import yaml
 from common import REPO, parser, verdict
 from glth_core import data as datasets
 from glth_core import dictionaries, models
-from glth_core.imp import Trajectory, TrajectoryConfig
+from glth_core.imp import Trajectory
+from glth_core.trajectory import TrajectoryConfig
 from glth_core.train import Parameterization, TrainConfig, evaluate
 
 TARGET = 1.15

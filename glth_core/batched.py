@@ -28,13 +28,15 @@ from torch.func import vmap
 
 from glth_core import data as datasets
 from glth_core.dictionaries import seed_dependent
-from glth_core.imp import Ticket, Trajectory, TrajectoryConfig, TrajectoryState
+from glth_core.imp import Trajectory
 from glth_core.records import evaluated_split
 from glth_core.rewind import TrainJob
 from glth_core.streams import round_generator
+from glth_core.ticket import Ticket
 from glth_core.train import (Evaluation, Parameterization, Plan, TrainConfig, Weights, batch_indices, batch_totals,
                              dense_or_float, eval_batches, evaluation_of, forward_precision, matmul_precision,
                              run_steps)
+from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
 __all__ = ["BatchedTrajectory", "check_batchable", "evaluate_batched", "prefers_vmap", "train_batched"]
 

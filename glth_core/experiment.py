@@ -20,7 +20,7 @@ from typing import Any, Callable
 from glth_core import dictionaries
 from glth_core.train import DivergedError
 
-#: every round row, whatever the kind (``glth_core.imp.round_record`` makes them)
+#: every round row, whatever the kind (``glth_core.records.round_record`` makes them)
 ROUND_COLUMNS: dict[str, type] = {
     "round": int, "kept": int, "total": int, "density": float, "compression": float,
     "test_accuracy": float, "test_loss": float, "val_accuracy": float, "train_accuracy": float, "train_loss": float,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from glth_core.experiment import Experiment
-from glth_core.imp import EXPERIMENT as IMP
+from glth_core.imp_kind import EXPERIMENT as IMP
 from glth_core.strong.construct_run import EXPERIMENT as CONSTRUCT
 from glth_core.strong.edge_popup import EXPERIMENT as STRONG
 

@@ -32,7 +32,7 @@ from glth_core.sparsify import Segment, drop_units, sparsify_segments, tensor_in
 from glth_core.streams import RANDOM_MASK_STREAM, STRUCTURED_STREAM, round_generator
 
 if TYPE_CHECKING:
-    from glth_core.imp import TrajectoryConfig
+    from glth_core.trajectory import TrajectoryConfig
 
 CONTROLS = ("none", "random_mask", "reinit", "structured", "oneshot")
 PRUNINGS = ("global", "layerwise")

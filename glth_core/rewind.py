@@ -59,7 +59,7 @@ import torch
 from glth_core.schedule import Plan, TrainConfig
 
 if TYPE_CHECKING:
-    from glth_core.imp import TrajectoryConfig, TrajectoryState
+    from glth_core.trajectory import TrajectoryConfig, TrajectoryState
     from glth_core.train import Weights
 
 REWINDS = ("init", "none", "lr")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 if TYPE_CHECKING:
-    from glth_core.imp import Ticket
+    from glth_core.ticket import Ticket
 
 
 class RoundRunner:

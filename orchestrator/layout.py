@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from glth_core.imp import Ticket
+from glth_core.ticket import Ticket
 from orchestrator.storage import Storage
 
 LAYOUT = 2

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from glth_core.imp import Ticket
+from glth_core.ticket import Ticket
 from orchestrator.baseline_overlap import baseline_overlap
 from orchestrator.layout import SweepDir
 from orchestrator.storage import Storage

@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 from glth_core import data as datasets
 from glth_core.experiment import TIMING_COLUMNS
-from glth_core.imp import TrajectoryConfig, build_model
+from glth_core.trajectory import TrajectoryConfig, build_model
 from glth_core.strong.edge_popup import StrongConfig, StrongSearch, StrongState, apportion, top_k
 from glth_core.train import TrainConfig, evaluate
 

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from glth_core.export import IndexSelect, count_parameters, export, masked_model
-from glth_core.imp import Trajectory, TrajectoryConfig
+from glth_core.imp import Trajectory
+from glth_core.trajectory import TrajectoryConfig
 from glth_core.train import TrainConfig
 
 GLTH = str(Path(sys.executable).with_name("glth"))

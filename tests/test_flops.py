@@ -12,7 +12,9 @@ from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.export import export
 from glth_core.flops import count_flops, probe_input, ticket_flops
-from glth_core.imp import Ticket, Trajectory, TrajectoryConfig
+from glth_core.imp import Trajectory
+from glth_core.ticket import Ticket
+from glth_core.trajectory import TrajectoryConfig
 from glth_core.train import Parameterization, TrainConfig
 
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05)

@@ -11,7 +11,9 @@ from torch.nn.utils import prune
 
 from glth_core import data as datasets
 from glth_core.experiment import TIMING_COLUMNS
-from glth_core.imp import Trajectory, TrajectoryConfig, TrajectoryState, sparsify
+from glth_core.imp import Trajectory
+from glth_core.sparsify import sparsify
+from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 from glth_core.train import DivergedError, TrainConfig
 
 FAST = TrainConfig(epochs=1, batch_size=64, lr=0.05)

@@ -14,7 +14,9 @@ import torch
 from glth_core import data as datasets
 from glth_core import kinds
 from glth_core.export import masked_model
-from glth_core.imp import EXPERIMENT, Trajectory, TrajectoryConfig
+from glth_core.imp import Trajectory
+from glth_core.imp_kind import EXPERIMENT
+from glth_core.trajectory import TrajectoryConfig
 from glth_core.layer_views import layer_density, mixing_part, tensor_segments
 from glth_core.train import TrainConfig
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from glth_core import data as datasets
-from glth_core.imp import EXPERIMENT, Trajectory, TrajectoryConfig, _run_name
+from glth_core.imp import Trajectory
+from glth_core.imp_kind import EXPERIMENT, _run_name
+from glth_core.trajectory import TrajectoryConfig
 from glth_core.rewind import norm_segments, preserve_norm
 from glth_core.train import TrainConfig
 

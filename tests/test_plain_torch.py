@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from glth_core import data as datasets
-from glth_core.imp import Trajectory, TrajectoryConfig
+from glth_core.imp import Trajectory
+from glth_core.trajectory import TrajectoryConfig
 from glth_core.train import TrainConfig
 
 SEED, TAU, ROUNDS = 3, 0.3, 3

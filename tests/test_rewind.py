@@ -11,7 +11,8 @@ import torch
 
 from glth_core import data as datasets
 from glth_core.experiment import TIMING_COLUMNS
-from glth_core.imp import Trajectory, TrajectoryConfig
+from glth_core.imp import Trajectory
+from glth_core.trajectory import TrajectoryConfig
 from glth_core.rewind import rewind_label
 from glth_core.train import Plan, TrainConfig, run_steps
 
@@ -190,7 +191,7 @@ def test_late_rewinding_keeps_its_state_across_a_resume(digits, tmp_path):
     part = Trajectory(cfg, data=digits)
     part.run_round()
     part.state.save(tmp_path / "s.pt")
-    from glth_core.imp import TrajectoryState
+    from glth_core.trajectory import TrajectoryState
 
     resumed = Trajectory(cfg, data=digits, state=TrajectoryState.load(tmp_path / "s.pt"))
     rest = resumed.run()
