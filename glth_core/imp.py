@@ -20,6 +20,7 @@ import torch
 from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.config import Config, SeededDictionary
+from glth_core.data.augment import augmenter
 from glth_core.experiment import Experiment, dictionary_columns, json_or_str
 from glth_core.layer_views import mixing_part
 from glth_core.lmc import LMC_COLUMNS, check_lmc, copy_generators, instability
@@ -61,6 +62,8 @@ class TrajectoryConfig(SeededDictionary, Config):
     train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.1
     split_seed: int = 0
+    #: per-channel normalization of every split (``glth_core.data.normalize``): train, none, {mean, std}
+    normalize: Any = "train"
     control: str = "none"
     device: str = "cpu"
     #: how many go each round: round(τ·n), ⌈τ·n⌉, or open_lth's sparse_global rule (``sparsify``)
@@ -88,6 +91,7 @@ class TrajectoryConfig(SeededDictionary, Config):
         check_pruning(self)
         check_rewind_norm(self.rewind_norm, self.rewind)
         check_lmc(self.lmc_points)
+        datasets.check_normalize(self.normalize)
 
     def extra_seeds(self) -> dict:
         return {
@@ -129,7 +133,8 @@ class Trajectory(RoundRunner):
         ``glth_core.batched``) whose data, dictionary and prepared inputs this one reuses."""
         self.config = config
         self.data = shared.data if shared is not None else data or datasets.load(
-            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device
+            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device,
+            normalize=config.normalize,
         )
         self.model = build_model(config, self.data, config.seed)
         if shared is not None:
@@ -137,6 +142,7 @@ class Trajectory(RoundRunner):
         else:
             self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
         self.param = Parameterization(self.model, self.dictionary)
+        self.augment = augmenter(config.train.augment, self.data, self.param.input_bottleneck)
         self.inputs = shared.inputs if shared is not None else {
             split: self.param.prepare_inputs(getattr(self.data, f"{split}_x")) for split in ("train", "val", "test")
         }
@@ -176,7 +182,7 @@ class Trajectory(RoundRunner):
             start, plan = self._rewind_point, Plan(start_step=k)
         targets = {split: getattr(self.data, f"{split}_y") for split in ("train", "test")}
         out = instability(self.param, start, self.state.mask, self.inputs, targets, cfg.train,
-                          copy_generators(cfg.seed, self.state.round), cfg.lmc_points, plan)
+                          copy_generators(cfg.seed, self.state.round), cfg.lmc_points, plan, self.augment)
         return {**out, "lmc_seconds": time.perf_counter() - t0}
 
     def round_jobs(self) -> list[TrainJob]:
@@ -215,7 +221,7 @@ class Trajectory(RoundRunner):
     def _train(self, job: TrainJob):
         cfg = self.config
         return train(self.param, job.start, self.state.mask, self.inputs["train"], self.data.train_y, cfg.train,
-                     round_generator(cfg.seed, job.data_round), plan=job.plan, on_step=job.on_step)
+                     round_generator(cfg.seed, job.data_round), plan=job.plan, on_step=job.on_step, augment=self.augment)
 
     def _record(self, w: Weights, steps: int, seconds: float, evaluations: dict[str, Evaluation] | None = None,
                 eval_seconds: float | None = None) -> dict:
