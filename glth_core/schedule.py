@@ -14,11 +14,10 @@ import math
 from dataclasses import dataclass
 
 from glth_core.config import Config
-from glth_core.data.augment import AUGMENTS, check_augment
+from glth_core.data.augment import check_augment
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
-__all__ = ["OPTIMIZERS", "SCHEDULES", "PRECISIONS", "AUGMENTS", "TrainConfig", "Plan"]
 #: fp32: exact float32. tf32: float32 storage, TensorFloat-32 matmuls/convolutions on CUDA.
 #: bf16: the training forward under torch.autocast(bfloat16) on CUDA. Both are no-ops on CPU.
 PRECISIONS = ("fp32", "tf32", "bf16")
