@@ -61,16 +61,16 @@ def pad(x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
 def crop_flip(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flips: torch.Tensor,
               fill: torch.Tensor) -> torch.Tensor:
     """Image i of ``x`` padded (``pad``), cropped to H×W at (``rows[i]``, ``cols[i]``) and mirrored
-    left–right where ``flips[i]``: one gather for the whole batch (a flip reverses the columns read)."""
+    left–right where ``flips[i]``: one gather over the flattened padded images for the whole batch
+    (a flip reverses the columns read). Faster on CPU than 4-D advanced indexing or unfold + index."""
     n, c, h, w = x.shape
     dev = x.device
     rows, cols, flips = rows.to(dev), cols.to(dev), flips.to(dev)
     r = rows.view(n, 1) + torch.arange(h, device=dev)  # n × h: padded rows each crop reads
     across = torch.arange(w, device=dev)
-    k = cols.view(n, 1) + torch.where(flips.view(n, 1), across.flip(0), across)  # n × w
-    padded = pad(x, fill)
-    return padded[torch.arange(n, device=dev).view(n, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1),
-                  r.view(n, 1, h, 1), k.view(n, 1, 1, w)]
+    k = cols.view(n, 1) + torch.where(flips.view(n, 1), across.flip(0), across)  # n × w: its columns, in order
+    where = (r.view(n, h, 1) * (w + 2 * PAD) + k.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
+    return pad(x, fill).view(n, c, -1).gather(2, where).view(n, c, h, w)
 
 
 @dataclass(frozen=True)
