@@ -26,11 +26,12 @@ BENCHMARKS = {
     "batched": ("bench_batched.py", True),
     "random": ("bench_random.py", True),
     "round": ("bench_round.py", True),
+    "augment": ("bench_augment.py", True),
     "sweep": ("bench_sweep.py", True),
     "construct": ("bench_construct.py", False),
 }
 #: the benchmarks that take --device (the others measure CPU work)
-TAKES_DEVICE = ("batched", "round")
+TAKES_DEVICE = ("batched", "round", "augment")
 SKIPPED_BY_QUICK = ("construct",)
 
 

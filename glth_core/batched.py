@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import vmap
 
 from glth_core import data as datasets
+from glth_core.data.augment import Augment
 from glth_core.dictionaries import seed_dependent
 from glth_core.imp import Trajectory
 from glth_core.records import evaluated_split
@@ -95,6 +96,7 @@ def train_batched(
     on_steps: list[Callable[[int, Weights], None] | None] | None = None,
     names: list[str] | None = None,
     vectorize: bool | None = None,
+    augment: Augment | None = None,
 ) -> tuple[list[Weights], int]:
     """``glth_core.train.train`` for K trajectories at once: trajectory k starts at ``starts[k]``,
     trains inside Span(``masks[k]``) on batches drawn from ``generators[k]``, every one over the
@@ -103,7 +105,8 @@ def train_batched(
 
     ``vectorize``: True runs the K forwards as one vmapped forward; False runs them one by one
     (the optimizer step and the backward call stay shared); None (default) picks
-    ``prefers_vmap``. ``channels_last`` is not applied here (memory formats do not survive vmap)."""
+    ``prefers_vmap``. ``channels_last`` is not applied here (memory formats do not survive vmap).
+    ``augment``: trajectory k's batches augmented from its own data stream, as ``train`` does."""
     w = stack(starts)
     m = torch.stack(masks)
     w.coeffs.mul_(m)
@@ -114,6 +117,7 @@ def train_batched(
     kept = param.kept_columns(m.any(0))
     factors = dense_or_float(m, w.coeffs.dtype)
     streams = [batch_indices(x.shape[0], cfg.batch_size, g, x.device, start=plan.start_step) for g in generators]
+    augmented = None if augment is None else [augment.stream(g) for g in generators]
 
     def loss(coeffs, free, mask, xb, yb):
         return F.cross_entropy(param.forward(Weights(coeffs, free), mask, xb, kept).float(), yb)
@@ -132,6 +136,8 @@ def train_batched(
     def losses_at(step: int) -> torch.Tensor:
         idx = torch.stack([next(s) for s in streams])
         xb = x.index_select(0, idx.flatten()).unflatten(0, idx.shape)
+        if augmented is not None:
+            xb = torch.stack([apply(xk, step) for apply, xk in zip(augmented, xb)])
         with forward_precision(cfg, x):
             return losses(w.coeffs, w.free, factors, xb, y[idx])
 
@@ -237,6 +243,7 @@ class BatchedTrajectory:
             first.data.train_y, first.config.train, [round_generator(t.config.seed, data_round) for t in self.members],
             plan=plan, on_steps=[j.on_step for j in jobs],
             names=[f"the trajectory of seed {c.seed}" for c in self.configs], vectorize=self.vectorize,
+            augment=first.augment,
         )
         return [(w, steps) for w in trained]
 

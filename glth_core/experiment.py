@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from glth_core import dictionaries
+from glth_core.data.augment import check_images
 from glth_core.train import DivergedError
 
 #: every round row, whatever the kind (``glth_core.records.round_record`` makes them)
@@ -110,6 +111,10 @@ class Experiment:
         spec = config.resolved().get("dictionary")
         if isinstance(spec, dict):
             dictionaries.validate(spec, model)
+        augment = getattr(getattr(config, "train", None), "augment", "none")
+        if augment != "none":  # crop_flip needs images: the model's input, as the trainer feeds it
+            check_images(augment, getattr(model, "input_shape", None),
+                         input_transformed=isinstance(spec, dict) and dictionaries.transforms_inputs(spec, model))
         if self.check_config is not None:
             self.check_config(config, model)
 

@@ -18,6 +18,7 @@ import torch
 
 from glth_core import data as datasets
 from glth_core import dictionaries
+from glth_core.data.augment import augmenter
 from glth_core.lmc import copy_generators, instability
 from glth_core.pruning import MaskRule
 from glth_core.records import round_record
@@ -41,7 +42,8 @@ class Trajectory(RoundRunner):
         ``glth_core.batched``) whose data, dictionary and prepared inputs this one reuses."""
         self.config = config
         self.data = shared.data if shared is not None else data or datasets.load(
-            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device
+            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device,
+            normalize=config.normalize,
         )
         self.model = build_model(config, self.data, config.seed)
         if shared is not None:
@@ -49,6 +51,7 @@ class Trajectory(RoundRunner):
         else:
             self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
         self.param = Parameterization(self.model, self.dictionary)
+        self.augment = augmenter(config.train.augment, self.data, self.param.input_bottleneck)
         self.inputs = shared.inputs if shared is not None else {
             split: self.param.prepare_inputs(getattr(self.data, f"{split}_x")) for split in ("train", "val", "test")
         }
@@ -88,7 +91,7 @@ class Trajectory(RoundRunner):
             start, plan = self._rewind_point, Plan(start_step=k)
         targets = {split: getattr(self.data, f"{split}_y") for split in ("train", "test")}
         out = instability(self.param, start, self.state.mask, self.inputs, targets, cfg.train,
-                          copy_generators(cfg.seed, self.state.round), cfg.lmc_points, plan)
+                          copy_generators(cfg.seed, self.state.round), cfg.lmc_points, plan, self.augment)
         return {**out, "lmc_seconds": time.perf_counter() - t0}
 
     def round_jobs(self) -> list[TrainJob]:
@@ -127,7 +130,7 @@ class Trajectory(RoundRunner):
     def _train(self, job: TrainJob):
         cfg = self.config
         return train(self.param, job.start, self.state.mask, self.inputs["train"], self.data.train_y, cfg.train,
-                     round_generator(cfg.seed, job.data_round), plan=job.plan, on_step=job.on_step)
+                     round_generator(cfg.seed, job.data_round), plan=job.plan, on_step=job.on_step, augment=self.augment)
 
     def _record(self, w: Weights, steps: int, seconds: float, evaluations: dict[str, Evaluation] | None = None,
                 eval_seconds: float | None = None) -> dict:

@@ -73,16 +73,18 @@ def copy_generators(seed: int, round_index: int) -> tuple[torch.Generator, torch
 
 
 def instability(param: Parameterization, start: Weights, mask: torch.Tensor, inputs: dict, targets: dict,
-                cfg: TrainConfig, generators: Sequence[torch.Generator], points: int, plan: Plan = Plan()) -> dict:
+                cfg: TrainConfig, generators: Sequence[torch.Generator], points: int, plan: Plan = Plan(),
+                augment=None) -> dict:
     """Train two copies from ``start`` under ``mask`` over ``plan``'s steps, one on each of
     ``generators``' data orders, and return {"lmc_barrier_<split>": barrier} for the test and train
-    splits (``inputs[split]`` as the parameterization sees them, ``targets[split]`` the labels)."""
+    splits (``inputs[split]`` as the parameterization sees them, ``targets[split]`` the labels);
+    ``augment``: the trajectory's ``glth_core.data.augment.Augment`` (or None)."""
     check_lmc(points)
     if points == 0:
         raise ValueError("lmc_points: 0 means off; give the number of points on the path")
     x, y = inputs["train"], targets["train"]
-    a, _ = train(param, start, mask, x, y, cfg, generators[0], plan=plan)
-    b, _ = train(param, start, mask, x, y, cfg, generators[1], plan=plan)
+    a, _ = train(param, start, mask, x, y, cfg, generators[0], plan=plan, augment=augment)
+    b, _ = train(param, start, mask, x, y, cfg, generators[1], plan=plan, augment=augment)
     evaluated = {"test": (inputs["test"], targets["test"]),
                  "train": train_eval_split(x, y, cfg.train_eval_size)}  # the round's own train evaluation
     return {f"lmc_barrier_{split}": error_barrier(path_errors(param, a, b, mask, *evaluated[split], points,

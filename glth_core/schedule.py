@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from glth_core.config import Config
+from glth_core.data.augment import check_augment
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -56,6 +57,8 @@ class TrainConfig(Config):
     channels_last: bool = False
     warmup_steps: int = 0
     finetune_lr: float | None = None
+    #: training batches augmented on the device: none, or crop_flip (``glth_core.data.augment``)
+    augment: str = "none"
 
     def check(self):
         if self.precision not in PRECISIONS:
@@ -79,6 +82,7 @@ class TrainConfig(Config):
                              f"got {self.train_eval_size!r}")
         if self.finetune_lr is not None and not self.finetune_lr > 0:
             raise ValueError(f"train.finetune_lr: must be > 0 (or left out), got {self.finetune_lr}")
+        check_augment(self.augment)
         object.__setattr__(self, "milestones", tuple(self.milestones))
 
     def steps_per_epoch(self, n_train: int) -> int:

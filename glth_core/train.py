@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from glth_core.data.augment import Augment, batch_stream
 from glth_core.dictionaries import Dictionary
 from glth_core.precision import forward_precision, input_format, matmul_precision, on_cuda
 from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, Plan, TrainConfig
@@ -243,13 +244,15 @@ def train(
     *,
     plan: Plan = Plan(),
     on_step=None,
+    augment: Augment | None = None,
 ) -> tuple[Weights, int]:
     """Train from ``start`` inside Span(mask) and return (trained weights, steps taken).
 
     Data order comes from ``generator`` alone (a fresh permutation of indices each epoch), so
     a round is reproducible from its seed; a ``plan`` starting at step k takes the batches of
     steps k… of that order (``batch_indices``), with the schedule's rates there. ``on_step(n,
-    weights)`` sees the weights after n steps of the schedule.
+    weights)`` sees the weights after n steps of the schedule. ``augment``: each batch augmented
+    by its step's draws from the same data stream (``glth_core.data.augment``).
     """
     w = start.clone()
     w.coeffs.mul_(mask)
@@ -259,11 +262,13 @@ def train(
     batches = batch_indices(x.shape[0], cfg.batch_size, generator, x.device, start=plan.start_step)
     memory_format = input_format(cfg, x)
     factor = dense_or_float(mask, w.coeffs.dtype)
+    augmented = batch_stream(augment, generator)
 
     def losses_at(step: int) -> torch.Tensor:
         idx = next(batches)
+        xb = augmented(x.index_select(0, idx), step)
         with forward_precision(cfg, x):
-            logits = param.forward(w, factor, x.index_select(0, idx), kept, memory_format=memory_format)
+            logits = param.forward(w, factor, xb, kept, memory_format=memory_format)
             return F.cross_entropy(logits.float(), y.index_select(0, idx))
 
     with matmul_precision(cfg, x):

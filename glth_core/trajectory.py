@@ -49,6 +49,8 @@ class TrajectoryConfig(SeededDictionary, Config):
     train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.1
     split_seed: int = 0
+    #: per-channel normalization of every split (``glth_core.data.normalize``): train, none, {mean, std}
+    normalize: Any = "train"
     control: str = "none"
     device: str = "cpu"
     #: how many go each round: round(τ·n), ⌈τ·n⌉, or open_lth's sparse_global rule (``sparsify``)
@@ -76,6 +78,7 @@ class TrajectoryConfig(SeededDictionary, Config):
         check_pruning(self)
         check_rewind_norm(self.rewind_norm, self.rewind)
         check_lmc(self.lmc_points)
+        datasets.check_normalize(self.normalize)
 
     def extra_seeds(self) -> dict:
         return {

@@ -142,6 +142,16 @@ SPECS = {  # case: (spec text, needle)
     "rounds fractional": (spec_text(rounds="2.5"), "rounds"),
     "bad model in a list": (spec_text(model="[mlp_300_100, resnet50]"), "resnet50"),
     "bad blockdiag per": (spec_text(dictionary="[{kind: canonical}, {kind: blockdiag, per: layer}]"), "per"),
+    "unknown augment": (spec_text(train="{epochs: 1, augment: mixup}"), "train.augment"),
+    "crop_flip on flattened inputs": (spec_text(train="{epochs: 1, augment: crop_flip}",
+                                                dictionary="{kind: bottleneck, layer: '1', basis: dct}"),
+                                      "train.augment: crop_flip needs image inputs"),
+    "unknown normalize": (spec_text(dataset="{name: digits, normalize: imagenet}"), "dataset.normalize"),
+    "normalize for 3 channels on grey images": (
+        spec_text(dataset="{name: digits, normalize: {mean: [0.4, 0.4, 0.4], std: [0.2, 0.2, 0.2]}}"),
+        "dataset.normalize: 3 values for images of 1 channels"),
+    "normalize with std 0": (spec_text(dataset="{name: digits, normalize: {mean: [0.4], std: [0]}}"),
+                             "must be > 0"),
     "unknown --profile": (spec_text(), "profile"),  # run with --profile nosuch
     "empty file": ("", "mapping"),
     "tab-indented YAML": ("name: bad\n\tseeds: [0]\n", "YAML"),

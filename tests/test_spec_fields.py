@@ -42,6 +42,7 @@ VALUES = {
     "rounds": (3, "x"),
     "tau": (0.3, 1.5),
     "epsilon": (0.02, 2.0),
+    "augment": ("crop_flip", "mixup"),
 }
 BASE = {"imp": "name: f\nseeds: [0]\nrounds: 2\ndataset: digits\n", "strong": "name: f\nkind: strong\nseeds: [0]\ndataset: digits\n",
         "construct": "name: f\nkind: construct\nseeds: [0]\ndataset: digits\nmodel: mlp_500_nobias\n"}

@@ -1,7 +1,8 @@
 """Datasets by name: ``load(name, data_dir)`` gives normalised train/val/test tensors.
 
 Adding one is a reader (``input_shape``, ``num_classes``, ``check``, ``read`` returning the official
-train/test arrays) and a line in DATASETS; splitting and normalising are shared (``splits.py``).
+train/test arrays) and a line in DATASETS; splitting and normalising are shared (``splits.py``,
+``normalize.py``); augmenting training batches is ``augment.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from glth_core.data.base import Dataset, DatasetError, DatasetInfo, Source
 from glth_core.data.cifar10 import Cifar10
 from glth_core.data.digits import Digits
 from glth_core.data.idx import IdxSource
+from glth_core.data.normalize import NORMALIZES, check_normalize
 from glth_core.data.splits import check_val_fraction, make_dataset
 
 DATASETS: dict[str, Source] = {
@@ -23,7 +25,7 @@ DATASETS: dict[str, Source] = {
     "cifar10": Cifar10(),
 }
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "DatasetInfo", "check", "load"]
+__all__ = ["DATASETS", "NORMALIZES", "Dataset", "DatasetError", "DatasetInfo", "check", "check_normalize", "load"]
 
 
 def _source(name: str) -> Source:
@@ -46,13 +48,19 @@ def load(
     val_fraction: float = 0.1,
     split_seed: int = 0,
     device: str | torch.device = "cpu",
+    normalize="train",
 ) -> Dataset:
-    """The dataset with val held out of the official train split (seeded by ``split_seed``), on ``device``."""
+    """The dataset with val held out of the official train split (seeded by ``split_seed``), normalized
+    per channel (``normalize``: ``glth_core.data.normalize``), on ``device``."""
     source = _source(name)
     check_val_fraction(val_fraction)
+    try:
+        check_normalize(normalize, source.input_shape[0])
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
     raw, where = source.read(data_dir)
     return make_dataset(
         name, raw, source.input_shape, source.num_classes,
         val_fraction=val_fraction, split_seed=split_seed, device=device,
-        data_dir=None if where is None else str(where),
+        data_dir=None if where is None else str(where), normalize=normalize,
     )

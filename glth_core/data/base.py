@@ -49,7 +49,8 @@ class DatasetInfo:
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Train/val/test tensors, float32 N×C×H×W normalised with the train split's per-channel mean/std."""
+    """Train/val/test tensors, float32 N×C×H×W normalised per channel: (x − mean) / std, ``mean`` and ``std``
+    in raw units (``glth_core.data.normalize``; by default the train split's own)."""
 
     name: str
     input_shape: tuple[int, int, int]

@@ -1,7 +1,8 @@
 """The one place that turns an official train/test split into train/val/test tensors.
 
 The validation split is held out of the official training data with ``torch.Generator(split_seed)``;
-normalisation statistics come from what remains for training, so neither val nor test leaks into them.
+normalisation statistics (``normalize: train``) come from what remains for training, so neither val nor
+test leaks into them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from glth_core.data.base import Dataset, DatasetError, Raw
+from glth_core.data.normalize import statistics
 
 
 def heldout_split(n: int, n_heldout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,8 +42,10 @@ def make_dataset(
     split_seed: int,
     device: str | torch.device,
     data_dir: str | None,
+    normalize="train",
 ) -> Dataset:
-    """Hold out val, normalise every split per channel with the train split's mean and std, place on ``device``."""
+    """Hold out val, normalise every split per channel (``normalize``: see ``glth_core.data.normalize``; by
+    default with the train split's mean and std), place on ``device``."""
     val_fraction = check_val_fraction(val_fraction)
     where = data_dir or name
     for split, x, y in (("train", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
@@ -64,8 +68,7 @@ def make_dataset(
         "val": _tensor(raw.train_x[val_idx], torch.float32, device),
         "test": _tensor(raw.test_x, torch.float32, device),
     }
-    std, mean = torch.std_mean(xs["train"], dim=(0, 2, 3), correction=0)
-    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel stays centred, not inf
+    mean, std = statistics(normalize, xs["train"], raw.train_x.dtype)
     for x in xs.values():
         x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return Dataset(

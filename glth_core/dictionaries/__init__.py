@@ -21,7 +21,7 @@ from glth_core.dictionaries.random import RandomRotation
 from glth_core.dictionaries.spec import parse
 
 __all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "KINDS", "build", "validate", "label_of", "resolve_scope",
-           "seed_dependent", "varies_with_seed", "seeded"]
+           "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs"]
 
 #: kind name → its class (the builder): FIELDS, LABEL, check(opts, model), build(opts, model, train_x)
 KINDS: dict[str, type] = {
@@ -59,6 +59,13 @@ def varies_with_seed(spec: dict) -> bool:
     or fitted to the seed's initialization): mask overlap across such seeds means nothing."""
     cls, opts = _parsed(spec)
     return cls is not None and (cls.draws_seed(opts) or cls.fitted_to_init(opts))
+
+
+def transforms_inputs(spec: dict, model: nn.Module) -> bool:
+    """Whether training on this dictionary sees the dataset transformed once (an input-layer
+    bottleneck: flat vectors x U), not the images themselves."""
+    cls, opts = parse(spec, KINDS)
+    return cls.transforms_inputs(opts, model)
 
 
 def seeded(spec: dict, seed: int) -> dict:

@@ -172,6 +172,12 @@ class Dictionary(Movable):
         trial's seed even when nothing is drawn), e.g. PCA of a hidden layer's inputs."""
         return False
 
+    @classmethod
+    def transforms_inputs(cls, opts: dict, model: nn.Module) -> bool:
+        """Whether the trainer feeds the network transformed inputs (the dataset mapped once, so
+        no longer images): an input-layer bottleneck does."""
+        return False
+
     # -- what a part of a composite needs to know (``dictionaries.composite``) -----------------
     #: True when a spec without ``scope`` covers every parameter; inside a composite such a part
     #: takes the parameters no other part claims. False for kinds tied to one layer.

@@ -195,8 +195,16 @@ class Bottleneck(BlockDictionary):
         d.is_conv, d.kernel = conv, kernel
         d.op = op
         d.groups = torch.arange(d_in).repeat(d_out)
-        d.is_input_layer = not conv and image is not None and cls._sees_flat_input(model, layer, image)
+        d.is_input_layer = cls._is_input_layer(model, layer, image)
         return d
+
+    @classmethod
+    def transforms_inputs(cls, opts: dict, model: nn.Module) -> bool:
+        return cls._is_input_layer(model, *cls.check(opts, model))
+
+    @classmethod
+    def _is_input_layer(cls, model: nn.Module, layer: nn.Module, image: tuple | None) -> bool:
+        return not isinstance(layer, nn.Conv2d) and image is not None and cls._sees_flat_input(model, layer, image)
 
     @staticmethod
     def _sees_flat_input(model: nn.Module, layer: nn.Module, image: tuple) -> bool:

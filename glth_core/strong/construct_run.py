@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -53,6 +53,8 @@ class ConstructConfig(Config):
     train: TrainConfig = field(default_factory=lambda: TARGET_TRAIN)
     val_fraction: float = 0.1
     split_seed: int = 0
+    #: per-channel normalization of every split (``glth_core.data.normalize``): train, none, {mean, std}
+    normalize: Any = "train"
     device: str = "cpu"
 
     def check(self):
@@ -64,6 +66,7 @@ class ConstructConfig(Config):
             raise ValueError(f"distribution: {self.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
         if self.signs not in SIGNS:
             raise ValueError(f"signs: {self.signs!r} is not one of {', '.join(SIGNS)}")
+        datasets.check_normalize(self.normalize)
 
     rounds = 1
 
@@ -78,7 +81,7 @@ class ConstructConfig(Config):
     def target_config(self) -> TrajectoryConfig:
         return TrajectoryConfig(dataset=self.dataset, data_dir=self.data_dir, model=self.model, rounds=1,
                                 seed=self.seed, train=self.train, val_fraction=self.val_fraction,
-                                split_seed=self.split_seed, device=self.device)
+                                split_seed=self.split_seed, normalize=self.normalize, device=self.device)
 
 
 def train_target(config: ConstructConfig, data: datasets.Dataset) -> tuple[nn.Module, dict]:
@@ -101,7 +104,7 @@ class ConstructRun:
     def __init__(self, config: ConstructConfig, data: datasets.Dataset | None = None, state: ConstructState | None = None):
         self.config = config
         self.data = data or datasets.load(config.dataset, config.data_dir, val_fraction=config.val_fraction,
-                                          split_seed=config.split_seed, device=config.device)
+                                          split_seed=config.split_seed, device=config.device, normalize=config.normalize)
         self.state = state or ConstructState()
         self.ticket = None  # a construction is not a dictionary ticket
         self.construction = None

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ from torch import nn
 from glth_core import data as datasets
 from glth_core import dictionaries
 from glth_core.config import Config, SeededDictionary
+from glth_core.data.augment import augmenter, batch_stream
 from glth_core.experiment import Experiment, dictionary_columns
 from glth_core.records import VIEW_COLUMNS, round_record
 from glth_core.rounds import RoundRunner
@@ -84,6 +85,8 @@ class StrongConfig(SeededDictionary, Config):
     train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.1
     split_seed: int = 0
+    #: per-channel normalization of every split (``glth_core.data.normalize``): train, none, {mean, std}
+    normalize: Any = "train"
     device: str = "cpu"
 
     def check(self):
@@ -97,6 +100,7 @@ class StrongConfig(SeededDictionary, Config):
             raise ValueError(f"densities: each must be in (0, 1], got {bad[0]}")
         if self.select not in SELECTS:
             raise ValueError(f"select: {self.select!r} is not one of {', '.join(SELECTS)}")
+        datasets.check_normalize(self.normalize)
         if self.scores not in SCORE_STARTS:
             raise ValueError(f"scores: {self.scores!r} is not one of {', '.join(SCORE_STARTS)}")
         if self.init not in INITS:
@@ -127,12 +131,14 @@ class StrongSearch(RoundRunner):
     def __init__(self, config: StrongConfig, data: datasets.Dataset | None = None, state: StrongState | None = None):
         self.config = config
         self.data = data or datasets.load(
-            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device
+            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device,
+            normalize=config.normalize,
         )
         self.model = build_model(config, self.data, config.seed)
         apply_init(self.model, config.init, config.seed)
         self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
         self.param = Parameterization(self.model, self.dictionary)
+        self.augment = augmenter(config.train.augment, self.data, self.param.input_bottleneck)
         self.inputs = {
             split: self.param.prepare_inputs(getattr(self.data, f"{split}_x")) for split in ("train", "val", "test")
         }
@@ -192,12 +198,14 @@ class StrongSearch(RoundRunner):
         total = cfg.total_steps(x.shape[0])
         batches = batch_indices(x.shape[0], cfg.batch_size, generator, x.device)
         memory_format = input_format(cfg, x)
+        augmented = batch_stream(self.augment, generator)
 
         def losses_at(step: int) -> torch.Tensor:
             idx = next(batches)
+            xb = augmented(x.index_select(0, idx), step)
             m = self.selector.soft_mask(s, density)
             with forward_precision(cfg, x):
-                logits = self.param.forward(self.init, m, x.index_select(0, idx), memory_format=memory_format)
+                logits = self.param.forward(self.init, m, xb, memory_format=memory_format)
                 return F.cross_entropy(logits.float(), y.index_select(0, idx))
 
         with matmul_precision(cfg, x):

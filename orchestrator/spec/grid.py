@@ -61,10 +61,14 @@ def expand(spec, kind: str) -> list[Trial]:
             except datasets.DatasetError as e:
                 raise SpecError(str(e)) from None
         info = data_seen[key]
+        try:
+            datasets.check_normalize(ds.normalize, info.input_shape[0])
+        except ValueError as e:
+            raise SpecError(str(e)) from None
         fields = dict(zip(axes, values))
         try:
             config = config_cls(**fields, dataset=ds.name, data_dir=ds.data_dir, val_fraction=ds.val_fraction,
-                                split_seed=ds.split_seed, seed=seed, device=spec.device)
+                                split_seed=ds.split_seed, normalize=ds.normalize, seed=seed, device=spec.device)
             net = models.build(config.model, info.input_shape, info.num_classes)
             experiment.check(config, net)
         except (ValueError, TypeError) as e:

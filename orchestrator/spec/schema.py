@@ -9,7 +9,7 @@ without any edit to the orchestrator.
 
 The keys every kind shares (``name``, ``experiment``, ``dataset``, ``seeds``, ``resources``, …)
 are declared in ``SweepBase``; the config fields they supply (``dataset``, ``data_dir``,
-``val_fraction``, ``split_seed``, ``seed``, ``device``) are not repeated per kind.
+``val_fraction``, ``split_seed``, ``normalize``, ``seed``, ``device``) are not repeated per kind.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from glth_core import kinds
 from glth_core.config import MISSING, field_default, hints, nested_config, plain
 
 #: config fields that the shared spec keys supply
-SUPPLIED = ("dataset", "data_dir", "val_fraction", "split_seed", "seed", "device")
+SUPPLIED = ("dataset", "data_dir", "val_fraction", "split_seed", "normalize", "seed", "device")
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -38,6 +38,8 @@ class DatasetSpec(Strict):
     data_dir: str | None = None
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 0
+    #: per-channel normalization: train (the training split's own mean/std), none, or {mean: [...], std: [...]}
+    normalize: str | dict = "train"
 
 
 class ResourcesSpec(Strict):
