@@ -141,6 +141,8 @@ SPECS = {  # case: (spec text, needle)
     "tau a string": (spec_text(tau="'a lot'"), "tau"),
     "rounds fractional": (spec_text(rounds="2.5"), "rounds"),
     "bad model in a list": (spec_text(model="[mlp_300_100, resnet50]"), "resnet50"),
+    "unknown model lists the families": (spec_text(model="resnet50"), "cifar_resnet_N[_W], cifar_vgg_N[_W]"),
+    "ResNet depth not 6D + 2": (spec_text(model="cifar_resnet_21"), "6D + 2"),
     "bad blockdiag per": (spec_text(dictionary="[{kind: canonical}, {kind: blockdiag, per: layer}]"), "per"),
     "unknown --profile": (spec_text(), "profile"),  # run with --profile nosuch
     "empty file": ("", "mapping"),
