@@ -143,6 +143,8 @@ SPECS = {  # case: (spec text, needle)
     "bad model in a list": (spec_text(model="[mlp_300_100, resnet50]"), "resnet50"),
     "unknown model lists the families": (spec_text(model="resnet50"), "cifar_resnet_N[_W], cifar_vgg_N[_W]"),
     "ResNet depth not 6D + 2": (spec_text(model="cifar_resnet_21"), "6D + 2"),
+    "batch_seeds with BatchNorm": (spec_text(model="cifar_resnet_8_2", seeds="[0, 1]", batch_seeds="2"),
+                                   "batch_seeds: the model has running statistics"),
     "bad blockdiag per": (spec_text(dictionary="[{kind: canonical}, {kind: blockdiag, per: layer}]"), "per"),
     "unknown --profile": (spec_text(), "profile"),  # run with --profile nosuch
     "empty file": ("", "mapping"),
