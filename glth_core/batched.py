@@ -39,7 +39,17 @@ from glth_core.train import (Evaluation, Parameterization, Plan, TrainConfig, We
                              run_steps)
 from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
-__all__ = ["BatchedTrajectory", "check_batchable", "evaluate_batched", "prefers_vmap", "train_batched"]
+__all__ = ["BatchedTrajectory", "check_batchable", "check_batchable_model", "evaluate_batched", "prefers_vmap",
+           "train_batched"]
+
+
+def check_batchable_model(model: nn.Module) -> None:
+    """Raise ValueError (one line) for a model with buffers (BatchNorm's running statistics): batched
+    seeds would need per-seed running statistics, which this trainer does not carry."""
+    buffers = [n for n, _ in model.named_buffers()]
+    if buffers:
+        raise ValueError(f"batch_seeds: the model has running statistics (BatchNorm: {buffers[0]}, …), which batched "
+                         "seeds do not carry per seed; leave batch_seeds out (seeds then run as separate trials)")
 
 
 def check_batchable(configs: list[TrajectoryConfig]) -> None:
@@ -187,6 +197,7 @@ class BatchedTrajectory:
         if len(rounds) > 1 or (rounds and None in states):
             raise ValueError(f"states: every seed must resume from the same round, got {[s and s.round for s in states]}")
         first = Trajectory(configs[0], data, states[0])
+        check_batchable_model(first.model)
         d = first.dictionary
         if getattr(d, "basis", None) == "pca" and not getattr(d, "is_input_layer", False):
             raise ValueError("dictionary.basis: pca on a layer past the input depends on each seed's "

@@ -9,6 +9,7 @@ coefficients of several seeds without a rewrite.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -37,7 +38,8 @@ class DivergedError(RuntimeError):
 
 @dataclass
 class Weights:
-    """The trainable state of one network: scope coefficients plus the free parameters."""
+    """The state of one network: scope coefficients plus the free parameters and the model's
+    buffers (BatchNorm's running statistics, which train without gradients), by name in ``free``."""
 
     coeffs: torch.Tensor
     free: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -66,12 +68,26 @@ class Parameterization:
         self.scope = set(dictionary.scope_names)
         self.input_bottleneck = bool(getattr(dictionary, "is_input_layer", False))
         self.free_names = [n for n, _ in model.named_parameters() if n not in self.scope]
+        #: buffers (BatchNorm's running statistics): carried in ``Weights.free``, updated in place
+        #: by training-mode forwards, never given gradients
+        self.buffer_names = [n for n, _ in model.named_buffers()]
 
     # -- building the starting point ---------------------------------------------------------
     def weights_of(self, model: nn.Module) -> Weights:
         params = {n: p.detach().clone() for n, p in model.named_parameters()}
         coeffs = self.dictionary.analyze(self.dictionary.flatten(params))
-        return Weights(coeffs.detach().clone(), {n: params[n] for n in self.free_names})
+        buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        return Weights(coeffs.detach().clone(), {**{n: params[n] for n in self.free_names}, **buffers})
+
+    def leaves(self, w: Weights) -> list[torch.Tensor]:
+        """What training differentiates: the coefficients and the free parameters (not the buffers),
+        set to require gradients."""
+        return [w.coeffs.requires_grad_(True), *(w.free[n].requires_grad_(True) for n in self.free_names)]
+
+    def mode(self, training: bool):
+        """A context in which the model runs in training (batch statistics, running ones updated)
+        or evaluation mode (running statistics), restored after."""
+        return _mode(self.model, training)
 
     # -- data: what the network sees ----------------------------------------------------------
     def prepare_inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +135,16 @@ class Parameterization:
         return functional_call(self.model, params, (x,))
 
 
+@contextmanager
+def _mode(model: nn.Module, training: bool):
+    before = model.training
+    model.train(training)
+    try:
+        yield
+    finally:
+        model.train(before)
+
+
 @dataclass(frozen=True)
 class Evaluation:
     accuracy: float
@@ -162,7 +188,8 @@ def train_eval_split(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch
 def evaluate(param: Parameterization, weights: Weights, mask, x, y, batch_size: int = 2048) -> Evaluation:
     kept = param.kept_columns(mask)
     params = param.params(weights, mask, kept)
-    totals = [batch_totals(param.apply(params, xb, kept), yb) for xb, yb in eval_batches(x, y, batch_size)]
+    with param.mode(training=False):
+        totals = [batch_totals(param.apply(params, xb, kept), yb) for xb, yb in eval_batches(x, y, batch_size)]
     return evaluation_of(totals, x.shape[0])
 
 
@@ -256,7 +283,7 @@ def train(
     """
     w = start.clone()
     w.coeffs.mul_(mask)
-    leaves = [w.coeffs.requires_grad_(True), *(t.requires_grad_(True) for t in w.free.values())]
+    leaves = param.leaves(w)
     total = cfg.total_steps(x.shape[0])
     kept = param.kept_columns(mask)
     batches = batch_indices(x.shape[0], cfg.batch_size, generator, x.device, start=plan.start_step)
@@ -271,7 +298,7 @@ def train(
             logits = param.forward(w, factor, xb, kept, memory_format=memory_format)
             return F.cross_entropy(logits.float(), y.index_select(0, idx))
 
-    with matmul_precision(cfg, x):
+    with matmul_precision(cfg, x), param.mode(training=True):
         run_steps(leaves, cfg, total, losses_at, plan=plan,
                   on_step=None if on_step is None else (lambda step: on_step(step, w)))
     out = Weights(w.coeffs.detach() * mask, {k: v.detach() for k, v in w.free.items()})

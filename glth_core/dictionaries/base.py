@@ -51,11 +51,23 @@ def preset_names(model: nn.Module, preset: str) -> list[str]:
     return names
 
 
+#: normalization layers, whose parameters train densely outside the default scope (as in open_lth)
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def normalization_names(model: nn.Module) -> set[str]:
+    """The parameter names of ``model``'s normalization layers (``NORM_TYPES``)."""
+    return {f"{m}.{p}" if m else p for m, module in model.named_modules() if isinstance(module, NORM_TYPES)
+            for p, _ in module.named_parameters(recurse=False)}
+
+
 def resolve_scope(model: nn.Module, patterns: list[str] | None) -> tuple[ScopeEntry, ...]:
-    """Parameter names matching any pattern (fnmatch), in model order; all parameters if None.
+    """Parameter names matching any pattern (fnmatch), in model order; if None, every parameter
+    but those of normalization layers (BatchNorm's weights and biases train densely outside it).
     A pattern may be a preset (``SCOPE_PRESETS``), which stands for its parameter names."""
     entries, offset = [], 0
     names = [n for n, _ in model.named_parameters()]
+    outside = normalization_names(model) if patterns is None else set()
     if patterns is not None:
         if isinstance(patterns, str):
             patterns = [patterns]
@@ -69,6 +81,8 @@ def resolve_scope(model: nn.Module, patterns: list[str] | None) -> tuple[ScopeEn
                     f"dictionary.scope: {p!r} matches no parameter; allowed: {', '.join(SCOPE_PRESETS + tuple(names))}"
                 )
     for name, p in model.named_parameters():
+        if name in outside:
+            continue
         if patterns is None or any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
             entries.append(ScopeEntry(name, tuple(p.shape), offset))
             offset += p.numel()

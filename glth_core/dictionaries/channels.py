@@ -10,6 +10,10 @@ its bias, so a removed unit outputs exactly 0 and the next layer's input k can g
 the bias out would leave a removed unit emitting a constant, which export could not drop exactly
 past a zero-padded conv.)
 
+``per: out`` is refused on a layer whose outputs reach a residual sum through channelwise modules
+only (a ResNet block's ``conv2``, its shortcut conv, the stem conv): the skip connection would still
+carry a removed channel. A block's ``conv1`` (its outputs are ``conv2``'s inputs) is allowed.
+
 Coefficients are the parameters themselves: analyze and synthesize are the identity.
 """
 
@@ -18,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glth_core.dictionaries.base import Dictionary, ScopeEntry, layer_of
+from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, layer_of
+from glth_core.dictionaries.residual import residual_sum
 from glth_core.dictionaries.spec import LAYER_ANY, one_of
 
 
@@ -32,6 +37,10 @@ class Channels(Dictionary):
     @classmethod
     def scope_of(cls, opts: dict, model: nn.Module) -> tuple[ScopeEntry, ...]:
         name, layer = opts["layer"], layer_of(model, opts["layer"])
+        if opts["per"] == "out" and (where := residual_sum(model, name)) is not None:
+            raise DictionarySpecError(f"dictionary.layer: {name!r} (per: out) feeds the residual sum in {where!r}, whose "
+                                      "skip connection would still carry a removed channel; use a layer whose outputs "
+                                      "stay inside a block (a block's conv1)")
         entries = [ScopeEntry(f"{name}.weight", tuple(layer.weight.shape), 0)]
         if opts["per"] == "out" and layer.bias is not None:
             entries.append(ScopeEntry(f"{name}.bias", tuple(layer.bias.shape), layer.weight.numel()))

@@ -1,18 +1,32 @@
-"""What every architecture shares: the spec error, input checks, and the two builders (MLP, VGG-style stack).
+"""What every architecture shares: the spec error, input checks, name families, and the two
+builders (MLP, VGG-style stack).
 
-Every model is an ``nn.Sequential`` so that parameter names are ``"<layer index>.weight"``, the names
-dictionary scopes and bottleneck layers refer to (``"1"`` is the first Linear of an MLP).
+A model is any ``nn.Module``; parameters and layers are named by their module paths, the names
+dictionary scopes and layers refer to (``blocks.0.conv1.weight`` in a ResNet). The Sequential
+builders here name them by index (``"1"`` is the first Linear of an MLP).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
 
 class ModelSpecError(ValueError):
     """A model that cannot be built; the one-line message names the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """Models named by a pattern (``cifar_resnet_N[_W]``): every name starting with ``prefix`` is
+    this family's; ``parse(name)`` returns its builder ``(input_shape, num_classes) -> nn.Module`` or
+    raises a one-line ModelSpecError saying why the name is not one."""
+
+    prefix: str
+    pattern: str  # how the names are written, for listings
+    parse: Callable[[str], Callable[[Sequence[int], int], nn.Module]]
 
 
 def check_input(name: str, input_shape: Sequence[int], num_classes: int, min_side: int = 1) -> tuple[int, int, int]:
@@ -30,7 +44,7 @@ def check_input(name: str, input_shape: Sequence[int], num_classes: int, min_sid
     return shape
 
 
-def tagged(model: nn.Sequential, input_shape: Sequence[int], num_classes: int) -> nn.Sequential:
+def tagged(model: nn.Module, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Record what the model was built for, so callers need not carry it separately."""
     model.input_shape = tuple(int(s) for s in input_shape)
     model.num_classes = int(num_classes)

@@ -71,6 +71,10 @@ def expand(spec, kind: str) -> list[Trial]:
                                 split_seed=ds.split_seed, normalize=ds.normalize, seed=seed, device=spec.device)
             net = models.build(config.model, info.input_shape, info.num_classes)
             experiment.check(config, net)
+            if spec.batch_seeds > 1:
+                from glth_core.batched import check_batchable_model
+
+                check_batchable_model(net)
         except (ValueError, TypeError) as e:
             raise SpecError(str(e).splitlines()[0]) from None
         trials.append(Trial(config, kind))
