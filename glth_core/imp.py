@@ -53,7 +53,7 @@ class TrajectoryConfig(SeededDictionary, Config):
     dataset: str = "digits"
     data_dir: str | None = None
     model: str = "mlp_300_100"
-    dictionary: dict = field(default_factory=lambda: {"kind": "canonical"})
+    dictionary: dictionaries.Spec = field(default_factory=lambda: {"kind": "canonical"})
     tau: float = 0.2
     rounds: int = 8
     seed: int = 0

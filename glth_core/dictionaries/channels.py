@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from glth_core.dictionaries.base import Dictionary, ScopeEntry, layer_of
-from glth_core.dictionaries.spec import LAYER_ANY, one_of
+from glth_core.dictionaries.options import LAYER, one_of
 
 
 class Channels(Dictionary):
     kind = "channels"
     variant_attr = "per"
-    FIELDS = {"layer": LAYER_ANY, "per": one_of("in", "out")}
+    FIELDS = {"layer": LAYER, "per": one_of("in", "out")}
     LABEL = "channels-{per}"
     SCOPE_DEFAULTS_TO_ALL = False
 
