@@ -74,7 +74,7 @@ def mixing_part(spec: dict, model: nn.Module) -> str | None:
     """Cheaply, from a dictionary spec (nothing built): a description of the first dictionary (or
     composite part) whose elements span several tensors, or None when every coefficient belongs to one."""
     from glth_core.dictionaries import KINDS
-    from glth_core.dictionaries.spec import parse
+    from glth_core.dictionaries.options import parse
 
     cls, opts = parse(spec, KINDS)
     if opts["kind"] == "composite":

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from glth_core import data as datasets
-from glth_core import models
+from glth_core import dictionaries, models
 from glth_core.config import Config, SeededDictionary
 from glth_core.lmc import check_lmc
 from glth_core.pruning import CONTROLS, check_pruning
@@ -41,7 +41,7 @@ class TrajectoryConfig(SeededDictionary, Config):
     dataset: str = "digits"
     data_dir: str | None = None
     model: str = "mlp_300_100"
-    dictionary: dict = field(default_factory=lambda: {"kind": "canonical"})
+    dictionary: dictionaries.Spec = field(default_factory=lambda: {"kind": "canonical"})
     tau: float = 0.2
     rounds: int = 8
     seed: int = 0

@@ -18,10 +18,10 @@ from glth_core.dictionaries.canonical import Canonical
 from glth_core.dictionaries.channels import Channels
 from glth_core.dictionaries.composite import Composite
 from glth_core.dictionaries.random import RandomRotation
-from glth_core.dictionaries.spec import parse
+from glth_core.dictionaries.options import Spec, parse
 
-__all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "KINDS", "build", "validate", "label_of", "resolve_scope",
-           "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs"]
+__all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "Spec", "KINDS", "build", "validate", "label_of",
+           "resolve_scope", "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs"]
 
 #: kind name → its class (the builder): FIELDS, LABEL, check(opts, model), build(opts, model, train_x)
 KINDS: dict[str, type] = {

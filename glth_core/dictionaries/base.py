@@ -154,8 +154,8 @@ class Dictionary(Movable):
     #: name of the attribute reported as ``basis`` by ``describe()`` ("" when None)
     variant_attr: str | None = None
 
-    # -- the spec side of a kind (see ``dictionaries.spec``) ------------------------------
-    #: the spec keys besides ``kind`` and ``label``: {key: spec.Field}
+    # -- the spec side of a kind (see ``dictionaries.options``) ---------------------------
+    #: the spec keys besides ``kind`` and ``label``: {key: options.Option} (plain data)
     FIELDS: dict = {}
     #: the default label, formatted with the spec's options
     LABEL: str = "?"

@@ -11,7 +11,7 @@ otherwise). The blocks of one tensor are mapped together, never one Python call 
 from __future__ import annotations
 
 from glth_core.dictionaries.blocks import BlockDictionary, Segment
-from glth_core.dictionaries.spec import SCOPE, SEED, one_of
+from glth_core.dictionaries.options import SCOPE, SEED, one_of
 from glth_core.dictionaries.transforms import BlockDCT, DCTRows, FastRotation, IdentityRows, MatrixRows, block_seed, haar_stack
 
 HAAR_MAX_BLOCK = 1024

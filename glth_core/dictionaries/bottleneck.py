@@ -25,7 +25,7 @@ from torch import nn
 
 from glth_core.dictionaries.base import DictionarySpecError, ScopeEntry, layer_of
 from glth_core.dictionaries.blocks import BlockDictionary, Segment
-from glth_core.dictionaries.spec import LAYER_ANY, SCOPE, SEED, one_of
+from glth_core.dictionaries.options import LAYER, SCOPE, SEED, one_of
 from glth_core.dictionaries.transforms import DCTRows, IdentityRows, MatrixRows, dct_matrix, haar
 
 PCA_BATCH = 4096
@@ -135,7 +135,7 @@ class Bottleneck(BlockDictionary):
     kind = "bottleneck"
     variant_attr = "basis"
     FIELDS = {
-        "layer": LAYER_ANY,
+        "layer": LAYER,
         "basis": one_of("identity", "dct", "random", "pca"),
         "seed": SEED,
         "scope": SCOPE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from glth_core.dictionaries.base import Dictionary
-from glth_core.dictionaries.spec import SCOPE
+from glth_core.dictionaries.options import SCOPE
 
 
 class Canonical(Dictionary):

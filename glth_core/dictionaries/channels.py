@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, layer_of
+from glth_core.dictionaries.options import LAYER, one_of
 from glth_core.dictionaries.residual import residual_sum
-from glth_core.dictionaries.spec import LAYER_ANY, one_of
 
 
 class Channels(Dictionary):
     kind = "channels"
     variant_attr = "per"
-    FIELDS = {"layer": LAYER_ANY, "per": one_of("in", "out")}
+    FIELDS = {"layer": LAYER, "per": one_of("in", "out")}
     LABEL = "channels-{per}"
     SCOPE_DEFAULTS_TO_ALL = False
 

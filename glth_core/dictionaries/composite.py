@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, TauSegment
-from glth_core.dictionaries.spec import REQUIRED, SEED, Field, fraction, parse
+from glth_core.dictionaries.options import CHECKS, PARTS, SEED, TAU, parse
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ def _in_part(i: int, err: DictionarySpecError) -> DictionarySpecError:
     return DictionarySpecError(msg)
 
 
-def _parts(key, value) -> tuple[Part, ...]:
+def parse_parts(key, value) -> tuple[Part, ...]:
+    """The parts of a composite spec, each parsed as its own kind (any kind but composite) with
+    its optional ``tau`` (``options.PART_KEYS``)."""
     from glth_core.dictionaries import KINDS  # the registry imports this module
 
     if not isinstance(value, (list, tuple)) or not value:
@@ -66,15 +68,12 @@ def _parts(key, value) -> tuple[Part, ...]:
         spec = dict(spec)
         tau = spec.pop("tau", None)
         try:
-            tau = None if tau is None else fraction("tau", tau)
+            tau = CHECKS[TAU.type]("tau", tau, TAU)
             cls, opts = parse(spec, {k: v for k, v in KINDS.items() if k != "composite"})
         except DictionarySpecError as e:
             raise _in_part(i, e) from None
         parts.append(Part(cls, opts, tau, "seed" in spec))
     return tuple(parts)
-
-
-PARTS = Field(_parts, REQUIRED, "a list of dictionary specs, e.g. [{kind: bottleneck, layer: '1', basis: dct}, {kind: canonical}]")
 
 
 class Composite(Dictionary):

@@ -26,7 +26,7 @@ import torch
 
 from glth_core.dictionaries.base import DictionarySpecError
 from glth_core.dictionaries.blocks import BlockDictionary, Segment
-from glth_core.dictionaries.spec import SCOPE, SEED, Field, one_of
+from glth_core.dictionaries.options import SCOPE, SEED, one_of
 from glth_core.dictionaries.transforms import FastRotation, Gather, MatrixRows, Orthogonal, haar
 
 HAAR_MAX = 40_000
@@ -36,17 +36,11 @@ VERSIONS = (1, 2)
 CURRENT_VERSION = 2
 
 
-def _version(key, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value not in VERSIONS:
-        raise DictionarySpecError(f"dictionary.{key}: {value!r} is not one of {', '.join(map(str, VERSIONS))}")
-    return int(value)
-
-
 class RandomRotation(BlockDictionary):
     kind = "random"
     variant_attr = "method"
     FIELDS = {"method": one_of("fast", "haar", default="fast"), "seed": SEED, "scope": SCOPE,
-              "version": Field(_version, 1, f"one of {', '.join(map(str, VERSIONS))}")}
+              "version": one_of(*VERSIONS, default=1)}
     LABEL = "random-{method}"
 
     @classmethod

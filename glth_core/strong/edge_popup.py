@@ -76,7 +76,7 @@ class StrongConfig(SeededDictionary, Config):
     dataset: str = "digits"
     data_dir: str | None = None
     model: str = "mlp_300_100"
-    dictionary: dict = field(default_factory=lambda: {"kind": "canonical"})
+    dictionary: dictionaries.Spec = field(default_factory=lambda: {"kind": "canonical"})
     densities: tuple[float, ...] = (1.0, 0.5, 0.3, 0.1)
     select: str = "global"
     scores: str = "fresh"

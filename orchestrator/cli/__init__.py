@@ -6,7 +6,7 @@ and exits with status 2 before Ray starts or anything is written.
 - parser.py: the parser and its shared parent parsers (storage, tracking, job, analysis options);
 - common.py: BadInput, loading a spec, ``find_sweep`` (a sweep by path, id, prefix or name);
 - run_cmd.py: run, demo (and --dry-run); read_cmds.py: results, plot, export, sync, runs;
-  job_cmds.py: submit, status, logs, stop; construct_cmd.py: construct;
+  job_cmds.py: submit, status, logs, stop; construct_cmd.py: construct; schema_cmd.py: schema;
 - summary.py: the one place that renders rows by trial kind.
 """
 

@@ -56,12 +56,12 @@ def analysis_parent() -> argparse.ArgumentParser:
 
 
 def build_parser() -> Parser:
-    from orchestrator.cli import construct_cmd, job_cmds, read_cmds, run_cmd
+    from orchestrator.cli import construct_cmd, job_cmds, read_cmds, run_cmd, schema_cmd
 
     parser = Parser(prog="glth", description="Generalized Lottery Ticket Hypothesis sweeps on Ray Tune")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     parents = {"storage": storage_parent(), "tracking": tracking_parent(), "job": job_parent(),
                "analysis": analysis_parent()}
-    for group in (run_cmd, read_cmds, construct_cmd, job_cmds):
+    for group in (run_cmd, read_cmds, construct_cmd, job_cmds, schema_cmd):
         group.add_parsers(sub, parents)
     return parser

@@ -19,10 +19,11 @@ import functools
 import typing
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, field_validator
 
-from glth_core import kinds
+from glth_core import dictionaries, kinds
 from glth_core.config import MISSING, field_default, hints, nested_config, plain
+from orchestrator.spec import dictionary_schema
 
 #: config fields that the shared spec keys supply
 SUPPLIED = ("dataset", "data_dir", "val_fraction", "split_seed", "normalize", "seed", "device")
@@ -82,10 +83,16 @@ def _element(hint):
     return args[0] if args else Any
 
 
+#: config field types that have their own spec models: type → (() → the field's spec type, a grid axis included)
+SPEC_TYPES = {dictionaries.Spec: dictionary_schema.axis_type}
+
+
 def axis_type(hint):
     """``T or list[T]`` (a grid axis) for a field of type T; for a list-valued T, a list of them."""
     if hint is Any:
         return Any
+    if hint in SPEC_TYPES:
+        return SPEC_TYPES[hint]()
     if _is_sequence(hint):
         element = _element(hint)
         return Union[list[element], list[list[element]]]
@@ -131,7 +138,23 @@ def sweep_model(kind: str) -> type[BaseModel]:
         fields[f.name] = (axis_type(hint), value)
     dataset_default = next(field_default(f) for f in dataclasses.fields(config_cls) if f.name == "dataset")
     fields["dataset"] = (DatasetSpec | str | list[DatasetSpec | str], dataset_default)
+    fields["kind"] = (Literal[kind], kinds.DEFAULT if kind == kinds.DEFAULT else ...)
     return create_model(f"{config_cls.__name__}Sweep", __base__=SweepBase, **fields)
+
+
+#: keys of a spec file that are read before validation (``spec.text``): profiles and overrides
+FILE_KEYS = {
+    "profiles": (Union[dict[str, dict[str, Any]], None], Field(None, description="name → spec keys merged over the spec by --profile NAME")),
+    "profile": (Union[str, None], Field(None, description="the profile to use when --profile is not given")),
+    "overrides": (Union[list[str], None], Field(None, description="PATH=VALUE overrides recorded by glth run")),
+}
+
+
+def spec_file_model() -> type[BaseModel]:
+    """A sweep spec file of any kind: the kinds' models (``kind`` tells them apart; imp when left
+    out) with the file's own keys (profiles, overrides). Its JSON Schema is ``glth schema``."""
+    members = tuple(create_model(f"{sweep_model(k).__name__}File", __base__=sweep_model(k), **FILE_KEYS) for k in kinds.KINDS)
+    return RootModel[Union[members]]
 
 
 def kind_fields(kind: str) -> list[str]:

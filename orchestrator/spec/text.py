@@ -19,8 +19,26 @@ class SpecError(ValueError):
     """A spec that cannot run. ``str(e)`` is one line naming the field and allowed values."""
 
 
+#: errors that only say a value is not the type of one member of a union (``T or list[T]``)
+BRANCH_MISMATCH = ("list_type", "model_attributes_type", "dict_type", "model_type")
+
+
+def first_error(err: ValidationError) -> dict:
+    """The error to report: the first field's, preferring one from the union member that matches
+    the value's shape (a list's own error over "not a mapping", say)."""
+    errors = err.errors()
+    field = [e for e in errors if e["loc"][:1] == errors[0]["loc"][:1]]
+    inside = [e for e in field if not (len(e["loc"]) == 2 and e["type"] in BRANCH_MISMATCH)]
+    return (inside or field)[0]
+
+
 def format_error(err: ValidationError, model: type[BaseModel]) -> str:
-    e = err.errors()[0]
+    from orchestrator.spec.dictionary_schema import message
+
+    e = first_error(err)
+    own = message(e)
+    if own is not None:
+        return own
     loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) and p not in ("list[...]",))
     loc = re.sub(r"\.?(str|int|float|bool|dict|none|list\[[^\]]*\]|\w+Spec)(?=\.|$)", "", loc) or "spec"
     if e["type"] == "extra_forbidden":
