@@ -38,6 +38,10 @@ class LayoutError(ValueError):
     """A sweep directory this glth cannot read (one line naming the cause)."""
 
 
+class UnreadableState(ValueError):
+    """A resume state that cannot be decoded (truncated, overwritten): one line naming the file."""
+
+
 def _save(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -136,10 +140,19 @@ class SweepDir:
         return self.store.exists(self._state(group_id))
 
     def load_group(self, group_id: str, state_cls) -> GroupState:
-        if not self.store.exists(self._state(group_id)):
+        """The group's saved state (empty when it has none); UnreadableState, one line naming the
+        file, when what is there cannot be decoded (its trial then restarts from round 0)."""
+        rel = self._state(group_id)
+        if not self.store.exists(rel):
             return GroupState()
-        payload = _load(self.store.read_bytes(self._state(group_id)))
-        return GroupState({tid: state_cls.from_dict(d) for tid, d in payload["states"].items()}, dict(payload["failed"]))
+        data = self.store.read_bytes(rel)  # a storage error is not the file's fault: raised as it is
+        try:
+            payload = _load(data)
+            return GroupState({tid: state_cls.from_dict(d) for tid, d in payload["states"].items()},
+                              dict(payload["failed"]))
+        except Exception as e:  # torch's zip reader, its unpickler or the state class: each refuses damage its way
+            cause = " ".join(str(e).split())[:200] or type(e).__name__
+            raise UnreadableState(f"resume state {self.store.uri_of(rel)} unreadable ({cause})") from None
 
     def clear_states(self) -> None:
         """Forget every resume state (``--force`` recomputes from round 0)."""

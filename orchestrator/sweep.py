@@ -24,6 +24,7 @@ from ray import tune
 
 from orchestrator.defaults import default_tracking_uri  # noqa: F401  (re-exported for callers)
 from orchestrator.layout import TUNE, SweepDir
+from orchestrator.notices import Notices
 from orchestrator.progress import Progress
 from orchestrator.ray_local import ray_session
 from orchestrator.sinks import mlflow as mlflow_sink
@@ -87,7 +88,7 @@ def _reuse_completed(sweep: Sweep, storage: Storage, force: bool) -> set[str]:
         if other == sweep.sweep_id or not wanted.keys() - done or not storage.exists(f"{other}/rounds"):
             continue
         for tid in parquet.completed_trials(storage, other) & (wanted.keys() - done):
-            df = parquet.read_rounds(storage, other)
+            df = parquet.read_rounds(storage, other, skip_damaged=True)
             rows = df[df.trial_id == tid].assign(sweep_id=sweep.sweep_id).to_dict("records")
             here.copy_tickets(SweepDir(storage, other), tid)
             parquet.write_trial(storage, sweep.sweep_id, tid, rows[0]["dictionary"], rows)
@@ -142,6 +143,9 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
     tracking_uri = tracking_uri or default_tracking_uri()
     if force:
         sweep_dir.clear_states()
+    for uri, cause in parquet.drop_damaged(storage, sweep.sweep_id).items():
+        print(f"[glth] rows file {uri} unreadable ({cause}): removed; this run rebuilds it from its trial's "
+              f"resume state", file=sys.stderr)
 
     done = _reuse_completed(sweep, storage, force)
     pending = [t for t in sweep.trials if t.trial_id not in done]
@@ -178,7 +182,8 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME, storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
-                    callbacks=[ParquetWriter(storage, sweep.sweep_id), _mlflow_writer(sweep, storage, mlflow_info), progress],
+                    callbacks=[ParquetWriter(storage, sweep.sweep_id), _mlflow_writer(sweep, storage, mlflow_info), progress,
+                               Notices()],
                     failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
                 ),
             )

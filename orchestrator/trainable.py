@@ -24,7 +24,7 @@ import torch
 from ray import tune
 
 from glth_core.train import DivergedError
-from orchestrator.layout import MARKER, GroupState, SweepDir
+from orchestrator.layout import MARKER, GroupState, SweepDir, UnreadableState
 from orchestrator.spec import Trial
 from orchestrator.storage import Storage
 
@@ -72,7 +72,11 @@ def run_group(config: dict, live: dict | None = None) -> None:
     experiment = members[0].experiment
     metas = [t.meta(sweep["sweep_id"]) for t in members]
     configs = [resolve_device(with_data_dir_from(t.config, live.get("cwd"))) for t in members]
-    saved = sweep_dir.load_group(group_id, experiment.state_cls)
+    notice = None  # told once, with the first report: a damaged resume state is not resumed from
+    try:
+        saved = sweep_dir.load_group(group_id, experiment.state_cls)
+    except UnreadableState as e:
+        saved, notice = GroupState(), f"{e}; trial {group_id} restarts from round 0"
     failed = dict(saved.failed)
     active = [k for k, tid in enumerate(ids) if tid not in failed]
     states = [saved.states.get(ids[k]) for k in active]
@@ -90,8 +94,11 @@ def run_group(config: dict, live: dict | None = None) -> None:
         sampler = SystemSampler().start()
 
     def report(metrics: dict) -> None:
+        nonlocal notice
         if sampler is not None:
             metrics["system_metrics"] = sampler.take()
+        if notice:
+            metrics["notice"], notice = notice, None
         tune.report({**metrics, "trial_id": group_id, "resumed_from": resumed_from, "node_id": node_id})
 
     try:

@@ -193,3 +193,26 @@ def test_atomic_writes_replace_whole_files_and_clean_up_on_error(tmp_path):
     assert path.read_text() == "a: 2\n" and sorted(p.name for p in path.parent.iterdir()) == ["spec.yaml"]
     copy = atomic.copy_file(path, tmp_path / "copy.yaml")
     assert copy.read_text() == "a: 2\n"
+
+
+def test_a_truncated_file_is_named_skipped_on_request_and_dropped_by_the_driver(two_trials):
+    out = two_trials
+    path = parquet.trial_files(out, SWEEP)["t1"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+    with pytest.raises(parquet.DamagedRows) as e:
+        parquet.read_rounds(out, SWEEP)
+    message = str(e.value)
+    assert "\n" not in message and str(path) in message and "magic bytes" in message
+    assert f"glth run {out / SWEEP / 'spec.yaml'} --storage {out}" in message
+    assert e.value.files == {"rounds/dictionary=canonical/t1.parquet": message.split(" (", 1)[1].split(");")[0]}
+
+    skipped = parquet.read_rounds(out, SWEEP, skip_damaged=True)
+    assert list(skipped.trial_id) == ["t2"] * 3 and list(skipped.columns) == parquet.SCHEMA.names
+    assert parquet.completed_trials(out, SWEEP, rounds=3) == {"t2"}
+    assert parquet.read_trial(out, SWEEP, "t1", "canonical") == []  # the writer then rewrites it whole
+
+    assert list(parquet.drop_damaged(out, SWEEP)) == [str(path)]
+    assert not path.exists() and len(parquet.read_rounds(out, SWEEP)) == 3
+    assert parquet.drop_damaged(out, SWEEP) == {}

@@ -175,7 +175,10 @@ def read_rows(d: Path | str, need_rows: bool = True):
     from orchestrator.sinks import parquet
 
     where = SweepDir.at(d)
-    rows = _remote(f"sweep: {where.uri}", lambda: parquet.read_rounds(where.storage, where.sweep_id))
+    try:
+        rows = _remote(f"sweep: {where.uri}", lambda: parquet.read_rounds(where.storage, where.sweep_id))
+    except parquet.DamagedRows as e:
+        raise BadInput(f"sweep: {where.sweep_id}: {e}") from None
     if rows.empty and need_rows:
         raise BadInput(f"sweep: {where.sweep_id} has no rows yet")
     return rows

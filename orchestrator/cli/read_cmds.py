@@ -129,6 +129,7 @@ def cmd_export(args) -> int:
 def cmd_sync(args) -> int:
     from orchestrator import spec
     from orchestrator.layout import SweepDir
+    from orchestrator.sinks import parquet
     from orchestrator.sweep import sync_mlflow
 
     d = find_sweep(args.sweep, args.storage)
@@ -136,7 +137,10 @@ def cmd_sync(args) -> int:
         sweep = spec.parse(spec_text_of(d))
     except spec.SpecError as e:
         raise BadInput(f"sweep: {d}: its spec.yaml: {e}") from None
-    counts = sync_mlflow(sweep, SweepDir.at(d).storage, defaults.tracking_uri(args.tracking_uri))
+    try:
+        counts = sync_mlflow(sweep, SweepDir.at(d).storage, defaults.tracking_uri(args.tracking_uri))
+    except parquet.DamagedRows as e:
+        raise BadInput(f"sweep: {sweep.sweep_id}: {e}") from None
     print(f"sync {_sweep_id(d)}: {counts}")
     return 0 if counts is not None else 1
 

@@ -203,14 +203,14 @@ def stored_rows(sweep, storage, force: bool):
 
     if force or not storage.exists():
         return pd.DataFrame(columns=["trial_id", "round", "status"])
-    frames = [parquet.read_rounds(storage, sweep.sweep_id)]
+    frames = [parquet.read_rounds(storage, sweep.sweep_id, skip_damaged=True)]
     wanted = {t.trial_id for t in sweep.trials}
     for other in storage.list():
         if other == sweep.sweep_id or not storage.exists(f"{other}/rounds"):
             continue
         complete = parquet.completed_trials(storage, other, sweep.rounds) & wanted
         if complete:
-            df = parquet.read_rounds(storage, other)
+            df = parquet.read_rounds(storage, other, skip_damaged=True)
             frames.append(df[df["trial_id"].isin(complete)])
     return pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
 

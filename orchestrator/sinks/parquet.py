@@ -107,42 +107,106 @@ def _empty() -> pd.DataFrame:
     return SCHEMA.empty_table().to_pandas()
 
 
-def read_rounds(out_dir, sweep_id: str) -> pd.DataFrame:
-    """All rows of a sweep, sorted by trial and round; an empty frame with the columns if none."""
+class DamagedRows(ValueError):
+    """Row files of a sweep that cannot be read: one line naming them and how to rebuild them."""
+
+    def __init__(self, store: Storage, damaged: dict[str, str]):
+        self.files = dict(damaged)  # path relative to the sweep directory → why it cannot be read
+        first, cause = next(iter(self.files.items()))
+        more = f" and {len(self.files) - 1} more" if len(self.files) > 1 else ""
+        spec = store.uri_of("spec.yaml") if store.is_local else f"SPEC (as run: {store.uri_of('spec.yaml')})"
+        super().__init__(f"rows file {store.uri_of(first)}{more} unreadable ({cause}); rebuild it from its trial's "
+                         f"resume state by rerunning the sweep: glth run {spec} --storage {store.uri.rpartition('/')[0]}")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def _trial_rels(store: Storage) -> dict[str, str]:
+    """trial_id → its file's path relative to the sweep directory."""
+    out = {}
+    for part in store.list(ROUNDS):
+        for name in store.list(f"{ROUNDS}/{part}", suffix=".parquet"):
+            out[name[: -len(".parquet")]] = f"{ROUNDS}/{part}/{name}"
+    return out
+
+
+def damaged_files(out_dir, sweep_id: str) -> dict[str, str]:
+    """This sweep's row files that cannot be read whole: relative path → why (one line)."""
+    store = sweep_store(out_dir, sweep_id)
+    damaged = {}
+    for rel in _trial_rels(store).values():
+        try:
+            pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
+        except (pa.ArrowException, OSError) as e:
+            damaged[rel] = _one_line(e).removeprefix("Could not open Parquet input source '<Buffer>': ") or type(e).__name__
+    return damaged
+
+
+def read_rounds(out_dir, sweep_id: str, skip_damaged: bool = False) -> pd.DataFrame:
+    """All rows of a sweep, sorted by trial and round; an empty frame with the columns if none.
+
+    A file that cannot be read (truncated, overwritten) raises DamagedRows naming it, or with
+    ``skip_damaged`` is left out (as a trial without rows)."""
     store = sweep_store(out_dir, sweep_id)
     # hidden names (atomic's temporaries) are skipped by open_dataset; older files lack newer
     # columns, which read as nulls
     dataset = store.open_dataset(ROUNDS, schema=SCHEMA, partitioning=_PARTITIONING)
-    df = dataset.to_table().to_pandas()
+    try:
+        df = dataset.to_table().to_pandas()
+    except (pa.ArrowException, OSError):
+        damaged = damaged_files(out_dir, sweep_id)
+        if not damaged:  # not a file's fault (a network error): as it was
+            raise
+        if not skip_damaged:
+            raise DamagedRows(store, damaged) from None
+        good = [store.fs_path(rel) for rel in _trial_rels(store).values() if rel not in damaged]
+        df = ds.dataset(good, schema=SCHEMA, format="parquet", filesystem=store.filesystem, partitioning=_PARTITIONING,
+                        partition_base_dir=store.fs_path(ROUNDS)).to_table().to_pandas()
     if df.empty:
         return _empty()
     return df.sort_values(["trial_id", "round"], kind="stable").reset_index(drop=True)[SCHEMA.names]
 
 
+def drop_damaged(out_dir, sweep_id: str) -> dict[str, str]:
+    """Delete this sweep's unreadable row files, so that the run rebuilds each from its trial's
+    resume state (or recomputes it); returns their URIs → why. The driver's, under its lease."""
+    store = sweep_store(out_dir, sweep_id)
+    try:
+        read_rounds(out_dir, sweep_id)
+        return {}
+    except DamagedRows as e:
+        for rel in e.files:
+            store.delete(rel)
+        return {store.uri_of(rel): cause for rel, cause in e.files.items()}
+
+
 def read_trial(out_dir, sweep_id: str, trial_id: str, dictionary_label: str) -> list[dict]:
-    """One trial's rows as records ([] when it has no file yet)."""
+    """One trial's rows as records ([] when it has no file yet, or an unreadable one: its rows are
+    then rewritten whole from what the trial reports)."""
     store = sweep_store(out_dir, sweep_id)
     rel = _relative(trial_id, dictionary_label)
     if not store.exists(rel):
         return []
-    table = pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
+    try:
+        table = pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
+    except pa.ArrowException:
+        return []
     return table.to_pandas().to_dict("records")
 
 
 def trial_files(out_dir, sweep_id: str) -> dict[str, Path | str]:
     """trial_id → its Parquet file (a local Path, or a URI on an object store)."""
     store = sweep_store(out_dir, sweep_id)
-    out = {}
-    for part in store.list(ROUNDS):
-        for name in store.list(f"{ROUNDS}/{part}", suffix=".parquet"):
-            rel = f"{ROUNDS}/{part}/{name}"
-            out[name[: -len(".parquet")]] = Path(store.fs_path(rel)) if store.is_local else store.uri_of(rel)
-    return out
+    return {tid: Path(store.fs_path(rel)) if store.is_local else store.uri_of(rel)
+            for tid, rel in _trial_rels(store).items()}
 
 
 def completed_trials(out_dir, sweep_id: str, rounds: int | None = None) -> set[str]:
-    """Trial ids whose ok rows hold rounds 0 … n−1, n their ``rows_expected`` (or ``rounds``)."""
-    df = read_rounds(out_dir, sweep_id)
+    """Trial ids whose ok rows hold rounds 0 … n−1, n their ``rows_expected`` (or ``rounds``); an
+    unreadable file holds none."""
+    df = read_rounds(out_dir, sweep_id, skip_damaged=True)
     ok = df[df["status"] == "ok"]
     done = set()
     for tid, rows in ok.groupby("trial_id"):
