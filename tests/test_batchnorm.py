@@ -14,7 +14,7 @@ from glth_core.batched import BatchedTrajectory
 from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Ticket, Trajectory, TrajectoryConfig, TrajectoryState
 from glth_core.lmc import instability, recompute_statistics
-from glth_core.rewind import round_generator
+from glth_core.streams import round_generator
 from glth_core.train import TrainConfig, evaluate
 
 MODEL = "cifar_resnet_8_2"  # 1 block per segment, widths 2, 4, 8: runs on digits' 8×8 images
