@@ -106,7 +106,8 @@ def augmenter(augment: str, data, input_transformed: bool = False) -> Augment | 
     if augment == "none":
         return None
     check_images(augment, data.input_shape, data.is_image, input_transformed)
-    return Augment(augment, tuple(-m / s for m, s in zip(data.mean, data.std)))
+    black = (torch.zeros(len(data.mean)) - torch.tensor(data.mean)) / torch.tensor(data.std)  # as the data were mapped
+    return Augment(augment, tuple(black.tolist()))
 
 
 def check_images(augment: str, input_shape, is_image: bool = True, input_transformed: bool = False) -> None:
@@ -116,7 +117,7 @@ def check_images(augment: str, input_shape, is_image: bool = True, input_transfo
         return
     why = None
     if not is_image or (input_shape is not None and len(tuple(input_shape)) != 3):
-        why = f"the dataset's inputs are {'×'.join(map(str, input_shape))}, not images"
+        why = f"the dataset's inputs are {'×'.join(map(str, input_shape or ())) or 'not known'}, not images"
     elif input_transformed:
         why = "an input-layer bottleneck dictionary trains on the transformed, flattened inputs"
     if why is not None:
