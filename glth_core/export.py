@@ -84,7 +84,8 @@ def network_params(dictionary: Dictionary, ticket) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def masked_model(model: nn.Module, dictionary: Dictionary, ticket) -> nn.Module:
-    """A copy of ``model`` holding the ticket's weights: the same architecture as round 0."""
+    """A copy of ``model`` holding the ticket's weights (and running statistics): the same architecture
+    as round 0, in eval mode."""
     net = copy.deepcopy(model).eval()
     params = network_params(dictionary, ticket)
     own = dict(net.named_parameters())
@@ -93,6 +94,9 @@ def masked_model(model: nn.Module, dictionary: Dictionary, ticket) -> nn.Module:
         raise ValueError(f"ticket lacks parameters {sorted(missing)}")
     for name, p in own.items():
         p.copy_(params[name].detach().reshape(p.shape))
+    for name, b in net.named_buffers():  # BatchNorm's running statistics, which tickets carry
+        if name in params:
+            b.copy_(params[name].detach().reshape(b.shape))
     return net
 
 

@@ -12,6 +12,7 @@ from torch.optim.swa_utils import update_bn
 from glth_core import data as datasets
 from glth_core.batched import BatchedTrajectory
 from glth_core.experiment import TIMING_COLUMNS
+from glth_core.export import export
 from glth_core.imp import Ticket, Trajectory, TrajectoryConfig, TrajectoryState
 from glth_core.lmc import instability, recompute_statistics
 from glth_core.streams import round_generator
@@ -76,6 +77,12 @@ def test_training_moves_the_statistics_and_evaluation_reads_them_in_eval_mode(di
 def test_tickets_and_states_carry_the_running_statistics(digits, tmp_path):
     traj = _traj(digits, rounds=1)
     traj.run_round()
+    net = export(traj.model, traj.dictionary, traj.ticket).module  # the exported ticket: its statistics too
+    assert torch.equal(net.blocks[2].bn2.running_var, traj.state.last.free["blocks.2.bn2.running_var"])
+    x = traj.data.test_x[:50]
+    with torch.no_grad(), traj.param.mode(training=False):
+        expect = traj.param.forward(traj.state.last, traj.state.mask, x)
+    assert torch.allclose(net(x), expect, atol=1e-5)
     ticket = Ticket.from_dict(traj.ticket.to_dict())
     assert torch.equal(ticket.free["blocks.2.bn2.running_var"], traj.state.last.free["blocks.2.bn2.running_var"])
     traj.state.save(tmp_path / "s.pt")
