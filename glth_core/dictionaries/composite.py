@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, TauSegment
+from glth_core.dictionaries.registry import PART_KINDS
 from glth_core.dictionaries.spec import REQUIRED, SEED, Field, fraction, parse
 
 
@@ -53,8 +54,6 @@ def _in_part(i: int, err: DictionarySpecError) -> DictionarySpecError:
 
 
 def _parts(key, value) -> tuple[Part, ...]:
-    from glth_core.dictionaries import KINDS  # the registry imports this module
-
     if not isinstance(value, (list, tuple)) or not value:
         raise DictionarySpecError(f"dictionary.{key}: must be a non-empty list of dictionary specs, got {value!r}")
     parts = []
@@ -67,7 +66,7 @@ def _parts(key, value) -> tuple[Part, ...]:
         tau = spec.pop("tau", None)
         try:
             tau = None if tau is None else fraction("tau", tau)
-            cls, opts = parse(spec, {k: v for k, v in KINDS.items() if k != "composite"})
+            cls, opts = parse(spec, PART_KINDS)
         except DictionarySpecError as e:
             raise _in_part(i, e) from None
         parts.append(Part(cls, opts, tau, "seed" in spec))
