@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from glth_core.dictionaries import Dictionary
+from glth_core.loss import training_loss
 from glth_core.precision import forward_precision, input_format, matmul_precision, on_cuda
 from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, Plan, TrainConfig
 
@@ -264,7 +265,7 @@ def train(
         idx = next(batches)
         with forward_precision(cfg, x):
             logits = param.forward(w, factor, x.index_select(0, idx), kept, memory_format=memory_format)
-            return F.cross_entropy(logits.float(), y.index_select(0, idx))
+            return training_loss(logits, y.index_select(0, idx))
 
     with matmul_precision(cfg, x):
         run_steps(leaves, cfg, total, losses_at, plan=plan,
