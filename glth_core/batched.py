@@ -22,7 +22,6 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
@@ -30,6 +29,7 @@ from glth_core import data as datasets
 from glth_core.data.augment import Augment
 from glth_core.dictionaries import seed_dependent
 from glth_core.imp import Trajectory
+from glth_core.loss import training_loss
 from glth_core.records import evaluated_split
 from glth_core.rewind import TrainJob
 from glth_core.streams import round_generator
@@ -130,7 +130,7 @@ def train_batched(
     augmented = None if augment is None else [augment.stream(g) for g in generators]
 
     def loss(coeffs, free, mask, xb, yb):
-        return F.cross_entropy(param.forward(Weights(coeffs, free), mask, xb, kept).float(), yb)
+        return training_loss(param.forward(Weights(coeffs, free), mask, xb, kept), yb)
 
     def one_by_one(coeffs, free, mask, xb, yb):
         # unbind, not indexing: its backward is one stack, where each index's would fill a zero [K, …]

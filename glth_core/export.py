@@ -15,7 +15,8 @@
 * **any other dictionary** (canonical, random, block-diagonal): the masked dense network, i.e. the
   model with the synthesized weights W = D a (zeros where a canonical ticket pruned).
 
-Pure torch: ``torch.save`` of the result needs only torch and this module to load again.
+Pure torch: ``torch.save`` of the result needs only torch and glth_core (``IndexSelect``, defined in
+``glth_core.export_layers`` and importable from here too) to load again.
 """
 
 from __future__ import annotations
@@ -29,24 +30,9 @@ import torch
 from torch import nn
 
 from glth_core.dictionaries import Dictionary
-from glth_core.export_layers import ELEMENTWISE, Plan, plan_for  # noqa: F401  (ELEMENTWISE: kept importable here)
+from glth_core.export_layers import ELEMENTWISE, IndexSelect, Plan, plan_for  # noqa: F401  (ELEMENTWISE: kept importable here)
 
 __all__ = ["IndexSelect", "Exported", "masked_model", "export", "count_parameters", "latency"]
-
-
-class IndexSelect(nn.Module):
-    """x ↦ x.index_select(dim, index): the inputs an identity bottleneck kept."""
-
-    def __init__(self, index: torch.Tensor, dim: int = 1):
-        super().__init__()
-        self.dim = dim
-        self.register_buffer("index", index.detach().clone().long())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.index_select(self.dim, self.index)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, kept={self.index.numel()}"
 
 
 @dataclass

@@ -22,6 +22,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+
+class IndexSelect(nn.Module):
+    """x ↦ x.index_select(dim, index): the inputs an identity bottleneck kept."""
+
+    def __init__(self, index: torch.Tensor, dim: int = 1):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("index", index.detach().clone().long())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(self.dim, self.index)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, kept={self.index.numel()}"
+
+
 #: modules that act elementwise: a unit dropped after them can be dropped before them
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SiLU, nn.Identity, nn.Dropout)
 #: modules that act on each channel alone (a channel dropped after them can be dropped before)
@@ -134,8 +150,6 @@ def drop_inputs(net: nn.Module, name: str, kept: torch.Tensor, weight: torch.Ten
         p = getattr(parent, prev)
         smaller = _like(p, p.weight.detach().index_select(0, kept), _bias(p, kept))
         return Plan("fold-previous", info, {_sibling(name, prev): smaller, name: new})
-    from glth_core.export import IndexSelect  # defined there: saved modules load by that name
-
     return Plan("input-select", info, {name: nn.Sequential(IndexSelect(kept), new)})
 
 

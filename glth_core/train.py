@@ -19,6 +19,7 @@ from torch.func import functional_call
 
 from glth_core.data.augment import Augment, batch_stream
 from glth_core.dictionaries import Dictionary
+from glth_core.loss import training_loss
 from glth_core.precision import forward_precision, input_format, matmul_precision, on_cuda
 from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, Plan, TrainConfig
 
@@ -296,7 +297,7 @@ def train(
         xb = augmented(x.index_select(0, idx), step)
         with forward_precision(cfg, x):
             logits = param.forward(w, factor, xb, kept, memory_format=memory_format)
-            return F.cross_entropy(logits.float(), y.index_select(0, idx))
+            return training_loss(logits, y.index_select(0, idx))
 
     with matmul_precision(cfg, x), param.mode(training=True):
         run_steps(leaves, cfg, total, losses_at, plan=plan,

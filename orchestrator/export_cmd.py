@@ -128,7 +128,7 @@ def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None
                   if traj.data.mean else "inputs as the dataset loader gives them"},
         "config": json.loads(row["config"]),
         "torch": torch.__version__,
-        "load": "torch.load(path, weights_only=False) with glth installed (glth_core.export.IndexSelect)",
+        "load": "torch.load(path, weights_only=False) with glth installed (glth_core.export_layers.IndexSelect)",
     }
     if bench:
         meta["bench"] = {**_bench(masked, module, x, repeats, threads), "flops": flops, "flops_dense": flops_dense,

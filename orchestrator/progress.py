@@ -17,19 +17,18 @@ import time
 
 from ray.tune import Callback
 
+from orchestrator.tune_trial import TrialCarry
+
 #: redraw at most this often on Tune's loop steps (each result redraws at once)
 REDRAW_S = 1.0
 MAX_RUNNING_SHOWN = 12
 
 
-def _tid(trial) -> str:
-    """Our content-hash trial id (Tune's own id changes between runs of a sweep)."""
-    return trial.config["trial"]["trial_id"]
-
-
-def _size(trial) -> int:
-    """How many trajectories a Tune trial runs (K for a batch of seeds)."""
-    return len(trial.config["trial"].get("batch", [None]))
+def _carry(trial) -> tuple[str, int]:
+    """Our content-hash trial id (Tune's own id changes between runs of a sweep) and how many
+    trajectories the Tune trial runs (K for a batch of seeds)."""
+    carry = TrialCarry.from_dict(trial.config["trial"])
+    return carry.trial_id, carry.size
 
 
 def clock(seconds: float | None) -> str:
@@ -141,17 +140,18 @@ class Progress(Callback):
             self._redraw()
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        if _tid(trial) in self.complete:
+        tid, size = _carry(trial)
+        if tid in self.complete:
             return
-        self.running[_tid(trial)] = {"trial_id": _tid(trial), "size": _size(trial)}
-        self._say(f"trial {_tid(trial)} RUNNING   ({self._count()})", live_too=False)
+        self.running[tid] = {"trial_id": tid, "size": size}
+        self._say(f"trial {tid} RUNNING   ({self._count()})", live_too=False)
         self._redraw()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         # a trial restarted after a failure says where it resumed (its saved state may be a round
         # behind the rows already reported: the repeated round gives the same row)
-        resumed, tid = int(result.get("resumed_from", -1)), _tid(trial)
-        if tid in self.recovering or (resumed >= 0 and self.rounds_done.get(tid, 0) < (resumed + 1) * _size(trial)):
+        resumed, (tid, size) = int(result.get("resumed_from", -1)), _carry(trial)
+        if tid in self.recovering or (resumed >= 0 and self.rounds_done.get(tid, 0) < (resumed + 1) * size):
             self.recovering.discard(tid)
             self._say(f"trial {tid} resumed at round {resumed} from its saved state" if resumed >= 0
                       else f"trial {tid} restarted at round 0 (it had no saved state yet)")
@@ -160,30 +160,33 @@ class Progress(Callback):
             if rnd == 0:
                 self._say(f"trial {tid} runs on node {result.get('node_id', '?')}", live_too=False)
             before = self.rounds_done.get(tid, 0)
-            self.rounds_done[tid] = (rnd + 1) * _size(trial)
+            self.rounds_done[tid] = (rnd + 1) * size
             self.rounds_this_run += max(0, self.rounds_done[tid] - before)
-            self.running[tid] = {"trial_id": tid, "size": _size(trial), "round": rnd, "rounds": self.rounds,
+            self.running[tid] = {"trial_id": tid, "size": size, "round": rnd, "rounds": self.rounds,
                                  "test_accuracy": float(result["test_accuracy"]), "density": float(result["density"])}
             self._say(f"trial {tid} round {rnd}: test acc {result['test_accuracy']:.4f}, "
                       f"density {result['density']:.4f}   ({self._count()})", live_too=False)
             self._redraw()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running.pop(_tid(trial), None)
-        if _tid(trial) in self.complete:
-            self._say(f"trial {_tid(trial)} already complete on disk: not recomputed", live_too=False)
+        tid, size = _carry(trial)
+        self.running.pop(tid, None)
+        if tid in self.complete:
+            self._say(f"trial {tid} already complete on disk: not recomputed", live_too=False)
             return
-        self.finished += _size(trial)
-        self._say(f"trial {_tid(trial)} TERMINATED ({self._count()})")
+        self.finished += size
+        self._say(f"trial {tid} TERMINATED ({self._count()})")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.recovering.add(_tid(trial))
-        self._say(f"trial {_tid(trial)} RECOVERING from its saved state after a failure")
+        tid, _ = _carry(trial)
+        self.recovering.add(tid)
+        self._say(f"trial {tid} RECOVERING from its saved state after a failure")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.pop(_tid(trial), None)
-        self.errored += _size(trial)
-        self._say(f"trial {_tid(trial)} ERROR ({self._count()})")
+        tid, size = _carry(trial)
+        self.running.pop(tid, None)
+        self.errored += size
+        self._say(f"trial {tid} ERROR ({self._count()})")
 
     def on_experiment_end(self, trials, **info):
         self._redraw()  # the final counts stay on the screen

@@ -12,7 +12,6 @@ bookkeeping, never what a resume depends on.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -34,6 +33,7 @@ from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.spec import Sweep, groups
 from orchestrator.storage import Storage
 from orchestrator.trainable import run_group
+from orchestrator.tune_trial import TrialCarry
 
 TUNE_NAME = "trials"
 # Tune's result grid reads result.json files that glth never has Tune write (the rows are ours):
@@ -117,21 +117,19 @@ def _mlflow_writer(sweep: Sweep, storage: Storage, info: dict) -> MlflowWriter:
 
 
 def grid_entries(trials: list, batch_seeds: int) -> list[dict]:
-    """One Tune trial per trial, or per chunk of ``batch_seeds`` seeds of one configuration."""
+    """One Tune trial per trial, or per chunk of ``batch_seeds`` seeds of one configuration, each
+    a ``TrialCarry.to_dict()``."""
     if batch_seeds <= 1:
-        return [{"trial_id": t.trial_id, "members": [t.to_dict()]} for t in trials]
+        return [TrialCarry.of([t]).to_dict() for t in trials]
     entries = []
     for members in groups(trials).values():
         for i in range(0, len(members), batch_seeds):
-            chunk = members[i : i + batch_seeds]
-            ids = [t.trial_id for t in chunk]
-            group_id = ids[0] if len(ids) == 1 else "batch-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:8]
-            entries.append({"trial_id": group_id, "members": [t.to_dict() for t in chunk]})
+            entries.append(TrialCarry.of(members[i : i + batch_seeds]).to_dict())
     return entries
 
 
 def _trial_name(trial) -> str:
-    return str(trial.config["trial"]["trial_id"])
+    return TrialCarry.from_dict(trial.config["trial"]).trial_id
 
 
 def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, address: str | None = None,

@@ -25,8 +25,8 @@ from ray import tune
 
 from glth_core.train import DivergedError
 from orchestrator.layout import MARKER, GroupState, SweepDir, UnreadableState
-from orchestrator.spec import Trial
 from orchestrator.storage import Storage
+from orchestrator.tune_trial import TrialCarry
 
 
 def with_data_dir_from(config, cwd: str | None):
@@ -51,8 +51,8 @@ def _numbers(record: dict) -> dict:
 
 
 def run_group(config: dict, live: dict | None = None) -> None:
-    """Tune function trainable. ``config = {"trial": {"trial_id", "members": [Trial.to_dict()]},
-    "sweep": {"sweep_id", "storage", "threads"}}``.
+    """Tune function trainable. ``config = {"trial": TrialCarry.to_dict(), "sweep": {"sweep_id",
+    "storage", "threads"}}``.
 
     ``live`` comes from the driver running now (``tune.with_parameters``): ``completed`` trials
     already have all their rows and end at once; ``cwd`` resolves relative data directories.
@@ -60,8 +60,8 @@ def run_group(config: dict, live: dict | None = None) -> None:
     live = live or {}
     sweep = config["sweep"]
     torch.set_num_threads(max(1, int(sweep.get("threads", 1))))
-    group_id = config["trial"]["trial_id"]
-    members = [Trial.from_dict(d) for d in config["trial"]["members"]]
+    carry = TrialCarry.from_dict(config["trial"])
+    group_id, members = carry.trial_id, carry.members
     ids = [t.trial_id for t in members]
     if set(ids) <= set(live.get("completed", ())):
         return

@@ -11,14 +11,30 @@ from types import SimpleNamespace
 
 import pytest
 
+from glth_core.trajectory import TrajectoryConfig
 from orchestrator import progress
+from orchestrator import spec as specs
 from orchestrator.progress import Progress, clock, live_lines
+from orchestrator.spec import Trial
+from orchestrator.sweep import grid_entries
+from orchestrator.tune_trial import TrialCarry
+
+BATCHED_SPEC = """
+name: batched
+dataset: digits
+model: mlp_300_100
+dictionary: {kind: canonical}
+seeds: [0, 1, 2]
+rounds: 2
+batch_seeds: 2
+"""
 
 
 def trial(tid: str, batch: int = 0):
-    """What the callback reads of a Tune trial: its config's ``trial`` entry."""
-    entry = {"trial_id": tid, **({"batch": [None] * batch} if batch else {})}
-    return SimpleNamespace(config={"trial": entry})
+    """What the callback reads of a Tune trial: its config's ``trial`` entry, a ``TrialCarry`` of
+    one trial (or of ``batch`` seeds)."""
+    members = tuple(Trial(TrajectoryConfig(seed=k)) for k in range(max(1, batch)))
+    return SimpleNamespace(config={"trial": TrialCarry(tid, members).to_dict()})
 
 
 def result(rnd: int, acc: float, density: float, **extra) -> dict:
@@ -88,6 +104,40 @@ def test_live_counts_and_eta():
     header, row = p.lines(width=300)
     assert header.startswith("[glth 0:00:10] 5/12 rounds · trials: 1 done, 2 running, 1 pending · ETA 0:00:3")
     assert row == "  batch ×2  round 0/2  test acc 0.5000  density 1.0000"
+
+
+def test_a_batch_seeds_sweep_is_counted_in_trials_not_tune_trials():
+    """The Tune trials of a real ``batch_seeds: 2`` grid (seeds 0, 1 together, seed 2 alone): each
+    counts its members' trials and rounds, so the counts and the ETA reach the sweep's own."""
+    sweep = specs.parse(BATCHED_SPEC)
+    entries = grid_entries(sweep.trials, sweep.spec.batch_seeds)
+    assert [len(e["members"]) for e in entries] == [2, 1]
+    pair, alone = (SimpleNamespace(config={"trial": e, "sweep": {}}) for e in entries)
+    p = Progress(total_trials=len(sweep.trials), rounds=sweep.rounds, live=False)
+    p.on_trial_start(0, [], pair)
+    p.on_trial_result(0, [], pair, result(0, 0.5, 1.0))
+    p.t0 -= 10.0  # 2 of the 6 rounds in 10 s: 4 left, 20 s
+    header, row = p.lines(width=300)
+    assert header == "[glth 0:00:10] 2/6 rounds · trials: 0 done, 2 running, 1 pending · ETA 0:00:20"
+    assert row == f"  {entries[0]['trial_id']} ×2  round 0/1  test acc 0.5000  density 1.0000"
+    p.on_trial_result(0, [], pair, result(1, 0.6, 0.7))
+    p.on_trial_complete(0, [], pair)
+    assert p._count() == "4/6 rounds, 2/3 trials done"
+    p.on_trial_start(0, [], alone)
+    p.on_trial_result(0, [], alone, result(0, 0.5, 1.0))
+    p.on_trial_result(0, [], alone, result(1, 0.6, 0.7))
+    p.on_trial_complete(0, [], alone)
+    assert p._count() == "6/6 rounds, 3/3 trials done"
+
+
+def test_a_trial_carry_survives_tunes_param_space():
+    sweep = specs.parse(BATCHED_SPEC)
+    for entry in grid_entries(sweep.trials, sweep.spec.batch_seeds):
+        carry = TrialCarry.from_dict(entry)
+        assert carry.to_dict() == entry and carry.size == len(entry["members"])
+        assert [t.trial_id for t in carry.members] == [m["trial_id"] for m in entry["members"]]
+    alone = grid_entries(sweep.trials, 1)
+    assert [TrialCarry.from_dict(e).trial_id for e in alone] == [t.trial_id for t in sweep.trials]
 
 
 @pytest.fixture

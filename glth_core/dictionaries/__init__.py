@@ -3,7 +3,7 @@
 ``build(spec, model)`` turns a spec such as ``{kind: bottleneck, layer: "1", basis: dct}`` into
 a ``Dictionary``; ``validate`` checks a spec against a model without building anything heavy;
 ``label_of`` names a spec's dictionary in results. Adding a kind is one file plus one line in
-``KINDS``.
+``registry.PART_KINDS``.
 """
 
 from __future__ import annotations
@@ -12,26 +12,15 @@ import torch
 from torch import nn
 
 from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, resolve_scope
-from glth_core.dictionaries.blockdiag import BlockDiagonal
-from glth_core.dictionaries.bottleneck import Bottleneck
-from glth_core.dictionaries.canonical import Canonical
-from glth_core.dictionaries.channels import Channels
 from glth_core.dictionaries.composite import Composite
-from glth_core.dictionaries.random import RandomRotation
 from glth_core.dictionaries.options import Spec, parse
+from glth_core.dictionaries.registry import PART_KINDS
 
 __all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "Spec", "KINDS", "build", "validate", "label_of",
            "resolve_scope", "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs"]
 
-#: kind name → its class (the builder): FIELDS, LABEL, check(opts, model), build(opts, model, train_x)
-KINDS: dict[str, type] = {
-    "canonical": Canonical,
-    "random": RandomRotation,
-    "blockdiag": BlockDiagonal,
-    "bottleneck": Bottleneck,
-    "channels": Channels,
-    "composite": Composite,
-}
+#: kind name → its class (the builder): every kind of ``registry.PART_KINDS``, and the composite of them
+KINDS: dict[str, type] = {**PART_KINDS, "composite": Composite}
 
 
 def label_of(spec: dict) -> str:

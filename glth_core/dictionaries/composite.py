@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, TauSegment
-from glth_core.dictionaries.options import CHECKS, PARTS, SEED, TAU, parse
+from glth_core.dictionaries.options import CHECKS, SEED, TAU, Option, parse
+from glth_core.dictionaries.registry import PART_KINDS
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,8 @@ def _in_part(i: int, err: DictionarySpecError) -> DictionarySpecError:
 
 
 def parse_parts(key, value) -> tuple[Part, ...]:
-    """The parts of a composite spec, each parsed as its own kind (any kind but composite) with
-    its optional ``tau`` (``options.PART_KEYS``)."""
-    from glth_core.dictionaries import KINDS  # the registry imports this module
-
+    """The parts of a composite spec, each parsed as its own kind (any kind but composite,
+    ``registry.PART_KINDS``) with its optional ``tau`` (``options.PART_KEYS``)."""
     if not isinstance(value, (list, tuple)) or not value:
         raise DictionarySpecError(f"dictionary.{key}: must be a non-empty list of dictionary specs, got {value!r}")
     parts = []
@@ -69,11 +68,15 @@ def parse_parts(key, value) -> tuple[Part, ...]:
         tau = spec.pop("tau", None)
         try:
             tau = CHECKS[TAU.type]("tau", tau, TAU)
-            cls, opts = parse(spec, {k: v for k, v in KINDS.items() if k != "composite"})
+            cls, opts = parse(spec, PART_KINDS)
         except DictionarySpecError as e:
             raise _in_part(i, e) from None
         parts.append(Part(cls, opts, tau, "seed" in spec))
     return tuple(parts)
+
+
+PARTS = Option("parts", read=parse_parts,
+               doc="a list of dictionary specs, e.g. [{kind: bottleneck, layer: '1', basis: dct}, {kind: canonical}]")
 
 
 class Composite(Dictionary):

@@ -45,6 +45,8 @@ class Option:
     choices: tuple = ()
     #: what is allowed, in words (shown when the key is missing, and in the JSON Schema)
     doc: str = ""
+    #: a ``parts`` option's reader ``(key, value) -> parts``, given by the kind that declares it
+    read: Any = None
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -61,7 +63,6 @@ SCOPE = Option("names", None, doc="a parameter name pattern (or preset: weights,
 LAYER = Option("layer", doc="the name of an nn.Linear or nn.Conv2d module, as in model.named_modules()")
 #: a composite part's own τ
 TAU = Option("fraction", None, doc="a number in (0, 1)")
-PARTS = Option("parts", doc="a list of dictionary specs, e.g. [{kind: bottleneck, layer: '1', basis: dct}, {kind: canonical}]")
 #: every kind: ``label`` overrides the default label (to tell apart, say, two scopes)
 COMMON = {"label": Option("label", None, doc="letters, digits and . _ @ -")}
 #: the key a composite's part may add to its kind's keys
@@ -113,11 +114,8 @@ def _fraction(key, value, option):
 
 
 def _parts(key, value, option):
-    from glth_core.dictionaries.composite import (
-        parse_parts,  # the composite kind reads its parts
-    )
-
-    return parse_parts(key, value)
+    # the kind that declares a ``parts`` option reads them itself (composite: each part as its own kind)
+    return option.read(key, value)
 
 
 CHECKS = {"choice": _choice, "seed": _seed, "names": _names, "layer": _layer, "label": _label,

@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-
 from torch import nn
 
 from glth_core import data as datasets
@@ -48,6 +46,7 @@ from glth_core import dictionaries
 from glth_core.config import Config, SeededDictionary
 from glth_core.data.augment import augmenter, batch_stream
 from glth_core.experiment import Experiment, dictionary_columns
+from glth_core.loss import training_loss
 from glth_core.records import VIEW_COLUMNS, round_record
 from glth_core.rounds import RoundRunner
 from glth_core.state import State
@@ -206,7 +205,7 @@ class StrongSearch(RoundRunner):
             m = self.selector.soft_mask(s, density)
             with forward_precision(cfg, x):
                 logits = self.param.forward(self.init, m, xb, memory_format=memory_format)
-                return F.cross_entropy(logits.float(), y.index_select(0, idx))
+                return training_loss(logits, y.index_select(0, idx))
 
         with matmul_precision(cfg, x):
             run_steps([s], cfg, total, losses_at, who=lambda i: f"the scores of density {density}")
