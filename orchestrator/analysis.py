@@ -140,6 +140,8 @@ def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.
 
     rows = with_axes(rows)  # once, over every trial: each part below groups by the same curves
     summary = summarize(rows, delta, select_on)
+    if summary.empty:  # every trial failed: no curve to analyse
+        return Analysis(summary, summary[CURVE].assign(seeds=0), delta)  # the summary's column types
     if sweep_dir is not None:
         from orchestrator.baseline_overlap import baseline_overlap
 
@@ -165,8 +167,10 @@ def write(analysis: Analysis, sweep_dir: Path) -> Path:
 
 def render_curves(curves: pd.DataFrame, fmt: str = "table") -> str:
     """The per-curve table: dense accuracy, winning-ticket threshold, peak, overlap at the threshold."""
-    from orchestrator.results import curve_label, varying
+    from orchestrator.results import NO_ROWS, curve_label, varying
 
+    if curves.empty:
+        return f"({NO_ROWS})"
     vary = varying(curves)
 
     def pct(v, digits=2):

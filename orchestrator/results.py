@@ -29,6 +29,8 @@ THRESHOLD_RULE = ("per curve (winning ticket: the last round before the first wi
 #: every other field the sweep varies except the seed (``orchestrator.axes``, added in memory)
 CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind", AXES]
 _CURVE_DEFAULTS = {"dataset": "?", "model": "?", "control": "none"}
+#: what an empty table says
+NO_ROWS = "no rows: no trial has a round with status ok"
 
 
 def _kinds_of(rows: pd.DataFrame) -> set[str]:
@@ -49,6 +51,8 @@ def summary_of(rows: pd.DataFrame) -> str:
 
 def render_rows(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005, select_on: str = "val") -> str:
     """The results table that fits the rows' kind (curves, or a construction table)."""
+    if rows.empty:
+        return f"({NO_ROWS})"
     if summary_of(rows) == "construction":
         return render_construct(construct_summary(rows), fmt)
     return render(summarize(rows, delta, select_on), fmt)
@@ -215,6 +219,8 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
     chosen = str(summary["selected_on"].iloc[0]) if "selected_on" in summary and len(summary) else "val"
     mark = "<- threshold (chosen on val)" if chosen == "val" else "<- threshold (chosen on TEST)"
     view["winning"] = summary["winning"].map(lambda w: mark if w else "")
+    if view.empty and fmt == "table":  # every trial failed: the header, and why it has no rows
+        return "  ".join(view.columns) + f"\n({NO_ROWS})"
     if fmt == "markdown":
         header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
         return header + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in view.itertuples(index=False))

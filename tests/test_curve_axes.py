@@ -128,3 +128,18 @@ def test_the_mlflow_curve_book_has_one_curve_per_learning_rate(lr_rows):
     for value, label in ((0.05, "canonical lr_0.05"), (0.005, "canonical lr_0.005")):
         want = lr_rows[(lr == value) & (lr_rows["round"] == 0)]["test_accuracy"].mean()
         assert book.stats(label, 0)[f"curve/{label}/test_accuracy_mean"] == pytest.approx(want)
+
+
+def test_a_sweep_of_failed_trials_only_gives_empty_tables(tmp_path):
+    from orchestrator import analysis
+    from orchestrator.cli.summary import render_failures, render_results
+
+    ms = metas()
+    nan = dict.fromkeys(["test_accuracy", "val_accuracy", "compression", "density"], float("nan"))  # as Parquet has them
+    rows = pd.DataFrame([{**m, **nan, "round": 0, "status": "failed: training loss became nan at step 5"} for m in ms])
+    a = analysis.analyze(rows, tmp_path)  # a sweep directory without tickets: there are none
+    assert a.rounds.empty and a.curves.empty and analysis.render_curves(a.curves).startswith("(no rows")
+    assert render_results(rows).endswith("(no rows: no trial has a round with status ok)")
+    assert analysis.write(a, tmp_path).exists()
+    listed = render_failures([m["trial_id"] for m in ms], rows).splitlines()
+    assert listed[0] == "failed trials (3):" and all("failed: training loss became nan" in ln for ln in listed[2:])
