@@ -85,7 +85,7 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     if not rows.empty or result.failed:
         print(render_results(rows, delta=args.delta / 100.0, select_on=args.select_on))
         if analysed and not has_own_summary(rows):
-            _print_analysis(rows, result.out_dir, sweep.spec.experiment, args.tracking_uri, args.delta, args.select_on)
+            _print_analysis(rows, result.out_dir, sweep.spec.experiment, result.tracking_uri, args.delta, args.select_on)
     if result.failed:
         print(f"\n{render_failures(result.failed, rows)}")
     print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir}/rounds")
