@@ -31,7 +31,8 @@ import torch
 
 from glth_core.dictionaries import varies_with_seed
 from orchestrator import atomic
-from orchestrator.results import CURVE, is_strong_search, summarize, thresholds
+from orchestrator.axes import with_axes
+from orchestrator.results import CURVE, curve_rows, is_strong_search, summarize, thresholds
 
 ANALYSIS_FILE = "analysis.parquet"
 OVERLAP = ["jaccard_mean", "jaccard_min", "jaccard_max", "jaccard_chance",
@@ -101,7 +102,7 @@ def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
     """Mask overlap across seeds per curve × round (see the module doc)."""
     from orchestrator.layout import SweepDir
 
-    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    ok = curve_rows(rows)
     out = []
     for key, curve in ok.groupby(CURVE, sort=True, dropna=False):
         trials = curve.drop_duplicates("trial_id")
@@ -137,7 +138,10 @@ def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.
     ``delta`` is in accuracy units (0.005 = 0.5 points); ``select_on`` the split that chooses."""
     from orchestrator.uncertainty import threshold_uncertainty
 
+    rows = with_axes(rows)  # once, over every trial: each part below groups by the same curves
     summary = summarize(rows, delta, select_on)
+    if summary.empty:  # every trial failed: no curve to analyse
+        return Analysis(summary, summary[CURVE].assign(seeds=0), delta)  # the summary's column types
     if sweep_dir is not None:
         from orchestrator.baseline_overlap import baseline_overlap
 
@@ -163,8 +167,10 @@ def write(analysis: Analysis, sweep_dir: Path) -> Path:
 
 def render_curves(curves: pd.DataFrame, fmt: str = "table") -> str:
     """The per-curve table: dense accuracy, winning-ticket threshold, peak, overlap at the threshold."""
-    from orchestrator.results import curve_label, varying
+    from orchestrator.results import NO_ROWS, curve_label, varying
 
+    if curves.empty:
+        return f"({NO_ROWS})"
     vary = varying(curves)
 
     def pct(v, digits=2):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.analysis import group_mask, jaccard
-from orchestrator.results import CURVE
+from orchestrator.results import CURVE, curve_rows
 
 BASELINE = "structured"
 COLUMNS = ["jaccard_vs_structured", "group_jaccard_vs_structured"]
@@ -28,7 +28,7 @@ def baseline_overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
     from orchestrator.layout import SweepDir
 
     where = SweepDir.at(sweep_dir)
-    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    ok = curve_rows(rows)
     out = []
     if "control" not in ok or not (ok["control"] == BASELINE).any():
         return pd.DataFrame(columns=[*CURVE, "round", *COLUMNS])

@@ -3,6 +3,10 @@
 - storage: ``--storage`` (alias ``--out``), else ``$GLTH_STORAGE``, else ``./glth-runs``;
 - tracking URI: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else an absolute sqlite store
   ``sqlite:///<cwd>/mlflow.db`` (absolute, so trials that run in other directories write the same file).
+  ``glth run`` records the URI it used in the sweep's ``sweep.json`` (a relative sqlite path made
+  absolute); the commands that read a sweep (results, plot, sync, export) use that one unless
+  ``--tracking-uri`` says otherwise, so they find the sweep's runs from any directory. A sweep.json
+  without it (an older sweep) falls back to the environment and the working directory as above.
 """
 
 from __future__ import annotations
@@ -29,6 +33,17 @@ def storage(value: str | None) -> str:
     return value or default_storage()
 
 
-def tracking_uri(value: str | None) -> str:
-    """The tracking URI a command uses: its ``--tracking-uri`` value, else the default above."""
-    return value or default_tracking_uri()
+def tracking_uri(value: str | None, recorded: str | None = None) -> str:
+    """The tracking URI a command uses: its ``--tracking-uri`` value, else the one its sweep
+    recorded (``recorded``), else the default above."""
+    return value or recorded or default_tracking_uri()
+
+
+SQLITE = "sqlite:///"
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a relative sqlite path made absolute (against the working directory)."""
+    if uri.startswith(SQLITE) and not uri[len(SQLITE):].startswith("/"):
+        return f"{SQLITE}{Path(uri[len(SQLITE):]).resolve()}"
+    return uri

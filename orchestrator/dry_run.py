@@ -15,32 +15,11 @@ import math
 
 import pandas as pd
 
+from orchestrator.axes import cell, flatten, varying_axes
+
 STATUSES = ("done", "partial", "failed", "pending")
 FIXED = ["trial_id", "run_name", "kind"]
 COUNTS = ["status", "rows_expected", "rounds_done", "rounds_left"]
-
-
-def flatten(config: dict, prefix: str = "") -> dict:
-    """Nested mappings → dotted keys (``train.lr``); anything else is a leaf."""
-    out = {}
-    for k, v in config.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
-def _cell(v):
-    return str(list(v)) if isinstance(v, (list, tuple)) else v
-
-
-def varying_axes(configs: list[dict]) -> list[str]:
-    """Keys (dotted) whose values differ across the configs, in first-seen order."""
-    flat = [flatten(c) for c in configs]
-    keys = list(dict.fromkeys(k for f in flat for k in f))
-    return [k for k in keys if len({repr(_cell(f.get(k))) for f in flat}) > 1]
 
 
 def plan(trials: list[dict], rows: pd.DataFrame) -> pd.DataFrame:
@@ -65,7 +44,7 @@ def plan(trials: list[dict], rows: pd.DataFrame) -> pd.DataFrame:
             status = "done" if done >= expected else "partial" if done else "pending"
         flat = flatten(t.get("config", {}))
         out.append({"trial_id": t["trial_id"], "run_name": t.get("run_name", ""), "kind": t.get("kind", ""),
-                    **{a: _cell(flat.get(a)) for a in axes},
+                    **{a: cell(flat.get(a)) for a in axes},
                     "status": status, "rows_expected": expected, "rounds_done": done, "rounds_left": expected - done})
     return pd.DataFrame(out, columns=[*FIXED, *axes, *COUNTS])
 

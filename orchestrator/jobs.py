@@ -238,11 +238,7 @@ def _absolute_out(out: str) -> str:
 
 
 def _absolute_tracking_uri(uri: str | None) -> str:
-    uri = defaults.tracking_uri(uri)
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + str(Path(uri[len(prefix):]).resolve())
-    return uri
+    return defaults.absolute_uri(defaults.tracking_uri(uri))
 
 
 def job_env(tracking_uri: str, sends_token: bool) -> dict[str, str]:

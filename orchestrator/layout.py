@@ -1,7 +1,7 @@
 """The sweep directory, owned by glth, on any storage (``orchestrator.storage``)::
 
     <storage>/<sweep_id>/
-      sweep.json                      layout version, sweep id (written first)
+      sweep.json                      layout version, sweep id, the MLflow tracking URI (written first)
       spec.yaml                       the spec as run (profile and overrides recorded)
       rounds/dictionary=<label>/<trial_id>.parquet   one row per round (orchestrator.sinks.parquet)
       tickets/<trial_id>/round-<r>.pt  each finished round's mask and trained weights
@@ -87,9 +87,20 @@ class SweepDir:
         return self.store.uri
 
     # -- the sweep --------------------------------------------------------------------------
-    def create(self, spec_text: str) -> None:
-        self.store.write_text(MARKER, json.dumps({"layout": LAYOUT, "sweep_id": self.sweep_id}) + "\n")
+    def create(self, spec_text: str, tracking_uri: str | None = None) -> None:
+        """Write ``sweep.json`` (with where the run logs to MLflow, for the commands that read the
+        sweep later) and ``spec.yaml``."""
+        marker = {"layout": LAYOUT, "sweep_id": self.sweep_id, **({"tracking_uri": tracking_uri} if tracking_uri else {})}
+        self.store.write_text(MARKER, json.dumps(marker) + "\n")
         self.store.write_text(SPEC, spec_text)
+
+    def tracking_uri(self) -> str | None:
+        """The MLflow tracking URI the sweep last ran with (None for a sweep.json without one)."""
+        try:
+            value = json.loads(self.store.read_text(MARKER)).get("tracking_uri")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(value) if value else None
 
     def exists(self) -> bool:
         return self.store.exists(SPEC)

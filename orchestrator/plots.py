@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from orchestrator.axes import with_axes  # noqa: E402
 from orchestrator.results import CURVE, curve_label, is_strong_search, summarize, threshold_index, varying  # noqa: E402
 
 CHANNEL_NAMES = {1: ("",), 3: ("R", "G", "B")}
@@ -165,6 +166,7 @@ def _log_ticks(axis, lo: float, hi: float) -> None:
 def rank_vs_round(rows: pd.DataFrame, path, title: str | None = None) -> Path | None:
     """Bottlenecks: kept rank m (groups: columns of U) against the round (left), and test
     accuracy against m (right: what each basis achieves with m columns). None without one."""
+    rows = with_axes(rows)
     grouped = rows[rows["rank"].notna()] if "rank" in rows else rows.iloc[:0]
     if "status" in grouped:
         grouped = grouped[grouped["status"] == "ok"]
@@ -341,6 +343,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = N
     from orchestrator.plots_layers import plot_layers
 
     out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "plots"
+    rows = with_axes(rows)  # once, over every trial: each figure draws the same curves
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     ok = ok.assign(**{k: "none" for k in ("control",) if k not in ok})
     construct = construct_vs_n(ok, out / "construct_vs_n.png")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator import plots as base
+from orchestrator.axes import with_axes
 from orchestrator.results import CURVE, curve_label, varying
 
 plt = base.plt
@@ -29,6 +30,7 @@ MAX_PANELS = 12
 
 
 def _ok(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = with_axes(rows)
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     return ok.assign(**{k: "none" for k in ("control",) if k not in ok})
 

@@ -15,6 +15,7 @@ import json
 import pandas as pd
 
 from glth_core import kinds
+from orchestrator.axes import AXES, with_axes
 
 FORMATS = ("table", "csv", "json", "markdown")
 #: which split chooses thresholds, peaks and rounds: validation by default; test only when asked
@@ -24,9 +25,12 @@ SELECT_ON = ("val", "test")
 THRESHOLD_RULE = ("per curve (winning ticket: the last round before the first with mean {split} accuracy < round 0 − "
                   "{delta:g} points, chosen on {split}, test accuracy reported; within_delta: the largest compression "
                   "within δ anywhere)")
-#: what makes one curve: rows differing in any of these are never averaged together
-CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind"]
+#: what makes one curve: rows differing in any of these are never averaged together; ``axes`` is
+#: every other field the sweep varies except the seed (``orchestrator.axes``, added in memory)
+CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind", AXES]
 _CURVE_DEFAULTS = {"dataset": "?", "model": "?", "control": "none"}
+#: what an empty table says
+NO_ROWS = "no rows: no trial has a round with status ok"
 
 
 def _kinds_of(rows: pd.DataFrame) -> set[str]:
@@ -47,6 +51,8 @@ def summary_of(rows: pd.DataFrame) -> str:
 
 def render_rows(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005, select_on: str = "val") -> str:
     """The results table that fits the rows' kind (curves, or a construction table)."""
+    if rows.empty:
+        return f"({NO_ROWS})"
     if summary_of(rows) == "construction":
         return render_construct(construct_summary(rows), fmt)
     return render(summarize(rows, delta, select_on), fmt)
@@ -56,8 +62,7 @@ def summarize(rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val") 
     """One row per curve × round: mean ± std over seeds, and a ``winning`` flag at the threshold
     (chosen on ``select_on`` accuracy: validation unless asked otherwise; see ``threshold_index``)."""
     check_select(select_on)
-    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
-    ok = ok.assign(**{k: v for k, v in _CURVE_DEFAULTS.items() if k not in ok})
+    ok = curve_rows(rows)
     extra = {"rank_mean": ("rank", "mean")} if "rank" in ok else {}
     g = ok.groupby(CURVE + ["round"], sort=True, dropna=False)  # τ is NaN for strong/construct trials
     out = g.agg(
@@ -82,6 +87,13 @@ def summarize(rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val") 
         if idx is not None:
             out.loc[idx, "winning"] = True
     return out
+
+
+def curve_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The ok rows with every ``CURVE`` column (``axes`` computed over all the rows, failed ones too)."""
+    rows = with_axes(rows)
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    return ok.assign(**{k: v for k, v in _CURVE_DEFAULTS.items() if k not in ok})
 
 
 def check_select(select_on: str) -> None:
@@ -128,6 +140,7 @@ def thresholds(summary: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
     rows = []
     nan = float("nan")
     select_on = str(summary["selected_on"].iloc[0]) if "selected_on" in summary and len(summary) else "val"
+    summary = with_axes(summary)
     for key, curve in summary.groupby(CURVE, sort=True, dropna=False):
         win = curve[curve["winning"]]
         curve_sorted, acc = _selection(curve, select_on)
@@ -155,8 +168,9 @@ def thresholds(summary: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
 
 
 def curve_label(row, varying: tuple[str, ...] = ("tau",)) -> str:
-    """A curve's name in tables and legends: the dictionary, its control, and whichever of
-    dataset / model / τ / rewind appear in ``varying`` (those that differ within the sweep)."""
+    """A curve's name in tables and legends: the dictionary, its control, whichever of dataset /
+    model / τ / rewind appear in ``varying`` (those that differ within the sweep), and the other
+    fields the sweep varies (``axes``: ``canonical · lr=0.05``)."""
     label = str(row["dictionary"])
     if row.get("control", "none") != "none":
         label += f" [{row['control']}]"
@@ -164,6 +178,8 @@ def curve_label(row, varying: tuple[str, ...] = ("tau",)) -> str:
         label += f" τ={float(row['tau']):g}"
     if "rewind" in varying:
         label += f" rewind={row['rewind']}"
+    if row.get(AXES):
+        label += f" · {row[AXES]}"
     for k in ("model", "dataset"):
         if k in varying:
             label = f"{row[k]}: {label}"
@@ -185,7 +201,8 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
         return json.dumps(clean.to_dict("records"), indent=1, default=float)
     view = pd.DataFrame({
         **{k: summary[k] for k in ("dataset", "model") if k in varying(summary)},
-        "dictionary": summary["dictionary"] + summary["control"].map(lambda c: "" if c == "none" else f" [{c}]"),
+        "dictionary": summary["dictionary"] + summary["control"].map(lambda c: "" if c == "none" else f" [{c}]")
+        + (summary[AXES].map(lambda a: f" · {a}" if a else "") if AXES in summary else ""),
         "tau": summary["tau"],
         "rewind": summary["rewind"],
         "round": summary["round"],
@@ -202,6 +219,8 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
     chosen = str(summary["selected_on"].iloc[0]) if "selected_on" in summary and len(summary) else "val"
     mark = "<- threshold (chosen on val)" if chosen == "val" else "<- threshold (chosen on TEST)"
     view["winning"] = summary["winning"].map(lambda w: mark if w else "")
+    if view.empty and fmt == "table":  # every trial failed: the header, and why it has no rows
+        return "  ".join(view.columns) + f"\n({NO_ROWS})"
     if fmt == "markdown":
         header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
         return header + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in view.itertuples(index=False))

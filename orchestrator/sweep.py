@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ray import tune
 
-from orchestrator.defaults import default_tracking_uri  # noqa: F401  (re-exported for callers)
+from orchestrator.defaults import absolute_uri, default_tracking_uri  # noqa: F401  (re-exported for callers)
 from orchestrator.layout import TUNE, SweepDir
 from orchestrator.notices import Notices
 from orchestrator.progress import Progress
@@ -137,8 +137,8 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
     """Run (or resume) ``sweep``; ``out_dir`` is its storage (a path, a URI, or a ``Storage``)."""
     storage = as_storage(out_dir if out_dir is not None else sweep.spec.storage)
     sweep_dir = SweepDir(storage, sweep.sweep_id)
-    sweep_dir.create(sweep.text)
-    tracking_uri = tracking_uri or default_tracking_uri()
+    tracking_uri = absolute_uri(tracking_uri or default_tracking_uri())
+    sweep_dir.create(sweep.text, tracking_uri)
     if force:
         sweep_dir.clear_states()
     for uri, cause in parquet.drop_damaged(storage, sweep.sweep_id).items():

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from orchestrator.results import CURVE, _CURVE_DEFAULTS, check_select, threshold_position
+from orchestrator.results import CURVE, check_select, curve_rows, threshold_position
 
 RESAMPLES = 999
 COLUMNS = ["threshold_seed_mean", "threshold_seed_std", "threshold_ci_low", "threshold_ci_high"]
@@ -37,8 +37,7 @@ def _threshold(acc: np.ndarray, comp: np.ndarray, idx, delta: float) -> float:
 def threshold_uncertainty(rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val", seed: int = 0) -> pd.DataFrame:
     """One row per curve: ``COLUMNS`` (compression fractions) and the seeds used."""
     check_select(select_on)
-    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
-    ok = ok.assign(**{k: v for k, v in _CURVE_DEFAULTS.items() if k not in ok})
+    ok = curve_rows(rows)
     out = []
     for key, curve in ok.groupby(CURVE, sort=True, dropna=False):
         acc, comp = _matrices(curve, select_on)

@@ -14,6 +14,11 @@ from orchestrator.storage import ENV as STORAGE_ENV
 from orchestrator.storage import Storage, StorageError
 
 EXIT_BAD_INPUT = 2
+#: ``glth run``: every trial of the sweep failed, so there is nothing to analyse (1: some failed)
+EXIT_ALL_FAILED = 3
+#: the exit statuses, as the CLI help and docs/reading-results.md list them
+EXIT_STATUSES = ("exit status: 0 every trial complete; 1 some trials failed (the others are analysed); "
+                 "2 bad input (nothing run); 3 every trial failed (nothing to analyse); 130 interrupted")
 
 
 class BadInput(Exception):

@@ -2,7 +2,8 @@
 
 Each option that several commands take is declared once, in a parent parser:
 - storage: ``--storage DIR`` (alias ``--out``), default ``$GLTH_STORAGE``, else ``./glth-runs``;
-- tracking: ``--tracking-uri URI``, default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``;
+- tracking: ``--tracking-uri URI``, default (a command reading a sweep) the URI its sweep.json recorded, else
+  ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``;
 - job: ``--address`` (the Ray dashboard) and ``--token-file``;
 - analysis: ``--delta`` (winning-ticket tolerance in accuracy points) and ``--select-on val|test``.
 Defaults are resolved by orchestrator.defaults when a command runs, not when the parser is built.
@@ -35,7 +36,8 @@ def storage_parent() -> argparse.ArgumentParser:
 def tracking_parent() -> argparse.ArgumentParser:
     p = _parent()
     p.add_argument("--tracking-uri", default=None, metavar="URI",
-                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+                   help="MLflow tracking URI (default: for a sweep, the one its run recorded in sweep.json; else "
+                        "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     return p
 
 

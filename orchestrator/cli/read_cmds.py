@@ -66,6 +66,13 @@ def add_parsers(sub, parents) -> None:
     p.set_defaults(func=cmd_runs)
 
 
+def _tracking_uri(args, d) -> str:
+    """``--tracking-uri``, else the URI the sweep recorded in its sweep.json, else the default."""
+    from orchestrator.layout import SweepDir
+
+    return defaults.tracking_uri(args.tracking_uri, SweepDir.at(d).tracking_uri())
+
+
 def _sweep_id(d) -> str:
     from orchestrator.layout import SweepDir
 
@@ -81,7 +88,7 @@ def cmd_results(args) -> int:
     if has_own_summary(rows):
         print(render_results(rows, args.format))
         return 0
-    a = analysis.publish(rows, d, _sweep_id(d), analysis.experiment_of(d), defaults.tracking_uri(args.tracking_uri),
+    a = analysis.publish(rows, d, _sweep_id(d), analysis.experiment_of(d), _tracking_uri(args, d),
                          args.delta / 100.0, args.select_on, out_dir=outputs_dir(d))
     if args.analysis and args.format in ("csv", "json"):
         print(render(a.curves, args.format))
@@ -103,7 +110,7 @@ def cmd_plot(args) -> int:
                             select_on=args.select_on, out_dir=outputs_dir(d) / "plots")
     for png in pngs:
         print(f"plot: {png}")
-    uri = defaults.tracking_uri(args.tracking_uri)
+    uri = _tracking_uri(args, d)
     try:
         if plots.log_to_mlflow(pngs, _sweep_id(d), analysis.experiment_of(d), uri) is None:
             print(f"[glth] no MLflow parent run for {_sweep_id(d)} at {uri}; plots not logged", file=sys.stderr)
@@ -120,7 +127,7 @@ def cmd_export(args) -> int:
     try:
         export_cmd.export_trial(d, rows, args.trial, args.round, Path(args.output), bench=args.bench,
                                 bench_images=args.images, repeats=args.repeats, threads=args.threads,
-                                tracking_uri=defaults.tracking_uri(args.tracking_uri), to_mlflow=args.mlflow)
+                                tracking_uri=_tracking_uri(args, d), to_mlflow=args.mlflow)
     except export_cmd.ExportError as e:
         raise BadInput(str(e)) from None
     return 0
@@ -138,7 +145,7 @@ def cmd_sync(args) -> int:
     except spec.SpecError as e:
         raise BadInput(f"sweep: {d}: its spec.yaml: {e}") from None
     try:
-        counts = sync_mlflow(sweep, SweepDir.at(d).storage, defaults.tracking_uri(args.tracking_uri))
+        counts = sync_mlflow(sweep, SweepDir.at(d).storage, _tracking_uri(args, d))
     except parquet.DamagedRows as e:
         raise BadInput(f"sweep: {sweep.sweep_id}: {e}") from None
     print(f"sync {_sweep_id(d)}: {counts}")

@@ -17,13 +17,15 @@ from pathlib import Path
 
 from orchestrator import defaults
 from orchestrator.results import THRESHOLD_RULE
-from orchestrator.cli.common import BadInput, load_sweep, outputs_dir, read_rows, resolve_storage, storage_setting
-from orchestrator.cli.summary import has_own_summary, render_results
+from orchestrator.cli.common import (EXIT_ALL_FAILED, EXIT_STATUSES, BadInput, load_sweep, outputs_dir, read_rows,
+                                     resolve_storage, storage_setting)
+from orchestrator.cli.summary import has_own_summary, render_failures, render_results
 
 
 def add_parsers(sub, parents) -> None:
     shared = [parents["storage"], parents["tracking"], parents["analysis"]]
-    p = sub.add_parser("run", parents=shared, help="run a sweep spec (rerunning it resumes; finished trials are kept)")
+    p = sub.add_parser("run", parents=shared, help="run a sweep spec (rerunning it resumes; finished trials are kept)",
+                       epilog=EXIT_STATUSES)
     p.add_argument("spec")
     p.add_argument("overrides", nargs="*", metavar="PATH=VALUE",
                    help="spec overrides, validated like the YAML and recorded in the sweep's spec.yaml: "
@@ -38,7 +40,8 @@ def add_parsers(sub, parents) -> None:
     _ray_options(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", parents=shared, help="a small built-in sweep on digits: table and plot")
+    p = sub.add_parser("demo", parents=shared, help="a small built-in sweep on digits: table and plot",
+                       epilog=EXIT_STATUSES)
     p.add_argument("--dry-run", action="store_true", help="as for run: the plan only")
     _ray_options(p)
     p.set_defaults(func=cmd_demo)
@@ -78,10 +81,13 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     else:
         result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
     rows = read_rows(result.out_dir, need_rows=False)
-    if not rows.empty:
+    analysed = not rows.empty and (rows["status"] == "ok").any()  # failed trials' rows are never analysed
+    if not rows.empty or result.failed:
         print(render_results(rows, delta=args.delta / 100.0, select_on=args.select_on))
-        if not has_own_summary(rows):
-            _print_analysis(rows, result.out_dir, sweep.spec.experiment, args.tracking_uri, args.delta, args.select_on)
+        if analysed and not has_own_summary(rows):
+            _print_analysis(rows, result.out_dir, sweep.spec.experiment, result.tracking_uri, args.delta, args.select_on)
+    if result.failed:
+        print(f"\n{render_failures(result.failed, rows)}")
     print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir}/rounds")
     if result.mlflow_url:
         print(f"MLflow runs: {result.mlflow_url}")
@@ -90,7 +96,7 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
               f"#/experiments/{result.experiment_id}/runs?workflowType=machine_learning)")
     if result.failed:
         print(f"failed trials: {', '.join(result.failed)}", file=sys.stderr)
-        return 1
+        return EXIT_ALL_FAILED if len(result.failed) == len(sweep.trials) else 1
     return 0
 
 

@@ -26,8 +26,8 @@ from orchestrator.sinks.mlflow.sync import _finish, _log_new_rounds, _run_name, 
 
 
 class MlflowWriter(Callback):
-    """``metas``: one row-meta per trial of the whole sweep (``trial_id`` and the curve keys
-    dataset, model, dictionary, control, tau, rewind; ``trial_row_meta`` gives them), so each curve
+    """``metas``: one row-meta per trial of the whole sweep (``trial_id``, ``config`` and the
+    describing columns dataset, model, dictionary, control, tau, rewind: ``Trial.meta``), so each curve
     knows how many seeds to wait for. ``out_dir``: where the sweep's Parquet rows live (as
     ``parquet.read_rounds`` takes it); rows
     written before this run (reused trials, a resumed sweep) are read at ``setup`` so their
@@ -39,7 +39,7 @@ class MlflowWriter(Callback):
         self.tracking_uri, self.experiment, self.sweep_id = tracking_uri, experiment, sweep_id
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.out_dir = out_dir  # what orchestrator.sinks.parquet takes: a path, a storage URI or a Storage
-        keep = ("trial_id", *curves.CURVE)
+        keep = ("trial_id", "config", *curves.STANDARD)  # the book keeps labels, not the configs
         self.book = curves.CurveBook([{k: m.get(k) for k in keep} for m in metas])
         self.off = parent_run_id is None or experiment_id is None  # nowhere to write: MLflow was down at start
         self._client = None

@@ -1,16 +1,17 @@
 """The sweep's curves on its parent run: MLflow's chart view draws the paper's figure while it runs.
 
 A curve is the trials that differ only in their seed (``CURVE``: dataset × model × dictionary ×
-control × τ × rewind). At step = round, once every seed of the curve has that round, the parent
+control × τ × rewind × the other fields the sweep varies, ``orchestrator.axes``). At step =
+round, once every seed of the curve has that round, the parent
 gets ``curve/<label>/<stat>``: the mean over seeds of test accuracy, val accuracy and compression,
 and the bounds of a 95% confidence interval of the mean test accuracy (Student t, as the band of
 ``orchestrator.plots``). A seed that failed at round f is not waited for at rounds ≥ f (the mean
 is then over the seeds that have the round, as ``glth results`` averages them).
 
-The label names the dictionary, its control when not ``none``, and whichever of dataset, model,
-τ and rewind vary among the sweep's trials, so it is stable while the sweep runs: it comes from
-the metas of all the sweep's trials (one row-meta per trial: ``trial_id`` and the ``CURVE`` keys),
-not from the rows seen so far.
+The label names the dictionary, its control when not ``none``, whichever of dataset, model, τ and
+rewind vary among the sweep's trials, and the other fields that vary (``lr=0.05``), so it is stable
+while the sweep runs: it comes from the metas of all the sweep's trials (one row-meta per trial:
+``trial_id``, ``config`` and the describing columns), not from the rows seen so far.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import numpy as np
 from mlflow.entities import Metric
 from scipy import stats
 
-CURVE = ("dataset", "model", "dictionary", "control", "tau", "rewind")
+from orchestrator.axes import AXES, STANDARD, axes_text, config_of, curve_axes, flatten, seedless
+
+CURVE = (*STANDARD, AXES)
 MEANS = ("test_accuracy", "val_accuracy", "compression")
 PREFIX = "curve/"
 PROBE = "test_accuracy_mean"  # in every logged step's batch: its history says which steps are logged
@@ -86,6 +89,8 @@ def label_of(fields: tuple, vary: tuple[str, ...]) -> str:
         parts.append(f"tau{f['tau']:g}")
     if "rewind" in vary and f["rewind"] is not None:
         parts.append(f"rewind-{_rewind_text(f['rewind'])}")
+    if f[AXES]:
+        parts.append(str(f[AXES]))
     label = " ".join(_safe(p) for p in parts)
     return label[: MAX_KEY - len(PREFIX) - 30]
 
@@ -116,7 +121,9 @@ class CurveBook:
     """Which seeds each curve waits for, and their values per round; plain data (it pickles)."""
 
     def __init__(self, metas: Iterable[dict]):
-        fields = {str(m["trial_id"]): curve_fields(m) for m in metas}
+        metas = list(metas)
+        self.axes, flat = curve_axes(metas)  # the varying fields beside the standard ones, from the configs
+        fields = {str(m["trial_id"]): curve_fields({**m, AXES: axes_text(f, self.axes)}) for m, f in zip(metas, flat)}
         self.vary = varying(fields.values())
         self.trial_curve: dict[str, str] = {tid: label_of(f, self.vary) for tid, f in fields.items()}
         self.members: dict[str, set[str]] = {}
@@ -124,6 +131,10 @@ class CurveBook:
             self.members.setdefault(label, set()).add(tid)
         self.values: dict[str, dict[int, dict[str, tuple]]] = {}
         self.ended_at: dict[str, int] = {}  # trial → the first round it will never have
+
+    def _with_axes(self, row: dict) -> dict:
+        """A row of a trial the metas did not list, with its ``axes`` text."""
+        return {**row, AXES: axes_text(seedless([flatten(config_of(row.get("config")))])[0], self.axes)}
 
     def seeds(self) -> dict[str, int]:
         """curve label → how many seeds (trials) it has."""
@@ -136,7 +147,7 @@ class CurveBook:
         tid, rnd = str(row["trial_id"]), int(row["round"])
         label = self.trial_curve.get(tid)
         if label is None:  # a trial the metas did not list: its curve gets one more seed
-            label = self.trial_curve[tid] = label_of(curve_fields(row), self.vary)
+            label = self.trial_curve[tid] = label_of(curve_fields(self._with_axes(row)), self.vary)
             self.members.setdefault(label, set()).add(tid)
         if row.get("status", "ok") != "ok":
             self.ended_at[tid] = min(rnd, self.ended_at.get(tid, rnd))
