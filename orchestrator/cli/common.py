@@ -14,10 +14,35 @@ from orchestrator.storage import ENV as STORAGE_ENV
 from orchestrator.storage import Storage, StorageError
 
 EXIT_BAD_INPUT = 2
+EXIT_BUSY = 3  # another driver runs the sweep now
 
 
 class BadInput(Exception):
     """Anything the user can fix; printed as one line, exit status 2."""
+
+    exit_status = EXIT_BAD_INPUT
+
+
+class Busy(BadInput):
+    """Another driver runs this sweep now (orchestrator.lease): one line naming it, exit status 3."""
+
+    exit_status = EXIT_BUSY
+
+
+def sweep_lease(storage: Storage, sweep_id: str, check_only: bool = False):
+    """The sweep's lease taken now (``orchestrator.lease.hold``), a context manager; with
+    ``check_only`` only the refusal, nothing written. Busy when another driver holds it."""
+    from orchestrator import lease
+
+    try:
+        if check_only:
+            lease.Lease(storage.child(sweep_id)).check()
+            return None
+        return lease.hold(storage.child(sweep_id))
+    except lease.LeaseHeld as e:
+        raise Busy(str(e)) from None
+    except lease.BadLeaseSetting as e:
+        raise BadInput(str(e)) from None
 
 
 def load_sweep(path: Path, profile: str | None = None, overrides: list[str] | None = None):
