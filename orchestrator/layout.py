@@ -6,6 +6,7 @@
       rounds/dictionary=<label>/<trial_id>.parquet   one row per round (orchestrator.sinks.parquet)
       tickets/<trial_id>/round-<r>.pt  each finished round's mask and trained weights
       state/<group_id>.pt              a Tune trial's resume state: its members' states, failed rows
+      lease.json                       the driver running the sweep now (orchestrator.lease)
       tune/                            Ray Tune's own bookkeeping (the driver's; never read by glth)
       analysis.parquet, plots/         written by `glth results` / `glth plot`
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ray import tune
 
+from orchestrator import lease
 from orchestrator.defaults import absolute_uri, default_tracking_uri  # noqa: F401  (re-exported for callers)
 from orchestrator.layout import TUNE, SweepDir
 from orchestrator.notices import Notices
@@ -134,7 +135,16 @@ def _trial_name(trial) -> str:
 
 def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, address: str | None = None,
               force: bool = False, num_cpus: int | None = None) -> SweepResult:
-    """Run (or resume) ``sweep``; ``out_dir`` is its storage (a path, a URI, or a ``Storage``)."""
+    """Run (or resume) ``sweep``; ``out_dir`` is its storage (a path, a URI, or a ``Storage``).
+    Under the sweep's lease (``orchestrator.lease``: one driver per sweep; LeaseHeld if another
+    driver runs it now)."""
+    storage = as_storage(out_dir if out_dir is not None else sweep.spec.storage)
+    with lease.hold(storage.child(sweep.sweep_id)):
+        return _run_leased(sweep, storage, tracking_uri, address, force, num_cpus)
+
+
+def _run_leased(sweep: Sweep, out_dir, tracking_uri: str | None, address: str | None, force: bool,
+                num_cpus: int | None) -> SweepResult:
     storage = as_storage(out_dir if out_dir is not None else sweep.spec.storage)
     sweep_dir = SweepDir(storage, sweep.sweep_id)
     tracking_uri = absolute_uri(tracking_uri or default_tracking_uri())

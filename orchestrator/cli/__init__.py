@@ -1,7 +1,8 @@
 """The ``glth`` command: run sweeps, read their results, query MLflow, backfill it, drive Ray Jobs.
 
 Bad input anywhere (arguments, overrides, spec, dataset paths) prints ONE line naming the problem
-and exits with status 2 before Ray starts or anything is written.
+and exits with status 2 before Ray starts or anything is written. A sweep that another driver runs
+now (``glth run``/``glth submit`` of it twice; orchestrator.lease) is refused the same way, exit status 4.
 
 - parser.py: the parser and its shared parent parsers (storage, tracking, job, analysis options);
 - common.py: BadInput, loading a spec, ``find_sweep`` (a sweep by path, id, prefix or name);
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except BadInput as e:
         print(f"glth: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return e.exit_status
     except KeyboardInterrupt:  # outside a Ray session (imports, MLflow set-up, the analysis)
         print("[glth] interrupted", file=sys.stderr)
         return 130

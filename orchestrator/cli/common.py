@@ -16,13 +16,39 @@ from orchestrator.storage import Storage, StorageError
 EXIT_BAD_INPUT = 2
 #: ``glth run``: every trial of the sweep failed, so there is nothing to analyse (1: some failed)
 EXIT_ALL_FAILED = 3
+EXIT_BUSY = 4  # another driver runs the sweep now
 #: the exit statuses, as the CLI help and docs/reading-results.md list them
 EXIT_STATUSES = ("exit status: 0 every trial complete; 1 some trials failed (the others are analysed); "
-                 "2 bad input (nothing run); 3 every trial failed (nothing to analyse); 130 interrupted")
+                 "2 bad input (nothing run); 3 every trial failed (nothing to analyse); "
+                 "4 another driver runs this sweep now (nothing run); 130 interrupted")
 
 
 class BadInput(Exception):
     """Anything the user can fix; printed as one line, exit status 2."""
+
+    exit_status = EXIT_BAD_INPUT
+
+
+class Busy(BadInput):
+    """Another driver runs this sweep now (orchestrator.lease): one line naming it, exit status 4."""
+
+    exit_status = EXIT_BUSY
+
+
+def sweep_lease(storage: Storage, sweep_id: str, check_only: bool = False):
+    """The sweep's lease taken now (``orchestrator.lease.hold``), a context manager; with
+    ``check_only`` only the refusal, nothing written. Busy when another driver holds it."""
+    from orchestrator import lease
+
+    try:
+        if check_only:
+            lease.Lease(storage.child(sweep_id)).check()
+            return None
+        return lease.hold(storage.child(sweep_id))
+    except lease.LeaseHeld as e:
+        raise Busy(str(e)) from None
+    except lease.BadLeaseSetting as e:
+        raise BadInput(str(e)) from None
 
 
 def load_sweep(path: Path, profile: str | None = None, overrides: list[str] | None = None):

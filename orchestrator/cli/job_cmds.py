@@ -6,7 +6,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from orchestrator.cli.common import BadInput, load_sweep, resolve_storage, storage_setting
+from orchestrator.cli.common import BadInput, load_sweep, resolve_storage, storage_setting, sweep_lease
 
 
 def add_parsers(sub, parents) -> None:
@@ -60,6 +60,7 @@ def cmd_submit(args) -> int:
         # an object store is checked from here; a path is the cluster's, checked by the job's glth run
         storage = resolve_storage(args.storage, sweep.spec.storage, check="://" in out and not out.startswith("file:"))
         out = out if storage.is_local else storage.uri
+        sweep_lease(storage, sweep.sweep_id, check_only=True)  # a driver runs it now: refused here, Busy
     with _jobs_api():
         cluster = _cluster(args)
         job_id, out = cluster.submit(Path(args.spec), sweep.sweep_id, out, args.tracking_uri)

@@ -18,7 +18,7 @@ from pathlib import Path
 from orchestrator import defaults
 from orchestrator.results import THRESHOLD_RULE
 from orchestrator.cli.common import (EXIT_ALL_FAILED, EXIT_STATUSES, BadInput, load_sweep, outputs_dir, read_rows,
-                                     resolve_storage, storage_setting)
+                                     resolve_storage, storage_setting, sweep_lease)
 from orchestrator.cli.summary import has_own_summary, render_failures, render_results
 
 
@@ -72,14 +72,15 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
 
     from orchestrator.sweep import run_sweep
 
-    if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster: first, can every node reach the storage?
-        from orchestrator.ray_local import ray_session
+    with sweep_lease(storage, sweep.sweep_id):  # one driver per sweep: refused before Ray starts
+        if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster: first, can every node reach the storage?
+            from orchestrator.ray_local import ray_session
 
-        with ray_session(args.address):
-            check_nodes_reach(storage, setting)
+            with ray_session(args.address):
+                check_nodes_reach(storage, setting)
+                result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
+        else:
             result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
-    else:
-        result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
     rows = read_rows(result.out_dir, need_rows=False)
     analysed = not rows.empty and (rows["status"] == "ok").any()  # failed trials' rows are never analysed
     if not rows.empty or result.failed:
