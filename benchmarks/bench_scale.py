@@ -31,6 +31,7 @@ depend on the machine's load: each line carries ``os.getloadavg()`` at its end.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -130,15 +131,15 @@ def fixed_cost(tmp: Path) -> dict:
             "fixed_driver_cpu": r["driver_cpu"]}
 
 
-def one_size(n: int, fixed: dict, parallel: int) -> dict:
+def one_size(n: int, fixed: dict, parallel: int, reads: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"glth-bench-scale-{n}-") as tmp:
         tmp = Path(tmp)
         r = run_sampled(tiny_spec(f"scale-{n}", n), tmp)
         rows, db = r["rows"], tmp / "mlflow.db"
         uri = ["--tracking-uri", f"sqlite:///{db}"]
         values = mlflow_values(db)
-        results_s = timed_cmd(["results", str(r["sweep_dir"]), *uri], tmp)
-        plot_s = timed_cmd(["plot", str(r["sweep_dir"]), *uri], tmp)
+        results_s = timed_cmd(["results", str(r["sweep_dir"]), *uri], tmp) if reads else math.nan
+        plot_s = timed_cmd(["plot", str(r["sweep_dir"]), *uri], tmp) if reads else math.nan
     compute = compute_of(rows, None)
     reports = len(rows)
     written = values["metrics"] + values["params"] + values["tags"]
@@ -161,16 +162,18 @@ def read_sweep(trials: int, rounds: int, s3: bool = True) -> dict:
         sweep_id = synthetic_sweep.write(tmp / "runs", "scale-read", trials, rounds)
         out["synthetic_write_s"] = time.perf_counter() - t0
         out["synthetic_rows"] = len(parquet.read_rounds(tmp / "runs", sweep_id))
+        files = [p for p in (tmp / "runs" / sweep_id).rglob("*") if p.is_file()]  # before results adds its own
         uri = ["--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
         out["results_local_s"] = timed_cmd(["results", str(tmp / "runs" / sweep_id), *uri], tmp)
         out["load_local"] = os.getloadavg()[0]
         if s3:
-            out.update(read_on_s3(tmp, sweep_id, uri))
+            out.update(read_on_s3(tmp / "runs" / sweep_id, files, uri))
     return out
 
 
-def read_on_s3(tmp: Path, sweep_id: str, uri: list[str]) -> dict:
-    """Copy the synthetic sweep into a bucket of the loopback S3 server and time ``glth results`` there."""
+def read_on_s3(local: Path, files: list[Path], uri: list[str]) -> dict:
+    """Copy ``files`` of the sweep directory ``local`` into a bucket of the loopback S3 server and
+    time ``glth results`` there."""
     from concurrent.futures import ThreadPoolExecutor
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -178,13 +181,11 @@ def read_on_s3(tmp: Path, sweep_id: str, uri: list[str]) -> dict:
 
     server = S3Server().start()
     try:
-        bucket, s3 = server.make_bucket(), server.s3()
-        local = tmp / "runs" / sweep_id
-        files = [p for p in local.rglob("*") if p.is_file()]
+        bucket, s3, sweep_id = server.make_bucket(), server.s3(), local.name
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda p: s3.upload_file(str(p), bucket, f"runs/{sweep_id}/{p.relative_to(local)}"), files))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        wall = timed_cmd(["results", f"s3://{bucket}/runs/{sweep_id}", *uri], tmp, {**env, **server.env})
+        wall = timed_cmd(["results", f"s3://{bucket}/runs/{sweep_id}", *uri], local.parent.parent, {**env, **server.env})
         return {"results_s3_s": wall, "s3_objects": len(files), "load_s3": os.getloadavg()[0]}
     finally:
         server.stop()
@@ -200,12 +201,14 @@ def size_line(s: dict, parallel: int) -> str:
             f"glth results {s['results_s']:.1f} s, glth plot {s['plot_s']:.1f} s [load {s['load']:.1f}]")
 
 
-def report(sizes: list[dict], fixed: dict, read: dict, parallel: int) -> None:
-    print(f"scale fixed cost of glth run (1 trial, 1 step, fresh storage and MLflow): {fixed['fixed_s']:.1f} s "
-          f"{mark(fixed['fixed_s'], TARGETS['fixed'])}; driver CPU {fixed['fixed_driver_cpu']:.1f} s, "
-          f"peak RSS {fixed['fixed_peak_mb']:.0f} MB [{load()}]", flush=True)
-    for s in sizes:
-        print(size_line(s, parallel), flush=True)
+def fixed_line(fixed: dict) -> str:
+    return (f"scale fixed cost of glth run (1 trial, 1 step, fresh storage and MLflow): {fixed['fixed_s']:.1f} s "
+            f"{mark(fixed['fixed_s'], TARGETS['fixed'])}; driver CPU {fixed['fixed_driver_cpu']:.1f} s, "
+            f"peak RSS {fixed['fixed_peak_mb']:.0f} MB [{load()}]")
+
+
+def summary(sizes: list[dict], read: dict) -> None:
+    """What compares the sizes, and the read benchmark (the sizes' own lines come as they finish)."""
     if len(sizes) > 1:
         flat = sizes[-1]["overhead_per_trial_s"] / sizes[0]["overhead_per_trial_s"]
         print(f"scale overhead per trial at {sizes[-1]['trials']} / at {sizes[0]['trials']}: {flat:.2f}x "
@@ -232,6 +235,8 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="trajectories per sweep (default 100 500 2000)")
     p.add_argument("--synthetic", default=None, help="TRIALSxROUNDS of the read benchmark (default 5000x20)")
     p.add_argument("--no-s3", action="store_true", help="skip the read on the loopback S3 server")
+    p.add_argument("--sweeps-only", action="store_true",
+                   help="only the sweeps: no glth results / plot on them, no read benchmark (before/after comparisons)")
     p.add_argument("--json", type=Path, default=None, help="also write every number measured here")
     args = p.parse_args()
     sizes = args.sizes or ([100] if args.quick else [100, 500, 2000])
@@ -242,12 +247,13 @@ def main() -> None:
           f"of 2 steps), max_concurrent 2, {os.cpu_count()} cores; read: {trials} x {rounds} synthetic", flush=True)
     with tempfile.TemporaryDirectory(prefix="glth-bench-scale-fixed-") as tmp:
         fixed = fixed_cost(Path(tmp))
+    print(fixed_line(fixed), flush=True)
     measured = []
     for n in sizes:
-        measured.append(one_size(n, fixed, parallel))
+        measured.append(one_size(n, fixed, parallel, reads=not args.sweeps_only))
         print(size_line(measured[-1], parallel), flush=True)
-    read = read_sweep(trials, rounds, s3=not args.no_s3)
-    report(measured, fixed, read, parallel)
+    read = {} if args.sweeps_only else read_sweep(trials, rounds, s3=not args.no_s3)
+    summary(measured, read)
     if args.json:
         args.json.write_text(json.dumps({"fixed": fixed, "sizes": measured, "read": read}, indent=1))
 

@@ -27,6 +27,7 @@ BENCHMARKS = {
     "random": ("bench_random.py", True),
     "round": ("bench_round.py", True),
     "sweep": ("bench_sweep.py", True),
+    "scale": ("bench_scale.py", True),
     "construct": ("bench_construct.py", False),
 }
 #: the benchmarks that take --device (the others measure CPU work)
