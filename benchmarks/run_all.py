@@ -28,6 +28,7 @@ BENCHMARKS = {
     "round": ("bench_round.py", True),
     "augment": ("bench_augment.py", True),
     "sweep": ("bench_sweep.py", True),
+    "scale": ("bench_scale.py", True),
     "construct": ("bench_construct.py", False),
 }
 #: the benchmarks that take --device (the others measure CPU work)

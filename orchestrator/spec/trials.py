@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ class Trial:
     def experiment(self):
         return kinds.get(self.kind)
 
-    @property
+    @functools.cached_property  # a frozen config: hashed once (a sweep asks for it per trial, many times)
     def trial_id(self) -> str:
         """The content hash: the trial id, the MLflow tag and the dedupe key."""
         return self.config.content_hash()
@@ -90,7 +91,7 @@ class Sweep:
         """Rows per trial at most (IMP rounds, edge-popup density levels, or 1 for a construction)."""
         return max(t.rows_expected for t in self.trials)
 
-    @property
+    @functools.cached_property  # asked per trial (``t.meta(sweep.sweep_id)``): computed once, not N² hashes
     def sweep_id(self) -> str:
         h = hashlib.sha256(",".join(sorted(t.trial_id for t in self.trials)).encode()).hexdigest()[:8]
         return f"{self.spec.name}-{self.profile}-{h}" if self.profile else f"{self.spec.name}-{h}"

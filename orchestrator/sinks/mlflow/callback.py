@@ -4,7 +4,8 @@ Each report's ``result["new_rows"]`` (the rows its trial — or each seed of a b
 finished this round) goes to that trial's child run at step = round, with the machinery of
 ``sync``: a child is found by its tags or created on first sight (params = the flattened config,
 name = ``run_name``, the dataset as its input), a round is logged once, a run ends FINISHED or
-FAILED when its rows say so. ``result["system_metrics"]`` (``system.SystemSampler.take()`` in the
+FAILED when its rows say so. One ``log_batch`` per trial and report carries the round's metrics,
+a new run's params and an ended run's status tags; the parent's children are searched once. ``result["system_metrics"]`` (``system.SystemSampler.take()`` in the
 worker), when present, is logged with the round as ``system/<name>``. The parent gets the
 sweep's curves (``curves.py``) as soon as every seed of a curve has a round.
 
@@ -22,7 +23,8 @@ from ray.tune import Callback
 from orchestrator.sinks.mlflow import curves
 from orchestrator.sinks.mlflow.client import (MlflowUnavailable, _children, _find_or_create_child, _guard,
                                               client)
-from orchestrator.sinks.mlflow.sync import _finish, _log_new_rounds, _run_name, outcome_of, row_config, rows_expected
+from orchestrator.sinks.mlflow.sync import (_end_tags, _finish, _pending_rounds, _run_name, _send, _target, outcome_of,
+                                            row_config, rows_expected)
 
 
 class MlflowWriter(Callback):
@@ -48,11 +50,17 @@ class MlflowWriter(Callback):
         self._ok: dict[str, set[int]] = {}
         self._ended: set[str] = set()
         self._curve_steps: dict[str, set[int]] = {}
+        self._known: dict | None = None  # the parent's children found by one search
+        self._fresh: set[str] = set()  # runs created by this writer, in this process
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_client"] = None
+        state["_known"], state["_fresh"] = None, set()  # another process: look again
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update({"_known": None, "_fresh": set(), **state})
 
     # -- Tune's hooks ------------------------------------------------------------------------------
     def setup(self, **info):
@@ -91,31 +99,46 @@ class MlflowWriter(Callback):
                   file=sys.stderr)
 
     def write(self, rows: list[dict], system_metrics: dict | None = None, labels: Iterable[str] | None = None) -> None:
-        """Log ``rows`` (new rows of one or more trials) to their child runs, then the curves."""
+        """Log ``rows`` (new rows of one or more trials) to their child runs, then the curves: one
+        ``log_batch`` per trial and report (a new run's params and an ended run's status tags
+        ride with its metrics), so one sqlite commit where there were several."""
         c = self._c()
         by_trial: dict[str, list[dict]] = {}
         for r in rows:
             by_trial.setdefault(str(r["trial_id"]), []).append(r)
-        unseen = [t for t in by_trial if t not in self._runs]
-        known = None
-        if len(unseen) > 1:  # one search for all the children a batched trial brings
-            known = _children(c, self.experiment_id, self.parent_run_id)
         for tid, trows in by_trial.items():
             last = max(trows, key=lambda r: int(r["round"]))
+            params: list = []
             if tid not in self._runs:
                 config = row_config(last)
                 self._runs[tid], created = _find_or_create_child(
                     c, self.experiment_id, self.parent_run_id, tid, config, _run_name(last, config),
-                    known=known, dataset=last.get("dataset"))
+                    known=self._children_found(c), dataset=last.get("dataset"), params_out=params)
                 self._logged[tid] = set() if created else None
+                if created:
+                    self._fresh.add(tid)
             run_id = self._runs[tid]
-            self._logged[tid], _ = _log_new_rounds(c, run_id, trows, self._logged[tid], extra=system_metrics)
+            logged, rounds, new = _pending_rounds(c, run_id, trows, self._logged[tid], extra=system_metrics)
             ok = self._ok.setdefault(tid, set())
             ok.update(int(r["round"]) for r in trows if r.get("status", "ok") == "ok")
-            if tid in self._ended:
-                continue
-            outcome = outcome_of(last, ok | self._logged[tid], rows_expected(last, row_config(last)))
-            if outcome is not None:
+            outcome = None
+            if tid not in self._ended:
+                outcome = outcome_of(last, ok | logged | new, rows_expected(last, row_config(last)))
+            # a run this writer created is RUNNING without end tags: they can go in the same batch
+            ends_here = outcome is not None and tid in self._fresh
+            _send(c, run_id, rounds, params, _end_tags(outcome, "") if ends_here else ())
+            self._logged[tid] = logged | new
+            if ends_here:
+                c.set_terminated(run_id, _target(outcome))
+            elif outcome is not None:
                 _finish(c, c.get_run(run_id), outcome, None)
+            if outcome is not None:
                 self._ended.add(tid)
         curves.log_ready(c, self.parent_run_id, self.book, self._curve_steps, labels)
+
+    def _children_found(self, c) -> dict:
+        """The parent's children when this writer first needs them (one search: runs an earlier,
+        interrupted driver created); the runs it creates itself it keeps in ``_runs``."""
+        if self._known is None:
+            self._known = _children(c, self.experiment_id, self.parent_run_id)
+        return self._known

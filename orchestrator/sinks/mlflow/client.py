@@ -281,9 +281,12 @@ def _log_params(client, run_id: str, params: dict[str, str], existing: dict[str,
 
 
 def _find_or_create_child(client, experiment_id, parent_run_id, trial_id, params, run_name,
-                          known: dict | None = None, dataset: str | None = None) -> tuple[str, bool]:
+                          known: dict | None = None, dataset: str | None = None,
+                          params_out: list | None = None) -> tuple[str, bool]:
     """``known``: the parent's children when the caller already searched them. ``dataset``: the
-    dataset's name, logged as the run's input (its digest from the dataset keys of ``params``)."""
+    dataset's name, logged as the run's input (its digest from the dataset keys of ``params``).
+    ``params_out``: a new run's params go there instead of into their own ``log_batch`` (the
+    caller sends them with the run's first metrics: one commit instead of two)."""
     flat = flatten_params(params or {})
     if known is None:
         known = _children(client, experiment_id, parent_run_id, trial_id)
@@ -297,7 +300,10 @@ def _find_or_create_child(client, experiment_id, parent_run_id, trial_id, params
         return existing.info.run_id, False
     tags = {**meta.source_tags(), TAG_PARENT: parent_run_id, TAG_TRIAL: trial_id, TAG_ROLE: "child"}
     run = client.create_run(experiment_id, tags=tags, run_name=run_name)
-    _log_params(client, run.info.run_id, flat, {})
+    if params_out is not None:
+        params_out.extend(Param(k, v) for k, v in flat.items())
+    else:
+        _log_params(client, run.info.run_id, flat, {})
     if inputs:
         client.log_inputs(run.info.run_id, datasets=inputs)
     return run.info.run_id, True

@@ -3,7 +3,11 @@ backfill of a whole sweep from its Parquet rows (``sync_sweep``, ``glth sync``).
 
 - a round is logged only if its step is not in the history of ``PROBE_METRIC``; each round's
   metrics go in the same ``log_batch``, so the probe speaks for the whole round;
+- a run's new rounds, a new run's params and an ended run's status tags go in one ``log_batch``
+  (one sqlite commit) where MLflow's limits allow;
 - ``finish_child`` does nothing when the run already ended with the same status and artifacts;
+  ``sync_sweep`` reads no history of a run that ended with its status (both writers end a run
+  only after its rounds are logged), so the sync at a sweep's end is cheap after live logging;
 - a trial is complete when its ok rows cover ``rows_expected`` rounds (its kind says how many);
   its run is named by ``run_name`` (made by the kind), both carried by every row.
 """
@@ -21,9 +25,10 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from orchestrator.sinks.mlflow import curves
-from orchestrator.sinks.mlflow.client import (MAX_METRICS_PER_BATCH, MAX_TAG_VALUE, TAG_ARTIFACTS, TAG_STATUS,
-                                              _children, _find_or_create_child, _find_or_create_parent, _guarded,
-                                              _now_ms, _number, _upload, client, ensure_experiment)
+from orchestrator.sinks.mlflow.client import (MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE,
+                                              TAG_ARTIFACTS, TAG_STATUS, _children, _chunks, _find_or_create_child,
+                                              _find_or_create_parent, _guarded, _now_ms, _number, _upload, client,
+                                              ensure_experiment)
 
 # logged at step = round; rank only for grouped dictionaries (None otherwise)
 ROUND_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "train_accuracy", "train_loss",
@@ -71,23 +76,47 @@ def _round_metrics(row: dict, step: int, timestamp: int, extra: dict | None = No
     return [Metric(k, v, timestamp, step) for k, v in values.items()]
 
 
-def _log_new_rounds(client, run_id, records, known_logged_rounds, extra: dict | None = None) -> tuple[set[int], int]:
-    """``extra``: system metrics (name → value) logged with every new round, under ``system/``."""
+def _pending_rounds(client, run_id, records, known_logged_rounds,
+                    extra: dict | None = None) -> tuple[set[int], list[list[Metric]], set[int]]:
+    """(rounds already logged, the metrics of each round not yet logged, those rounds).
+    ``extra``: system metrics (name → value) logged with every new round, under ``system/``."""
     logged = set(known_logged_rounds) if known_logged_rounds is not None else logged_rounds(client, run_id)
-    now, batches, new = _now_ms(), [[]], set()
+    now, rounds, new = _now_ms(), [], set()
     for step, row in sorted(_rows_by_round(records).items()):
         if step in logged:
             continue
         metrics = _round_metrics(row, step, now, extra)
-        if not metrics:
-            continue
-        if len(batches[-1]) + len(metrics) > MAX_METRICS_PER_BATCH:
-            batches.append([])  # a round never straddles two batches
+        if metrics:
+            rounds.append(metrics)
+            new.add(step)
+    return logged, rounds, new
+
+
+def _send(client, run_id: str, rounds: list[list[Metric]], params: list = (), tags: list = ()) -> None:
+    """Log ``rounds`` (one metric list per round), ``params`` and ``tags`` in as few ``log_batch``
+    calls (sqlite: commits) as MLflow's limits allow — one in the usual case; params and tags ride
+    with the first. A round never straddles two calls, so the probe speaks for its round."""
+    params, tags = list(params), list(tags)
+    if len(params) > MAX_PARAMS_PER_BATCH:  # a huge config: its params on their own, in chunks
+        for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
+            client.log_batch(run_id, params=chunk, synchronous=True)
+        params = []
+    room = MAX_METRICS_PER_BATCH - len(params) - len(tags)  # one call carries 1000 values at most
+    batches: list[list[Metric]] = [[]]
+    for metrics in rounds:
+        if batches[-1] and len(batches[-1]) + len(metrics) > room:
+            batches.append([])
         batches[-1].extend(metrics)
-        new.add(step)
-    for batch in batches:
-        if batch:
-            client.log_batch(run_id, metrics=batch, synchronous=True)
+    for i, batch in enumerate(batches):
+        if batch or (i == 0 and (params or tags)):
+            client.log_batch(run_id, metrics=batch, params=params if i == 0 else [], tags=tags if i == 0 else [],
+                             synchronous=True)
+
+
+def _log_new_rounds(client, run_id, records, known_logged_rounds, extra: dict | None = None) -> tuple[set[int], int]:
+    """``extra``: system metrics (name → value) logged with every new round, under ``system/``."""
+    logged, rounds, new = _pending_rounds(client, run_id, records, known_logged_rounds, extra)
+    _send(client, run_id, rounds)
     return logged | new, len(new)
 
 
@@ -102,19 +131,34 @@ def log_rounds(client: MlflowClient, run_id: str, records: Iterable[dict],
     return _log_new_rounds(client, run_id, records, known_logged_rounds)[0]
 
 
+def _present(artifacts: dict | None) -> dict[str, Path]:
+    return {name: Path(p) for name, p in sorted((artifacts or {}).items()) if Path(p).is_file()}
+
+
+def _end_tags(status: str, artifact_names: str) -> list[RunTag]:
+    return [RunTag(TAG_STATUS, str(status)[:MAX_TAG_VALUE]), RunTag(TAG_ARTIFACTS, artifact_names)]
+
+
+def _target(status: str) -> str:
+    """The run status a trial's status text ends it with."""
+    return "FINISHED" if status == "ok" else "FAILED"
+
+
+def _ended_with(run, status: str) -> bool:
+    """Whether ``run`` ended with ``status`` (its run status and ``glth.status`` tag). Both writers
+    end a run only after logging its rounds, so such a run has every round."""
+    return run.info.status == _target(status) and run.data.tags.get(TAG_STATUS) == str(status)[:MAX_TAG_VALUE]
+
+
 def _finish(client, run, status: str, artifacts: dict | None) -> bool:
-    target = "FINISHED" if status == "ok" else "FAILED"
-    present = {name: Path(p) for name, p in sorted((artifacts or {}).items()) if Path(p).is_file()}
-    names, status_tag = ",".join(present), str(status)[:MAX_TAG_VALUE]
-    tags = run.data.tags
-    if run.info.status == target and tags.get(TAG_STATUS) == status_tag and tags.get(TAG_ARTIFACTS) == names:
+    present, run_id = _present(artifacts), run.info.run_id
+    if _ended_with(run, status) and run.data.tags.get(TAG_ARTIFACTS) == ",".join(present):
         return False
-    run_id = run.info.run_id
     for name, local in present.items():
         _upload(client, run_id, name, local)
-    client.log_batch(run_id, tags=[RunTag(TAG_STATUS, status_tag), RunTag(TAG_ARTIFACTS, names)], synchronous=True)
-    if run.info.status != target:
-        client.set_terminated(run_id, target)
+    client.log_batch(run_id, tags=_end_tags(status, ",".join(present)), synchronous=True)
+    if run.info.status != _target(status):
+        client.set_terminated(run_id, _target(status))
     return True
 
 
@@ -196,13 +240,18 @@ def sync_sweep(tracking_uri: str, experiment: str, sweep_id: str, spec_text: str
     for tid, rows in sorted(by_trial.items()):
         last = rows[-1]
         config = row_config(last)
+        outcome = _trial_outcome(rows, config)
+        outcomes.append(outcome)
+        done = existing.get(tid)
+        if outcome is not None and done is not None and _ended_with(done, outcome):
+            # ended (by the live writer) after its rounds were logged: no history to read, at most artifacts
+            counts["children_finished"] += int(_finish(c, done, outcome, (artifacts_by_trial or {}).get(tid)))
+            continue
         run_id, created = _find_or_create_child(c, exp_id, parent_id, tid, config, _run_name(last, config),
                                                 known=existing, dataset=last.get("dataset"))
         _, n_new = _log_new_rounds(c, run_id, rows, set() if created else None)
         counts["children_created"] += int(created)
         counts["steps_logged"] += n_new
-        outcome = _trial_outcome(rows, config)
-        outcomes.append(outcome)
         if outcome is not None:
             run = c.get_run(run_id) if created else existing[tid]
             counts["children_finished"] += int(_finish(c, run, outcome, (artifacts_by_trial or {}).get(tid)))
