@@ -20,9 +20,19 @@ import os
 
 import torch
 import torch.nn.functional as F
-
 from bench_augment import BATCH, batches
-from common import add_device, cifar_or_digits, data_label, interleaved, on_device, parser, set_threads, synchronized, verdict
+from common import (
+    add_device,
+    cifar_or_digits,
+    data_label,
+    interleaved,
+    on_device,
+    parser,
+    set_threads,
+    synchronized,
+    verdict,
+)
+
 from glth_core import dictionaries, models
 from glth_core.data.augment import augmenter
 from glth_core.train import Parameterization, TrainConfig, train
@@ -31,7 +41,7 @@ MODEL = "cifar_resnet_20"
 TARGETS = {"canonical": 1.10, "random fast": 1.30}
 SPECS = {"canonical": {"kind": "canonical", "scope": "weights_but_output"},
          "random fast": {"kind": "random", "method": "fast", "scope": "weights_but_output"}}
-OPT = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
+OPT = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
 
 
 def arms(data, steps: int, device: str) -> dict:
