@@ -27,12 +27,13 @@ BENCHMARKS = {
     "random": ("bench_random.py", True),
     "round": ("bench_round.py", True),
     "augment": ("bench_augment.py", True),
+    "resnet": ("bench_resnet.py", True),
     "sweep": ("bench_sweep.py", True),
     "scale": ("bench_scale.py", True),
     "construct": ("bench_construct.py", False),
 }
 #: the benchmarks that take --device (the others measure CPU work)
-TAKES_DEVICE = ("batched", "round", "augment")
+TAKES_DEVICE = ("batched", "round", "augment", "resnet")
 SKIPPED_BY_QUICK = ("construct",)
 
 

@@ -156,3 +156,27 @@ def test_dry_run_resume_and_results_around_a_real_run(tmp_path):
         assert [r[3] for r in rounds[:2]] == ["0", "1"], proc.stdout  # the round column of both rounds
     assert by_path[0].stdout == by_path[1].stdout
     assert not (elsewhere / "glth-runs").exists()
+
+
+def test_dry_run_states_the_compute_of_the_resnet20_recipe(capsys, monkeypatch):
+    """The full profile (device: cuda) is planned on this CPU-only machine: 81 trials × 16 rounds,
+    27 of them reinit (two trainings a round), 160 epochs of ceil(45,000 / 128) = 352 steps; no GPU
+    step time is measured, and the line says so. The quick profile's CPU time comes from the
+    measured 1.4 s a step: 3,600 steps → 5,040 s."""
+    from orchestrator import compute
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    assert cli.main(["run", "examples/specs/lth_resnet20.yaml", "--profile", "full", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1,728 trainings" in out and "56,320 steps (160 epochs of 352 steps)" in out
+    assert f"{(81 + 27) * 16 * 56320:,} training steps" in out
+    assert "no measured step time for cifar_resnet_20 on cuda" in out
+
+    class Cfg:  # the fields compute reads, for a config of the quick profile
+        model, dataset, val_fraction, control, lmc_points = "cifar_resnet_20", "cifar10", 0.1, "reinit", 0
+        train = type("T", (), {"steps": 150, "batch_size": 64, "total_steps": lambda self, n: 150})()
+
+    (line,) = compute.describe([(Cfg, 3)], "cpu")
+    assert "900 training steps" in line and "assuming 1.4 s a step at batch 128" in line
+    assert "10.5 min of cpu time" in line  # 900 steps × 1.4 s × 64/128 = 630 s

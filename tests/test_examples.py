@@ -59,7 +59,7 @@ def _trainings(config) -> int:
     return 1 + (getattr(config, "control", "none") == "reinit") + 2 * bool(getattr(config, "lmc_points", 0))
 
 
-NEW = ["lmc_rewind", "norm_rewind", "conv_dictionaries", "strong_composite"]
+NEW = ["lmc_rewind", "norm_rewind", "conv_dictionaries", "strong_composite", "lth_resnet20", "lth_vgg16"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -111,3 +111,22 @@ def test_strong_composite_example_searches_the_input_bottleneck_with_canonical_e
     labels = {t.describe["dictionary"] for t in trials}
     assert labels == {"canonical", "bottleneck-dct", "composite-bottleneck-dct+canonical"}
     datasets.check("digits")
+
+
+@pytest.mark.parametrize("name,model", [("lth_resnet20", "cifar_resnet_20"), ("lth_vgg16", "cifar_vgg_16")])
+def test_lth_recipes_full_profile_is_open_lths_recipe(name, model, monkeypatch):
+    """open_lth's default_hparams for cifar_resnet_20 / cifar_vgg_16, in glth's fields, with the three
+    rewinding modes, canonical plus another dictionary and the controls, 3 seeds."""
+    trials = _load(REPO / "examples" / "specs" / f"{name}.yaml", "full", monkeypatch).trials
+    configs = [t.config for t in trials]
+    for c in configs:
+        t = c.train
+        assert (c.model, t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size) == (model, "sgd", 0.1, 0.9, 1e-4, 128)
+        assert (t.epochs, t.steps, t.schedule, tuple(t.milestones), t.gamma) == (160, None, "step", (0.5, 0.75), 0.1)
+        assert t.augment == "crop_flip" and c.tau == 0.2 and c.pruning == "global"
+        assert c.dictionary.get("scope") == "weights_but_output"
+    assert {c.seed for c in configs} == {0, 1, 2}
+    assert {str(c.rewind) for c in configs} == {"init", "lr", "{'step': 2000}"}
+    assert {c.control for c in configs} == {"none", "random_mask", "reinit"}
+    kinds = {c.dictionary["kind"] for c in configs}
+    assert "canonical" in kinds and len(kinds) >= 2

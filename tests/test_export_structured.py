@@ -173,3 +173,17 @@ def test_a_part_pruned_entirely_by_the_global_ordering_stays_dense():
     ex, _ = check(m, d, param, t)
     assert [p["form"] for p in ex.parts] == ["masked-dense", "fold-next"]
     assert "every column of U pruned" in ex.parts[0]["note"]
+
+
+def test_channels_tickets_of_a_resnet_block_export_exactly():
+    """Inside a ResNet block: conv2's input channels go as an input-select (a smaller conv over the
+    kept inputs); conv1's filters stay masked-dense, with a note (bn1 maps a pruned filter's zeros
+    to its bias, so dropping them would not be exact; docs/models.md). Outputs equal in eval mode."""
+    m = net("cifar_resnet_8_2", (3, 8, 8)).eval()
+    d, param, t = ticket(m, {"kind": "channels", "layer": "blocks.0.conv2", "per": "in"}, steps=1)
+    ex, _ = check(m, d, param, t)
+    assert ex.form == "input-select"
+    assert ex.module.get_submodule("blocks.0.conv2")[1].weight.shape[1] == m.get_submodule("blocks.0.conv2").in_channels // 2
+    d, param, t = ticket(m, {"kind": "channels", "layer": "blocks.0.conv1", "per": "out"}, steps=1)
+    ex, _ = check(m, d, param, t)
+    assert ex.form == "masked-dense" and "blocks.0.conv1" in ex.describe()["note"]

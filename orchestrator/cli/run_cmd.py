@@ -60,7 +60,8 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     # all validation before Ray starts: overrides, spec, datasets, a GPU to run on, the storage
     # (resolved and checked writable), and --resume's precondition
     sweep = load_sweep(spec_path, getattr(args, "profile", None), items)
-    check_gpu_here(sweep, args.address)
+    if not args.dry_run:  # a dry run plans a GPU sweep anywhere
+        check_gpu_here(sweep, args.address)
     storage = resolve_storage(args.storage, sweep.spec.storage, check=True)
     setting = storage_setting(args.storage, sweep.spec.storage)[1]
     if getattr(args, "resume", False) and not storage.exists(f"{sweep.sweep_id}/spec.yaml"):
@@ -224,7 +225,7 @@ def stored_rows(sweep, storage, force: bool):
 
 def dry_run_text(sweep, storage, force: bool) -> str:
     """The plan of a run; ``storage`` a Storage (or a local path)."""
-    from orchestrator import dry_run
+    from orchestrator import compute, dry_run
     from orchestrator.storage import Storage
 
     storage = storage if isinstance(storage, Storage) else Storage.resolve(str(storage))
@@ -232,4 +233,6 @@ def dry_run_text(sweep, storage, force: bool) -> str:
     plan = dry_run.plan([t.plan_entry() for t in sweep.trials], rows)
     head = (f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials, up to {sweep.rounds} rounds each → "
             f"{storage.uri_of(sweep.sweep_id)}\n(dry run: Ray not started, nothing written)\n")
-    return head + dry_run.render(plan, dry_run.seconds_per_round(rows), sweep.spec.max_concurrent)
+    text = head + dry_run.render(plan, dry_run.seconds_per_round(rows), sweep.spec.max_concurrent)
+    left = dict(zip(plan["trial_id"], plan["rounds_left"].where(plan["status"] != "done", 0)))
+    return "\n".join([text, *compute.describe([(t.config, int(left[t.trial_id])) for t in sweep.trials], sweep.spec.device)])
