@@ -5,10 +5,11 @@ STAMP  := $(VENV)/.glth-installed
 
 .PHONY: demo test test-fast bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions CI tests (pyproject.toml declares ranges). Its torch==2.13.0
+# resolves to the local CPU wheel on these machines (no CUDA download).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	# torch==2.13.0 resolves to the local CPU wheel on these machines (no CUDA download)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
