@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +31,21 @@ from glth_core.dictionaries import seed_dependent
 from glth_core.imp import Ticket, Trajectory, TrajectoryConfig, TrajectoryState, round_generator
 from glth_core.records import evaluated_split
 from glth_core.rewind import TrainJob
-from glth_core.train import (Evaluation, Parameterization, Plan, TrainConfig, Weights, batch_indices, batch_totals,
-                             dense_or_float, eval_batches, evaluation_of, forward_precision, matmul_precision,
-                             run_steps)
+from glth_core.train import (
+    Evaluation,
+    Parameterization,
+    Plan,
+    TrainConfig,
+    Weights,
+    batch_indices,
+    batch_totals,
+    dense_or_float,
+    eval_batches,
+    evaluation_of,
+    forward_precision,
+    matmul_precision,
+    run_steps,
+)
 
 __all__ = ["BatchedTrajectory", "check_batchable", "evaluate_batched", "prefers_vmap", "train_batched"]
 

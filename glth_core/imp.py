@@ -25,8 +25,20 @@ from glth_core.layer_views import mixing_part
 from glth_core.lmc import LMC_COLUMNS, check_lmc, copy_generators, instability
 from glth_core.pruning import CONTROLS, MaskRule, check_pruning
 from glth_core.records import VIEW_COLUMNS, round_record
-from glth_core.rewind import (REWIND_NORMS, REWINDS, TrainJob, check_rewind, check_rewind_norm, check_with_train, is_late,
-                              norm_segments, rewind_label, rewind_step, round_generator, round_jobs)
+from glth_core.rewind import (
+    REWIND_NORMS,
+    REWINDS,
+    TrainJob,
+    check_rewind,
+    check_rewind_norm,
+    check_with_train,
+    is_late,
+    norm_segments,
+    rewind_label,
+    rewind_step,
+    round_generator,
+    round_jobs,
+)
 from glth_core.rounds import RoundRunner
 from glth_core.schedule import Plan
 from glth_core.sparsify import ROUNDINGS, sparsify

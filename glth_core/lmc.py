@@ -21,7 +21,7 @@ the two trainings and the 2N evaluations per split), on every round from 0 (the 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from orchestrator.results import CURVE, _CURVE_DEFAULTS, check_select, threshold_position
+from orchestrator.results import _CURVE_DEFAULTS, CURVE, check_select, threshold_position
 
 RESAMPLES = 999
 COLUMNS = ["threshold_seed_mean", "threshold_seed_std", "threshold_ci_low", "threshold_ci_high"]
@@ -49,7 +49,7 @@ def threshold_uncertainty(rows: pd.DataFrame, delta: float = 0.005, select_on: s
             row["threshold_seed_mean"] = float(np.mean(own))
             if n > 1:
                 row["threshold_seed_std"] = float(np.std(own, ddof=1))
-                res = stats.bootstrap((np.arange(n),), lambda i: _threshold(acc, comp, i, delta), vectorized=False,
+                res = stats.bootstrap((np.arange(n),), lambda i: _threshold(acc, comp, i, delta), vectorized=False,  # noqa: B023
                                       n_resamples=RESAMPLES, method="percentile", random_state=np.random.default_rng(seed))
                 row["threshold_ci_low"], row["threshold_ci_high"] = map(float, res.confidence_interval)
         out.append(row)

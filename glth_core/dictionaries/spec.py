@@ -8,8 +8,9 @@ and what is allowed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from glth_core.dictionaries.base import DictionarySpecError
 

@@ -40,20 +40,26 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-
 from torch import nn
 
 from glth_core import data as datasets
 from glth_core import dictionaries
 from glth_core.config import Config, SeededDictionary
 from glth_core.experiment import Experiment, dictionary_columns
-from glth_core.records import VIEW_COLUMNS
 from glth_core.imp import Ticket, build_model, round_generator, round_record
-from glth_core.state import State
+from glth_core.records import VIEW_COLUMNS
 from glth_core.rounds import RoundRunner
+from glth_core.state import State
 from glth_core.strong.selection import SELECTS, MaskSelector, apportion, top_k
-from glth_core.train import (Parameterization, TrainConfig, batch_indices, forward_precision, input_format, matmul_precision,
-                             run_steps)
+from glth_core.train import (
+    Parameterization,
+    TrainConfig,
+    batch_indices,
+    forward_precision,
+    input_format,
+    matmul_precision,
+    run_steps,
+)
 
 __all__ = ["SELECTS", "SCORE_STARTS", "INITS", "StrongConfig", "StrongState", "StrongSearch", "MaskSelector", "top_k",
            "apportion", "run_search", "check_selection"]

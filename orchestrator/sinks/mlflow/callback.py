@@ -20,8 +20,7 @@ from collections.abc import Iterable
 from ray.tune import Callback
 
 from orchestrator.sinks.mlflow import curves
-from orchestrator.sinks.mlflow.client import (MlflowUnavailable, _children, _find_or_create_child, _guard,
-                                              client)
+from orchestrator.sinks.mlflow.client import MlflowUnavailable, _children, _find_or_create_child, _guard, client
 from orchestrator.sinks.mlflow.sync import _finish, _log_new_rounds, _run_name, outcome_of, row_config, rows_expected
 
 
