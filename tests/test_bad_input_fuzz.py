@@ -243,6 +243,7 @@ FOUND = [
     _set(("tau",), [0.2, 0.2], ("tau",)),  # one trial id twice in the grid
     _override("dictionary=[{kind: random, seed: 0}, {kind: random}]"),  # the same, a default spelled out
     _set(("dictionary",), None, ("dictionary",)),  # named dictionary.dict[any,any]
+    _set(("a\x0cb",), [], ("'a\\x0cb'",)),  # an unknown key with a form feed: two lines
 ]
 
 
@@ -255,7 +256,7 @@ def _examples(test):
 def test_bad_input_fuzz_in_process(cwd, capsys):
     tried: Counter = Counter()
 
-    @settings(max_examples=250, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(cases)
     @_examples
     def check(case: Case):
