@@ -244,6 +244,7 @@ FOUND = [
     _override("dictionary=[{kind: random, seed: 0}, {kind: random}]"),  # the same, a default spelled out
     _set(("dictionary",), None, ("dictionary",)),  # named dictionary.dict[any,any]
     _set(("a\x0cb",), [], ("'a\\x0cb'",)),  # an unknown key with a form feed: two lines
+    _set((" ",), None, ("' '",)),  # a blank unknown key: a message starting ' : unknown key'
 ]
 
 

@@ -23,7 +23,7 @@ def format_error(err: ValidationError, model: type[BaseModel]) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) and p not in ("list[...]",))
     loc = re.sub(r"\.?(str|int|float|bool|dict|none|(list|dict)\[[^\]]*\]|\w+Spec)(?=\.|$)", "", loc) or "spec"
-    loc = loc if loc.isprintable() else repr(loc)  # a key with a line break or a tab in it stays one line
+    loc = loc if loc.isprintable() and loc.strip() == loc else repr(loc)  # a key such as 'a\x0cb' or ' ' quoted
     if e["type"] == "extra_forbidden":
         owner = model
         for part in loc.split(".")[:-1]:
