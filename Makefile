@@ -3,12 +3,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.glth-installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions CI tests (pyproject.toml declares ranges). Its torch==2.13.0
+# resolves to the local CPU wheel on these machines (no CUDA download).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	# torch==2.13.0 resolves to the local CPU wheel on these machines (no CUDA download)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,6 +20,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow"
+
+# ruff's settings are in pyproject.toml; `ruff check --fix` and `ruff format` repair most findings
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # make bench BENCH="--quick" (or "--only round sweep", "--device cuda"): the arguments of run_all.py
 bench: $(STAMP)

@@ -11,10 +11,18 @@ leaves the device mostly idle, K seeds fill it.
 
 from __future__ import annotations
 
-import torch
+from common import (
+    add_device,
+    cifar_or_digits,
+    data_label,
+    interleaved,
+    on_device,
+    parser,
+    set_threads,
+    synchronized,
+    verdict,
+)
 
-from common import (add_device, cifar_or_digits, data_label, interleaved, on_device, parser, set_threads, synchronized,
-                    verdict)
 from glth_core import data as datasets
 from glth_core.batched import BatchedTrajectory, prefers_vmap, train_batched
 from glth_core.imp import Trajectory

@@ -17,8 +17,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from common import cifar_or_digits, data_label, haar_cost_dictionary, interleaved, parser, set_threads, verdict
+
 from glth_core import dictionaries, models
 from glth_core.train import Parameterization, TrainConfig, train
 

@@ -12,8 +12,8 @@ step) unless ``--exact-haar``, which draws the real matrix (a d³ QR: ~3·10¹³
 from __future__ import annotations
 
 import torch
-
 from common import dense_orthogonal, interleaved, parser, set_threads, timed
+
 from glth_core.dictionaries.random import FastRotation2
 from glth_core.dictionaries.transforms import FastRotation, MatrixRows, haar
 

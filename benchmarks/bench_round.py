@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-
 from common import REPO, parser, verdict
+
 from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.imp import Trajectory

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 import yaml
-
 from common import parser, verdict
+
 from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.train import Parameterization, evaluate

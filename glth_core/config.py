@@ -50,7 +50,7 @@ def field_default(f: dataclasses.Field) -> Any:
     return MISSING
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hints(cls: type) -> dict[str, Any]:
     """The resolved type hints of a config class's fields (``from __future__`` annotations)."""
     return typing.get_type_hints(cls)

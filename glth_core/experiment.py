@@ -14,8 +14,9 @@ A runner has ``done``, ``run_round() -> record``, ``state`` (saved between round
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from glth_core import dictionaries
 from glth_core.data.augment import check_images

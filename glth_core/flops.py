@@ -14,7 +14,7 @@ forward passes on one image per round.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

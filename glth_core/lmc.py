@@ -27,7 +27,7 @@ network. ``lmc_bn_images`` records how many images that took (absent without Bat
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

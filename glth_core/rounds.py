@@ -4,7 +4,8 @@ ticket behind in dictionary coefficients, which becomes a network by W = D a."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 

@@ -184,7 +184,7 @@ def render_curves(curves: pd.DataFrame, fmt: str = "table") -> str:
     view = pd.DataFrame({
         "curve": [curve_label(r, vary) for _, r in curves.iterrows()],
         "seeds": curves["seeds"],
-        "chosen_on": curves["selected_on"] if "selected_on" in curves else "val",
+        "chosen_on": curves.get("selected_on", "val"),
         "dense_acc": curves["dense_accuracy"].map(pct),
         "threshold_compr": curves["threshold_compression"].map(lambda v: pct(v, 1)),
         "seeds_sd_ci95": [spread(r) for _, r in curves.iterrows()] if "threshold_ci_low" in curves else "",

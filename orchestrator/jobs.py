@@ -48,9 +48,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from orchestrator import defaults
@@ -82,7 +82,7 @@ def resolve_address(address: str | None) -> str:
 def _is_http_url(address: str) -> bool:
     parts = urlsplit(address)
     try:
-        parts.port  # raises ValueError on a port that is not a number
+        _ = parts.port  # raises ValueError on a port that is not a number
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -79,6 +80,8 @@ def _value(item: str, text: str) -> Any:
         except yaml.YAMLError as e:
             raise OverrideError(f"override {item!r}: not a YAML list, mapping or quoted string "
                                 f"({str(e).splitlines()[0]})") from None
+        except RecursionError:
+            raise OverrideError(f"override {item[:40]!r}…: nested too deeply") from None
     pieces = [p.strip() for p in text.split(",")]
     if any(not p for p in pieces):
         raise OverrideError(f"override {item!r}: an empty element in a comma list")

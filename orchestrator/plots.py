@@ -356,7 +356,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = N
         written.append(rank)
     written += plot_layers(ok, out)  # per-layer density, FLOPs, LMC barrier (orchestrator.plots_layers)
     basis_done = False
-    for key, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True, dropna=False):
+    for _, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True, dropna=False):
         config = json.loads(curve["config"].iloc[0])
         dic = _bottleneck_dictionary(config)
         if dic is None:

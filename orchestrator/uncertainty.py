@@ -48,7 +48,7 @@ def threshold_uncertainty(rows: pd.DataFrame, delta: float = 0.005, select_on: s
             row["threshold_seed_mean"] = float(np.mean(own))
             if n > 1:
                 row["threshold_seed_std"] = float(np.std(own, ddof=1))
-                res = stats.bootstrap((np.arange(n),), lambda i: _threshold(acc, comp, i, delta), vectorized=False,
+                res = stats.bootstrap((np.arange(n),), lambda i: _threshold(acc, comp, i, delta), vectorized=False,  # noqa: B023
                                       n_resamples=RESAMPLES, method="percentile", random_state=np.random.default_rng(seed))
                 row["threshold_ci_low"], row["threshold_ci_high"] = map(float, res.confidence_interval)
         out.append(row)

@@ -35,7 +35,7 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 240.0) -> "MlflowServer":
-        log = open(self.tmp / f"server-{time.monotonic_ns()}.log", "wb")
+        log = open(self.tmp / f"server-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 (the server's, closed by stop())
         self.proc = subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.tmp / 'db.sqlite'}", "--default-artifact-root", str(self.tmp / "art")],

@@ -81,7 +81,7 @@ class S3Server:
                 if time.monotonic() > deadline:
                     text = self.log_path.read_text()[-2000:]
                     self.stop()
-                    raise RuntimeError(f"moto_server not up after {timeout}s: {text}")
+                    raise RuntimeError(f"moto_server not up after {timeout}s: {text}") from None
                 time.sleep(0.2)
         self._make_user()
         return self

@@ -166,7 +166,7 @@ def test_per_part_tau_prunes_each_part_by_its_own_rate(nets):
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(d.size, dtype=torch.bool)
     left = {"bn": 300, "rot": 100, "pool": 1010 + 300}
-    for step in range(3):
+    for _ in range(3):
         a = torch.randn(d.size, generator=g)
         new = sparsify_dictionary(a, mask, 0.2, d)
         assert not (new & ~mask).any()

@@ -140,8 +140,8 @@ def test_glth_export_with_bench(paper_sweep, tmp_path):
     assert bench["latency_ms"] > 0 and bench["speedup"] == pytest.approx(bench["latency_ms_dense"] / bench["latency_ms"])
 
     # the saved module is the trial's network: compare with a fresh rebuild of the masked model
-    from orchestrator.layout import SweepDir
     from orchestrator.export_cmd import trial_config
+    from orchestrator.layout import SweepDir
 
     module = torch.load(out, weights_only=False)
     traj = Trajectory(trial_config(trial.iloc[0].to_dict()))

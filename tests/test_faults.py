@@ -371,8 +371,8 @@ def test_mlflow_down_for_the_whole_sweep_then_sync_backfills_exactly_once(refere
 
 def test_readers_during_a_sweep_never_see_a_partial_parquet_file(reference):
     seen, errors = reference["reader"]["seen"], reference["reader"]["errors"]
-    print(f"\ninjected: a reader process looping pandas.read_parquet + duckdb read_parquet on the rounds dir "
-          f"while the sweep wrote it")
+    print("\ninjected: a reader process looping pandas.read_parquet + duckdb read_parquet on the rounds dir "
+          "while the sweep wrote it")
     print(f"found: {len(seen['pandas'])} pandas reads, {len(seen['duckdb'])} duckdb reads, {len(errors)} errors; "
           f"row counts seen {sorted(set(seen['pandas']) | set(seen['duckdb']))}")
     assert errors == []
@@ -391,7 +391,7 @@ def test_the_local_ray_refuses_a_client_without_its_token(reference):
     assert intruder["port"], "never saw the sweep's GCS"
     exposed = [x for x in intruder["listening"] if not x.endswith(("@127.0.0.1", "@::1"))]
     print(f"found: Ray listens beyond loopback on {exposed}; GCS auth mode {intruder['auth_mode']}; "
-          f"the client {'was still retrying after %d s, ended' % INTRUDER_PATIENCE_S if intruder['still_retrying'] else 'exited'} "
+          f"the client {f'was still retrying after {INTRUDER_PATIENCE_S} s, ended' if intruder['still_retrying'] else 'exited'} "
           f"{intruder['rc']}: {intruder['token_line'][-200:]}")
     assert intruder["auth_mode"] == {"token"}
     assert "JOINED" not in intruder["stdout"]
@@ -466,9 +466,9 @@ def trial_workers(driver_pid: int, trial_ids: set[str]) -> dict[str, psutil.Proc
     out = {}
     for p in procs:
         try:
-            if "ImplicitFunc" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
-                if Path(p.cwd()).name in trial_ids:  # not before it has entered its trial's directory
-                    out[Path(p.cwd()).name] = p
+            if ("ImplicitFunc" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+                    and Path(p.cwd()).name in trial_ids):  # not before it has entered its trial's directory
+                out[Path(p.cwd()).name] = p
         except psutil.Error:
             pass
     return out

@@ -231,7 +231,8 @@ def test_the_analysis_table_is_logged_once_per_content(uri, tmp_path):
     parent, _ = sink.find_runs(uri, "glth-table", "sw-table")
     c = MlflowClient(uri)
     local = c.download_artifacts(parent, name, str(tmp_path))
-    logged = json.loads(open(local).read())
+    with open(local) as f:
+        logged = json.load(f)
     assert logged["columns"] == ["dictionary", "threshold_compression", "seeds"]
     assert logged["data"] == [["canonical", 0.75, 3], ["bottleneck", None, 3]]  # not appended twice
     assert sink.log_analysis_table(uri, "glth-table", "no-such-sweep", frame) is None

@@ -9,8 +9,15 @@ import torch
 
 from glth_core import dictionaries, models
 from glth_core.dictionaries import DictionarySpecError
-from glth_core.dictionaries.random import (TAIL_MAX, TAIL_MIN, FastRotation2, fft_layout, smooth5_at_most,
-                                           with_current_version, without_default_version)
+from glth_core.dictionaries.random import (
+    TAIL_MAX,
+    TAIL_MIN,
+    FastRotation2,
+    fft_layout,
+    smooth5_at_most,
+    with_current_version,
+    without_default_version,
+)
 from glth_core.dictionaries.transforms import FastRotation
 from glth_core.trajectory import TrajectoryConfig
 

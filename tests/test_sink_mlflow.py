@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from procs import MlflowServer
 from mlflow.tracking import MlflowClient
+from procs import MlflowServer
 
 from orchestrator.sinks import mlflow as sink
 from orchestrator.sinks import parquet
@@ -71,7 +71,7 @@ def test_live_logging_twice_gives_one_parent_two_children_and_three_steps(sqlite
 
     parent = sink.get_or_create_parent(c, exp, "sw1", SPEC, tags={"glth.git_commit": "abc123"})
     rows = {tid: trial_rows("sw1", tid, 3, dictionary=d) for tid, d in (("t0", "canonical"), ("t1", "bottleneck"))}
-    for attempt in range(2):  # the second pass is a retried trial: finds everything, adds nothing
+    for _ in range(2):  # the second pass is a retried trial: finds everything, adds nothing
         assert sink.get_or_create_parent(c, exp, "sw1", SPEC, tags={"glth.git_commit": "abc123"}) == parent
         for tid, r in rows.items():
             config = json.loads(r[0]["config"])

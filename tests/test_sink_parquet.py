@@ -186,10 +186,9 @@ def test_atomic_writes_replace_whole_files_and_clean_up_on_error(tmp_path):
     atomic.write_text(path, "a: 1\n")
     atomic.write_bytes(path, b"a: 2\n")
     assert path.read_text() == "a: 2\n"
-    with pytest.raises(RuntimeError):
-        with atomic.writing(path) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic.writing(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
     assert path.read_text() == "a: 2\n" and sorted(p.name for p in path.parent.iterdir()) == ["spec.yaml"]
     copy = atomic.copy_file(path, tmp_path / "copy.yaml")
     assert copy.read_text() == "a: 2\n"

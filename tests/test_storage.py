@@ -17,11 +17,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
-
 from cluster_ns import mount_namespace_unavailable
 
 from orchestrator.storage import Storage, StorageError
-
 
 _RAW_KEYS = {}  # storage uri -> a lister of every file/object under it, independent of Storage
 

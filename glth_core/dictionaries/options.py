@@ -129,7 +129,7 @@ def parse(spec, kinds: dict) -> tuple[type, dict]:
     names = ", ".join(kinds)
     if "kind" not in spec:
         raise DictionarySpecError(f"dictionary.kind: missing; one of {names}")
-    if spec["kind"] not in kinds:
+    if not isinstance(spec["kind"], str) or spec["kind"] not in kinds:
         raise DictionarySpecError(f"dictionary.kind: {spec['kind']!r} is not one of {names}")
     cls = kinds[spec["kind"]]
     fields = {**cls.FIELDS, **COMMON}

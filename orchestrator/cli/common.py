@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator import defaults
 from orchestrator.storage import DEFAULT as STORAGE_DEFAULT
 from orchestrator.storage import ENV as STORAGE_ENV
 from orchestrator.storage import Storage, StorageError
@@ -195,7 +194,7 @@ def _find_by_uri(key: str) -> Path | str:
     parts = store.root.split("/")
     for n in range(len(parts), max(2, len(parts) - 3) - 1, -1):  # the sweep itself, then up to 3 levels up
         candidate = Storage.resolve("s3://" + "/".join(parts[:n]))
-        if _remote(f"sweep: {key}", lambda: candidate.exists("spec.yaml")):
+        if _remote(f"sweep: {key}", lambda: candidate.exists("spec.yaml")):  # noqa: B023 (called at once)
             return candidate.uri
     raise BadInput(f"sweep: {key} is not a sweep (no spec.yaml there or up to 3 levels above)")
 

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from orchestrator import defaults
-from orchestrator.results import THRESHOLD_RULE
 from orchestrator.cli.common import BadInput, find_sweep, outputs_dir, read_rows, spec_text_of
 from orchestrator.cli.summary import has_own_summary, render_results
+from orchestrator.results import THRESHOLD_RULE
 
 SWEEP_HELP = ("the sweep: its directory (as glth run printed it) or URI (s3://bucket/prefix/<sweep id>), "
               "its id, a unique prefix, or the spec's name (under --storage)")

@@ -24,9 +24,16 @@ def parse(text: str, overrides: list[str] | None = None, profile: str | None = N
     """Parse YAML text into a validated, expanded Sweep (raises SpecError). ``profile`` names an
     entry of the spec's ``profiles:`` mapping, deep-merged over the spec before validation;
     ``overrides`` are command-line ``PATH=VALUE`` items applied after it and recorded in the text."""
+    try:
+        return _parse(text, overrides, profile)
+    except RecursionError:  # a value nested hundreds of levels deep, past what YAML itself refuses
+        raise SpecError("spec: a value is nested too deeply") from None
+
+
+def _parse(text: str, overrides: list[str] | None, profile: str | None) -> Sweep:
     raw, text, chosen = raw_spec(text, profile, overrides)
     kind = raw.get("kind", kinds.DEFAULT)
-    if kind not in kinds.KINDS:
+    if not isinstance(kind, str) or kind not in kinds.KINDS:
         raise SpecError(f"kind: {kind!r} is not one of {', '.join(kinds.KINDS)}")
     model = sweep_model(kind)
     try:

@@ -95,8 +95,8 @@ def axis_type(hint):
         return SPEC_TYPES[hint]()
     if _is_sequence(hint):
         element = _element(hint)
-        return Union[list[element], list[list[element]]]
-    return Union[hint, list[hint]]
+        return Union[list[element], list[list[element]]]  # noqa: UP007 (built at run time from any hint)
+    return Union[hint, list[hint]]  # noqa: UP007 (built at run time from any hint)
 
 
 def is_axis(hint, value) -> bool:
@@ -108,7 +108,7 @@ def is_axis(hint, value) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nested_model(config_cls: type, default: Any) -> type[BaseModel]:
     """A spec model for a nested config: each field ``T or list[T]``, defaults from ``default``."""
     fields = {}
@@ -118,7 +118,7 @@ def nested_model(config_cls: type, default: Any) -> type[BaseModel]:
     return create_model(f"{config_cls.__name__}Spec", __base__=Strict, **fields)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sweep_model(kind: str) -> type[BaseModel]:
     """The whole spec model of one trial kind."""
     config_cls = kinds.get(kind).config_cls

@@ -40,7 +40,8 @@ def format_error(err: ValidationError, model: type[BaseModel]) -> str:
     if own is not None:
         return own
     loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) and p not in ("list[...]",))
-    loc = re.sub(r"\.?(str|int|float|bool|dict|none|list\[[^\]]*\]|\w+Spec)(?=\.|$)", "", loc) or "spec"
+    loc = re.sub(r"\.?(str|int|float|bool|dict|none|(list|dict)\[[^\]]*\]|\w+Spec)(?=\.|$)", "", loc) or "spec"
+    loc = loc if loc.isprintable() and loc.strip() == loc else repr(loc)  # a key such as 'a\x0cb' or ' ' quoted
     if e["type"] == "extra_forbidden":
         owner = model
         for part in loc.split(".")[:-1]:
@@ -92,6 +93,8 @@ def raw_spec(text: str, profile: str | None = None, items: list[str] | None = No
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpecError(f"spec: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise SpecError("spec: not valid YAML (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise SpecError("spec: must be a mapping of keys such as name, dataset, model, dictionary, tau, seeds, rounds")
     raw, text, chosen = _apply_profile(raw, text, profile)

@@ -15,17 +15,44 @@ by the driver only.
 callback (which imports Ray) is loaded on first use of ``MlflowWriter``.
 """
 
-from orchestrator.sinks.mlflow.client import (HTTP_ENV, MAX_METRICS_PER_BATCH, MAX_PARAM_VALUE,
-                                              MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, TAG_ARTIFACTS, TAG_PARENT,
-                                              TAG_ROLE, TAG_SPEC, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, TRUNCATED,
-                                              BadFilter, MlflowUnavailable, client, ensure_experiment,
-                                              flatten_params, get_or_create_child, get_or_create_parent)
+from orchestrator.sinks.mlflow.client import (
+    HTTP_ENV,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VALUE,
+    MAX_PARAMS_PER_BATCH,
+    MAX_TAG_VALUE,
+    TAG_ARTIFACTS,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_SPEC,
+    TAG_STATUS,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    TRUNCATED,
+    BadFilter,
+    MlflowUnavailable,
+    client,
+    ensure_experiment,
+    flatten_params,
+    get_or_create_child,
+    get_or_create_parent,
+)
 from orchestrator.sinks.mlflow.curves import CurveBook
 from orchestrator.sinks.mlflow.meta import EXPERIMENT_TAGS, source_tags
 from orchestrator.sinks.mlflow.outputs import log_analysis_table, log_exported_model
 from orchestrator.sinks.mlflow.query import find_runs, log_extra, log_to_parent, search_children
-from orchestrator.sinks.mlflow.sync import (CONSTRUCT_METRICS, IDENTITY, METRICS, PROBE_METRIC, ROUND_METRICS,
-                                            finish_child, log_rounds, logged_rounds, metric_values, sync_sweep)
+from orchestrator.sinks.mlflow.sync import (
+    CONSTRUCT_METRICS,
+    IDENTITY,
+    METRICS,
+    PROBE_METRIC,
+    ROUND_METRICS,
+    finish_child,
+    log_rounds,
+    logged_rounds,
+    metric_values,
+    sync_sweep,
+)
 from orchestrator.sinks.mlflow.system import SystemSampler
 
 __all__ = [

@@ -92,9 +92,9 @@ def _is_unavailable(e: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
             return True
-        if isinstance(e, MlflowException):
-            if e.get_http_status_code() in (502, 503, 504) or e.error_code == "TEMPORARILY_UNAVAILABLE":
-                return True
+        if isinstance(e, MlflowException) and (e.get_http_status_code() in (502, 503, 504)
+                                               or e.error_code == "TEMPORARILY_UNAVAILABLE"):
+            return True
         if any(t in str(e).lower() for t in _UNAVAILABLE_TEXT):
             return True
         e = e.__cause__ or e.__context__

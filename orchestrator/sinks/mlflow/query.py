@@ -11,9 +11,24 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
-from orchestrator.sinks.mlflow.client import (MAX_METRICS_PER_BATCH, MAX_TAG_VALUE, TAG_ROLE, TAG_SWEEP, TAG_TRIAL,
-                                              BadFilter, _children, _chunks, _file_store, _guarded, _is_unavailable,
-                                              _now_ms, _quoted, _search_all, _upload, client)
+from orchestrator.sinks.mlflow.client import (
+    MAX_METRICS_PER_BATCH,
+    MAX_TAG_VALUE,
+    TAG_ROLE,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    BadFilter,
+    _children,
+    _chunks,
+    _file_store,
+    _guarded,
+    _is_unavailable,
+    _now_ms,
+    _quoted,
+    _search_all,
+    _upload,
+    client,
+)
 
 
 @_guarded
