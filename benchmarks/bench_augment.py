@@ -17,8 +17,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from common import (
+    add_device,
+    cifar_or_digits,
+    data_label,
+    interleaved,
+    on_device,
+    parser,
+    set_threads,
+    synchronized,
+    verdict,
+)
 
-from common import add_device, cifar_or_digits, data_label, interleaved, on_device, parser, set_threads, synchronized, verdict
 from glth_core import dictionaries, models
 from glth_core.data.augment import augmenter
 from glth_core.train import Parameterization, TrainConfig, batch_indices, train

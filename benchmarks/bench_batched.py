@@ -26,9 +26,9 @@ from common import (
 from glth_core import data as datasets
 from glth_core.batched import BatchedTrajectory, prefers_vmap, train_batched
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.streams import round_generator
 from glth_core.train import TrainConfig, train
+from glth_core.trajectory import TrajectoryConfig
 
 TARGET = 2.0
 GPU_TARGET = 5.0

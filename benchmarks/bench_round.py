@@ -42,8 +42,8 @@ from common import REPO, parser, verdict
 from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.train import Parameterization, TrainConfig, evaluate
+from glth_core.trajectory import TrajectoryConfig
 
 TARGET = 1.15
 SHARED = REPO.parent / "shared" / "data"

@@ -34,9 +34,21 @@ from glth_core.records import evaluated_split
 from glth_core.rewind import TrainJob
 from glth_core.streams import round_generator
 from glth_core.ticket import Ticket
-from glth_core.train import (Evaluation, Parameterization, Plan, TrainConfig, Weights, batch_indices, batch_totals,
-                             dense_or_float, eval_batches, evaluation_of, forward_precision, matmul_precision,
-                             run_steps)
+from glth_core.train import (
+    Evaluation,
+    Parameterization,
+    Plan,
+    TrainConfig,
+    Weights,
+    batch_indices,
+    batch_totals,
+    dense_or_float,
+    eval_batches,
+    evaluation_of,
+    forward_precision,
+    matmul_precision,
+    run_steps,
+)
 from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
 __all__ = ["BatchedTrajectory", "check_batchable", "check_batchable_model", "evaluate_batched", "prefers_vmap",

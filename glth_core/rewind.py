@@ -60,8 +60,8 @@ import torch
 from glth_core.schedule import Plan, TrainConfig
 
 if TYPE_CHECKING:
-    from glth_core.trajectory import TrajectoryConfig, TrajectoryState
     from glth_core.train import Weights
+    from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
 REWINDS = ("init", "none", "lr")
 #: norm-preserving rewind: off, per scope tensor, per composite part (or the whole dictionary)

@@ -13,9 +13,9 @@ from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.dictionaries.transforms import dct_matrix
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.sparsify import Segment, sparsify, sparsify_segments
 from glth_core.train import TrainConfig
+from glth_core.trajectory import TrajectoryConfig
 
 SHORT = TrainConfig(steps=10, batch_size=64, lr=0.05)
 

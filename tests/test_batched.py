@@ -9,9 +9,9 @@ from glth_core import data as datasets
 from glth_core.batched import BatchedTrajectory, evaluate_batched, train_batched
 from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 from glth_core.streams import round_generator
 from glth_core.train import DivergedError, TrainConfig, evaluate, train
+from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
 SHORT = TrainConfig(steps=8, batch_size=64, lr=0.05)
 SEEDS = (0, 1, 2)

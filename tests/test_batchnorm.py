@@ -111,7 +111,8 @@ def test_a_resumed_resnet_trajectory_equals_an_uninterrupted_one(digits, tmp_pat
     part.state.save(tmp_path / "s.pt")
     resumed = _traj(digits, rounds=3, rewind=rewind, state=TrajectoryState.load(tmp_path / "s.pt"))
     rest = resumed.run()
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]
+    def strip(rs):
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]
     assert strip(rest) == strip(records)
     assert _same(resumed.state.last, full.state.last)
     if rewind != "init":

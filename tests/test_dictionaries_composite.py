@@ -13,9 +13,9 @@ from torch import nn
 from glth_core import models
 from glth_core.dictionaries import DictionarySpecError, build, label_of, seed_dependent, seeded, validate
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.sparsify import count_to_remove, sparsify, sparsify_dictionary
 from glth_core.train import TrainConfig
+from glth_core.trajectory import TrajectoryConfig
 from orchestrator.sinks.parquet import _SAFE_NAME
 
 torch.set_num_threads(1)

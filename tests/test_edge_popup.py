@@ -9,9 +9,9 @@ from torch.func import functional_call
 
 from glth_core import data as datasets
 from glth_core.experiment import TIMING_COLUMNS
-from glth_core.trajectory import TrajectoryConfig, build_model
 from glth_core.strong.edge_popup import StrongConfig, StrongSearch, StrongState, apportion, top_k
 from glth_core.train import TrainConfig, evaluate
+from glth_core.trajectory import TrajectoryConfig, build_model
 
 #: Adam on the scores, cosine: ~1 s per level for the canonical dictionary on digits
 SEARCH = TrainConfig(epochs=10, batch_size=64, optimizer="adam", lr=0.01, schedule="cosine")

@@ -14,8 +14,8 @@ from torch import nn
 
 from glth_core.export import IndexSelect, count_parameters, export, masked_model
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.train import TrainConfig
+from glth_core.trajectory import TrajectoryConfig
 
 GLTH = str(Path(sys.executable).with_name("glth"))
 TOL = 1e-5

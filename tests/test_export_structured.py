@@ -14,8 +14,8 @@ from torch import nn
 from glth_core import models
 from glth_core.dictionaries import build
 from glth_core.export import IndexSelect, count_parameters, export, masked_model
-from glth_core.ticket import Ticket
 from glth_core.sparsify import sparsify_dictionary
+from glth_core.ticket import Ticket
 from glth_core.train import Parameterization
 
 torch.set_num_threads(1)

@@ -14,8 +14,8 @@ from glth_core.export import export
 from glth_core.flops import count_flops, probe_input, ticket_flops
 from glth_core.imp import Trajectory
 from glth_core.ticket import Ticket
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.train import Parameterization, TrainConfig
+from glth_core.trajectory import TrajectoryConfig
 
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05)
 MLP_DENSE = 2 * (64 * 300 + 300 * 100 + 100 * 10)  # mlp_300_100 on digits: 100,400

@@ -13,8 +13,8 @@ from glth_core import data as datasets
 from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory
 from glth_core.sparsify import sparsify
-from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 from glth_core.train import DivergedError, TrainConfig
+from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
 FAST = TrainConfig(epochs=1, batch_size=64, lr=0.05)
 

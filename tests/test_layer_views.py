@@ -16,9 +16,9 @@ from glth_core import kinds
 from glth_core.export import masked_model
 from glth_core.imp import Trajectory
 from glth_core.imp_kind import EXPERIMENT
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.layer_views import layer_density, mixing_part, tensor_segments
 from glth_core.train import TrainConfig
+from glth_core.trajectory import TrajectoryConfig
 
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05)
 NAMES = ["1.weight", "1.bias", "3.weight", "3.bias", "5.weight", "5.bias"]

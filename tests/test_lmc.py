@@ -15,11 +15,11 @@ from glth_core import data as datasets
 from glth_core.batched import check_batchable
 from glth_core.export import masked_model
 from glth_core.imp import Trajectory
-from glth_core.ticket import Ticket
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.lmc import copy_generators, error_barrier, instability, interpolate, path_errors
 from glth_core.streams import LMC_STREAMS, round_generator
+from glth_core.ticket import Ticket
 from glth_core.train import Plan, TrainConfig, Weights, train
+from glth_core.trajectory import TrajectoryConfig
 
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05)
 DICTIONARIES = [{"kind": "canonical"}, {"kind": "random", "method": "fast"}, {"kind": "bottleneck", "layer": "1", "basis": "dct"}]

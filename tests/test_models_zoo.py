@@ -25,7 +25,7 @@ def resnet_table(depth: int, width: int, classes: int) -> list[tuple[str, tuple]
     d, c_in, i = (depth - 2) // 6, width, 0
     for segment in range(3):
         c = width * 2**segment
-        for b in range(d):
+        for _b in range(d):
             p = f"blocks.{i}"
             rows += [(f"{p}.conv1.weight", (c, c_in, 3, 3)), *bn(f"{p}.bn1", c),
                      (f"{p}.conv2.weight", (c, c, 3, 3)), *bn(f"{p}.bn2", c)]

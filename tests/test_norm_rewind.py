@@ -12,9 +12,9 @@ import torch
 from glth_core import data as datasets
 from glth_core.imp import Trajectory
 from glth_core.imp_kind import EXPERIMENT, _run_name
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.rewind import norm_segments, preserve_norm
 from glth_core.train import TrainConfig
+from glth_core.trajectory import TrajectoryConfig
 
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05)
 COMPOSITE = {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"kind": "canonical"}]}

@@ -16,8 +16,8 @@ from torch import nn
 
 from glth_core import data as datasets
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.train import TrainConfig
+from glth_core.trajectory import TrajectoryConfig
 
 SEED, TAU, ROUNDS = 3, 0.3, 3
 STEPS, BATCH = 15, 128  # digits' 1,293 training images: 11 batches an epoch, so a round crosses an epoch

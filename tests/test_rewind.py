@@ -12,9 +12,9 @@ import torch
 from glth_core import data as datasets
 from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.rewind import rewind_label
 from glth_core.train import Plan, TrainConfig, run_steps
+from glth_core.trajectory import TrajectoryConfig
 
 N_TRAIN, PER_EPOCH = 1293, 21  # digits' training split; ceil(1293 / 64) steps an epoch
 SGD_COSINE = TrainConfig(epochs=2, batch_size=64, lr=0.05, momentum=0.9, schedule="cosine")  # T = 42

@@ -7,9 +7,9 @@ import torch
 
 from glth_core import data as datasets
 from glth_core.imp import Trajectory
-from glth_core.trajectory import TrajectoryConfig
 from glth_core.streams import round_generator
 from glth_core.train import TrainConfig, train
+from glth_core.trajectory import TrajectoryConfig
 
 
 def test_precision_is_validated():

@@ -34,7 +34,8 @@ def digits():
 @pytest.fixture(scope="module")
 def digits32(digits):
     """digits' 8×8 images upsampled to 32×32 (VGG pools five times)."""
-    up = lambda x: F.interpolate(x, size=(32, 32), mode="nearest")
+    def up(x):
+        return F.interpolate(x, size=(32, 32), mode="nearest")
     return dataclasses.replace(digits, input_shape=(1, 32, 32), train_x=up(digits.train_x), val_x=up(digits.val_x),
                                test_x=up(digits.test_x))
 

@@ -53,8 +53,15 @@ from glth_core.state import State
 from glth_core.streams import INIT_STREAM, SCORE_STREAM, round_generator
 from glth_core.strong.selection import SELECTS, MaskSelector, apportion, top_k
 from glth_core.ticket import Ticket
-from glth_core.train import (Parameterization, TrainConfig, batch_indices, forward_precision, input_format, matmul_precision,
-                             run_steps)
+from glth_core.train import (
+    Parameterization,
+    TrainConfig,
+    batch_indices,
+    forward_precision,
+    input_format,
+    matmul_precision,
+    run_steps,
+)
 from glth_core.trajectory import build_model
 
 __all__ = ["SELECTS", "SCORE_STARTS", "INITS", "StrongConfig", "StrongState", "StrongSearch", "MaskSelector", "top_k",

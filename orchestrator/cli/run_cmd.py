@@ -16,10 +16,19 @@ from importlib import resources
 from pathlib import Path
 
 from orchestrator import defaults
-from orchestrator.results import THRESHOLD_RULE
-from orchestrator.cli.common import (EXIT_ALL_FAILED, EXIT_STATUSES, BadInput, load_sweep, outputs_dir, read_rows,
-                                     resolve_storage, storage_setting, sweep_lease)
+from orchestrator.cli.common import (
+    EXIT_ALL_FAILED,
+    EXIT_STATUSES,
+    BadInput,
+    load_sweep,
+    outputs_dir,
+    read_rows,
+    resolve_storage,
+    storage_setting,
+    sweep_lease,
+)
 from orchestrator.cli.summary import has_own_summary, render_failures, render_results
+from orchestrator.results import THRESHOLD_RULE
 
 
 def add_parsers(sub, parents) -> None:

@@ -78,13 +78,13 @@ def kind_model(kind: str) -> type[BaseModel]:
 def part_union() -> Any:
     """A composite's part: any kind but composite, with its optional ``tau``."""
     models = [_model(k, PART_KEYS, "Part") for k in dictionaries.KINDS if k != COMPOSITE]
-    return Annotated[Union[tuple(models)], Field(discriminator="kind")]
+    return Annotated[tuple(models), Field(discriminator="kind")]
 
 
 @functools.cache
 def spec_union() -> Any:
     """One dictionary spec: a union of the kinds' models, discriminated on ``kind``."""
-    return Annotated[Union[tuple(kind_model(k) for k in dictionaries.KINDS)], Field(discriminator="kind")]
+    return Annotated[tuple(kind_model(k) for k in dictionaries.KINDS), Field(discriminator="kind")]
 
 
 def _as_given(value, handler):
@@ -98,7 +98,7 @@ def _as_given(value, handler):
 def axis_type() -> Any:
     """A spec's ``dictionary:`` value: one spec, or a list of them (a grid axis), kept as given."""
     one = spec_union()
-    return Annotated[Union[one, list[one]], WrapValidator(_as_given)]
+    return Annotated[one | list[one], WrapValidator(_as_given)]
 
 
 # -- one-line errors, phrased as the library phrases them (``options.parse``) ---------------------

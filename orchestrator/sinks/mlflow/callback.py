@@ -21,10 +21,18 @@ from collections.abc import Iterable
 from ray.tune import Callback
 
 from orchestrator.sinks.mlflow import curves
-from orchestrator.sinks.mlflow.client import (MlflowUnavailable, _children, _find_or_create_child, _guard,
-                                              client)
-from orchestrator.sinks.mlflow.sync import (_end_tags, _finish, _pending_rounds, _run_name, _send, _target, outcome_of,
-                                            row_config, rows_expected)
+from orchestrator.sinks.mlflow.client import MlflowUnavailable, _children, _find_or_create_child, _guard, client
+from orchestrator.sinks.mlflow.sync import (
+    _end_tags,
+    _finish,
+    _pending_rounds,
+    _run_name,
+    _send,
+    _target,
+    outcome_of,
+    row_config,
+    rows_expected,
+)
 
 
 class MlflowWriter(Callback):

@@ -25,10 +25,23 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from orchestrator.sinks.mlflow import curves
-from orchestrator.sinks.mlflow.client import (MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE,
-                                              TAG_ARTIFACTS, TAG_STATUS, _children, _chunks, _find_or_create_child,
-                                              _find_or_create_parent, _guarded, _now_ms, _number, _upload, client,
-                                              ensure_experiment)
+from orchestrator.sinks.mlflow.client import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_PER_BATCH,
+    MAX_TAG_VALUE,
+    TAG_ARTIFACTS,
+    TAG_STATUS,
+    _children,
+    _chunks,
+    _find_or_create_child,
+    _find_or_create_parent,
+    _guarded,
+    _now_ms,
+    _number,
+    _upload,
+    client,
+    ensure_experiment,
+)
 
 # logged at step = round; rank only for grouped dictionaries (None otherwise)
 ROUND_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "train_accuracy", "train_loss",
