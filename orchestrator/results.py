@@ -14,7 +14,7 @@ import json
 
 import pandas as pd
 
-from glth_core import kinds
+from glth_core import controls, kinds
 
 FORMATS = ("table", "csv", "json", "markdown")
 #: which split chooses thresholds, peaks and rounds: validation by default; test only when asked
@@ -158,8 +158,7 @@ def curve_label(row, varying: tuple[str, ...] = ("tau",)) -> str:
     """A curve's name in tables and legends: the dictionary, its control, and whichever of
     dataset / model / τ / rewind appear in ``varying`` (those that differ within the sweep)."""
     label = str(row["dictionary"])
-    if row.get("control", "none") != "none":
-        label += f" [{row['control']}]"
+    label += controls.label(row.get("control"))
     if "tau" in varying:
         label += f" τ={float(row['tau']):g}"
     if "rewind" in varying:
@@ -185,7 +184,7 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
         return json.dumps(clean.to_dict("records"), indent=1, default=float)
     view = pd.DataFrame({
         **{k: summary[k] for k in ("dataset", "model") if k in varying(summary)},
-        "dictionary": summary["dictionary"] + summary["control"].map(lambda c: "" if c == "none" else f" [{c}]"),
+        "dictionary": summary["dictionary"] + summary["control"].map(controls.label),
         "tau": summary["tau"],
         "rewind": summary["rewind"],
         "round": summary["round"],

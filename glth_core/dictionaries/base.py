@@ -204,6 +204,9 @@ class Dictionary(Movable):
 
     #: LongTensor (size,) mapping element → group id, or None when elements prune one by one.
     groups: torch.Tensor | None = None
+    #: LongTensor of group ids fixed before training, the first most important (the structured
+    #: control keeps them in this order), or None: the kind orders nothing
+    group_order: torch.Tensor | None = None
 
     def __init__(self, scope: tuple[ScopeEntry, ...]):
         self.scope = scope
