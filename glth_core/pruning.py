@@ -40,7 +40,7 @@ def check_pruning(config: "TrajectoryConfig") -> None:
 def layer_segments(config: "TrajectoryConfig", dictionary) -> tuple | None:
     """The segments ``sparsify_segments`` prunes by: None for one global ordering, a composite's
     ``tau_segments``, or one segment per scope tensor for layerwise pruning / ``layer_tau``."""
-    own = getattr(dictionary, "tau_segments", None)
+    own = dictionary.tau_segments
     if config.pruning == "global" and not config.layer_tau:
         return own or None
     if own:

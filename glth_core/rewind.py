@@ -154,8 +154,7 @@ def norm_segments(dictionary, mode: str) -> list[tuple[int, int]]:
     if mode == "none":
         return []
     if mode == "part":
-        parts = getattr(dictionary, "part_ranges", None)
-        return [(start, stop) for _, start, stop in parts()] if parts is not None else [(0, dictionary.size)]
+        return [(start, stop) for _, start, stop in dictionary.part_ranges()]
     segments = tensor_segments(dictionary)
     mixed = [name for name, seg in segments.items() if seg is None]
     if mixed:

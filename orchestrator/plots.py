@@ -315,7 +315,7 @@ def _bottleneck_dictionary(config: dict):
     from glth_core import data, dictionaries, models
 
     spec = config.get("dictionary") or {}
-    if spec.get("kind") != "bottleneck" or spec.get("basis") not in ("identity", "dct"):
+    if not spec or not dictionaries.kind_of(spec).maps_input_pixels(spec):
         return None
     source = data.DATASETS[config["dataset"]]
     net = models.build(config["model"], source.input_shape, source.num_classes)

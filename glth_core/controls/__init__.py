@@ -13,7 +13,7 @@ from glth_core.controls.random_mask import RandomMask
 from glth_core.controls.reinit import REINIT_SEED_OFFSET, Reinit
 from glth_core.controls.structured import Structured
 
-__all__ = ["CONTROLS", "Control", "REINIT_SEED_OFFSET", "control_of", "is_imp", "label", "suffix"]
+__all__ = ["CONTROLS", "REINIT_SEED_OFFSET", "Control", "control_of", "is_imp", "label", "suffix"]
 
 CONTROLS: dict[str, type[Control]] = {c.name: c for c in (NoControl, RandomMask, Reinit, Structured, OneShot)}
 

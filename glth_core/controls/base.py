@@ -42,7 +42,7 @@ class Control:
     marker: ClassVar[str] = "v"
     line: ClassVar[str] = "-."
 
-    def __init__(self, config: "TrajectoryConfig", dictionary, segments: tuple | None):
+    def __init__(self, config: TrajectoryConfig, dictionary, segments: tuple | None):
         self.config, self.dictionary, self.segments = config, dictionary, segments
 
     # -- what the control declares (class-level: no trajectory needed) ----------------------------
@@ -62,11 +62,11 @@ class Control:
         return "" if cls.is_imp() else f" [{cls.name}]"
 
     @classmethod
-    def check(cls, config: "TrajectoryConfig") -> None:
+    def check(cls, config: TrajectoryConfig) -> None:
         """Options this control cannot combine with: a one-line ``ValueError`` naming the field."""
 
     @classmethod
-    def extra_seeds(cls, config: "TrajectoryConfig") -> dict:
+    def extra_seeds(cls, config: TrajectoryConfig) -> dict:
         """The seeds this control draws with, by name (recorded with the results)."""
         return {}
 
@@ -76,12 +76,12 @@ class Control:
         return cls.scores == "dense"
 
     @classmethod
-    def fresh_init_seed(cls, config: "TrajectoryConfig") -> int | None:
+    def fresh_init_seed(cls, config: TrajectoryConfig) -> int | None:
         """The seed of a fresh initialization built at round 0 (``TrajectoryState.reinit``), if any."""
         return None
 
     @classmethod
-    def extra_starts(cls, state: "TrajectoryState") -> list:
+    def extra_starts(cls, state: TrajectoryState) -> list:
         """The starts (``Weights``) of the trainings this control adds to every round."""
         return []
 

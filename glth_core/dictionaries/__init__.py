@@ -21,7 +21,7 @@ from glth_core.dictionaries.random import RandomRotation
 from glth_core.dictionaries.options import Spec, parse
 
 __all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "Spec", "KINDS", "build", "validate", "label_of",
-           "resolve_scope", "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs"]
+           "resolve_scope", "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs", "kind_of"]
 
 #: kind name → its class (the builder): FIELDS, LABEL, check(opts, model), build(opts, model, train_x)
 KINDS: dict[str, type] = {
@@ -32,6 +32,12 @@ KINDS: dict[str, type] = {
     "channels": Channels,
     "composite": Composite,
 }
+
+
+def kind_of(spec: dict) -> type[Dictionary]:
+    """The class of a spec's kind (what the kind can do, asked without building anything); a
+    missing or unknown kind: a one-line DictionarySpecError."""
+    return parse(spec, KINDS)[0]
 
 
 def label_of(spec: dict) -> str:
