@@ -211,7 +211,7 @@ class BatchedTrajectory:
         first = Trajectory(configs[0], data, states[0])
         check_batchable_model(first.model)
         d = first.dictionary
-        if getattr(d, "basis", None) == "pca" and not getattr(d, "is_input_layer", False):
+        if d.varies_with_init:
             raise ValueError("dictionary.basis: pca on a layer past the input depends on each seed's "
                              "initialization, so its seeds cannot share one dictionary")
         self.configs = list(configs)

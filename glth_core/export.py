@@ -111,7 +111,7 @@ def export(model: nn.Module, dictionary: Dictionary, ticket, factorize: str = "a
     net = masked_model(model, dictionary, ticket)
     w = ticket.weights()
     coeffs, mask = w.coeffs, ticket.mask.to(torch.bool)
-    if getattr(dictionary, "kind", None) != "composite":
+    if dictionary.parts is None:
         plan = plan_for(net, dictionary, coeffs, mask, factorize, fold_previous)
         plan.apply(net)
         return _exported(net, plan)

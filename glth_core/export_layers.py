@@ -235,8 +235,4 @@ def plan_channels(net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, f
 def plan_for(net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str = "auto",
              fold_previous: bool = True) -> Plan:
     """The plan for one (non-composite) dictionary's ticket on the masked network ``net``."""
-    if d.kind == "bottleneck":
-        return plan_bottleneck(net, d, coeffs, mask, factorize, fold_previous)
-    if d.kind == "channels":
-        return plan_channels(net, d, coeffs, mask, factorize, fold_previous)
-    return Plan("masked-dense", note=f"a {d.kind} dictionary has no structure to remove: its weights stay dense")
+    return d.export_plan(net, coeffs, mask, factorize, fold_previous)  # the kind's (``Dictionary.export_plan``)

@@ -18,9 +18,10 @@ import torch
 
 from glth_core import data as datasets
 from glth_core import dictionaries
+from glth_core.controls import control_of
 from glth_core.data.augment import augmenter
 from glth_core.lmc import copy_generators, instability
-from glth_core.pruning import MaskRule
+from glth_core.pruning import mask_rule
 from glth_core.records import round_record
 from glth_core.rewind import TrainJob, is_late, norm_segments, rewind_step, round_jobs
 from glth_core.rounds import RoundRunner
@@ -28,7 +29,7 @@ from glth_core.schedule import Plan
 from glth_core.streams import round_generator
 from glth_core.ticket import Ticket
 from glth_core.train import Evaluation, Parameterization, Weights, train
-from glth_core.trajectory import REINIT_SEED_OFFSET, TrajectoryConfig, TrajectoryState, build_model
+from glth_core.trajectory import TrajectoryConfig, TrajectoryState, build_model
 
 __all__ = ["Trajectory", "run_trajectory"]
 
@@ -59,11 +60,11 @@ class Trajectory(RoundRunner):
             init = self.param.weights_of(self.model)
             mask = torch.ones(self.dictionary.size, dtype=torch.bool, device=init.coeffs.device)
             state = TrajectoryState(round=0, mask=mask, init=init, rewind_point=None, last=None)
-            if config.control == "reinit":
-                fresh = build_model(config, self.data, config.seed + REINIT_SEED_OFFSET)
-                state.reinit = self.param.weights_of(fresh)
+            fresh_seed = control_of(config.control).fresh_init_seed(config)
+            if fresh_seed is not None:  # a control that trains from a fresh initialization (reinit)
+                state.reinit = self.param.weights_of(build_model(config, self.data, fresh_seed))
         self.state = state
-        self.mask_rule = MaskRule(config, self.dictionary)
+        self.mask_rule = mask_rule(config, self.dictionary)
         self.norm_segments = norm_segments(self.dictionary, config.rewind_norm)
         self._rewind_point: Weights | None = None
         self.ticket: Ticket | None = None  # set by each run_round
@@ -95,9 +96,9 @@ class Trajectory(RoundRunner):
         return {**out, "lmc_seconds": time.perf_counter() - t0}
 
     def round_jobs(self) -> list[TrainJob]:
-        """The trainings this round needs, in order: the ticket's own, then (reinit control) its
-        mask from the fresh init (``glth_core.rewind.round_jobs``). ``finish_round`` takes their
-        results; ``glth_core.batched`` runs each job for several seeds at once."""
+        """The trainings this round needs, in order: the ticket's own, then the control's
+        extra ones (reinit: its mask from the fresh init; ``glth_core.rewind.round_jobs``).
+        ``finish_round`` takes their results; ``glth_core.batched`` runs each job for several seeds at once."""
         if self.done:
             raise RuntimeError("trajectory already finished")
         self._rewind_point = None
@@ -112,13 +113,13 @@ class Trajectory(RoundRunner):
         """Record, ticket and next mask from the (trained weights, steps) of each ``round_jobs``
         job; ``seconds`` is the round's training time; ``evaluations``: see ``round_record``;
         ``extra``: more columns of the record (the round's LMC)."""
-        cfg, st = self.config, self.state
+        st = self.state
         (trained, _), (shown, steps) = results[0], results[-1]  # the record is of the shown training
         record = {**self._record(shown, steps, seconds, evaluations, eval_seconds), **(extra or {})}
         self.ticket = Ticket.of(st.round, st.mask, shown)
         if self._rewind_point is not None:
             st.rewind_point, self._rewind_point = self._rewind_point, None
-        if st.round == 0 and cfg.control == "oneshot":
+        if st.round == 0 and self.mask_rule.keeps_dense_scores():
             st.dense_scores = trained.coeffs.detach().clone()
         st.records.append(record)
         st.last = trained

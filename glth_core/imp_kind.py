@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from glth_core import dictionaries
 from glth_core.batched import BatchedTrajectory, check_batchable
+from glth_core.controls import control_of
 from glth_core.experiment import Experiment, dictionary_columns, json_or_str
 from glth_core.imp import Trajectory
 from glth_core.layer_views import mixing_part
@@ -42,7 +43,7 @@ def _describe(c: TrajectoryConfig) -> dict:
 
 
 def _run_name(c: TrajectoryConfig) -> str:
-    ctl = "" if c.control == "none" else f"-{c.control}"
+    ctl = control_of(c.control).suffix()
     label = dictionaries.label_of(c.dictionary_spec) + pruning_label(c)
     return f"{label}{ctl}-tau{c.tau:g}-{rewind_label(c.rewind)}-s{c.seed}"
 

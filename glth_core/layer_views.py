@@ -22,29 +22,15 @@ import json
 import torch
 from torch import nn
 
-from glth_core.sparsify import TENSOR_ALIGNED_KINDS
-
-__all__ = ["mixes_tensors", "tensor_segments", "layer_density", "layer_density_json", "mixing_part"]
-
-
-def mixes_tensors(kind: str, scope) -> bool:
-    """Whether a dictionary of ``kind`` over ``scope`` (ScopeEntry's) has elements spanning tensors."""
-    return kind not in TENSOR_ALIGNED_KINDS and len(scope) > 1
-
-
-def _pieces(dictionary) -> list[tuple]:
-    """(dictionary, start of its coefficients) for each part of a composite, or the dictionary itself."""
-    if getattr(dictionary, "parts", None) is None:
-        return [(dictionary, 0)]
-    return [(d, start) for d, start, _ in dictionary.part_ranges()]
+__all__ = ["tensor_segments", "layer_density", "layer_density_json", "mixing_part"]
 
 
 def tensor_segments(dictionary) -> dict[str, tuple[int, int] | None]:
     """Scope tensor name → the coefficients [start, stop) that belong to it, or None where the tensor's
     coefficients are shared with other tensors (a rotation mixing them)."""
     out: dict[str, tuple[int, int] | None] = {}
-    for d, start in _pieces(dictionary):
-        mixed = mixes_tensors(d.kind, d.scope)
+    for d, start, _ in dictionary.part_ranges():
+        mixed = d.mixes_tensors(d.scope)
         for e in d.scope:
             out[e.name] = None if mixed else (start + e.offset, start + e.offset + e.numel)
     return out
@@ -77,12 +63,7 @@ def mixing_part(spec: dict, model: nn.Module) -> str | None:
     from glth_core.dictionaries.options import parse
 
     cls, opts = parse(spec, KINDS)
-    if opts["kind"] == "composite":
-        items = [(f"part {i} (kind {p.opts['kind']})", p.opts["kind"], scope)
-                 for i, (p, _, scope) in enumerate(cls.resolved_parts(opts, model))]
-    else:
-        items = [(f"kind {opts['kind']}", opts["kind"], cls.scope_of(opts, model))]
-    for what, kind, scope in items:
-        if mixes_tensors(kind, scope):
+    for what, kind, scope in cls.spec_pieces(opts, model):
+        if kind.mixes_tensors(scope):
             return f"{what} mixes its {len(scope)} scope tensors"
     return None

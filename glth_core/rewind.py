@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from glth_core.controls import control_of
 from glth_core.schedule import Plan, TrainConfig
 
 if TYPE_CHECKING:
@@ -154,8 +155,7 @@ def norm_segments(dictionary, mode: str) -> list[tuple[int, int]]:
     if mode == "none":
         return []
     if mode == "part":
-        parts = getattr(dictionary, "part_ranges", None)
-        return [(start, stop) for _, start, stop in parts()] if parts is not None else [(0, dictionary.size)]
+        return [(start, stop) for _, start, stop in dictionary.part_ranges()]
     segments = tensor_segments(dictionary)
     mixed = [name for name, seg in segments.items() if seg is None]
     if mixed:
@@ -187,8 +187,8 @@ def preserve_norm(start: "Weights", mask: torch.Tensor, segments) -> "Weights":
 
 def round_jobs(config: "TrajectoryConfig", state: "TrajectoryState", n_train: int,
                capture: Callable[["Weights"], None], segments: list[tuple[int, int]] | None = None) -> list[TrainJob]:
-    """The trainings of ``state``'s next round: the ticket's, then (reinit control) the fresh
-    initialization's. ``capture(w_k)`` receives round 0's weights at the late-rewinding step.
+    """The trainings of ``state``'s next round: the ticket's, then the control's extra ones
+    (``Control.extra_starts``: reinit's fresh initialization). ``capture(w_k)`` receives round 0's weights at the late-rewinding step.
     ``segments`` (``norm_segments``): the rewound starts of rounds ≥ 1 keep their norm there."""
     rewind, t = config.rewind, state.round
     k = rewind_step(rewind, config.train, n_train)
@@ -215,10 +215,10 @@ def round_jobs(config: "TrajectoryConfig", state: "TrajectoryState", n_train: in
     if rescale:
         ticket = ticket._replace(start=preserve_norm(ticket.start, state.mask, segments))
     jobs = [ticket]
-    if config.control == "reinit":  # the record is the ticket's mask trained from a fresh init
+    for start in control_of(config.control).extra_starts(state):  # reinit: the mask from a fresh init
         if continues_trained(rewind):
-            jobs.append(TrainJob(state.reinit, Plan(), None, t))
+            jobs.append(TrainJob(start, Plan(), None, t))
         else:
-            fresh = preserve_norm(state.reinit, state.mask, segments) if rescale else state.reinit
+            fresh = preserve_norm(start, state.mask, segments) if rescale else start
             jobs.append(TrainJob(fresh, ticket.plan, None, ticket.data_round))
     return jobs

@@ -26,7 +26,6 @@ import torch
 
 ROUNDINGS = ("round", "ceil", "open_lth")
 #: kinds whose coefficients each belong to one scope tensor (a block never spans two tensors)
-TENSOR_ALIGNED_KINDS = ("canonical", "blockdiag", "bottleneck", "channels")
 
 
 class Segment(NamedTuple):
@@ -115,10 +114,8 @@ def tensor_index(dictionary, field: str) -> torch.Tensor:
     """LongTensor (size,): the scope tensor (index into ``dictionary.scope``) each coefficient
     belongs to, or a one-line ValueError naming ``field`` where coefficients mix tensors (a
     rotation of several tensors together) or a group spans two tensors."""
-    parts = getattr(dictionary, "parts", None)
-    pieces = parts if parts is not None else [dictionary]
-    for d in pieces:
-        if d.kind not in TENSOR_ALIGNED_KINDS and len(d.scope) > 1:
+    for d, _, _ in dictionary.part_ranges():
+        if d.mixes_tensors(d.scope):
             raise ValueError(f"{field}: per-tensor selection needs coefficients that each belong to one tensor; "
                              f"dictionary kind {d.kind} mixes its {len(d.scope)} scope tensors (a slice of a rotated "
                              "vector is no tensor's); use global")
@@ -142,4 +139,4 @@ def sparsify_dictionary(coeffs: torch.Tensor, mask: torch.Tensor, tau: float, di
     a dictionary with ``tau_segments`` (a composite whose parts carry their own τ) prunes each
     segment with a τ of its own among its own elements/groups, and all τ-less segments together,
     in one ordering, at ``tau`` (``sparsify_segments``)."""
-    return sparsify_segments(coeffs, mask, tau, dictionary.groups, getattr(dictionary, "tau_segments", None), rounding)
+    return sparsify_segments(coeffs, mask, tau, dictionary.groups, dictionary.tau_segments, rounding)

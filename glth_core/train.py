@@ -67,7 +67,7 @@ class Parameterization:
         self.model = model
         self.dictionary = dictionary
         self.scope = set(dictionary.scope_names)
-        self.input_bottleneck = bool(getattr(dictionary, "is_input_layer", False))
+        self.input_bottleneck = bool(dictionary.is_input_layer)
         self.free_names = [n for n, _ in model.named_parameters() if n not in self.scope]
         #: buffers (BatchNorm's running statistics): carried in ``Weights.free``, updated in place
         #: by training-mode forwards, never given gradients

@@ -15,8 +15,9 @@ import torch
 from glth_core import data as datasets
 from glth_core import dictionaries, models
 from glth_core.config import Config, SeededDictionary
+from glth_core.controls import REINIT_SEED_OFFSET, control_of
 from glth_core.lmc import check_lmc
-from glth_core.pruning import CONTROLS, check_pruning
+from glth_core.pruning import check_pruning
 from glth_core.rewind import check_rewind, check_rewind_norm, check_with_train
 from glth_core.schedule import TrainConfig
 from glth_core.sparsify import ROUNDINGS
@@ -25,13 +26,11 @@ from glth_core.train import Weights
 
 __all__ = ["TrajectoryConfig", "TrajectoryState", "build_model", "REINIT_SEED_OFFSET"]
 
-REINIT_SEED_OFFSET = 7919  # the fresh initialization of the reinit control uses seed + this
-
 
 @dataclass(frozen=True)
 class TrajectoryConfig(SeededDictionary, Config):
     """Everything that determines a trajectory; its identity hashes to the trial id. ``rewind``,
-    ``rewind_norm``: see ``glth_core.rewind``; ``control``, ``prune_rounding``, ``pruning``,
+    ``rewind_norm``: see ``glth_core.rewind``; ``control`` (``glth_core.controls``), ``prune_rounding``, ``pruning``,
     ``layer_tau``: see ``glth_core.pruning``; ``lmc_points``: see ``glth_core.lmc``."""
 
     KIND: ClassVar[str] = "imp"
@@ -65,8 +64,7 @@ class TrajectoryConfig(SeededDictionary, Config):
     lmc_points: int = 0
 
     def check(self):
-        if self.control not in CONTROLS:
-            raise ValueError(f"control: {self.control!r} is not one of {', '.join(CONTROLS)}")
+        control_of(self.control)  # an unknown name: one line listing ``CONTROLS``
         if not 0.0 < self.tau < 1.0:
             raise ValueError(f"tau: must be in (0, 1), got {self.tau}")
         if self.rounds < 1:
@@ -82,9 +80,8 @@ class TrajectoryConfig(SeededDictionary, Config):
 
     def extra_seeds(self) -> dict:
         return {
-            # random masks, and the structured control's random order where the dictionary has none
-            "random_mask": self.seed if self.control in ("random_mask", "structured") else None,
-            "reinit": self.seed + REINIT_SEED_OFFSET if self.control == "reinit" else None,
+            # the control's draws (``glth_core.controls``): these two keys are always recorded
+            "random_mask": None, "reinit": None, **control_of(self.control).extra_seeds(self),
             # the two LMC copies' data orders: round_generator(seed, round, streams 4 and 5)
             "lmc_data_orders": self.seed if self.lmc_points else None,
         }
@@ -101,7 +98,7 @@ class TrajectoryState(State):
     last: Weights | None
     records: list[dict] = field(default_factory=list)
     reinit: Weights | None = None
-    #: the dense round's trained coefficients (``control: oneshot`` cuts every mask from them)
+    #: the dense round's trained coefficients (kept for a control that cuts every mask from them: oneshot)
     dense_scores: torch.Tensor | None = None
 
 

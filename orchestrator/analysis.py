@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from glth_core import dictionaries
 from glth_core.dictionaries import varies_with_seed
 from orchestrator import atomic
 from orchestrator.axes import with_axes
@@ -92,9 +93,10 @@ def _layer_shape(model: str, dataset: str, layer: str) -> tuple[int, int]:
 def group_mask(config: dict, mask: torch.Tensor) -> torch.Tensor | None:
     """Kept groups of a bottleneck ticket (columns of U), or None for ungrouped dictionaries."""
     spec = config.get("dictionary") or {}
-    if spec.get("kind") != "bottleneck":
+    layer = dictionaries.kind_of(spec).input_columns_layer(spec) if spec else None
+    if layer is None:
         return None
-    d_out, d_in = _layer_shape(config["model"], config["dataset"], spec["layer"])
+    d_out, d_in = _layer_shape(config["model"], config["dataset"], layer)
     return mask.view(d_out, d_in).any(dim=0)
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from glth_core import controls
+from glth_core.controls.structured import Structured
 from orchestrator.analysis import group_mask, jaccard
 from orchestrator.results import CURVE, curve_rows
 
-BASELINE = "structured"
+BASELINE = Structured.name
 COLUMNS = ["jaccard_vs_structured", "group_jaccard_vs_structured"]
 _TWIN = [k for k in CURVE if k != "control"]
 
@@ -32,7 +34,7 @@ def baseline_overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
     out = []
     if "control" not in ok or not (ok["control"] == BASELINE).any():
         return pd.DataFrame(columns=[*CURVE, "round", *COLUMNS])
-    for key, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True, dropna=False):
+    for key, curve in ok[ok["control"].map(controls.is_imp).astype(bool)].groupby(CURVE, sort=True, dropna=False):
         fields = dict(zip(CURVE, key))
         twin = ok[(ok["control"] == BASELINE)]
         for k in _TWIN:

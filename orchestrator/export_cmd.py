@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from glth_core import controls, kinds
 from glth_core import export as gexport
-from glth_core import kinds
 from glth_core.flops import count_flops
 from orchestrator import atomic
 from orchestrator.analysis import experiment_of
@@ -50,7 +50,7 @@ def pick_trial(rows, key: str) -> str:
     if len(match) != 1:
         why = "is ambiguous" if match else "matches no trial"
         listing = ", ".join(
-            f"{r.trial_id} ({r.dictionary}{'' if r.control == 'none' else ' ' + r.control}, seed {r.seed})"
+            f"{r.trial_id} ({r.dictionary}{'' if controls.is_imp(r.control) else ' ' + r.control}, seed {r.seed})"
             for r in rows.drop_duplicates("trial_id").sort_values(["dictionary", "seed"]).itertuples()
         )
         raise ExportError(f"--trial: {key!r} {why}; trials: {listing}")

@@ -25,12 +25,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from glth_core import controls  # noqa: E402
 from orchestrator.axes import with_axes  # noqa: E402
 from orchestrator.results import CURVE, curve_label, is_strong_search, summarize, threshold_index, varying  # noqa: E402
 
 CHANNEL_NAMES = {1: ("",), 3: ("R", "G", "B")}
-#: control → (marker, line style) in Fig. 2; a control shares its dictionary's colour
-CONTROL_STYLE = {"none": ("o", "-"), "random_mask": ("s", "--"), "reinit": ("^", ":")}
 MAX_SEED_ROWS = 4
 
 
@@ -83,14 +82,14 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     strong = is_strong_search(rows)
     colors = _colors([lab for lab, _ in curves])
     for label, curve in curves:
-        kind = curve["control"].iloc[0]
-        control = kind != "none"
+        kind = controls.control_of(curve["control"].iloc[0])  # its marker and line; its dictionary's colour
+        control = not kind.is_imp()
         comp = curve["compression_mean"].to_numpy()
         x = np.maximum(1.0 - comp, 1e-6) if log_remaining else comp
         m = 100 * curve["test_accuracy_mean"].to_numpy()
         h = 100 * _band(curve["test_accuracy_mean"].to_numpy(), curve["test_accuracy_std"].to_numpy(), curve["seeds"].to_numpy())
         color = colors[label]
-        marker, ls = CONTROL_STYLE.get(kind, ("v", "-."))
+        marker, ls = kind.marker, kind.line
         ax.plot(x, m, marker=marker, ms=3.5 if control else 4, lw=1.3 if control else 1.8, ls=ls, color=color,
                 label=label, zorder=3)
         if not control:  # controls get no band: nine overlapping bands would hide every curve
@@ -109,7 +108,8 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     means = 100 * summary["test_accuracy_mean"]
     ax.set_ylim(max(0.0, means.min() - 4), min(100.0, means.max() + 2.5))
     dense = summary[summary["round"] == summary["round"].min()]
-    dense = dense[dense["control"] == "none"] if (dense["control"] == "none").any() else dense
+    imp = dense["control"].map(controls.is_imp).astype(bool)
+    dense = dense[imp] if imp.any() else dense
     networks = [k for k in ("model", "dataset") if k in dense and dense[k].nunique() > 1]
     if len(dense) and not strong and networks:  # one line would average different networks' dense accuracies
         ax.plot([], [], ls="none", label=f"dense: each curve's round 0 (the {' and '.join(n + 's' for n in networks)} differ)")
@@ -128,7 +128,7 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     ax.set_ylabel("test accuracy (%)")
     seeds = int(summary["seeds"].max())
     note = f"mean over {seeds} seeds; band: 95% CI of the mean" if seeds > 1 else "one seed (no band)"
-    if (summary["control"] != "none").any():
+    if not summary["control"].map(controls.is_imp).all():
         note += "; dashed: random masks, dotted: re-initialized"
     if not strong:
         note += f"\nthreshold (star) chosen on {'validation' if select_on == 'val' else 'TEST'} accuracy"
@@ -184,7 +184,7 @@ def rank_vs_round(rows: pd.DataFrame, path, title: str | None = None) -> Path | 
     full = 0.0
     for i, (label, curve) in enumerate(curves):
         g = curve.groupby("round").agg(rank=("rank", "mean"), acc=("test_accuracy", "mean")).reset_index()
-        control = curve["control"].iloc[0] != "none"
+        control = not controls.is_imp(curve["control"].iloc[0])
         style = dict(marker=markers[i % len(markers)], ms=4, ls="--" if control else "-", color=colors[label],
                      label=label, alpha=0.9)
         ax.plot(g["round"], g["rank"], **style)
@@ -316,7 +316,7 @@ def _bottleneck_dictionary(config: dict):
     from glth_core import data, dictionaries, models
 
     spec = config.get("dictionary") or {}
-    if spec.get("kind") != "bottleneck" or spec.get("basis") not in ("identity", "dct"):
+    if not spec or not dictionaries.kind_of(spec).maps_input_pixels(spec):
         return None
     source = data.DATASETS[config["dataset"]]
     net = models.build(config["model"], source.input_shape, source.num_classes)
@@ -356,7 +356,7 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = N
         written.append(rank)
     written += plot_layers(ok, out)  # per-layer density, FLOPs, LMC barrier (orchestrator.plots_layers)
     basis_done = False
-    for _, curve in ok[ok["control"] == "none"].groupby(CURVE, sort=True, dropna=False):
+    for _, curve in ok[ok["control"].map(controls.is_imp).astype(bool)].groupby(CURVE, sort=True, dropna=False):
         config = json.loads(curve["config"].iloc[0])
         dic = _bottleneck_dictionary(config)
         if dic is None:

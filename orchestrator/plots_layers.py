@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from glth_core import controls
 from orchestrator import plots as base
 from orchestrator.axes import with_axes
 from orchestrator.results import CURVE, curve_label, varying
@@ -95,7 +96,7 @@ def _per_curve(ax, curves, column: str, colors: dict, scale: float = 1.0) -> Non
     for label, curve in curves:
         g = curve.groupby("round").agg(x=("compression", "mean"), m=(column, "mean"), lo=(column, "min"),
                                        hi=(column, "max")).reset_index()
-        control = curve["control"].iloc[0] != "none"
+        control = not controls.is_imp(curve["control"].iloc[0])
         ax.plot(g["x"], scale * g["m"], marker="o", ms=3.5, ls="--" if control else "-", color=colors[label], label=label)
         if not control:
             ax.fill_between(g["x"], scale * g["lo"], scale * g["hi"], color=colors[label], alpha=0.12, lw=0)

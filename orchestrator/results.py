@@ -14,7 +14,7 @@ import json
 
 import pandas as pd
 
-from glth_core import kinds
+from glth_core import controls, kinds
 from orchestrator.axes import AXES, with_axes
 
 FORMATS = ("table", "csv", "json", "markdown")
@@ -172,8 +172,7 @@ def curve_label(row, varying: tuple[str, ...] = ("tau",)) -> str:
     model / τ / rewind appear in ``varying`` (those that differ within the sweep), and the other
     fields the sweep varies (``axes``: ``canonical · lr=0.05``)."""
     label = str(row["dictionary"])
-    if row.get("control", "none") != "none":
-        label += f" [{row['control']}]"
+    label += controls.label(row.get("control"))
     if "tau" in varying:
         label += f" τ={float(row['tau']):g}"
     if "rewind" in varying:
@@ -201,7 +200,7 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
         return json.dumps(clean.to_dict("records"), indent=1, default=float)
     view = pd.DataFrame({
         **{k: summary[k] for k in ("dataset", "model") if k in varying(summary)},
-        "dictionary": summary["dictionary"] + summary["control"].map(lambda c: "" if c == "none" else f" [{c}]")
+        "dictionary": summary["dictionary"] + summary["control"].map(controls.label)
         + (summary[AXES].map(lambda a: f" · {a}" if a else "") if AXES in summary else ""),
         "tau": summary["tau"],
         "rewind": summary["rewind"],

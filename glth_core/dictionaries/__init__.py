@@ -17,10 +17,16 @@ from glth_core.dictionaries.options import Spec, parse
 from glth_core.dictionaries.registry import PART_KINDS
 
 __all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "Spec", "KINDS", "build", "validate", "label_of",
-           "resolve_scope", "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs"]
+           "resolve_scope", "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs", "kind_of"]
 
 #: kind name → its class (the builder): every kind of ``registry.PART_KINDS``, and the composite of them
 KINDS: dict[str, type] = {**PART_KINDS, "composite": Composite}
+
+
+def kind_of(spec: dict) -> type[Dictionary]:
+    """The class of a spec's kind (what the kind can do, asked without building anything); a
+    missing or unknown kind: a one-line DictionarySpecError."""
+    return parse(spec, KINDS)[0]
 
 
 def label_of(spec: dict) -> str:

@@ -202,8 +202,51 @@ class Dictionary(Movable):
         """The scope a parsed spec covers on ``model`` (after ``check``), cheaply."""
         return resolve_scope(model, opts.get("scope"))
 
+    #: False for a kind made of other kinds' dictionaries (a composite), which cannot be a part
+    CAN_BE_PART: bool = True
+
+    # -- what a kind can do (asked by pruning, rewinding, export, the records and the figures) ----
+    #: True when each coefficient belongs to one scope tensor whatever the scope (so per-tensor
+    #: pruning, ``layer_tau`` and ``rewind_norm: tensor`` apply); a rotation of several tensors
+    #: together mixes them
+    TENSOR_ALIGNED: bool = False
+
+    @classmethod
+    def mixes_tensors(cls, scope: tuple[ScopeEntry, ...]) -> bool:
+        """Whether a dictionary of this kind over ``scope`` has coefficients spanning tensors."""
+        return not cls.TENSOR_ALIGNED and len(scope) > 1
+
+    @classmethod
+    def spec_pieces(cls, opts: dict, model: nn.Module) -> list[tuple[str, type, tuple[ScopeEntry, ...]]]:
+        """Cheaply, from a parsed spec: (what to call it in a message, its kind's class, its scope)
+        for the dictionary itself, or for each part of a composite."""
+        return [(f"kind {opts['kind']}", cls, cls.scope_of(opts, model))]
+
+    @classmethod
+    def input_columns_layer(cls, spec: dict) -> str | None:
+        """The layer whose input columns (columns of U) this kind's groups are, read from the
+        spec (a bottleneck's ``layer``); None for a kind whose groups are no such columns."""
+        return None
+
+    @classmethod
+    def maps_input_pixels(cls, spec: dict) -> bool:
+        """Whether, on the network's input layer, a ticket's kept groups are image coordinates or
+        frequencies ``glth plot`` can draw (read from the spec; checked on the built dictionary
+        with ``is_input_layer``)."""
+        return False
+
     #: LongTensor (size,) mapping element → group id, or None when elements prune one by one.
     groups: torch.Tensor | None = None
+    #: the dictionaries it is made of (a composite's parts, ``part_ranges``), or None
+    parts: list | None = None
+    #: coefficient ranges pruned with a τ of their own (a composite's parts with ``tau``), or None
+    tau_segments: tuple | None = None
+    #: True when the dictionary acts on the network's input layer and the trainer feeds it the
+    #: transformed inputs (an input-layer bottleneck)
+    is_input_layer: bool = False
+    #: LongTensor of group ids fixed before training, the first most important (the structured
+    #: control keeps them in this order), or None: the kind orders nothing
+    group_order: torch.Tensor | None = None
 
     def __init__(self, scope: tuple[ScopeEntry, ...]):
         self.scope = scope
@@ -232,6 +275,31 @@ class Dictionary(Movable):
         each slice's backward would fill a zero vector of the whole scope."""
         parts = w.split([e.numel for e in self.scope])
         return {e.name: p.view(e.shape) for e, p in zip(self.scope, parts)}
+
+    def part_ranges(self) -> list[tuple["Dictionary", int, int]]:
+        """(dictionary, start, stop) of each piece's coefficients: the dictionary itself, or a
+        composite's parts."""
+        return [(self, 0, self.size)]
+
+    @property
+    def records_kept_inputs(self) -> bool:
+        """Whether a round's record lists the kept groups as ``kept_inputs`` (groups that are the
+        layer's input coordinates: an identity bottleneck)."""
+        return False
+
+    @property
+    def varies_with_init(self) -> bool:
+        """Whether this built dictionary depends on the seed's initialized network (so seeds
+        cannot share it, e.g. a PCA of a hidden layer's inputs)."""
+        return False
+
+    def export_plan(self, net: nn.Module, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str,
+                    fold_previous: bool):
+        """The physical form of this dictionary's ticket for ``glth export`` (an
+        ``export_layers.Plan`` on the masked network ``net``): by default masked-dense."""
+        from glth_core.export_layers import Plan
+
+        return Plan("masked-dense", note=f"a {self.kind} dictionary has no structure to remove: its weights stay dense")
 
     @property
     def num_groups(self) -> int | None:

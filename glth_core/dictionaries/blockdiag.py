@@ -36,6 +36,7 @@ def _random_rows(rows: int, width: int, seeds: list[int]):
 
 class BlockDiagonal(BlockDictionary):
     kind = "blockdiag"
+    TENSOR_ALIGNED = True  # its blocks tile each tensor on its own
     variant_attr = "block"
     FIELDS = {
         "per": one_of("tensor", "unit", default="tensor"),

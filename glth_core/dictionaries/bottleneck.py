@@ -141,6 +141,29 @@ class Bottleneck(BlockDictionary):
         "scope": SCOPE,
     }
     LABEL = "bottleneck-{basis}"
+    TENSOR_ALIGNED = True
+
+    @classmethod
+    def input_columns_layer(cls, spec: dict) -> str | None:
+        return spec["layer"]
+
+    @classmethod
+    def maps_input_pixels(cls, spec: dict) -> bool:
+        return spec.get("basis") in ("identity", "dct")  # kept coordinates / kept frequencies
+
+    @property
+    def records_kept_inputs(self) -> bool:
+        return self.basis == "identity"
+
+    @property
+    def varies_with_init(self) -> bool:
+        return self.basis == "pca" and not self.is_input_layer
+
+    def export_plan(self, net, coeffs, mask, factorize, fold_previous):
+        """Drop inputs (identity) or factor the layer into U_kept·C_kept: ``export_layers.plan_bottleneck``."""
+        from glth_core.export_layers import plan_bottleneck
+
+        return plan_bottleneck(net, self, coeffs, mask, factorize, fold_previous)
 
     @classmethod
     def fitted_to_init(cls, opts: dict) -> bool:

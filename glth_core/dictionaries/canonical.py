@@ -10,6 +10,7 @@ from glth_core.dictionaries.options import SCOPE
 
 class Canonical(Dictionary):
     kind = "canonical"
+    TENSOR_ALIGNED = True
     FIELDS = {"scope": SCOPE}
     LABEL = "canonical"
 

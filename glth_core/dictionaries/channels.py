@@ -29,6 +29,7 @@ from glth_core.dictionaries.residual import residual_sum
 
 class Channels(Dictionary):
     kind = "channels"
+    TENSOR_ALIGNED = True
     variant_attr = "per"
     FIELDS = {"layer": LAYER, "per": one_of("in", "out")}
     LABEL = "channels-{per}"
@@ -74,6 +75,12 @@ class Channels(Dictionary):
 
     def synthesize(self, a: torch.Tensor) -> torch.Tensor:
         return a
+
+    def export_plan(self, net, coeffs, mask, factorize, fold_previous):
+        """Drop the pruned input channels (per: in) or units (per: out): ``export_layers.plan_channels``."""
+        from glth_core.export_layers import plan_channels
+
+        return plan_channels(net, self, coeffs, mask, factorize, fold_previous)
 
     def kept_channels(self, mask: torch.Tensor) -> torch.Tensor:
         """Indices of the input channels (per: in) or units (per: out) with any kept element."""

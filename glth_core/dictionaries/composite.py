@@ -84,6 +84,7 @@ class Composite(Dictionary):
     FIELDS = {"parts": PARTS, "seed": SEED}
     LABEL = "composite"
     SCOPE_DEFAULTS_TO_ALL = False
+    CAN_BE_PART = False
 
     @classmethod
     def label_for(cls, opts: dict) -> str:
@@ -96,6 +97,11 @@ class Composite(Dictionary):
     @classmethod
     def fitted_to_init(cls, opts: dict) -> bool:
         return any(p.cls.fitted_to_init(p.opts) for p in opts["parts"])
+
+    @classmethod
+    def spec_pieces(cls, opts: dict, model: nn.Module) -> list[tuple[str, type, tuple[ScopeEntry, ...]]]:
+        return [(f"part {i} (kind {p.opts['kind']})", p.cls, scope)
+                for i, (p, _, scope) in enumerate(cls.resolved_parts(opts, model))]
 
     @classmethod
     def resolved_parts(cls, opts: dict, model: nn.Module) -> list[tuple[Part, dict, tuple[ScopeEntry, ...]]]:

@@ -23,8 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from glth_core import dictionaries
 from glth_core.dictionaries.options import CHECKS, COMMON, LABEL_PATTERN, PART_KEYS, REQUIRED, Option
 
-COMPOSITE = "composite"
-
 
 class KindSpec(BaseModel):
     """A dictionary spec of one kind: unknown keys refused."""
@@ -77,14 +75,14 @@ def kind_model(kind: str) -> type[BaseModel]:
 @functools.cache
 def part_union() -> Any:
     """A composite's part: any kind but composite, with its optional ``tau``."""
-    models = [_model(k, PART_KEYS, "Part") for k in dictionaries.KINDS if k != COMPOSITE]
-    return Annotated[tuple(models), Field(discriminator="kind")]
+    models = [_model(k, PART_KEYS, "Part") for k, cls in dictionaries.KINDS.items() if cls.CAN_BE_PART]
+    return Annotated[Union[tuple(models)], Field(discriminator="kind")]
 
 
 @functools.cache
 def spec_union() -> Any:
     """One dictionary spec: a union of the kinds' models, discriminated on ``kind``."""
-    return Annotated[tuple(kind_model(k) for k in dictionaries.KINDS), Field(discriminator="kind")]
+    return Annotated[Union[tuple(kind_model(k) for k in dictionaries.KINDS)], Field(discriminator="kind")]
 
 
 def _as_given(value, handler):
@@ -98,7 +96,7 @@ def _as_given(value, handler):
 def axis_type() -> Any:
     """A spec's ``dictionary:`` value: one spec, or a list of them (a grid axis), kept as given."""
     one = spec_union()
-    return Annotated[one | list[one], WrapValidator(_as_given)]
+    return Annotated[Union[one, list[one]], WrapValidator(_as_given)]
 
 
 # -- one-line errors, phrased as the library phrases them (``options.parse``) ---------------------
@@ -137,11 +135,12 @@ def message(err: dict) -> str | None:
     if len(loc) < 2 or not (_is_marker(loc[1], "tagged-union[") or _is_marker(loc[1], "list[tagged-union[")):
         return None
     field, kind, in_part = _walk(loc)
-    names = [k for k in dictionaries.KINDS if not (in_part and k == COMPOSITE)]
+    names = [k for k, cls in dictionaries.KINDS.items() if cls.CAN_BE_PART or not in_part]
     kind_cls = dictionaries.KINDS.get(kind) if kind is not None else None
     typ, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     if typ == "union_tag_invalid":
-        if in_part and ctx.get("tag") == COMPOSITE:
+        tag_cls = dictionaries.KINDS.get(ctx.get("tag"))
+        if in_part and tag_cls is not None and not tag_cls.CAN_BE_PART:
             return f"{field}.kind: a composite's parts cannot be composites"
         return f"{field}.kind: {ctx.get('tag')!r} is not one of {', '.join(names)}"
     if typ == "union_tag_not_found":

@@ -24,6 +24,7 @@ import numpy as np
 from mlflow.entities import Metric
 from scipy import stats
 
+from glth_core import controls
 from orchestrator.axes import AXES, STANDARD, axes_text, config_of, curve_axes, flatten, seedless
 
 CURVE = (*STANDARD, AXES)
@@ -83,7 +84,7 @@ def label_of(fields: tuple, vary: tuple[str, ...]) -> str:
     f = dict(zip(CURVE, fields))
     parts = [str(f[k]) for k in ("dataset", "model") if k in vary and f[k] is not None]
     parts.append(str(f["dictionary"]))
-    if f["control"] not in (None, "none"):
+    if not controls.is_imp(f["control"]):
         parts.append(str(f["control"]))
     if "tau" in vary and f["tau"] is not None:
         parts.append(f"tau{f['tau']:g}")

@@ -24,6 +24,7 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+from glth_core import controls
 from orchestrator.sinks.mlflow import curves
 from orchestrator.sinks.mlflow.client import (
     MAX_METRICS_PER_BATCH,
@@ -201,8 +202,7 @@ def _run_name(row: dict, config: dict) -> str:
         return name
     rewind = config.get("rewind", row.get("rewind"))
     rewind = f"step{rewind['step']}" if isinstance(rewind, dict) else rewind
-    control = config.get("control", "none")
-    ctl = "" if control in (None, "none") else f"-{control}"
+    ctl = controls.suffix(config.get("control"))
     return f"{row.get('dictionary')}{ctl}-tau{float(row.get('tau')):g}-{rewind}-s{row.get('seed')}"
 
 
