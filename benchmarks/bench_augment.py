@@ -52,7 +52,9 @@ def arms(name: str, data, steps: int, device: str) -> dict:
     idx = batches(data, steps)
     xbs = [x.index_select(0, i) for i in idx]
     aug = augmenter("crop_flip", data)
-    cfg = {a: TrainConfig(steps=steps, batch_size=BATCH, lr=0.01, momentum=0.9, augment=a) for a in ("none", "crop_flip")}
+    cfg = {
+        a: TrainConfig(steps=steps, batch_size=BATCH, lr=0.01, momentum=0.9, augment=a) for a in ("none", "crop_flip")
+    }
     param = Parameterization(model, dictionaries.build({"kind": "canonical"}, model))
     start = param.weights_of(model)
     mask = torch.ones(param.dictionary.size, dtype=torch.bool, device=start.coeffs.device)
@@ -78,18 +80,33 @@ def arms(name: str, data, steps: int, device: str) -> dict:
             stream(x.index_select(0, i), step), y.index_select(0, i)
 
     def glth(a):
-        return lambda: train(param, start, mask, x, y, cfg[a], torch.Generator().manual_seed(0),
-                             augment=aug if a == "crop_flip" else None)
+        return lambda: train(
+            param,
+            start,
+            mask,
+            x,
+            y,
+            cfg[a],
+            torch.Generator().manual_seed(0),
+            augment=aug if a == "crop_flip" else None,
+        )
 
-    timers = {"plain": plain, "crop_flip": crop_flip, "input": input_path, "glth none": glth("none"),
-              "glth crop_flip": glth("crop_flip")}
+    timers = {
+        "plain": plain,
+        "crop_flip": crop_flip,
+        "input": input_path,
+        "glth none": glth("none"),
+        "glth crop_flip": glth("crop_flip"),
+    }
     return {k: synchronized(fn, device) for k, fn in timers.items()}
 
 
 def main() -> None:
     p = parser(__doc__)
     add_device(p)
-    p.add_argument("--models", nargs="*", default=None, help=f"default: those of {', '.join(DEFAULT_MODELS)} that exist")
+    p.add_argument(
+        "--models", nargs="*", default=None, help=f"default: those of {', '.join(DEFAULT_MODELS)} that exist"
+    )
     p.add_argument("--steps", type=int, default=10, help="batches of 128 each arm runs")
     p.add_argument("--train-images", type=int, default=2560)
     args = p.parse_args()
@@ -99,19 +116,31 @@ def main() -> None:
     steps = 4 if args.quick else args.steps
     names = args.models or [m for m in DEFAULT_MODELS if m in models.MODELS][: 1 if args.quick else None]
     data = on_device(cifar_or_digits(args.train_images, 100), args.device)
-    print(f"# augment: {data_label(data)}, batch {BATCH}, {steps} steps an arm, {threads} thread(s), {clock} clock, "
-          f"{args.device}, median of {repeats}", flush=True)
+    print(
+        f"# augment: {data_label(data)}, batch {BATCH}, {steps} steps an arm, {threads} thread(s), {clock} clock, "
+        f"{args.device}, median of {repeats}",
+        flush=True,
+    )
     for name in names:
         s = interleaved(arms(name, data, steps, args.device), repeats)
         share = s["crop_flip"] / s["plain"]
-        print(f"augment {name} crop_flip: {100 * share:.1f}% of a plain step ({1e3 * s['crop_flip'] / steps:.1f} ms vs "
-              f"{1e3 * s['plain'] / steps:.1f} ms a batch) {verdict(share, AUGMENT_SHARE)}", flush=True)
+        print(
+            f"augment {name} crop_flip: {100 * share:.1f}% of a plain step ({1e3 * s['crop_flip'] / steps:.1f} ms vs "
+            f"{1e3 * s['plain'] / steps:.1f} ms a batch) {verdict(share, AUGMENT_SHARE)}",
+            flush=True,
+        )
         fed, eaten = steps * BATCH / s["input"], steps * BATCH / s["plain"]
-        print(f"augment {name} input path: {fed:,.0f} images/s vs the step's {eaten:,.0f} images/s: {fed / eaten:.1f}x "
-              f"{verdict(fed / eaten, INPUT_MARGIN, at_most=False)}", flush=True)
+        print(
+            f"augment {name} input path: {fed:,.0f} images/s vs the step's {eaten:,.0f} images/s: {fed / eaten:.1f}x "
+            f"{verdict(fed / eaten, INPUT_MARGIN, at_most=False)}",
+            flush=True,
+        )
         ratio = s["glth crop_flip"] / s["glth none"]
-        print(f"augment {name} glth step with crop_flip: {ratio:.2f}x without ({s['glth crop_flip']:.2f} s vs "
-              f"{s['glth none']:.2f} s) {verdict(ratio, 1 + AUGMENT_SHARE)}", flush=True)
+        print(
+            f"augment {name} glth step with crop_flip: {ratio:.2f}x without ({s['glth crop_flip']:.2f} s vs "
+            f"{s['glth none']:.2f} s) {verdict(ratio, 1 + AUGMENT_SHARE)}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -51,15 +51,28 @@ def arms(configs, data, rounds: int):
     x, y = first.inputs["train"], data.train_y
 
     def train_batch(vectorize: bool):
-        return lambda: train_batched(first.param, [t.state.init for t in members], [t.state.mask for t in members], x, y,
-                                     cfg, [round_generator(c.seed, 0) for c in configs], vectorize=vectorize)
+        return lambda: train_batched(
+            first.param,
+            [t.state.init for t in members],
+            [t.state.mask for t in members],
+            x,
+            y,
+            cfg,
+            [round_generator(c.seed, 0) for c in configs],
+            vectorize=vectorize,
+        )
 
     def train_each():
         for t, c in zip(members, configs):
             train(t.param, t.state.init, t.state.mask, x, y, cfg, round_generator(c.seed, 0))
 
-    return {"batched": batched, "sequential": sequential, "train vmap": train_batch(True),
-            "train loop": train_batch(False), "train sequential": train_each}
+    return {
+        "batched": batched,
+        "sequential": sequential,
+        "train vmap": train_batch(True),
+        "train loop": train_batch(False),
+        "train sequential": train_each,
+    }
 
 
 def main() -> None:
@@ -76,25 +89,49 @@ def main() -> None:
     spec = {"kind": "canonical"} if args.dictionary == "canonical" else {"kind": "random", "method": "fast", "seed": 0}
     cifar = on_device(cifar_or_digits(1000 if args.quick else 2000, 500), args.device)
     workloads = [
-        ("mlp_300_100", on_device(datasets.load("digits"), args.device), TrainConfig(epochs=1, batch_size=64, lr=0.05), 2),
+        (
+            "mlp_300_100",
+            on_device(datasets.load("digits"), args.device),
+            TrainConfig(epochs=1, batch_size=64, lr=0.05),
+            2,
+        ),
         ("cnn_paper", cifar, TrainConfig(epochs=1, batch_size=64, lr=0.01), 1 if args.quick else 2),
     ]
-    print(f"# batched: K = {args.k} seeds, {args.dictionary}, {threads} thread(s), {args.device}, "
-          f"{'wall' if gpu else args.clock} clock, median of {repeats}", flush=True)
+    print(
+        f"# batched: K = {args.k} seeds, {args.dictionary}, {threads} thread(s), {args.device}, "
+        f"{'wall' if gpu else args.clock} clock, median of {repeats}",
+        flush=True,
+    )
     for model, data, cfg, rounds in [w for w in workloads if w[0] in args.models]:
-        configs = [TrajectoryConfig(dataset=data.name, model=model, dictionary=spec, tau=0.2, rounds=rounds, seed=s,
-                                    train=cfg, device=args.device) for s in range(args.k)]
+        configs = [
+            TrajectoryConfig(
+                dataset=data.name,
+                model=model,
+                dictionary=spec,
+                tau=0.2,
+                rounds=rounds,
+                seed=s,
+                train=cfg,
+                device=args.device,
+            )
+            for s in range(args.k)
+        ]
         timers = {name: synchronized(fn, args.device) for name, fn in arms(configs, data, rounds).items()}
         seconds = interleaved(timers, repeats)
         where = f"{model} on {data_label(data)}"
         auto = "vmap" if prefers_vmap(Trajectory(configs[0], data=data).param, data.train_x) else "loop"
-        for what, b, s in ((f"rounds ({auto}, the default here)", "batched", "sequential"),
-                           ("training only, vmapped forwards", "train vmap", "train sequential"),
-                           ("training only, looped forwards", "train loop", "train sequential")):
+        for what, b, s in (
+            (f"rounds ({auto}, the default here)", "batched", "sequential"),
+            ("training only, vmapped forwards", "train vmap", "train sequential"),
+            ("training only, looped forwards", "train loop", "train sequential"),
+        ):
             speedup = seconds[s] / seconds[b]
-            print(f"batched {where} K={args.k} {what}: {speedup:.2f}x faster than sequential "
-                  f"({seconds[b]:.2f} s vs {seconds[s]:.2f} s) "
-                  f"{verdict(speedup, target, at_most=False) if what.startswith('rounds') else ''}".rstrip(), flush=True)
+            print(
+                f"batched {where} K={args.k} {what}: {speedup:.2f}x faster than sequential "
+                f"({seconds[b]:.2f} s vs {seconds[s]:.2f} s) "
+                f"{verdict(speedup, target, at_most=False) if what.startswith('rounds') else ''}".rstrip(),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -62,12 +62,16 @@ def report(target, built, data) -> None:
         f"({speed * ANCHOR_CORES / cores:,.0f}× per core)",
         "evaluation time": f"{eval_seconds:.1f} s",
     }
-    print(f"--- signs={built.signs}, {built.distribution}, objective={built.objective}: n={built.n}, "
-          f"epsilon={built.epsilon}, seed {built.seed}")
+    print(
+        f"--- signs={built.signs}, {built.distribution}, objective={built.objective}: n={built.n}, "
+        f"epsilon={built.epsilon}, seed {built.seed}"
+    )
     for layer in built.layers:
-        print(f"layer {layer.target_index} ({layer.d_in}->{layer.d_out}): kept u {layer.kept_u:,}, v {layer.kept_v:,}; "
-              f"max err {layer.max_weight_error:.3e}, over eps {layer.over_epsilon}; "
-              f"negative half {'solved' if layer.negative_half else 'empty (input >= 0)'}")
+        print(
+            f"layer {layer.target_index} ({layer.d_in}->{layer.d_out}): kept u {layer.kept_u:,}, v {layer.kept_v:,}; "
+            f"max err {layer.max_weight_error:.3e}, over eps {layer.over_epsilon}; "
+            f"negative half {'solved' if layer.negative_half else 'empty (input >= 0)'}"
+        )
     for name, value in lines.items():
         print(f"{name}: {value}", flush=True)
 
@@ -75,8 +79,11 @@ def report(target, built, data) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist"))
-    parser.add_argument("--target", help="state_dict to load, or where to save the one trained "
-                        "(default bench-results/mnist_mlp_500_nobias_e{epochs}_s{seed}.pt)")
+    parser.add_argument(
+        "--target",
+        help="state_dict to load, or where to save the one trained "
+        "(default bench-results/mnist_mlp_500_nobias_e{epochs}_s{seed}.pt)",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--epsilon", type=float, default=0.01)
     parser.add_argument("--n", type=int, default=21)
@@ -86,8 +93,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     data = load("mnist", args.data_dir)
-    config = ConstructConfig(dataset="mnist", data_dir=args.data_dir, epsilon=args.epsilon, n=args.n, seed=args.seed,
-                             train=TrainConfig(epochs=args.epochs, batch_size=128, optimizer="adam", lr=1e-3))
+    config = ConstructConfig(
+        dataset="mnist",
+        data_dir=args.data_dir,
+        epsilon=args.epsilon,
+        n=args.n,
+        seed=args.seed,
+        train=TrainConfig(epochs=args.epochs, batch_size=128, optimizer="adam", lr=1e-3),
+    )
     path = Path(args.target or REPO / "bench-results" / f"mnist_mlp_500_nobias_e{args.epochs}_s{args.seed}.pt")
     if path.exists():
         target = build_model(config.model, data.input_shape, data.num_classes)
@@ -95,22 +108,35 @@ def main() -> None:
         print(f"target: loaded {path}")
     else:
         target, record = train_target(config, data)  # glth's own training: the dense round of a trajectory
-        print(f"target: trained by glth ({args.epochs} epochs of Adam, seed {args.seed}), test accuracy "
-              f"{100 * record['test_accuracy']:.2f} %, {record['wall_seconds']:.1f} s")
+        print(
+            f"target: trained by glth ({args.epochs} epochs of Adam, seed {args.seed}), test accuracy "
+            f"{100 * record['test_accuracy']:.2f} %, {record['wall_seconds']:.1f} s"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(target.state_dict(), path)
         print(f"target: saved {path}")
-    print(f"target ready: {sum(p.numel() for p in target.parameters()):,} weights, "
-          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"target ready: {sum(p.numel() for p in target.parameters()):,} weights, {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
 
     # iid: the paper's network (n u's per input, shared by both sign halves); paired: n candidates per half
     runs = [("iid", "uniform", "min_error"), ("paired", "uniform", "min_error")]
     if args.variants:
-        runs += [("iid", "uniform", "fewest"), ("paired", "uniform", "fewest"),
-                 ("iid", "hyperbolic", "min_error"), ("paired", "hyperbolic", "min_error")]
+        runs += [
+            ("iid", "uniform", "fewest"),
+            ("paired", "uniform", "fewest"),
+            ("iid", "hyperbolic", "min_error"),
+            ("paired", "hyperbolic", "min_error"),
+        ]
     for signs, distribution, objective in runs:
         built = construct(
-            target, epsilon=args.epsilon, n=args.n, signs=signs, distribution=distribution, objective=objective,
+            target,
+            epsilon=args.epsilon,
+            n=args.n,
+            signs=signs,
+            distribution=distribution,
+            objective=objective,
             seed=args.seed,
         )
         report(target, built, data)

@@ -72,18 +72,28 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--train-images", type=int, default=5000)
     p.add_argument("--haar-steps", type=int, default=8, help="steps timed for random-haar, scaled to an epoch")
-    p.add_argument("--exact-haar", action="store_true", help="draw the real Haar matrix (a d³ QR: very slow at d=28,950)")
+    p.add_argument(
+        "--exact-haar", action="store_true", help="draw the real Haar matrix (a d³ QR: very slow at d=28,950)"
+    )
     p.add_argument("--skip-haar", action="store_true")
-    p.add_argument("--arms", nargs="*", default=None, metavar="LABEL",
-                   help="only the dictionary arms whose label starts with one of these (plain always runs)")
+    p.add_argument(
+        "--arms",
+        nargs="*",
+        default=None,
+        metavar="LABEL",
+        help="only the dictionary arms whose label starts with one of these (plain always runs)",
+    )
     args = p.parse_args()
     threads = set_threads(args.threads, args.clock)
     repeats = 2 if args.quick else args.repeats
     data = cifar_or_digits(args.train_images, 1000)
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, momentum=0.9)
     epoch_steps = math.ceil(len(data.train_y) / cfg.batch_size)
-    print(f"# epoch: {data_label(data)}, batch {cfg.batch_size} ({epoch_steps} steps), {threads} thread(s), "
-          f"{args.clock} clock, median of {repeats}", flush=True)
+    print(
+        f"# epoch: {data_label(data)}, batch {cfg.batch_size} ({epoch_steps} steps), {threads} thread(s), "
+        f"{args.clock} clock, median of {repeats}",
+        flush=True,
+    )
 
     for model_name, arms in (("cnn_paper", CNN_ARMS), ("mlp_300_100", MLP_ARMS)):
         if args.arms is not None:
@@ -97,18 +107,29 @@ def main() -> None:
         seconds = interleaved(timers, repeats)
         if "random-haar" in arms and not args.skip_haar:
             short = TrainConfig(steps=args.haar_steps, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum)
-            per = interleaved({"plain": plain_arm(model_name, data, cfg, args.haar_steps),
-                               "haar": glth_arm(model_name, data, short, "haar", args.exact_haar)}, repeats)
+            per = interleaved(
+                {
+                    "plain": plain_arm(model_name, data, cfg, args.haar_steps),
+                    "haar": glth_arm(model_name, data, short, "haar", args.exact_haar),
+                },
+                repeats,
+            )
             seconds["random-haar"] = per["haar"] / per["plain"] * seconds["plain"]
         plain = seconds["plain"]
         for label, (_, target) in arms.items():
             if label not in seconds:
                 continue
             ratio = seconds[label] / plain
-            note = f" [{args.haar_steps} steps scaled to an epoch{'' if args.exact_haar else ', dense orthonormal stand-in'}]" \
-                if label == "random-haar" else ""
-            print(f"epoch {model_name} {label}: {ratio:.2f}x plain ({seconds[label]:.2f} s vs {plain:.2f} s) "
-                  f"{verdict(ratio, target)}{note}", flush=True)
+            note = (
+                f" [{args.haar_steps} steps scaled to an epoch{'' if args.exact_haar else ', dense orthonormal stand-in'}]"
+                if label == "random-haar"
+                else ""
+            )
+            print(
+                f"epoch {model_name} {label}: {ratio:.2f}x plain ({seconds[label]:.2f} s vs {plain:.2f} s) "
+                f"{verdict(ratio, target)}{note}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -64,17 +64,32 @@ def main() -> None:
         q = dense_orthogonal(args.d)
     dense = MatrixRows(q.unsqueeze(0))
     fast_steps, haar_steps = 50, 2 if args.quick else 4
-    seconds = interleaved({"fast": stepper(fast, args.d, fast_steps), "fast v1": stepper(fast_v1, args.d, fast_steps),
-                           "haar": stepper(dense, args.d, haar_steps)}, repeats)
+    seconds = interleaved(
+        {
+            "fast": stepper(fast, args.d, fast_steps),
+            "fast v1": stepper(fast_v1, args.d, fast_steps),
+            "haar": stepper(dense, args.d, haar_steps),
+        },
+        repeats,
+    )
     t_fast, t_v1, t_haar = seconds["fast"] / fast_steps, seconds["fast v1"] / fast_steps, seconds["haar"] / haar_steps
     fast_bytes = sum(t.numel() * t.element_size() for t in tensors(fast))
-    print(f"# random: d = {args.d:,}, {threads} thread(s), {args.clock} clock, median of {repeats}; "
-          f"haar matrix {'drawn' if args.exact_haar else 'dense orthonormal stand-in'}", flush=True)
-    print(f"random d={args.d:,} haar vs fast per step (synthesize+backward): {t_haar / t_fast:.0f}x "
-          f"(haar {1e3 * t_haar:.1f} ms vs fast {1e3 * t_fast:.2f} ms; memory {q.numel() * 4 / 2**30:.2f} GiB vs "
-          f"{fast_bytes / 2**20:.1f} MiB)" + (f"; haar draw {build:.0f} s" if args.exact_haar else ""), flush=True)
-    print(f"random d={args.d:,} fast version 1 vs version 2 per step: {t_v1 / t_fast:.1f}x "
-          f"(v1 {1e3 * t_v1:.2f} ms vs v2 {1e3 * t_fast:.2f} ms)", flush=True)
+    print(
+        f"# random: d = {args.d:,}, {threads} thread(s), {args.clock} clock, median of {repeats}; "
+        f"haar matrix {'drawn' if args.exact_haar else 'dense orthonormal stand-in'}",
+        flush=True,
+    )
+    print(
+        f"random d={args.d:,} haar vs fast per step (synthesize+backward): {t_haar / t_fast:.0f}x "
+        f"(haar {1e3 * t_haar:.1f} ms vs fast {1e3 * t_fast:.2f} ms; memory {q.numel() * 4 / 2**30:.2f} GiB vs "
+        f"{fast_bytes / 2**20:.1f} MiB)" + (f"; haar draw {build:.0f} s" if args.exact_haar else ""),
+        flush=True,
+    )
+    print(
+        f"random d={args.d:,} fast version 1 vs version 2 per step: {t_v1 / t_fast:.1f}x "
+        f"(v1 {1e3 * t_v1:.2f} ms vs v2 {1e3 * t_fast:.2f} ms)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,10 @@ from glth_core.train import Parameterization, TrainConfig, train
 
 MODEL = "cifar_resnet_20"
 TARGETS = {"canonical": 1.10, "random fast": 1.30}
-SPECS = {"canonical": {"kind": "canonical", "scope": "weights_but_output"},
-         "random fast": {"kind": "random", "method": "fast", "scope": "weights_but_output"}}
+SPECS = {
+    "canonical": {"kind": "canonical", "scope": "weights_but_output"},
+    "random fast": {"kind": "random", "method": "fast", "scope": "weights_but_output"},
+}
 OPT = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
 
 
@@ -56,7 +58,9 @@ def arms(data, steps: int, device: str) -> dict:
     for label, spec in SPECS.items():
         param = Parameterization(model, dictionaries.build(spec, model))
         start = param.weights_of(model)
-        mask = torch.rand(param.dictionary.size, generator=torch.Generator().manual_seed(1)).to(start.coeffs.device) < 0.5
+        mask = (
+            torch.rand(param.dictionary.size, generator=torch.Generator().manual_seed(1)).to(start.coeffs.device) < 0.5
+        )
 
         def glth(param=param, start=start, mask=mask):
             train(param, start, mask, x, y, cfg, torch.Generator().manual_seed(0), augment=aug)
@@ -64,8 +68,16 @@ def arms(data, steps: int, device: str) -> dict:
         out[label] = glth
     scope = Parameterization(model, dictionaries.build(SPECS["canonical"], model)).dictionary.scope_names
     params = dict(model.named_parameters())
-    masks = [m.view_as(params[n]) for n, m in zip(scope, torch.rand(sum(params[n].numel() for n in scope),
-             generator=torch.Generator().manual_seed(1)).to(device).lt(0.5).split([params[n].numel() for n in scope]))]
+    masks = [
+        m.view_as(params[n])
+        for n, m in zip(
+            scope,
+            torch.rand(sum(params[n].numel() for n in scope), generator=torch.Generator().manual_seed(1))
+            .to(device)
+            .lt(0.5)
+            .split([params[n].numel() for n in scope]),
+        )
+    ]
 
     def plain():
         model.load_state_dict(init)
@@ -97,13 +109,19 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     steps = 2 if args.quick else args.steps
     data = on_device(cifar_or_digits(args.train_images, 100), args.device)
-    print(f"# resnet: {MODEL}, {data_label(data)}, batch {BATCH}, crop_flip, {steps} steps an arm, {threads} thread(s), "
-          f"{clock} clock, {args.device}, median of {repeats}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"# resnet: {MODEL}, {data_label(data)}, batch {BATCH}, crop_flip, {steps} steps an arm, {threads} thread(s), "
+        f"{clock} clock, {args.device}, median of {repeats}; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     s = interleaved(arms(data, steps, args.device), repeats)
     for label, target in TARGETS.items():
         ratio = s[label] / s["plain"]
-        print(f"resnet {MODEL} {label}: {ratio:.2f}x plain masked PyTorch ({s[label]:.2f} s vs {s['plain']:.2f} s) "
-              f"{verdict(ratio, target)}", flush=True)
+        print(
+            f"resnet {MODEL} {label}: {ratio:.2f}x plain masked PyTorch ({s[label]:.2f} s vs {s['plain']:.2f} s) "
+            f"{verdict(ratio, target)}",
+            flush=True,
+        )
     print(f"# load average after: {os.getloadavg()[0]:.1f}", flush=True)
 
 

@@ -64,11 +64,29 @@ class Case:
 
 CASES = (
     Case("lenet", "mnist", SHARED / "mnist", "lenet_300_100", ({"kind": "canonical"},), 128, 0.05, 400),
-    Case("mlp", "cifar10", SHARED / "cifar10-approx", "mlp_300_100",
-         ({"kind": "bottleneck", "layer": "1", "basis": "identity"}, {"kind": "bottleneck", "layer": "1", "basis": "dct"}),
-         128, 0.02, 400),
-    Case("cnn", "cifar10", SHARED / "cifar10-approx", "cnn_paper",
-         ({"kind": "canonical"}, {"kind": "random", "method": "fast", "version": 2}), 64, 0.01, 300),
+    Case(
+        "mlp",
+        "cifar10",
+        SHARED / "cifar10-approx",
+        "mlp_300_100",
+        (
+            {"kind": "bottleneck", "layer": "1", "basis": "identity"},
+            {"kind": "bottleneck", "layer": "1", "basis": "dct"},
+        ),
+        128,
+        0.02,
+        400,
+    ),
+    Case(
+        "cnn",
+        "cifar10",
+        SHARED / "cifar10-approx",
+        "cnn_paper",
+        ({"kind": "canonical"}, {"kind": "random", "method": "fast", "version": 2}),
+        64,
+        0.01,
+        300,
+    ),
 )
 
 
@@ -88,12 +106,19 @@ def wall(fn, device: str) -> float:
 # -- the run --------------------------------------------------------------------------------------
 def spec_of(case: Case, rounds: int, steps: int, device: str) -> dict:
     return {
-        "name": f"bench-round-{case.key}", "experiment": "glth-bench-round",
-        "dataset": {"name": case.dataset, "data_dir": str(case.data_dir)}, "model": case.model,
-        "dictionary": list(case.dictionaries), "tau": 0.2, "seeds": [0], "rounds": rounds,
+        "name": f"bench-round-{case.key}",
+        "experiment": "glth-bench-round",
+        "dataset": {"name": case.dataset, "data_dir": str(case.data_dir)},
+        "model": case.model,
+        "dictionary": list(case.dictionaries),
+        "tau": 0.2,
+        "seeds": [0],
+        "rounds": rounds,
         "train": {"steps": steps, "batch_size": case.batch_size, "lr": case.lr, "momentum": 0.9},
-        "resources": {"cpu": 1, **({"gpu": 1} if device.startswith("cuda") else {})}, "max_concurrent": 1,
-        "device": device, "system_metrics": False,
+        "resources": {"cpu": 1, **({"gpu": 1} if device.startswith("cuda") else {})},
+        "max_concurrent": 1,
+        "device": device,
+        "system_metrics": False,
     }
 
 
@@ -109,8 +134,14 @@ def glth_run(spec: dict, tmp: Path):
     cmd = [str(Path(sys.executable).with_name("glth")), "run", "spec.yaml", "--out", "out", "--tracking-uri", uri]
     t0 = time.perf_counter()
     with open(tmp / "glth.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, stdout=log,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=tmp,
+            env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         proc.wait()
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -166,9 +197,17 @@ def floor_arms(case: Case, data, spec: dict, rounds: int, steps: int, device: st
         for sx, sy in inputs:
             evaluate(param, weights, mask, sx, sy, eval_batch)
 
-    cfg = TrajectoryConfig(dataset=case.dataset, data_dir=str(case.data_dir), model=case.model, dictionary=spec, tau=0.2,
-                           rounds=rounds, seed=0, device=device,
-                           train=TrainConfig(steps=steps, batch_size=case.batch_size, lr=case.lr, momentum=0.9))
+    cfg = TrajectoryConfig(
+        dataset=case.dataset,
+        data_dir=str(case.data_dir),
+        model=case.model,
+        dictionary=spec,
+        tau=0.2,
+        rounds=rounds,
+        seed=0,
+        device=device,
+        train=TrainConfig(steps=steps, batch_size=case.batch_size, lr=case.lr, momentum=0.9),
+    )
     first = Trajectory(cfg, data=data)
     first.run_round()
     after_round_0 = copy.deepcopy(first.state)
@@ -211,8 +250,11 @@ def run_case(case: Case, rounds: int, steps: int, repeats: int, device: str) -> 
     # not during the run: on 2 cores the floor would slow the run's trial and driver more than itself
     with tempfile.TemporaryDirectory(prefix=f"glth-bench-round-{case.key}-") as tmp:
         rows, logged, seconds = glth_run(spec_of(case, rounds, steps, device), Path(tmp))
-    print(f"# round {case.model} {case.dataset}: glth run of {len(case.dictionaries)} trial(s) x {rounds} rounds of "
-          f"{steps} steps: {seconds:.0f} s", flush=True)
+    print(
+        f"# round {case.model} {case.dataset}: glth run of {len(case.dictionaries)} trial(s) x {rounds} rounds of "
+        f"{steps} steps: {seconds:.0f} s",
+        flush=True,
+    )
     for label, a in arms.items():
         fastest(a, repeats, device, times[label])
     ratios = []
@@ -232,17 +274,25 @@ def run_case(case: Case, rounds: int, steps: int, repeats: int, device: str) -> 
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]
         whole = min(gaps) if gaps else float("nan")
         where = "the rows' eval_seconds" if has_eval else "eval timed here: the rows have no eval_seconds"
-        print(f"round {case.model} {case.dataset} {label}: compute {compute / floor:.2f}x floor "
-              f"(train {min(later['wall_seconds']):.2f} s + eval {min(evals):.2f} s [{where}] vs floor {floor:.2f} s = "
-              f"plain train {t['train']:.2f} s + forward {t['forward']:.2f} s) {verdict(compute / floor, TARGET)}", flush=True)
-        print(f"round {case.model} {case.dataset} {label}: whole round {whole / floor:.2f}x floor "
-              f"({whole:.2f} s between the driver's reports; {whole - compute:+.2f} s besides training and evaluation, "
-              f"for state and ticket writes, Tune's report, Parquet, MLflow, sparsifying) {verdict(whole / floor, TARGET)}",
-              flush=True)
-        print(f"round {case.model} {case.dataset} {label}: here, without Ray: Trajectory.run_round {t['glth_round'] / floor:.2f}x "
-              f"floor ({t['glth_round']:.2f} s = training {t['glth_train'] / t['train']:.2f}x plain, evaluation "
-              f"{t['glth_eval'] / t['forward']:.2f}x the plain forward, {t['glth_round'] - t['glth_train'] - t['glth_eval']:+.2f} s "
-              f"sparsify, next mask, ticket)", flush=True)
+        print(
+            f"round {case.model} {case.dataset} {label}: compute {compute / floor:.2f}x floor "
+            f"(train {min(later['wall_seconds']):.2f} s + eval {min(evals):.2f} s [{where}] vs floor {floor:.2f} s = "
+            f"plain train {t['train']:.2f} s + forward {t['forward']:.2f} s) {verdict(compute / floor, TARGET)}",
+            flush=True,
+        )
+        print(
+            f"round {case.model} {case.dataset} {label}: whole round {whole / floor:.2f}x floor "
+            f"({whole:.2f} s between the driver's reports; {whole - compute:+.2f} s besides training and evaluation, "
+            f"for state and ticket writes, Tune's report, Parquet, MLflow, sparsifying) {verdict(whole / floor, TARGET)}",
+            flush=True,
+        )
+        print(
+            f"round {case.model} {case.dataset} {label}: here, without Ray: Trajectory.run_round {t['glth_round'] / floor:.2f}x "
+            f"floor ({t['glth_round']:.2f} s = training {t['glth_train'] / t['train']:.2f}x plain, evaluation "
+            f"{t['glth_eval'] / t['forward']:.2f}x the plain forward, {t['glth_round'] - t['glth_train'] - t['glth_eval']:+.2f} s "
+            f"sparsify, next mask, ticket)",
+            flush=True,
+        )
         ratios += [compute / floor, whole / floor]
     return ratios
 
@@ -256,10 +306,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (4 if args.quick else 6)
     repeats = 2 if args.quick else args.repeats
-    print(f"# round: each round of a real `glth run` vs plain PyTorch of the same steps + one forward pass over "
-          f"train/val/test; {rounds} rounds, 1 trial at a time, {args.threads} thread(s), {args.device}, wall clock; "
-          f"each number the fastest of its samples (floor: {repeats} before and {repeats} after the run; "
-          f"rounds 1…R−1; a machine shared with other work slows samples, never speeds them)", flush=True)
+    print(
+        f"# round: each round of a real `glth run` vs plain PyTorch of the same steps + one forward pass over "
+        f"train/val/test; {rounds} rounds, 1 trial at a time, {args.threads} thread(s), {args.device}, wall clock; "
+        f"each number the fastest of its samples (floor: {repeats} before and {repeats} after the run; "
+        f"rounds 1…R−1; a machine shared with other work slows samples, never speeds them)",
+        flush=True,
+    )
     for case in CASES:
         if args.only is not None and case.key not in args.only:
             continue

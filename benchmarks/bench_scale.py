@@ -96,8 +96,14 @@ def run_sampled(spec: dict, tmp: Path) -> dict:
     sweep_id = specs.load(path).sweep_id
     cmd = [GLTH, "run", str(path), "--out", str(tmp / "runs"), "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=tmp, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     sampler = Sampler(proc.pid)
     sampler.start()
     _, err = proc.communicate()
@@ -106,13 +112,20 @@ def run_sampled(spec: dict, tmp: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"scale: glth run failed ({proc.returncode}): {err[-2000:]}")
     rows = parquet.read_rounds(tmp / "runs", sweep_id)
-    return {"wall": wall, "driver_cpu": sampler.cpu, "peak_mb": sampler.peak_mb, "rows": rows,
-            "sweep_dir": tmp / "runs" / sweep_id}
+    return {
+        "wall": wall,
+        "driver_cpu": sampler.cpu,
+        "peak_mb": sampler.peak_mb,
+        "rows": rows,
+        "sweep_dir": tmp / "runs" / sweep_id,
+    }
 
 
 def mlflow_values(db: Path) -> dict[str, int]:
     with sqlite3.connect(db) as con:
-        return {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in ("runs", "metrics", "params", "tags")}
+        return {
+            t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in ("runs", "metrics", "params", "tags")
+        }
 
 
 def timed_cmd(args: list[str], cwd: Path, env: dict | None = None) -> float:
@@ -127,8 +140,11 @@ def timed_cmd(args: list[str], cwd: Path, env: dict | None = None) -> float:
 def fixed_cost(tmp: Path) -> dict:
     """glth run's fixed cost: a 1-trial sweep of one 1-step round, less its compute."""
     r = run_sampled(sweep_spec("scale-fixed", 1, 1, 1, steps=1), tmp)
-    return {"fixed_s": r["wall"] - compute_of(r["rows"], None), "fixed_peak_mb": r["peak_mb"],
-            "fixed_driver_cpu": r["driver_cpu"]}
+    return {
+        "fixed_s": r["wall"] - compute_of(r["rows"], None),
+        "fixed_peak_mb": r["peak_mb"],
+        "fixed_driver_cpu": r["driver_cpu"],
+    }
 
 
 def one_size(n: int, fixed: dict, parallel: int, reads: bool = True) -> dict:
@@ -143,12 +159,24 @@ def one_size(n: int, fixed: dict, parallel: int, reads: bool = True) -> dict:
     compute = compute_of(rows, None)
     reports = len(rows)
     written = values["metrics"] + values["params"] + values["tags"]
-    return {"trials": n, "rows": reports, "trial_ids": int(rows["trial_id"].nunique()), "wall_s": r["wall"],
-            "compute_s": compute, "overhead_per_trial_s": (r["wall"] - fixed["fixed_s"] - compute / parallel) / n,
-            "driver_cpu_s": r["driver_cpu"], "driver_cpu_per_report_s": r["driver_cpu"] / reports,
-            "peak_rss_mb": r["peak_mb"], "mb_per_1000_trials": (r["peak_mb"] - fixed["fixed_peak_mb"]) * 1000 / n,
-            "mlflow_runs": values["runs"], "mlflow_values": written, "mlflow_writes_per_s": written / r["wall"],
-            "results_s": results_s, "plot_s": plot_s, "load": os.getloadavg()[0]}
+    return {
+        "trials": n,
+        "rows": reports,
+        "trial_ids": int(rows["trial_id"].nunique()),
+        "wall_s": r["wall"],
+        "compute_s": compute,
+        "overhead_per_trial_s": (r["wall"] - fixed["fixed_s"] - compute / parallel) / n,
+        "driver_cpu_s": r["driver_cpu"],
+        "driver_cpu_per_report_s": r["driver_cpu"] / reports,
+        "peak_rss_mb": r["peak_mb"],
+        "mb_per_1000_trials": (r["peak_mb"] - fixed["fixed_peak_mb"]) * 1000 / n,
+        "mlflow_runs": values["runs"],
+        "mlflow_values": written,
+        "mlflow_writes_per_s": written / r["wall"],
+        "results_s": results_s,
+        "plot_s": plot_s,
+        "load": os.getloadavg()[0],
+    }
 
 
 def read_sweep(trials: int, rounds: int, s3: bool = True) -> dict:
@@ -185,48 +213,69 @@ def read_on_s3(local: Path, files: list[Path], uri: list[str]) -> dict:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda p: s3.upload_file(str(p), bucket, f"runs/{sweep_id}/{p.relative_to(local)}"), files))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        wall = timed_cmd(["results", f"s3://{bucket}/runs/{sweep_id}", *uri], local.parent.parent, {**env, **server.env})
+        wall = timed_cmd(
+            ["results", f"s3://{bucket}/runs/{sweep_id}", *uri], local.parent.parent, {**env, **server.env}
+        )
         return {"results_s3_s": wall, "s3_objects": len(files), "load_s3": os.getloadavg()[0]}
     finally:
         server.stop()
 
 
 def size_line(s: dict, parallel: int) -> str:
-    return (f"scale {s['trials']} trials x {ROUNDS} rounds: wall {s['wall_s']:.1f} s, compute {s['compute_s']:.1f} s "
-            f"on {parallel} slots; overhead {s['overhead_per_trial_s']:.3f} s a trial "
-            f"{mark(s['overhead_per_trial_s'], TARGETS['overhead'])}; driver CPU {s['driver_cpu_s']:.1f} s = "
-            f"{1e3 * s['driver_cpu_per_report_s']:.1f} ms a report ({s['rows']} reports); driver peak RSS "
-            f"{s['peak_rss_mb']:.0f} MB (+{s['mb_per_1000_trials']:.0f} MB per 1,000 trials); MLflow "
-            f"{s['mlflow_values']} values in {s['mlflow_runs']} runs, {s['mlflow_writes_per_s']:.0f}/s; "
-            f"glth results {s['results_s']:.1f} s, glth plot {s['plot_s']:.1f} s [load {s['load']:.1f}]")
+    return (
+        f"scale {s['trials']} trials x {ROUNDS} rounds: wall {s['wall_s']:.1f} s, compute {s['compute_s']:.1f} s "
+        f"on {parallel} slots; overhead {s['overhead_per_trial_s']:.3f} s a trial "
+        f"{mark(s['overhead_per_trial_s'], TARGETS['overhead'])}; driver CPU {s['driver_cpu_s']:.1f} s = "
+        f"{1e3 * s['driver_cpu_per_report_s']:.1f} ms a report ({s['rows']} reports); driver peak RSS "
+        f"{s['peak_rss_mb']:.0f} MB (+{s['mb_per_1000_trials']:.0f} MB per 1,000 trials); MLflow "
+        f"{s['mlflow_values']} values in {s['mlflow_runs']} runs, {s['mlflow_writes_per_s']:.0f}/s; "
+        f"glth results {s['results_s']:.1f} s, glth plot {s['plot_s']:.1f} s [load {s['load']:.1f}]"
+    )
 
 
 def fixed_line(fixed: dict) -> str:
-    return (f"scale fixed cost of glth run (1 trial, 1 step, fresh storage and MLflow): {fixed['fixed_s']:.1f} s "
-            f"{mark(fixed['fixed_s'], TARGETS['fixed'])}; driver CPU {fixed['fixed_driver_cpu']:.1f} s, "
-            f"peak RSS {fixed['fixed_peak_mb']:.0f} MB [{load()}]")
+    return (
+        f"scale fixed cost of glth run (1 trial, 1 step, fresh storage and MLflow): {fixed['fixed_s']:.1f} s "
+        f"{mark(fixed['fixed_s'], TARGETS['fixed'])}; driver CPU {fixed['fixed_driver_cpu']:.1f} s, "
+        f"peak RSS {fixed['fixed_peak_mb']:.0f} MB [{load()}]"
+    )
 
 
 def summary(sizes: list[dict], read: dict) -> None:
     """What compares the sizes, and the read benchmark (the sizes' own lines come as they finish)."""
     if len(sizes) > 1:
         flat = sizes[-1]["overhead_per_trial_s"] / sizes[0]["overhead_per_trial_s"]
-        print(f"scale overhead per trial at {sizes[-1]['trials']} / at {sizes[0]['trials']}: {flat:.2f}x "
-              f"{mark(flat, TARGETS['flat'])}", flush=True)
+        print(
+            f"scale overhead per trial at {sizes[-1]['trials']} / at {sizes[0]['trials']}: {flat:.2f}x "
+            f"{mark(flat, TARGETS['flat'])}",
+            flush=True,
+        )
     at_2000 = [s for s in sizes if s["trials"] >= 2000]
     if at_2000:
-        print(f"scale driver peak RSS at {at_2000[0]['trials']} trials: {at_2000[0]['peak_rss_mb']:.0f} MB "
-              f"{mark(at_2000[0]['peak_rss_mb'], TARGETS['rss_2000'])}", flush=True)
+        print(
+            f"scale driver peak RSS at {at_2000[0]['trials']} trials: {at_2000[0]['peak_rss_mb']:.0f} MB "
+            f"{mark(at_2000[0]['peak_rss_mb'], TARGETS['rss_2000'])}",
+            flush=True,
+        )
     else:
-        print("scale driver peak RSS at 2,000 trials: not measured in this run (sizes "
-              f"{', '.join(str(s['trials']) for s in sizes)})", flush=True)
+        print(
+            "scale driver peak RSS at 2,000 trials: not measured in this run (sizes "
+            f"{', '.join(str(s['trials']) for s in sizes)})",
+            flush=True,
+        )
     if read:
         label = f"{read['synthetic_trials']} trials x {read['synthetic_rounds']} rounds ({read['synthetic_rows']} rows)"
-        print(f"scale glth results on a synthetic sweep of {label}: local {read['results_local_s']:.1f} s "
-              f"{mark(read['results_local_s'], TARGETS['results_local'])} [load {read['load_local']:.1f}]"
-              + (f"; loopback S3 ({read['s3_objects']} objects) {read['results_s3_s']:.1f} s "
-                 f"{mark(read['results_s3_s'], TARGETS['results_s3'])} [load {read['load_s3']:.1f}]"
-                 if "results_s3_s" in read else ""), flush=True)
+        print(
+            f"scale glth results on a synthetic sweep of {label}: local {read['results_local_s']:.1f} s "
+            f"{mark(read['results_local_s'], TARGETS['results_local'])} [load {read['load_local']:.1f}]"
+            + (
+                f"; loopback S3 ({read['s3_objects']} objects) {read['results_s3_s']:.1f} s "
+                f"{mark(read['results_s3_s'], TARGETS['results_s3'])} [load {read['load_s3']:.1f}]"
+                if "results_s3_s" in read
+                else ""
+            ),
+            flush=True,
+        )
     print("scale the 64-trajectory ratio and the IMP round's ratio: bench_sweep.py and bench_round.py", flush=True)
 
 
@@ -235,16 +284,22 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="trajectories per sweep (default 100 500 2000)")
     p.add_argument("--synthetic", default=None, help="TRIALSxROUNDS of the read benchmark (default 5000x20)")
     p.add_argument("--no-s3", action="store_true", help="skip the read on the loopback S3 server")
-    p.add_argument("--sweeps-only", action="store_true",
-                   help="only the sweeps: no glth results / plot on them, no read benchmark (before/after comparisons)")
+    p.add_argument(
+        "--sweeps-only",
+        action="store_true",
+        help="only the sweeps: no glth results / plot on them, no read benchmark (before/after comparisons)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write every number measured here")
     args = p.parse_args()
     sizes = args.sizes or ([100] if args.quick else [100, 500, 2000])
     trials, rounds = map(int, (args.synthetic or ("500x20" if args.quick else "5000x20")).split("x"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     parallel = min(2, os.cpu_count() or 1)
-    print(f"# scale: sweeps of {', '.join(map(str, sizes))} tiny trajectories (mlp_300_100, digits, {ROUNDS} rounds "
-          f"of 2 steps), max_concurrent 2, {os.cpu_count()} cores; read: {trials} x {rounds} synthetic", flush=True)
+    print(
+        f"# scale: sweeps of {', '.join(map(str, sizes))} tiny trajectories (mlp_300_100, digits, {ROUNDS} rounds "
+        f"of 2 steps), max_concurrent 2, {os.cpu_count()} cores; read: {trials} x {rounds} synthetic",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="glth-bench-scale-fixed-") as tmp:
         fixed = fixed_cost(Path(tmp))
     print(fixed_line(fixed), flush=True)

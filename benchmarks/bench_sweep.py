@@ -38,18 +38,32 @@ from glth_core import dictionaries, models
 from glth_core.train import Parameterization, evaluate
 
 TARGET = 1.2
-DICTIONARIES = [{"kind": "canonical"}, {"kind": "random", "method": "fast", "version": 2},
-                {"kind": "bottleneck", "layer": "1", "basis": "identity"}, {"kind": "bottleneck", "layer": "1", "basis": "dct"}]
+DICTIONARIES = [
+    {"kind": "canonical"},
+    {"kind": "random", "method": "fast", "version": 2},
+    {"kind": "bottleneck", "layer": "1", "basis": "identity"},
+    {"kind": "bottleneck", "layer": "1", "basis": "dct"},
+]
 
 
 def sweep_spec(name: str, seeds: int, rounds: int, epochs: int, steps: int | None = None) -> dict:
     train = {"epochs": epochs, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
     if steps is not None:
         train = {**train, "steps": steps}
-    return {"name": name, "experiment": "glth-bench-sweep", "dataset": "digits", "model": "mlp_300_100",
-            "dictionary": DICTIONARIES if seeds > 1 else DICTIONARIES[:1], "tau": 0.3,
-            "seeds": list(range(seeds)), "rounds": rounds, "train": train, "resources": {"cpu": 1},
-            "max_concurrent": 2, "system_metrics": False}
+    return {
+        "name": name,
+        "experiment": "glth-bench-sweep",
+        "dataset": "digits",
+        "model": "mlp_300_100",
+        "dictionary": DICTIONARIES if seeds > 1 else DICTIONARIES[:1],
+        "tau": 0.3,
+        "seeds": list(range(seeds)),
+        "rounds": rounds,
+        "train": train,
+        "resources": {"cpu": 1},
+        "max_concurrent": 2,
+        "system_metrics": False,
+    }
 
 
 def glth_run(spec: dict, tmp: Path, path: Path | None = None, profile: str | None = None) -> tuple[float, object]:
@@ -60,8 +74,16 @@ def glth_run(spec: dict, tmp: Path, path: Path | None = None, profile: str | Non
     if path is None:
         path = tmp / f"{spec['name']}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    cmd = [str(Path(sys.executable).with_name("glth")), "run", str(path), "--out", str(tmp / "runs"),
-           "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", *(["--profile", profile] if profile else [])]
+    cmd = [
+        str(Path(sys.executable).with_name("glth")),
+        "run",
+        str(path),
+        "--out",
+        str(tmp / "runs"),
+        "--tracking-uri",
+        f"sqlite:///{tmp / 'mlflow.db'}",
+        *(["--profile", profile] if profile else []),
+    ]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=tmp, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -116,9 +138,12 @@ def one_sweep(path: Path, profile: str | None) -> None:
         wall, rows = glth_run(spec, Path(tmp), path.resolve(), profile)
     has_eval = "eval_seconds" in rows and rows["eval_seconds"].notna().all()
     compute = float(rows["wall_seconds"].sum() + (rows["eval_seconds"].sum() if has_eval else 0.0))
-    print(f"sweep {spec['name']} --profile {profile}: wall {wall:.0f} s ({wall / 3600:.2f} h), {rows['trial_id'].nunique()} "
-          f"trials, {len(rows)} rows; compute {compute:.0f} s ({'training + evaluation' if has_eval else 'training only'}); "
-          f"wall x {slots} slots / compute {wall * slots / compute:.2f}x", flush=True)
+    print(
+        f"sweep {spec['name']} --profile {profile}: wall {wall:.0f} s ({wall / 3600:.2f} h), {rows['trial_id'].nunique()} "
+        f"trials, {len(rows)} rows; compute {compute:.0f} s ({'training + evaluation' if has_eval else 'training only'}); "
+        f"wall x {slots} slots / compute {wall * slots / compute:.2f}x",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -147,15 +172,28 @@ def main() -> None:
     ray_start, ray_stop = ray_start_stop()
     per_core = wall * parallel / compute
     steady = (wall - fixed) * parallel / compute
-    where = "rows' eval_seconds" if has_eval else f"eval {1e3 * per_eval:.1f} ms a round timed here: the rows have no eval_seconds"
-    print(f"# sweep: {trials} trajectories ({len(DICTIONARIES)} dictionaries x {seeds} seeds) x {rounds} rounds of "
-          f"{epochs} epochs on digits, max_concurrent {spec['max_concurrent']}, {cores} cores", flush=True)
-    print(f"sweep {trials} trajectories wall x {parallel} cores / compute: {per_core:.2f}x ({wall:.1f} s x {parallel} vs "
-          f"{compute:.1f} s = training {rows['wall_seconds'].sum():.1f} s + evaluation [{where}]) {verdict(per_core, TARGET)}; "
-          f"without the fixed cost {steady:.2f}x", flush=True)
-    print(f"sweep fixed cost of glth run: {fixed:.1f} s (a 1-trial sweep of one 1-step round: {tiny_wall:.1f} s), of which "
-          f"the embedded local Ray starts in {ray_start:.1f} s and stops in {ray_stop:.1f} s "
-          f"{verdict(ray_start + ray_stop, 3.0)}; a rerun of the complete sweep (no Ray) takes {rerun:.1f} s", flush=True)
+    where = (
+        "rows' eval_seconds"
+        if has_eval
+        else f"eval {1e3 * per_eval:.1f} ms a round timed here: the rows have no eval_seconds"
+    )
+    print(
+        f"# sweep: {trials} trajectories ({len(DICTIONARIES)} dictionaries x {seeds} seeds) x {rounds} rounds of "
+        f"{epochs} epochs on digits, max_concurrent {spec['max_concurrent']}, {cores} cores",
+        flush=True,
+    )
+    print(
+        f"sweep {trials} trajectories wall x {parallel} cores / compute: {per_core:.2f}x ({wall:.1f} s x {parallel} vs "
+        f"{compute:.1f} s = training {rows['wall_seconds'].sum():.1f} s + evaluation [{where}]) {verdict(per_core, TARGET)}; "
+        f"without the fixed cost {steady:.2f}x",
+        flush=True,
+    )
+    print(
+        f"sweep fixed cost of glth run: {fixed:.1f} s (a 1-trial sweep of one 1-step round: {tiny_wall:.1f} s), of which "
+        f"the embedded local Ray starts in {ray_start:.1f} s and stops in {ray_stop:.1f} s "
+        f"{verdict(ray_start + ray_stop, 3.0)}; a rerun of the complete sweep (no Ray) takes {rerun:.1f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

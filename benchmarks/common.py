@@ -24,9 +24,13 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads for every arm (default 1)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per arm; the median is reported")
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller work")
-    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
-                   help="cpu (default): this process's CPU time, steady on a machine shared with other work; "
-                        "wall: elapsed time (always, with --device cuda)")
+    p.add_argument(
+        "--clock",
+        choices=["cpu", "wall"],
+        default="cpu",
+        help="cpu (default): this process's CPU time, steady on a machine shared with other work; "
+        "wall: elapsed time (always, with --device cuda)",
+    )
     return p
 
 
@@ -74,8 +78,13 @@ def cifar_or_digits(n_train: int, n_eval: int) -> datasets.Dataset:
         return datasets.load("digits")
     d = datasets.load("cifar10", CIFAR_DIR)
     return dataclasses.replace(
-        d, train_x=d.train_x[:n_train].clone(), train_y=d.train_y[:n_train].clone(), val_x=d.val_x[:n_eval].clone(),
-        val_y=d.val_y[:n_eval].clone(), test_x=d.test_x[:n_eval].clone(), test_y=d.test_y[:n_eval].clone(),
+        d,
+        train_x=d.train_x[:n_train].clone(),
+        train_y=d.train_y[:n_train].clone(),
+        val_x=d.val_x[:n_eval].clone(),
+        val_y=d.val_y[:n_eval].clone(),
+        test_x=d.test_x[:n_eval].clone(),
+        test_y=d.test_y[:n_eval].clone(),
     )
 
 

@@ -42,10 +42,14 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="smaller runs of each; skips " + ", ".join(SKIPPED_BY_QUICK))
     p.add_argument("--skip", nargs="*", default=[], choices=list(BENCHMARKS), metavar="NAME")
     p.add_argument("--only", nargs="*", default=None, choices=list(BENCHMARKS), metavar="NAME")
-    p.add_argument("--threads", type=int, default=None, help="passed to the benchmarks that take it (default theirs: 1)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="passed to the benchmarks that take it (default theirs: 1)"
+    )
     p.add_argument("--device", default=None, help=f"passed to {', '.join(TAKES_DEVICE)} (cuda: the GPU rows)")
     args = p.parse_args()
-    names = args.only if args.only is not None else [n for n in BENCHMARKS if not (args.quick and n in SKIPPED_BY_QUICK)]
+    names = (
+        args.only if args.only is not None else [n for n in BENCHMARKS if not (args.quick and n in SKIPPED_BY_QUICK)]
+    )
     failed = []
     for name in names:
         if name in args.skip:

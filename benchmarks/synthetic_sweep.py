@@ -15,10 +15,13 @@ import math
 
 import yaml
 
-DICTIONARIES = [{"kind": "canonical"}, {"kind": "random", "method": "fast", "version": 2},
-                {"kind": "bottleneck", "layer": "1", "basis": "identity"},
-                {"kind": "bottleneck", "layer": "1", "basis": "dct"},
-                {"kind": "blockdiag", "per": "tensor", "block": "dct"}]
+DICTIONARIES = [
+    {"kind": "canonical"},
+    {"kind": "random", "method": "fast", "version": 2},
+    {"kind": "bottleneck", "layer": "1", "basis": "identity"},
+    {"kind": "bottleneck", "layer": "1", "basis": "dct"},
+    {"kind": "blockdiag", "per": "tensor", "block": "dct"},
+]
 TAUS = [0.2, 0.3]
 TOTAL = 89_610  # mlp_300_100's weights on digits (64 → 300 → 100 → 10, biases included)
 
@@ -27,10 +30,20 @@ def spec_text(name: str, trials: int, rounds: int) -> str:
     per_seed = len(DICTIONARIES) * len(TAUS)
     if trials % per_seed:
         raise ValueError(f"trials: {trials} is not a multiple of {per_seed} (dictionaries × τ)")
-    spec = {"name": name, "experiment": "glth-bench-scale", "dataset": "digits", "model": "mlp_300_100",
-            "dictionary": DICTIONARIES, "tau": TAUS, "seeds": list(range(trials // per_seed)), "rounds": rounds,
-            "train": {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "steps": 2},
-            "resources": {"cpu": 1}, "max_concurrent": 2, "system_metrics": False}
+    spec = {
+        "name": name,
+        "experiment": "glth-bench-scale",
+        "dataset": "digits",
+        "model": "mlp_300_100",
+        "dictionary": DICTIONARIES,
+        "tau": TAUS,
+        "seeds": list(range(trials // per_seed)),
+        "rounds": rounds,
+        "train": {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "steps": 2},
+        "resources": {"cpu": 1},
+        "max_concurrent": 2,
+        "system_metrics": False,
+    }
     return yaml.safe_dump(spec, sort_keys=False)
 
 
@@ -40,11 +53,26 @@ def round_row(seed: int, tau: float, r: int) -> dict:
     kept = max(1, round(TOTAL * density))
     wobble = 0.002 * math.sin(seed + r)
     acc = min(1.0, 0.95 - 0.4 * max(0.0, 0.05 - density) + wobble)
-    return {"round": r, "kept": kept, "total": TOTAL, "density": kept / TOTAL, "compression": 1 - kept / TOTAL,
-            "test_accuracy": acc, "test_loss": 1.0 - acc, "val_accuracy": acc - 0.001, "train_accuracy": acc + 0.01,
-            "train_loss": 0.99 - acc, "epochs": 1.0, "wall_seconds": 0.05, "eval_seconds": 0.003, "rank": None,
-            "layer_density": json.dumps({"0.weight": density, "2.weight": density, "4.weight": density}),
-            "flops": 2 * kept, "flops_dense": 2 * TOTAL, "status": "ok"}
+    return {
+        "round": r,
+        "kept": kept,
+        "total": TOTAL,
+        "density": kept / TOTAL,
+        "compression": 1 - kept / TOTAL,
+        "test_accuracy": acc,
+        "test_loss": 1.0 - acc,
+        "val_accuracy": acc - 0.001,
+        "train_accuracy": acc + 0.01,
+        "train_loss": 0.99 - acc,
+        "epochs": 1.0,
+        "wall_seconds": 0.05,
+        "eval_seconds": 0.003,
+        "rank": None,
+        "layer_density": json.dumps({"0.weight": density, "2.weight": density, "4.weight": density}),
+        "flops": 2 * kept,
+        "flops_dense": 2 * TOTAL,
+        "status": "ok",
+    }
 
 
 def write(storage, name: str, trials: int, rounds: int) -> str:

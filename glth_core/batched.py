@@ -51,8 +51,14 @@ from glth_core.train import (
 )
 from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
-__all__ = ["BatchedTrajectory", "check_batchable", "check_batchable_model", "evaluate_batched", "prefers_vmap",
-           "train_batched"]
+__all__ = [
+    "BatchedTrajectory",
+    "check_batchable",
+    "check_batchable_model",
+    "evaluate_batched",
+    "prefers_vmap",
+    "train_batched",
+]
 
 
 def check_batchable_model(model: nn.Module) -> None:
@@ -60,8 +66,10 @@ def check_batchable_model(model: nn.Module) -> None:
     seeds would need per-seed running statistics, which this trainer does not carry."""
     buffers = [n for n, _ in model.named_buffers()]
     if buffers:
-        raise ValueError(f"batch_seeds: the model has running statistics (BatchNorm: {buffers[0]}, …), which batched "
-                         "seeds do not carry per seed; leave batch_seeds out (seeds then run as separate trials)")
+        raise ValueError(
+            f"batch_seeds: the model has running statistics (BatchNorm: {buffers[0]}, …), which batched "
+            "seeds do not carry per seed; leave batch_seeds out (seeds then run as separate trials)"
+        )
 
 
 def check_batchable(configs: list[TrajectoryConfig]) -> None:
@@ -74,22 +82,30 @@ def check_batchable(configs: list[TrajectoryConfig]) -> None:
         raise ValueError(f"seed: the seeds of a batch must differ, got {seeds}")
     first = configs[0]
     if first.lmc_points:
-        raise ValueError("lmc_points: linear mode connectivity trains two extra copies per seed, which batched seeds "
-                         "do not run; leave batch_seeds out (or lmc_points: 0)")
+        raise ValueError(
+            "lmc_points: linear mode connectivity trains two extra copies per seed, which batched seeds "
+            "do not run; leave batch_seeds out (or lmc_points: 0)"
+        )
     for c in configs[1:]:
         for f in dataclasses.fields(TrajectoryConfig):
             if f.name != "seed" and getattr(c, f.name) != getattr(first, f.name):
-                raise ValueError(f"{f.name}: batched trajectories may differ only in seed; "
-                                 f"got {getattr(first, f.name)!r} and {getattr(c, f.name)!r}")
+                raise ValueError(
+                    f"{f.name}: batched trajectories may differ only in seed; "
+                    f"got {getattr(first, f.name)!r} and {getattr(c, f.name)!r}"
+                )
     if seed_dependent(first.dictionary) and "seed" not in first.dictionary:
-        raise ValueError("dictionary.seed: this dictionary is drawn from its seed, which defaults to each "
-                         "trajectory's; batching seeds needs an explicit dictionary.seed (one dictionary for all)")
+        raise ValueError(
+            "dictionary.seed: this dictionary is drawn from its seed, which defaults to each "
+            "trajectory's; batching seeds needs an explicit dictionary.seed (one dictionary for all)"
+        )
 
 
 def stack(weights: list[Weights]) -> Weights:
     """K trajectories' weights as one with a leading K dim (fresh tensors)."""
-    return Weights(torch.stack([w.coeffs.detach() for w in weights]),
-                   {n: torch.stack([w.free[n].detach() for w in weights]) for n in weights[0].free})
+    return Weights(
+        torch.stack([w.coeffs.detach() for w in weights]),
+        {n: torch.stack([w.free[n].detach() for w in weights]) for n in weights[0].free},
+    )
 
 
 def unstack(w: Weights, k: int) -> Weights:
@@ -148,8 +164,12 @@ def train_batched(
         # unbind, not indexing: its backward is one stack, where each index's would fill a zero [K, …]
         free = {n: v.unbind(0) for n, v in free.items()}
         masks = [None] * len(xb) if mask is None else mask.unbind(0)
-        return torch.stack([loss(c, {n: v[k] for n, v in free.items()}, f, xk, yk)
-                            for k, (c, f, xk, yk) in enumerate(zip(coeffs.unbind(0), masks, xb, yb))])
+        return torch.stack(
+            [
+                loss(c, {n: v[k] for n, v in free.items()}, f, xk, yk)
+                for k, (c, f, xk, yk) in enumerate(zip(coeffs.unbind(0), masks, xb, yb))
+            ]
+        )
 
     if vectorize is None:
         vectorize = prefers_vmap(param, x)
@@ -165,22 +185,32 @@ def train_batched(
 
     on_step = None
     if on_steps is not None and any(cb is not None for cb in on_steps):
+
         def on_step(step: int) -> None:
             for k, cb in enumerate(on_steps):
                 if cb is not None:
                     cb(step, unstack(w, k))
 
     with matmul_precision(cfg, x):
-        run_steps(leaves, cfg, total, losses_at, plan=plan, on_step=on_step,
-                  who=None if names is None else names.__getitem__)
-    out = [Weights(w.coeffs[k].detach() * m[k], {n: v[k].detach().clone() for n, v in w.free.items()})
-           for k in range(len(starts))]
+        run_steps(
+            leaves, cfg, total, losses_at, plan=plan, on_step=on_step, who=None if names is None else names.__getitem__
+        )
+    out = [
+        Weights(w.coeffs[k].detach() * m[k], {n: v[k].detach().clone() for n, v in w.free.items()})
+        for k in range(len(starts))
+    ]
     return out, total - plan.start_step
 
 
 @torch.no_grad()
-def evaluate_batched(param: Parameterization, weights: list[Weights], masks: list[torch.Tensor], x: torch.Tensor,
-                     y: torch.Tensor, batch_size: int = 2048) -> list[Evaluation]:
+def evaluate_batched(
+    param: Parameterization,
+    weights: list[Weights],
+    masks: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 2048,
+) -> list[Evaluation]:
     """``glth_core.train.evaluate`` of K trajectories on one split, with one vmapped forward per
     batch (every trajectory sees the same inputs)."""
     w, m = stack(weights), torch.stack(masks)
@@ -199,21 +229,31 @@ class BatchedTrajectory:
     so summing rows still gives the compute spent. ``vectorize``: see ``train_batched``.
     """
 
-    def __init__(self, configs: list[TrajectoryConfig], data: datasets.Dataset | None = None,
-                 states: list[TrajectoryState | None] | None = None, *, vectorize: bool | None = None):
+    def __init__(
+        self,
+        configs: list[TrajectoryConfig],
+        data: datasets.Dataset | None = None,
+        states: list[TrajectoryState | None] | None = None,
+        *,
+        vectorize: bool | None = None,
+    ):
         check_batchable(configs)
         states = [None] * len(configs) if states is None else list(states)
         if len(states) != len(configs):
             raise ValueError(f"states: {len(states)} given for {len(configs)} configs")
         rounds = {s.round for s in states if s is not None}
         if len(rounds) > 1 or (rounds and None in states):
-            raise ValueError(f"states: every seed must resume from the same round, got {[s and s.round for s in states]}")
+            raise ValueError(
+                f"states: every seed must resume from the same round, got {[s and s.round for s in states]}"
+            )
         first = Trajectory(configs[0], data, states[0])
         check_batchable_model(first.model)
         d = first.dictionary
         if d.varies_with_init:
-            raise ValueError("dictionary.basis: pca on a layer past the input depends on each seed's "
-                             "initialization, so its seeds cannot share one dictionary")
+            raise ValueError(
+                "dictionary.basis: pca on a layer past the input depends on each seed's "
+                "initialization, so its seeds cannot share one dictionary"
+            )
         self.configs = list(configs)
         self.members = [first] + [Trajectory(c, state=s, shared=first) for c, s in zip(configs[1:], states[1:])]
         self.vectorize = prefers_vmap(first.param, first.inputs["train"]) if vectorize is None else vectorize
@@ -239,8 +279,10 @@ class BatchedTrajectory:
         t1 = time.perf_counter()
         evaluations = self._evaluate([r[-1][0] for r in zip(*results)])
         shared = (time.perf_counter() - t1) / len(self.members) if evaluations[0] is not None else None
-        return [t.finish_round([r[k] for r in results], seconds, ev, eval_seconds=shared)
-                for k, (t, ev) in enumerate(zip(self.members, evaluations))]
+        return [
+            t.finish_round([r[k] for r in results], seconds, ev, eval_seconds=shared)
+            for k, (t, ev) in enumerate(zip(self.members, evaluations))
+        ]
 
     def _evaluate(self, shown: list[Weights]) -> list[dict | None]:
         """Each seed's {split: Evaluation} of its shown weights, vmapped on an accelerator; None
@@ -251,9 +293,12 @@ class BatchedTrajectory:
             return [None] * len(self.members)
         masks = [t.state.mask for t in self.members]
         cfg = first.config.train
-        per_split = {split: evaluate_batched(first.param, shown, masks, *evaluated_split(first.inputs, first.data, split, cfg),
-                                             cfg.eval_batch_size)
-                     for split in ("train", "val", "test")}
+        per_split = {
+            split: evaluate_batched(
+                first.param, shown, masks, *evaluated_split(first.inputs, first.data, split, cfg), cfg.eval_batch_size
+            )
+            for split in ("train", "val", "test")
+        }
         return [{split: ev[k] for split, ev in per_split.items()} for k in range(len(self.members))]
 
     def _train(self, jobs: list[TrainJob]) -> list[tuple[Weights, int]]:
@@ -262,10 +307,17 @@ class BatchedTrajectory:
         assert len(shared) == 1, "seeds of one batch share their schedule and data round"
         plan, data_round = shared.pop()
         trained, steps = train_batched(
-            first.param, [j.start for j in jobs], [t.state.mask for t in self.members], first.inputs["train"],
-            first.data.train_y, first.config.train, [round_generator(t.config.seed, data_round) for t in self.members],
-            plan=plan, on_steps=[j.on_step for j in jobs],
-            names=[f"the trajectory of seed {c.seed}" for c in self.configs], vectorize=self.vectorize,
+            first.param,
+            [j.start for j in jobs],
+            [t.state.mask for t in self.members],
+            first.inputs["train"],
+            first.data.train_y,
+            first.config.train,
+            [round_generator(t.config.seed, data_round) for t in self.members],
+            plan=plan,
+            on_steps=[j.on_step for j in jobs],
+            names=[f"the trajectory of seed {c.seed}" for c in self.configs],
+            vectorize=self.vectorize,
             augment=first.augment,
         )
         return [(w, steps) for w in trained]

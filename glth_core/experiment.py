@@ -24,9 +24,18 @@ from glth_core.train import DivergedError
 
 #: every round row, whatever the kind (``glth_core.records.round_record`` makes them)
 ROUND_COLUMNS: dict[str, type] = {
-    "round": int, "kept": int, "total": int, "density": float, "compression": float,
-    "test_accuracy": float, "test_loss": float, "val_accuracy": float, "train_accuracy": float, "train_loss": float,
-    "epochs": float, "wall_seconds": float,  # the round's training (or search) time
+    "round": int,
+    "kept": int,
+    "total": int,
+    "density": float,
+    "compression": float,
+    "test_accuracy": float,
+    "test_loss": float,
+    "val_accuracy": float,
+    "train_accuracy": float,
+    "train_loss": float,
+    "epochs": float,
+    "wall_seconds": float,  # the round's training (or search) time
     "eval_seconds": float,  # its evaluation of the three splits
     "rank": int,  # kept groups; null for ungrouped dictionaries
 }
@@ -34,7 +43,12 @@ ROUND_COLUMNS: dict[str, type] = {
 TIMING_COLUMNS = ("wall_seconds", "eval_seconds", "lmc_seconds")
 #: what describes a trial in each of its rows (``Experiment.describe``)
 DESCRIBE_COLUMNS: dict[str, type] = {
-    "dictionary": str, "dictionary_kind": str, "basis": str, "tau": float, "rewind": str, "control": str,
+    "dictionary": str,
+    "dictionary_kind": str,
+    "basis": str,
+    "tau": float,
+    "rewind": str,
+    "control": str,
 }
 #: how ``glth results`` and ``glth plot`` read a kind's rows
 SUMMARIES = ("curves", "construction")
@@ -114,8 +128,11 @@ class Experiment:
             dictionaries.validate(spec, model)
         augment = getattr(getattr(config, "train", None), "augment", "none")
         if augment != "none":  # crop_flip needs images: the model's input, as the trainer feeds it
-            check_images(augment, getattr(model, "input_shape", None),
-                         input_transformed=isinstance(spec, dict) and dictionaries.transforms_inputs(spec, model))
+            check_images(
+                augment,
+                getattr(model, "input_shape", None),
+                input_transformed=isinstance(spec, dict) and dictionaries.transforms_inputs(spec, model),
+            )
         if self.check_config is not None:
             self.check_config(config, model)
 

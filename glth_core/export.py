@@ -51,8 +51,15 @@ class Exported:
     parts: list[dict] | None = None
 
     def describe(self) -> dict:
-        out = {"form": self.form, "layer": self.layer, "kept_groups": self.kept_groups, "d_in": self.d_in,
-               "d_out": self.d_out, **self.extra, "parameters": count_parameters(self.module)}
+        out = {
+            "form": self.form,
+            "layer": self.layer,
+            "kept_groups": self.kept_groups,
+            "d_in": self.d_in,
+            "d_out": self.d_out,
+            **self.extra,
+            "parameters": count_parameters(self.module),
+        }
         if self.parts is not None:
             out["parts"] = self.parts
         return out
@@ -98,8 +105,9 @@ def _exported(net: nn.Module, plan: Plan) -> Exported:
 
 
 @torch.no_grad()
-def export(model: nn.Module, dictionary: Dictionary, ticket, factorize: str = "auto",
-           fold_previous: bool = True) -> Exported:
+def export(
+    model: nn.Module, dictionary: Dictionary, ticket, factorize: str = "auto", fold_previous: bool = True
+) -> Exported:
     """The ticket as a pruned plain-PyTorch network (see the module doc).
 
     ``factorize`` (bottlenecks with U ≠ I): "auto" factors the layer only when that has fewer
@@ -120,15 +128,26 @@ def export(model: nn.Module, dictionary: Dictionary, ticket, factorize: str = "a
         plan = plan_for(net, part, coeffs[start:stop], mask[start:stop], factorize, fold_previous)
         clash = next((n for n in plan.replace if n in owner), None)
         if clash is not None:
-            plan = Plan("masked-dense", plan.info, note=f"would replace module {clash!r}, which part {owner[clash]} "
-                                                        f"replaces already; left dense")
+            plan = Plan(
+                "masked-dense",
+                plan.info,
+                note=f"would replace module {clash!r}, which part {owner[clash]} replaces already; left dense",
+            )
         owner.update({n: i for n in plan.replace})
         plans.append((part, plan))
     parts = []
     for i, (part, plan) in enumerate(plans):
         plan.apply(net)
-        parts.append({"part": i, "dictionary": part.label, "kind": part.kind, "form": plan.form, **plan.info,
-                      **({"note": plan.note} if plan.note else {})})
+        parts.append(
+            {
+                "part": i,
+                "dictionary": part.label,
+                "kind": part.kind,
+                "form": plan.form,
+                **plan.info,
+                **({"note": plan.note} if plan.note else {}),
+            }
+        )
     return Exported(net, "composite", parts=parts)
 
 

@@ -87,8 +87,16 @@ def _filled(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -
 
 def conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
     """A Conv2d with ``conv``'s geometry (stride, padding, dilation) holding ``weight`` (out × in × kh × kw)."""
-    layer = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride=conv.stride, padding=conv.padding,
-                      dilation=conv.dilation, bias=bias is not None, padding_mode=conv.padding_mode)
+    layer = nn.Conv2d(
+        weight.shape[1],
+        weight.shape[0],
+        tuple(weight.shape[2:]),
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        bias=bias is not None,
+        padding_mode=conv.padding_mode,
+    )
     return _filled(layer, weight, bias)
 
 
@@ -124,13 +132,19 @@ def _next(parent: nn.Module, leaf: str, kind: type) -> tuple[str, bool] | None:
         return None
     names = list(parent._modules)
     flat = False
-    for name in names[names.index(leaf) + 1:]:
+    for name in names[names.index(leaf) + 1 :]:
         module = parent._modules[name]
         if isinstance(module, nn.Linear) and (kind is nn.Linear or flat):
             return name, flat
         if isinstance(module, nn.Conv2d) and kind is nn.Conv2d and not flat and module.groups == 1:
             return name, flat
-        if kind is nn.Conv2d and not flat and isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
+        if (
+            kind is nn.Conv2d
+            and not flat
+            and isinstance(module, nn.Flatten)
+            and module.start_dim == 1
+            and module.end_dim == -1
+        ):
             flat = True
             continue
         if not isinstance(module, ZERO_KEEPING):
@@ -138,8 +152,9 @@ def _next(parent: nn.Module, leaf: str, kind: type) -> tuple[str, bool] | None:
     return None
 
 
-def drop_inputs(net: nn.Module, name: str, kept: torch.Tensor, weight: torch.Tensor, info: dict,
-                fold_previous: bool) -> Plan:
+def drop_inputs(
+    net: nn.Module, name: str, kept: torch.Tensor, weight: torch.Tensor, info: dict, fold_previous: bool
+) -> Plan:
     """Layer ``name`` keeps input channels ``kept`` (its new weight ``weight``): fold into the
     previous layer, which loses those units, or select the kept inputs."""
     parent, leaf = parent_of(net, name)
@@ -167,16 +182,22 @@ def drop_outputs(net: nn.Module, name: str, kept: torch.Tensor, info: dict) -> P
     if flat:
         per_channel, rest = divmod(nxt.in_features, layer.out_channels)
         if rest:
-            return Plan("masked-dense", info, note=f"{nxt_leaf!r} has {nxt.in_features} inputs, not a multiple of "
-                                                   f"{layer.out_channels} channels")
+            return Plan(
+                "masked-dense",
+                info,
+                note=f"{nxt_leaf!r} has {nxt.in_features} inputs, not a multiple of {layer.out_channels} channels",
+            )
         cols = (kept[:, None] * per_channel + torch.arange(per_channel, device=kept.device)).flatten()
     own = _like(layer, layer.weight.detach().index_select(0, kept), _bias(layer, kept))
     consumer = _like(nxt, nxt.weight.detach().index_select(1, cols), _bias(nxt))
-    return Plan("fold-next", {**info, "next": _sibling(name, nxt_leaf)}, {name: own, _sibling(name, nxt_leaf): consumer})
+    return Plan(
+        "fold-next", {**info, "next": _sibling(name, nxt_leaf)}, {name: own, _sibling(name, nxt_leaf): consumer}
+    )
 
 
-def plan_bottleneck(net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str,
-                    fold_previous: bool) -> Plan:
+def plan_bottleneck(
+    net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str, fold_previous: bool
+) -> Plan:
     """A bottleneck's plan (Linear or Conv2d); see the module doc."""
     name, d_in, d_out = d.layer, d.d_in, d.d_out
     layer = net.get_submodule(name)
@@ -197,7 +218,9 @@ def plan_bottleneck(net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor,
         channels = keep.view(c_in, -1).any(dim=1).nonzero().flatten()
         info["kept_channels"] = int(channels.numel())
         if channels.numel() == c_in:
-            return Plan("masked-dense", info, note="no input channel lost all its kernel positions; pruned ones stay zeros")
+            return Plan(
+                "masked-dense", info, note="no input channel lost all its kernel positions; pruned ones stay zeros"
+            )
         return drop_inputs(net, name, channels, layer.weight.detach().index_select(1, channels), info, fold_previous)
     smaller = m * (d_in + d_out) < d_in * d_out
     if factorize == "never" or (factorize == "auto" and not smaller):
@@ -216,8 +239,9 @@ def plan_bottleneck(net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor,
     return Plan("factorized", info, {name: nn.Sequential(first, second)})
 
 
-def plan_channels(net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str,
-                  fold_previous: bool) -> Plan:
+def plan_channels(
+    net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str, fold_previous: bool
+) -> Plan:
     """A channels dictionary's plan: drop input channels (per: in) or units (per: out)."""
     kept = d.kept_channels(mask)
     total = d.d_in if d.per == "in" else d.d_out
@@ -232,7 +256,8 @@ def plan_channels(net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, f
     return drop_outputs(net, d.layer, kept, info)
 
 
-def plan_for(net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str = "auto",
-             fold_previous: bool = True) -> Plan:
+def plan_for(
+    net: nn.Module, d, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str = "auto", fold_previous: bool = True
+) -> Plan:
     """The plan for one (non-composite) dictionary's ticket on the masked network ``net``."""
     return d.export_plan(net, coeffs, mask, factorize, fold_previous)  # the kind's (``Dictionary.export_plan``)

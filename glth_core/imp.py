@@ -37,14 +37,29 @@ __all__ = ["Trajectory", "run_trajectory"]
 class Trajectory(RoundRunner):
     """Builds model, data and dictionary from a config, then runs rounds one at a time."""
 
-    def __init__(self, config: TrajectoryConfig, data: datasets.Dataset | None = None, state: TrajectoryState | None = None,
-                 *, shared: "Trajectory | None" = None):
+    def __init__(
+        self,
+        config: TrajectoryConfig,
+        data: datasets.Dataset | None = None,
+        state: TrajectoryState | None = None,
+        *,
+        shared: "Trajectory | None" = None,
+    ):
         """``shared``: a trajectory on the same data and dictionary (another seed, as in
         ``glth_core.batched``) whose data, dictionary and prepared inputs this one reuses."""
         self.config = config
-        self.data = shared.data if shared is not None else data or datasets.load(
-            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device,
-            normalize=config.normalize,
+        self.data = (
+            shared.data
+            if shared is not None
+            else data
+            or datasets.load(
+                config.dataset,
+                config.data_dir,
+                val_fraction=config.val_fraction,
+                split_seed=config.split_seed,
+                device=config.device,
+                normalize=config.normalize,
+            )
         )
         self.model = build_model(config, self.data, config.seed)
         if shared is not None:
@@ -53,9 +68,13 @@ class Trajectory(RoundRunner):
             self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
         self.param = Parameterization(self.model, self.dictionary)
         self.augment = augmenter(config.train.augment, self.data, self.param.input_bottleneck)
-        self.inputs = shared.inputs if shared is not None else {
-            split: self.param.prepare_inputs(getattr(self.data, f"{split}_x")) for split in ("train", "val", "test")
-        }
+        self.inputs = (
+            shared.inputs
+            if shared is not None
+            else {
+                split: self.param.prepare_inputs(getattr(self.data, f"{split}_x")) for split in ("train", "val", "test")
+            }
+        )
         if state is None:
             init = self.param.weights_of(self.model)
             mask = torch.ones(self.dictionary.size, dtype=torch.bool, device=init.coeffs.device)
@@ -91,8 +110,18 @@ class Trajectory(RoundRunner):
             k = rewind_step(cfg.rewind, cfg.train, self.inputs["train"].shape[0])
             start, plan = self._rewind_point, Plan(start_step=k)
         targets = {split: getattr(self.data, f"{split}_y") for split in ("train", "test")}
-        out = instability(self.param, start, self.state.mask, self.inputs, targets, cfg.train,
-                          copy_generators(cfg.seed, self.state.round), cfg.lmc_points, plan, self.augment)
+        out = instability(
+            self.param,
+            start,
+            self.state.mask,
+            self.inputs,
+            targets,
+            cfg.train,
+            copy_generators(cfg.seed, self.state.round),
+            cfg.lmc_points,
+            plan,
+            self.augment,
+        )
         return {**out, "lmc_seconds": time.perf_counter() - t0}
 
     def round_jobs(self) -> list[TrainJob]:
@@ -107,9 +136,14 @@ class Trajectory(RoundRunner):
     def _capture(self, w: Weights) -> None:
         self._rewind_point = w  # kept by ``finish_round``: a round that fails leaves the state alone
 
-    def finish_round(self, results: list[tuple[Weights, int]], seconds: float,
-                     evaluations: dict[str, Evaluation] | None = None, extra: dict | None = None,
-                     eval_seconds: float | None = None) -> dict:
+    def finish_round(
+        self,
+        results: list[tuple[Weights, int]],
+        seconds: float,
+        evaluations: dict[str, Evaluation] | None = None,
+        extra: dict | None = None,
+        eval_seconds: float | None = None,
+    ) -> dict:
         """Record, ticket and next mask from the (trained weights, steps) of each ``round_jobs``
         job; ``seconds`` is the round's training time; ``evaluations``: see ``round_record``;
         ``extra``: more columns of the record (the round's LMC)."""
@@ -130,13 +164,40 @@ class Trajectory(RoundRunner):
 
     def _train(self, job: TrainJob):
         cfg = self.config
-        return train(self.param, job.start, self.state.mask, self.inputs["train"], self.data.train_y, cfg.train,
-                     round_generator(cfg.seed, job.data_round), plan=job.plan, on_step=job.on_step, augment=self.augment)
+        return train(
+            self.param,
+            job.start,
+            self.state.mask,
+            self.inputs["train"],
+            self.data.train_y,
+            cfg.train,
+            round_generator(cfg.seed, job.data_round),
+            plan=job.plan,
+            on_step=job.on_step,
+            augment=self.augment,
+        )
 
-    def _record(self, w: Weights, steps: int, seconds: float, evaluations: dict[str, Evaluation] | None = None,
-                eval_seconds: float | None = None) -> dict:
-        return round_record(self.param, self.inputs, self.data, w, self.state.mask, self.state.round, steps,
-                            self.config.train, seconds, evaluations, eval_seconds)
+    def _record(
+        self,
+        w: Weights,
+        steps: int,
+        seconds: float,
+        evaluations: dict[str, Evaluation] | None = None,
+        eval_seconds: float | None = None,
+    ) -> dict:
+        return round_record(
+            self.param,
+            self.inputs,
+            self.data,
+            w,
+            self.state.mask,
+            self.state.round,
+            steps,
+            self.config.train,
+            seconds,
+            evaluations,
+            eval_seconds,
+        )
 
 
 def run_trajectory(config: TrajectoryConfig, on_round=None) -> list[dict]:

@@ -54,13 +54,21 @@ def _check_config(c: TrajectoryConfig, model) -> None:
     if c.rewind_norm == "tensor":
         why = mixing_part(c.dictionary_spec, model)
         if why is not None:
-            raise ValueError(f"rewind_norm: tensor rescales each tensor's own coefficients; the dictionary's {why} "
-                             "(use rewind_norm part)")
+            raise ValueError(
+                f"rewind_norm: tensor rescales each tensor's own coefficients; the dictionary's {why} "
+                "(use rewind_norm part)"
+            )
 
 
 EXPERIMENT = Experiment(
-    name="imp", config_cls=TrajectoryConfig, state_cls=TrajectoryState,
+    name="imp",
+    config_cls=TrajectoryConfig,
+    state_cls=TrajectoryState,
     runner=lambda config, state=None, data=None: Trajectory(config, data=data, state=state),
-    run_name=_run_name, describe=_describe, batch=_batch, check_batch=_check_batch,
-    columns={**VIEW_COLUMNS, **LMC_COLUMNS}, check_config=_check_config,
+    run_name=_run_name,
+    describe=_describe,
+    batch=_batch,
+    check_batch=_check_batch,
+    columns={**VIEW_COLUMNS, **LMC_COLUMNS},
+    check_config=_check_config,
 )

@@ -36,17 +36,22 @@ from glth_core.schedule import Plan, TrainConfig
 from glth_core.streams import LMC_STREAMS, round_generator
 from glth_core.train import Parameterization, Weights, eval_batches, evaluate, train, train_eval_split
 
-__all__ = ["LMC_COLUMNS", "check_lmc", "error_barrier", "interpolate", "path_errors", "copy_generators",
-           "instability"]
+__all__ = ["LMC_COLUMNS", "check_lmc", "error_barrier", "interpolate", "path_errors", "copy_generators", "instability"]
 
-LMC_COLUMNS: dict[str, type] = {"lmc_barrier_test": float, "lmc_barrier_train": float, "lmc_seconds": float,
-                                "lmc_bn_images": int}
+LMC_COLUMNS: dict[str, type] = {
+    "lmc_barrier_test": float,
+    "lmc_barrier_train": float,
+    "lmc_seconds": float,
+    "lmc_bn_images": int,
+}
 SPLITS = ("test", "train")
 
 
 def check_lmc(points) -> None:
     if isinstance(points, bool) or not isinstance(points, int) or not (points == 0 or points >= 3):
-        raise ValueError(f"lmc_points: must be 0 (off) or an integer ≥ 3 (points on the path, ends included), got {points!r}")
+        raise ValueError(
+            f"lmc_points: must be 0 (off) or an integer ≥ 3 (points on the path, ends included), got {points!r}"
+        )
 
 
 def error_barrier(errors: Sequence[float]) -> float:
@@ -66,21 +71,30 @@ def interpolate(a: Weights, b: Weights, alpha: float) -> Weights:
         return a
     if alpha == 1.0:
         return b
-    return Weights(a.coeffs + alpha * (b.coeffs - a.coeffs),
-                   {n: v + alpha * (b.free[n] - v) if v.is_floating_point() else v for n, v in a.free.items()})
+    return Weights(
+        a.coeffs + alpha * (b.coeffs - a.coeffs),
+        {n: v + alpha * (b.free[n] - v) if v.is_floating_point() else v for n, v in a.free.items()},
+    )
 
 
 @torch.no_grad()
-def recompute_statistics(param: Parameterization, w: Weights, mask: torch.Tensor, x: torch.Tensor,
-                         batch_size: int) -> Weights:
+def recompute_statistics(
+    param: Parameterization, w: Weights, mask: torch.Tensor, x: torch.Tensor, batch_size: int
+) -> Weights:
     """``w`` with every BatchNorm's running statistics recomputed from scratch on ``x``: reset, then
     one training-mode pass in batches of ``batch_size``, each batch weighing equally."""
-    norms = {name: m for name, m in param.model.named_modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+    norms = {
+        name: m
+        for name, m in param.model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    }
     free = dict(w.free)
     for name in norms:
-        for buffer, fresh in (("running_mean", torch.zeros_like), ("running_var", torch.ones_like),
-                              ("num_batches_tracked", torch.zeros_like)):
+        for buffer, fresh in (
+            ("running_mean", torch.zeros_like),
+            ("running_var", torch.ones_like),
+            ("num_batches_tracked", torch.zeros_like),
+        ):
             key = f"{name}.{buffer}" if name else buffer
             free[key] = fresh(free[key])
     out = Weights(w.coeffs, free)
@@ -99,8 +113,17 @@ def recompute_statistics(param: Parameterization, w: Weights, mask: torch.Tensor
     return out
 
 
-def path_errors(param: Parameterization, a: Weights, b: Weights, mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                points: int, batch_size: int = 2048, statistics: tuple[torch.Tensor, int] | None = None) -> list[float]:
+def path_errors(
+    param: Parameterization,
+    a: Weights,
+    b: Weights,
+    mask: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    points: int,
+    batch_size: int = 2048,
+    statistics: tuple[torch.Tensor, int] | None = None,
+) -> list[float]:
     """E = 1 − accuracy at ``points`` evenly spaced points from ``a`` to ``b`` (ends included).
     ``statistics``: (images, batch size) that each point's BatchNorm statistics are recomputed on
     (``recompute_statistics``) before it is evaluated; None keeps the stored ones."""
@@ -118,9 +141,18 @@ def copy_generators(seed: int, round_index: int) -> tuple[torch.Generator, torch
     return tuple(round_generator(seed, round_index, stream) for stream in LMC_STREAMS)
 
 
-def instability(param: Parameterization, start: Weights, mask: torch.Tensor, inputs: dict, targets: dict,
-                cfg: TrainConfig, generators: Sequence[torch.Generator], points: int, plan: Plan = Plan(),
-                augment=None) -> dict:
+def instability(
+    param: Parameterization,
+    start: Weights,
+    mask: torch.Tensor,
+    inputs: dict,
+    targets: dict,
+    cfg: TrainConfig,
+    generators: Sequence[torch.Generator],
+    points: int,
+    plan: Plan = Plan(),
+    augment=None,
+) -> dict:
     """Train two copies from ``start`` under ``mask`` over ``plan``'s steps, one on each of
     ``generators``' data orders, and return {"lmc_barrier_<split>": barrier} for the test and train
     splits (``inputs[split]`` as the parameterization sees them, ``targets[split]`` the labels);
@@ -131,12 +163,17 @@ def instability(param: Parameterization, start: Weights, mask: torch.Tensor, inp
     x, y = inputs["train"], targets["train"]
     a, _ = train(param, start, mask, x, y, cfg, generators[0], plan=plan, augment=augment)
     b, _ = train(param, start, mask, x, y, cfg, generators[1], plan=plan, augment=augment)
-    evaluated = {"test": (inputs["test"], targets["test"]),
-                 "train": train_eval_split(x, y, cfg.train_eval_size)}  # the round's own train evaluation
+    evaluated = {
+        "test": (inputs["test"], targets["test"]),
+        "train": train_eval_split(x, y, cfg.train_eval_size),
+    }  # the round's own train evaluation
     statistics = (evaluated["train"][0], cfg.batch_size) if param.buffer_names else None
-    out = {f"lmc_barrier_{split}": error_barrier(path_errors(param, a, b, mask, *evaluated[split], points,
-                                                             cfg.eval_batch_size, statistics))
-           for split in SPLITS}
+    out = {
+        f"lmc_barrier_{split}": error_barrier(
+            path_errors(param, a, b, mask, *evaluated[split], points, cfg.eval_batch_size, statistics)
+        )
+        for split in SPLITS
+    }
     if statistics is not None:
         out["lmc_bn_images"] = int(statistics[0].shape[0])
     return out

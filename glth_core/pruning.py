@@ -44,8 +44,10 @@ def layer_segments(config: "TrajectoryConfig", dictionary) -> tuple | None:
     if config.pruning == "global" and not config.layer_tau:
         return own or None
     if own:
-        raise ValueError("layer_tau: this composite dictionary gives its parts their own tau; give per-tensor rates "
-                         "there (or leave pruning: global and layer_tau out)")
+        raise ValueError(
+            "layer_tau: this composite dictionary gives its parts their own tau; give per-tensor rates "
+            "there (or leave pruning: global and layer_tau out)"
+        )
     field = "layer_tau" if config.pruning == "global" else "pruning"
     tensor_index(dictionary, field)  # refuses coefficients that mix tensors
     rates = dict(config.layer_tau or {})

@@ -23,9 +23,19 @@ def evaluated_split(inputs: dict, data: datasets.Dataset, split: str, train_cfg:
     return train_eval_split(x, y, train_cfg.train_eval_size) if split == "train" else (x, y)
 
 
-def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, w: Weights, mask: torch.Tensor,
-                 round_index: int, steps: int, train_cfg: TrainConfig, seconds: float,
-                 evaluations: dict[str, Evaluation] | None = None, eval_seconds: float | None = None) -> dict:
+def round_record(
+    param: Parameterization,
+    inputs: dict,
+    data: datasets.Dataset,
+    w: Weights,
+    mask: torch.Tensor,
+    round_index: int,
+    steps: int,
+    train_cfg: TrainConfig,
+    seconds: float,
+    evaluations: dict[str, Evaluation] | None = None,
+    eval_seconds: float | None = None,
+) -> dict:
     """One round's row: ``w`` under ``mask`` evaluated on every split. ``inputs`` are the splits as the
     parameterization sees them (``prepare_inputs``). ``evaluations`` ({split: Evaluation}) are used
     instead when given (batched seeds evaluate together; ``eval_seconds`` is then their share of that
@@ -36,8 +46,10 @@ def round_record(param: Parameterization, inputs: dict, data: datasets.Dataset, 
     ev = evaluations
     if ev is None:
         t0 = time.perf_counter()
-        ev = {split: evaluate(param, w, mask, *evaluated_split(inputs, data, split, train_cfg), train_cfg.eval_batch_size)
-              for split in ("train", "val", "test")}
+        ev = {
+            split: evaluate(param, w, mask, *evaluated_split(inputs, data, split, train_cfg), train_cfg.eval_batch_size)
+            for split in ("train", "val", "test")
+        }
         eval_seconds = time.perf_counter() - t0
     kept, total = int(mask.sum()), dictionary.size
     n_train = inputs["train"].shape[0]

@@ -86,7 +86,13 @@ def check_rewind(rewind) -> None:
     if isinstance(rewind, dict):
         key = next(iter(rewind), None)
         value = rewind.get(key)
-        if len(rewind) != 1 or key not in REWIND_KEYS or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if (
+            len(rewind) != 1
+            or key not in REWIND_KEYS
+            or isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < 0
+        ):
             raise ValueError(f"rewind: {rewind!r} is not {_ALLOWED} with an integer ≥ 0")
     elif rewind not in REWINDS:
         raise ValueError(f"rewind: {rewind!r} is not one of {_ALLOWED}")
@@ -95,7 +101,7 @@ def check_rewind(rewind) -> None:
 def rewind_label(rewind) -> str:
     """The rewind in run names: init, none, lr, step5, epoch2, lrstep5, lrepoch2."""
     if isinstance(rewind, dict):
-        (key, value), = rewind.items()
+        ((key, value),) = rewind.items()
         return f"{key.replace('_', '')}{value}"
     return str(rewind)
 
@@ -115,7 +121,7 @@ def rewind_step(rewind, train: TrainConfig, n_train: int) -> int:
     epoch), checked to be below the round's T steps; 0 for ``init``, ``none`` and ``lr``."""
     if not isinstance(rewind, dict):
         return 0
-    (key, value), = rewind.items()
+    ((key, value),) = rewind.items()
     k = value * train.steps_per_epoch(n_train) if key.endswith("epoch") else value
     total = train.total_steps(n_train)
     if k >= total:
@@ -128,10 +134,12 @@ def check_with_train(rewind, train: TrainConfig) -> None:
     rate (``rewind: none`` with a schedule ending at 0 and no ``train.finetune_lr`` is refused), and a
     step k must be below ``train.steps`` when that fixes T (epochs are checked once the data is known)."""
     if rewind == "none" and train.finetune_lr is None and train.final_lr() == 0:
-        raise ValueError(f"train.finetune_lr: rewind none fine-tunes at train.schedule {train.schedule}'s final "
-                         "rate, which is 0; give train.finetune_lr")
+        raise ValueError(
+            f"train.finetune_lr: rewind none fine-tunes at train.schedule {train.schedule}'s final "
+            "rate, which is 0; give train.finetune_lr"
+        )
     if isinstance(rewind, dict) and train.steps is not None:
-        (key, value), = rewind.items()
+        ((key, value),) = rewind.items()
         if key in ("step", "lr_step") and value >= train.steps:
             raise ValueError(f"rewind.{key}: {value} is not below the {train.steps} steps of a round (train.steps)")
 
@@ -142,8 +150,10 @@ def check_rewind_norm(rewind_norm, rewind) -> None:
     if rewind_norm not in REWIND_NORMS:
         raise ValueError(f"rewind_norm: {rewind_norm!r} is not one of {', '.join(REWIND_NORMS)}")
     if rewind_norm != "none" and continues_trained(rewind):
-        raise ValueError(f"rewind_norm: {rewind_norm} rescales a rewound start; rewind {rewind_label(rewind)} "
-                         "continues from trained weights (use rewind init or {step: k}, or rewind_norm none)")
+        raise ValueError(
+            f"rewind_norm: {rewind_norm} rescales a rewound start; rewind {rewind_label(rewind)} "
+            "continues from trained weights (use rewind init or {step: k}, or rewind_norm none)"
+        )
 
 
 def norm_segments(dictionary, mode: str) -> list[tuple[int, int]]:
@@ -159,8 +169,10 @@ def norm_segments(dictionary, mode: str) -> list[tuple[int, int]]:
     segments = tensor_segments(dictionary)
     mixed = [name for name, seg in segments.items() if seg is None]
     if mixed:
-        raise ValueError(f"rewind_norm: tensor needs coefficients that each belong to one tensor; this dictionary "
-                         f"mixes {', '.join(mixed[:3])}{', …' if len(mixed) > 3 else ''} (use rewind_norm part)")
+        raise ValueError(
+            f"rewind_norm: tensor needs coefficients that each belong to one tensor; this dictionary "
+            f"mixes {', '.join(mixed[:3])}{', …' if len(mixed) > 3 else ''} (use rewind_norm part)"
+        )
     return list(segments.values())
 
 
@@ -185,8 +197,13 @@ def preserve_norm(start: "Weights", mask: torch.Tensor, segments) -> "Weights":
     return Weights(a, dict(start.free))
 
 
-def round_jobs(config: "TrajectoryConfig", state: "TrajectoryState", n_train: int,
-               capture: Callable[["Weights"], None], segments: list[tuple[int, int]] | None = None) -> list[TrainJob]:
+def round_jobs(
+    config: "TrajectoryConfig",
+    state: "TrajectoryState",
+    n_train: int,
+    capture: Callable[["Weights"], None],
+    segments: list[tuple[int, int]] | None = None,
+) -> list[TrainJob]:
     """The trainings of ``state``'s next round: the ticket's, then the control's extra ones
     (``Control.extra_starts``: reinit's fresh initialization). ``capture(w_k)`` receives round 0's weights at the late-rewinding step.
     ``segments`` (``norm_segments``): the rewound starts of rounds ≥ 1 keep their norm there."""
@@ -198,9 +215,11 @@ def round_jobs(config: "TrajectoryConfig", state: "TrajectoryState", n_train: in
         if late and k == 0:
             capture(state.init.clone())
         elif late:
+
             def on_step(step, w):
                 if step == k:
                     capture(w.clone())
+
         plan = Plan(restart_at=k) if late and k > 0 else Plan()
         ticket = TrainJob(state.init, plan, on_step, 0)
     elif late:

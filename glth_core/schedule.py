@@ -78,8 +78,10 @@ class TrainConfig(Config):
         if not _count(self.warmup_steps) or self.warmup_steps < 0:
             raise ValueError(f"train.warmup_steps: must be an integer ≥ 0, got {self.warmup_steps!r}")
         if not _count(self.train_eval_size) or self.train_eval_size < 0:
-            raise ValueError(f"train.train_eval_size: must be an integer ≥ 0 (0: the whole train split), "
-                             f"got {self.train_eval_size!r}")
+            raise ValueError(
+                f"train.train_eval_size: must be an integer ≥ 0 (0: the whole train split), "
+                f"got {self.train_eval_size!r}"
+            )
         if self.finetune_lr is not None and not self.finetune_lr > 0:
             raise ValueError(f"train.finetune_lr: must be > 0 (or left out), got {self.finetune_lr}")
         check_augment(self.augment)

@@ -73,8 +73,9 @@ def drop_units(scores: torch.Tensor, alive: torch.Tensor, tau: float, rounding: 
     return drop
 
 
-def sparsify(coeffs: torch.Tensor, mask: torch.Tensor, tau: float, groups: torch.Tensor | None = None,
-             rounding: str = "round") -> torch.Tensor:
+def sparsify(
+    coeffs: torch.Tensor, mask: torch.Tensor, tau: float, groups: torch.Tensor | None = None, rounding: str = "round"
+) -> torch.Tensor:
     """Return the next mask: ``mask`` minus the τ fraction of its least important elements.
 
     Without groups, elements are ranked by |a_i|; with ``groups`` (element → group id), whole
@@ -94,8 +95,9 @@ def sparsify(coeffs: torch.Tensor, mask: torch.Tensor, tau: float, groups: torch
     return mask & ~drop_units(group_score, group_alive, tau, rounding)[groups]
 
 
-def sparsify_segments(coeffs: torch.Tensor, mask: torch.Tensor, tau: float, groups: torch.Tensor | None,
-                      segments, rounding: str = "round") -> torch.Tensor:
+def sparsify_segments(
+    coeffs: torch.Tensor, mask: torch.Tensor, tau: float, groups: torch.Tensor | None, segments, rounding: str = "round"
+) -> torch.Tensor:
     """``sparsify`` per segment: each segment with a τ among its own elements (or groups), the
     τ-less ones together in one ordering at ``tau``. No segments: plain ``sparsify``."""
     if not segments:
@@ -116,9 +118,11 @@ def tensor_index(dictionary, field: str) -> torch.Tensor:
     rotation of several tensors together) or a group spans two tensors."""
     for d, _, _ in dictionary.part_ranges():
         if d.mixes_tensors(d.scope):
-            raise ValueError(f"{field}: per-tensor selection needs coefficients that each belong to one tensor; "
-                             f"dictionary kind {d.kind} mixes its {len(d.scope)} scope tensors (a slice of a rotated "
-                             "vector is no tensor's); use global")
+            raise ValueError(
+                f"{field}: per-tensor selection needs coefficients that each belong to one tensor; "
+                f"dictionary kind {d.kind} mixes its {len(d.scope)} scope tensors (a slice of a rotated "
+                "vector is no tensor's); use global"
+            )
     index = torch.empty(dictionary.size, dtype=torch.long)
     for i, e in enumerate(dictionary.scope):
         index[e.offset : e.offset + e.numel] = i
@@ -133,8 +137,9 @@ def tensor_index(dictionary, field: str) -> torch.Tensor:
     return index
 
 
-def sparsify_dictionary(coeffs: torch.Tensor, mask: torch.Tensor, tau: float, dictionary,
-                        rounding: str = "round") -> torch.Tensor:
+def sparsify_dictionary(
+    coeffs: torch.Tensor, mask: torch.Tensor, tau: float, dictionary, rounding: str = "round"
+) -> torch.Tensor:
     """The next mask for ``dictionary``'s coefficients: ``sparsify`` with its groups, except that
     a dictionary with ``tau_segments`` (a composite whose parts carry their own τ) prunes each
     segment with a τ of its own among its own elements/groups, and all τ-less segments together,

@@ -21,7 +21,12 @@ class Ticket:
 
     @classmethod
     def of(cls, round_index: int, mask: torch.Tensor, w: Weights) -> "Ticket":
-        return cls(round_index, mask.clone(), w.coeffs.detach()[mask].clone(), {k: v.detach().clone() for k, v in w.free.items()})
+        return cls(
+            round_index,
+            mask.clone(),
+            w.coeffs.detach()[mask].clone(),
+            {k: v.detach().clone() for k, v in w.free.items()},
+        )
 
     def weights(self) -> Weights:
         coeffs = torch.zeros(self.mask.shape, dtype=self.kept_coeffs.dtype, device=self.kept_coeffs.device)

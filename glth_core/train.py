@@ -23,9 +23,26 @@ from glth_core.loss import training_loss
 from glth_core.precision import forward_precision, input_format, matmul_precision, on_cuda
 from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, Plan, TrainConfig
 
-__all__ = ["DivergedError", "Weights", "Parameterization", "Evaluation", "TrainConfig", "Plan", "OPTIMIZERS",
-           "SCHEDULES", "PRECISIONS", "evaluate", "train_eval_split", "batch_indices", "run_steps", "train",
-           "forward_precision", "input_format", "matmul_precision", "on_cuda"]
+__all__ = [
+    "DivergedError",
+    "Weights",
+    "Parameterization",
+    "Evaluation",
+    "TrainConfig",
+    "Plan",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "PRECISIONS",
+    "evaluate",
+    "train_eval_split",
+    "batch_indices",
+    "run_steps",
+    "train",
+    "forward_precision",
+    "input_format",
+    "matmul_precision",
+    "on_cuda",
+]
 
 
 class DivergedError(RuntimeError):
@@ -118,14 +135,21 @@ class Parameterization:
             scope_params = self.dictionary.unflatten(self.dictionary.synthesize(a))
         return {**weights.free, **scope_params}
 
-    def forward(self, weights: Weights, mask: torch.Tensor, x: torch.Tensor, kept=None,
-                memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        weights: Weights,
+        mask: torch.Tensor,
+        x: torch.Tensor,
+        kept=None,
+        memory_format: torch.memory_format | None = None,
+    ) -> torch.Tensor:
         """The model's output on ``x``; ``memory_format`` (channels_last on CUDA) is applied to
         the inputs and every 4-D parameter."""
         return self.apply(self.params(weights, mask, kept), x, kept, memory_format)
 
-    def apply(self, params: dict, x: torch.Tensor, kept=None, memory_format: torch.memory_format | None = None
-              ) -> torch.Tensor:
+    def apply(
+        self, params: dict, x: torch.Tensor, kept=None, memory_format: torch.memory_format | None = None
+    ) -> torch.Tensor:
         """The model's output on ``x`` under a parameter dict made by ``params`` (built once, used
         for many batches: evaluation synthesizes the scope once per split, not once per batch)."""
         if kept is not None:
@@ -209,7 +233,9 @@ def make_optimizer(leaves: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.
     return torch.optim.SGD(leaves, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def batch_indices(n: int, batch_size: int, generator: torch.Generator, device, start: int = 0) -> Iterator[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, generator: torch.Generator, device, start: int = 0
+) -> Iterator[torch.Tensor]:
     """Training batches forever: each epoch a fresh permutation drawn from ``generator`` (only
     when its first batch is asked for), cut into ``batch_size`` pieces (the last one shorter).
     ``start``: begin at batch ``start`` of that sequence (the permutations of the epochs before
@@ -252,8 +278,10 @@ def run_steps(
         if not bool(finite.all()):
             bad = int((~finite).flatten().nonzero()[0])
             where = "" if who is None else f" in {who(bad)}"
-            raise DivergedError(f"training loss became {losses.flatten()[bad].item()} at step {step} (lr {cfg.lr}){where}",
-                                None if losses.dim() == 0 else bad)
+            raise DivergedError(
+                f"training loss became {losses.flatten()[bad].item()} at step {step} (lr {cfg.lr}){where}",
+                None if losses.dim() == 0 else bad,
+            )
         opt.zero_grad(set_to_none=True)
         (losses if losses.dim() == 0 else losses.sum()).backward()
         opt.step()
@@ -300,7 +328,13 @@ def train(
             return training_loss(logits, y.index_select(0, idx))
 
     with matmul_precision(cfg, x), param.mode(training=True):
-        run_steps(leaves, cfg, total, losses_at, plan=plan,
-                  on_step=None if on_step is None else (lambda step: on_step(step, w)))
+        run_steps(
+            leaves,
+            cfg,
+            total,
+            losses_at,
+            plan=plan,
+            on_step=None if on_step is None else (lambda step: on_step(step, w)),
+        )
     out = Weights(w.coeffs.detach() * mask, {k: v.detach() for k, v in w.free.items()})
     return out, total - plan.start_step

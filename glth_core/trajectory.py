@@ -81,7 +81,9 @@ class TrajectoryConfig(SeededDictionary, Config):
     def extra_seeds(self) -> dict:
         return {
             # the control's draws (``glth_core.controls``): these two keys are always recorded
-            "random_mask": None, "reinit": None, **control_of(self.control).extra_seeds(self),
+            "random_mask": None,
+            "reinit": None,
+            **control_of(self.control).extra_seeds(self),
             # the two LMC copies' data orders: round_generator(seed, round, streams 4 and 5)
             "lmc_data_orders": self.seed if self.lmc_points else None,
         }

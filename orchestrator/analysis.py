@@ -36,8 +36,17 @@ from orchestrator.axes import with_axes
 from orchestrator.results import CURVE, curve_rows, is_strong_search, summarize, thresholds
 
 ANALYSIS_FILE = "analysis.parquet"
-OVERLAP = ["jaccard_mean", "jaccard_min", "jaccard_max", "jaccard_chance",
-           "group_jaccard_mean", "group_jaccard_min", "group_jaccard_max", "group_jaccard_chance", "group_density"]
+OVERLAP = [
+    "jaccard_mean",
+    "jaccard_min",
+    "jaccard_max",
+    "jaccard_chance",
+    "group_jaccard_mean",
+    "group_jaccard_min",
+    "group_jaccard_max",
+    "group_jaccard_chance",
+    "group_density",
+]
 
 
 @dataclass
@@ -135,7 +144,9 @@ def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
 
 
 # -- the whole analysis ----------------------------------------------------------------------------
-def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.005, select_on: str = "val") -> Analysis:
+def analyze(
+    rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.005, select_on: str = "val"
+) -> Analysis:
     """Thresholds, peaks and (when ``sweep_dir`` holds the tickets) mask overlap of a sweep's rows.
     ``delta`` is in accuracy units (0.005 = 0.5 points); ``select_on`` the split that chooses."""
     from orchestrator.uncertainty import threshold_uncertainty
@@ -153,7 +164,13 @@ def analyze(rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.
     if not is_strong_search(rows):  # kinds without a dense baseline have no threshold to be unsure of
         curves = curves.merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
     if "jaccard_mean" in summary:  # the overlap of the winning tickets themselves
-        there = ["jaccard_mean", "jaccard_chance", "group_jaccard_mean", "jaccard_vs_structured", "group_jaccard_vs_structured"]
+        there = [
+            "jaccard_mean",
+            "jaccard_chance",
+            "group_jaccard_mean",
+            "jaccard_vs_structured",
+            "group_jaccard_vs_structured",
+        ]
         at = summary[summary["winning"]][[*CURVE, *there]]
         at = at.rename(columns={c: f"threshold_{c}" for c in there})
         curves = curves.merge(at, on=CURVE, how="left")
@@ -183,20 +200,22 @@ def render_curves(curves: pd.DataFrame, fmt: str = "table") -> str:
             return ""
         return f"±{100 * r['threshold_seed_std']:.1f} [{100 * r['threshold_ci_low']:.1f}, {100 * r['threshold_ci_high']:.1f}]"
 
-    view = pd.DataFrame({
-        "curve": [curve_label(r, vary) for _, r in curves.iterrows()],
-        "seeds": curves["seeds"],
-        "chosen_on": curves.get("selected_on", "val"),
-        "dense_acc": curves["dense_accuracy"].map(pct),
-        "threshold_compr": curves["threshold_compression"].map(lambda v: pct(v, 1)),
-        "seeds_sd_ci95": [spread(r) for _, r in curves.iterrows()] if "threshold_ci_low" in curves else "",
-        "within_delta_compr": curves["within_delta_compression"].map(lambda v: pct(v, 1)),
-        "round": curves["threshold_round"].map(lambda r: "" if r < 0 else r),
-        "acc_there": curves["threshold_accuracy"].map(pct),
-        "peak_acc": curves["peak_accuracy"].map(pct),
-        "peak_round": curves["peak_round"],
-        "peak_compr": curves["peak_compression"].map(lambda v: pct(v, 1)),
-    })
+    view = pd.DataFrame(
+        {
+            "curve": [curve_label(r, vary) for _, r in curves.iterrows()],
+            "seeds": curves["seeds"],
+            "chosen_on": curves.get("selected_on", "val"),
+            "dense_acc": curves["dense_accuracy"].map(pct),
+            "threshold_compr": curves["threshold_compression"].map(lambda v: pct(v, 1)),
+            "seeds_sd_ci95": [spread(r) for _, r in curves.iterrows()] if "threshold_ci_low" in curves else "",
+            "within_delta_compr": curves["within_delta_compression"].map(lambda v: pct(v, 1)),
+            "round": curves["threshold_round"].map(lambda r: "" if r < 0 else r),
+            "acc_there": curves["threshold_accuracy"].map(pct),
+            "peak_acc": curves["peak_accuracy"].map(pct),
+            "peak_round": curves["peak_round"],
+            "peak_compr": curves["peak_compression"].map(lambda v: pct(v, 1)),
+        }
+    )
     if curves["threshold_rank"].notna().any():
         view.insert(5, "rank_there", curves["threshold_rank"].map(lambda r: "" if pd.isna(r) else f"{r:.0f}"))
     if "threshold_jaccard_mean" in curves and curves["threshold_jaccard_mean"].notna().any():
@@ -204,12 +223,16 @@ def render_curves(curves: pd.DataFrame, fmt: str = "table") -> str:
             "" if pd.isna(j) else f"{j:.3f} (chance {c:.3f})"
             for j, c in zip(curves["threshold_jaccard_mean"], curves["threshold_jaccard_chance"])
         ]
-    for col, name in (("threshold_jaccard_vs_structured", "vs_structured_there"),
-                      ("threshold_group_jaccard_vs_structured", "groups_vs_structured_there")):
+    for col, name in (
+        ("threshold_jaccard_vs_structured", "vs_structured_there"),
+        ("threshold_group_jaccard_vs_structured", "groups_vs_structured_there"),
+    ):
         if col in curves and curves[col].notna().any():  # the training-free baseline's share of the ticket
             view[name] = curves[col].map(lambda j: "" if pd.isna(j) else f"{j:.3f}")
     if "threshold_group_jaccard_mean" in curves and curves["threshold_group_jaccard_mean"].notna().any():
-        view["groups_jaccard_there"] = curves["threshold_group_jaccard_mean"].map(lambda j: "" if pd.isna(j) else f"{j:.3f}")
+        view["groups_jaccard_there"] = curves["threshold_group_jaccard_mean"].map(
+            lambda j: "" if pd.isna(j) else f"{j:.3f}"
+        )
     if fmt == "markdown":
         header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
         return header + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in view.itertuples(index=False))
@@ -230,35 +253,68 @@ def mlflow_metrics(analysis: Analysis) -> list[tuple[str, float, int]]:
     out = [("analysis/delta", analysis.delta, 0)]
     for _, c in analysis.curves.iterrows():
         name = curve_label(c, vary)
-        for k in ("dense_accuracy", "threshold_compression", "threshold_round", "threshold_accuracy", "threshold_rank",
-                  "threshold_val_accuracy", "within_delta_compression", "threshold_seed_mean", "threshold_seed_std",
-                  "threshold_ci_low", "threshold_ci_high", "peak_accuracy", "peak_val_accuracy", "peak_compression",
-                  "peak_round"):
+        for k in (
+            "dense_accuracy",
+            "threshold_compression",
+            "threshold_round",
+            "threshold_accuracy",
+            "threshold_rank",
+            "threshold_val_accuracy",
+            "within_delta_compression",
+            "threshold_seed_mean",
+            "threshold_seed_std",
+            "threshold_ci_low",
+            "threshold_ci_high",
+            "peak_accuracy",
+            "peak_val_accuracy",
+            "peak_compression",
+            "peak_round",
+        ):
             if k in c:
                 out.append((_metric_key("analysis", name, k), c[k], 0))
     for _, r in analysis.rounds.iterrows():
         name = curve_label(r, vary)
-        for k in ("jaccard_mean", "group_jaccard_mean", "jaccard_chance", "jaccard_vs_structured", "group_jaccard_vs_structured"):
+        for k in (
+            "jaccard_mean",
+            "group_jaccard_mean",
+            "jaccard_chance",
+            "jaccard_vs_structured",
+            "group_jaccard_vs_structured",
+        ):
             if k in r:
                 out.append((_metric_key("analysis", name, k), r[k], int(r["round"])))
     return [(k, float(v), s) for k, v, s in out if v is not None and not pd.isna(v)]
 
 
-def log_to_mlflow(analysis: Analysis, sweep_id: str, experiment: str, tracking_uri: str,
-                  artifacts: list[Path] = ()) -> str | None:
+def log_to_mlflow(
+    analysis: Analysis, sweep_id: str, experiment: str, tracking_uri: str, artifacts: list[Path] = ()
+) -> str | None:
     """Log the analysis to the sweep's parent run (metrics + artifacts), once per distinct content.
     Returns the parent run id, or None when the sweep has no parent run in that store."""
     from orchestrator.sinks import mlflow as mlflow_sink
 
     metrics = mlflow_metrics(analysis)
     digest = hashlib.sha256(json.dumps([metrics, [Path(a).name for a in artifacts]]).encode()).hexdigest()[:16]
-    return mlflow_sink.log_to_parent(tracking_uri, experiment, sweep_id, metrics=metrics,
-                                     artifacts={f"analysis/{Path(a).name}": Path(a) for a in artifacts},
-                                     once_tag=("glth.analysis", digest))
+    return mlflow_sink.log_to_parent(
+        tracking_uri,
+        experiment,
+        sweep_id,
+        metrics=metrics,
+        artifacts={f"analysis/{Path(a).name}": Path(a) for a in artifacts},
+        once_tag=("glth.analysis", digest),
+    )
 
 
-def publish(rows: pd.DataFrame, sweep_dir: Path | str, sweep_id: str, experiment: str, tracking_uri: str | None,
-            delta: float = 0.005, select_on: str = "val", out_dir: Path | None = None) -> Analysis:
+def publish(
+    rows: pd.DataFrame,
+    sweep_dir: Path | str,
+    sweep_id: str,
+    experiment: str,
+    tracking_uri: str | None,
+    delta: float = 0.005,
+    select_on: str = "val",
+    out_dir: Path | None = None,
+) -> Analysis:
     """Analyze, write ``analysis.parquet`` and log it to MLflow (metrics, the file, and the
     per-curve table as an MLflow table); a missing store only warns. ``sweep_dir`` (a path or URI)
     holds the tickets; ``out_dir`` is where analysis.parquet goes (default ``sweep_dir``, which must
@@ -270,8 +326,10 @@ def publish(rows: pd.DataFrame, sweep_dir: Path | str, sweep_id: str, experiment
     if tracking_uri:
         try:
             if log_to_mlflow(analysis, sweep_id, experiment, tracking_uri, [path]) is None:
-                print(f"[glth] analysis: no MLflow parent run for {sweep_id} at {tracking_uri}; written to {path} only",
-                      file=sys.stderr)
+                print(
+                    f"[glth] analysis: no MLflow parent run for {sweep_id} at {tracking_uri}; written to {path} only",
+                    file=sys.stderr,
+                )
             else:
                 mlflow_sink.log_analysis_table(tracking_uri, experiment, sweep_id, analysis.curves)
         except mlflow_sink.MlflowUnavailable as e:

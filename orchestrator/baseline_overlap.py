@@ -43,7 +43,9 @@ def baseline_overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
         for seed, trials in curve.groupby("seed"):
             other = twin[twin["seed"] == seed]
             if len(other):
-                pairs.append((trials["trial_id"].iloc[0], other["trial_id"].iloc[0], json.loads(trials["config"].iloc[0])))
+                pairs.append(
+                    (trials["trial_id"].iloc[0], other["trial_id"].iloc[0], json.loads(trials["config"].iloc[0]))
+                )
         tickets = {tid: where.tickets(tid) for a, b, _ in pairs for tid in (a, b)}
         for rnd in sorted(curve["round"].unique()):
             values, group_values = [], []
@@ -55,7 +57,12 @@ def baseline_overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
                 ga, gb = group_mask(config, ta.mask.cpu()), group_mask(config, tb.mask.cpu())
                 if ga is not None:
                     group_values.append(jaccard(ga, gb))
-            out.append({**fields, "round": int(rnd),
-                        "jaccard_vs_structured": sum(values) / len(values) if values else math.nan,
-                        "group_jaccard_vs_structured": sum(group_values) / len(group_values) if group_values else math.nan})
+            out.append(
+                {
+                    **fields,
+                    "round": int(rnd),
+                    "jaccard_vs_structured": sum(values) / len(values) if values else math.nan,
+                    "group_jaccard_vs_structured": sum(group_values) / len(group_values) if group_values else math.nan,
+                }
+            )
     return pd.DataFrame(out, columns=[*CURVE, "round", *COLUMNS]).astype({"tau": "float64"})

@@ -50,16 +50,20 @@ def describe(trials, device: str) -> list[str]:
         trainings = sum(left * k for left, k, *_ in rows)
         per = ", ".join(f"{t:,}" for t in sorted({t for *_, t, _ in rows})) + " steps"
         per += f" ({', '.join(sorted(epochs[model]))})" if epochs[model] else ""
-        line = (f"compute ({model}): {len(rows)} trials × {rounds:,} rounds in all, {trainings:,} trainings "
-                f"(controls and LMC copies included) × {per} → {steps:,} training steps")
+        line = (
+            f"compute ({model}): {len(rows)} trials × {rounds:,} rounds in all, {trainings:,} trainings "
+            f"(controls and LMC copies included) × {per} → {steps:,} training steps"
+        )
         measured = STEP_SECONDS.get((model, device))
         if measured is None:
             line += f"; no measured step time for {model} on {device}"
         else:
             sec, batch, how = measured
             total = sum(left * k * t * sec * b / batch for left, k, t, b in rows)
-            line += (f" ≈ {_duration(total)} of {device} time, assuming {sec:g} s a step at batch {batch} "
-                     f"({how}; proportional to the batch size; evaluation not counted)")
+            line += (
+                f" ≈ {_duration(total)} of {device} time, assuming {sec:g} s a step at batch {batch} "
+                f"({how}; proportional to the batch size; evaluation not counted)"
+            )
         lines.append(line)
     if unknown:
         lines.append(f"compute: not estimated for {unknown} trials (no training schedule or an unknown dataset size)")

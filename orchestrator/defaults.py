@@ -44,6 +44,6 @@ SQLITE = "sqlite:///"
 
 def absolute_uri(uri: str) -> str:
     """``uri`` with a relative sqlite path made absolute (against the working directory)."""
-    if uri.startswith(SQLITE) and not uri[len(SQLITE):].startswith("/"):
-        return f"{SQLITE}{Path(uri[len(SQLITE):]).resolve()}"
+    if uri.startswith(SQLITE) and not uri[len(SQLITE) :].startswith("/"):
+        return f"{SQLITE}{Path(uri[len(SQLITE) :]).resolve()}"
     return uri

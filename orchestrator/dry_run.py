@@ -43,9 +43,18 @@ def plan(trials: list[dict], rows: pd.DataFrame) -> pd.DataFrame:
         else:
             status = "done" if done >= expected else "partial" if done else "pending"
         flat = flatten(t.get("config", {}))
-        out.append({"trial_id": t["trial_id"], "run_name": t.get("run_name", ""), "kind": t.get("kind", ""),
-                    **{a: cell(flat.get(a)) for a in axes},
-                    "status": status, "rows_expected": expected, "rounds_done": done, "rounds_left": expected - done})
+        out.append(
+            {
+                "trial_id": t["trial_id"],
+                "run_name": t.get("run_name", ""),
+                "kind": t.get("kind", ""),
+                **{a: cell(flat.get(a)) for a in axes},
+                "status": status,
+                "rows_expected": expected,
+                "rounds_done": done,
+                "rounds_left": expected - done,
+            }
+        )
     return pd.DataFrame(out, columns=[*FIXED, *axes, *COUNTS])
 
 
@@ -71,8 +80,11 @@ def render(plan: pd.DataFrame, seconds_per_round: float | None = None, concurren
     by_status = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES if counts.get(s, 0) or s != "failed")
     todo = plan[plan["status"] != "done"]
     shown = plan.drop(columns=["kind"] if plan["kind"].nunique() <= 1 else []).astype(object)
-    lines = [shown.where(shown.notna(), "-").to_string(index=False) if len(plan) else "no trials", "",
-             f"{len(plan)} trials: {by_status}"]
+    lines = [
+        shown.where(shown.notna(), "-").to_string(index=False) if len(plan) else "no trials",
+        "",
+        f"{len(plan)} trials: {by_status}",
+    ]
     left = int(todo["rounds_left"].sum())
     if todo.empty:
         lines.append("would compute: nothing (every trial is complete; --force recomputes)")
@@ -82,7 +94,9 @@ def render(plan: pd.DataFrame, seconds_per_round: float | None = None, concurren
         total = left * seconds_per_round
         what += f" (≈ {_duration(total)} of trial time at {seconds_per_round:.2g} s a round, from the stored rows"
         if concurrency and concurrency > 1:
-            what += f"; ≈ {_duration(total / min(concurrency, len(todo)))} wall with {min(concurrency, len(todo))} at once"
+            what += (
+                f"; ≈ {_duration(total / min(concurrency, len(todo)))} wall with {min(concurrency, len(todo))} at once"
+            )
         what += ")"
     else:
         what += " (no stored rounds to estimate the time from)"

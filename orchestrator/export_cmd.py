@@ -61,13 +61,24 @@ def pick_trial(rows, key: str) -> str:
 def _accuracy(module, x, y, batch: int = 2048) -> float:
     correct = 0
     for i in range(0, len(y), batch):
-        correct += (module(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
+        correct += (module(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item()
     return correct / max(1, len(y))
 
 
-def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None, out: Path, bench: bool = False,
-                 bench_images: int = 1000, repeats: int = 30, threads: int = 1, tracking_uri: str | None = None,
-                 log=print, to_mlflow: bool = False) -> dict:
+def export_trial(
+    sweep_dir: Path | str,
+    rows,
+    trial_key: str,
+    round_: int | None,
+    out: Path,
+    bench: bool = False,
+    bench_images: int = 1000,
+    repeats: int = 30,
+    threads: int = 1,
+    tracking_uri: str | None = None,
+    log=print,
+    to_mlflow: bool = False,
+) -> dict:
     """Export one round's ticket to ``out`` (+ ``out.json``); returns the metadata written.
     ``to_mlflow``: also log the module as an MLflow model (input example, signature) on the
     trial's child run."""
@@ -86,7 +97,9 @@ def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None
         raise ExportError(f"--trial: {trial_id} has no tickets (its kind keeps none, or no round has finished)")
     rnd = available[-1] if round_ is None else round_
     if rnd not in tickets:
-        raise ExportError(f"--round: {rnd} is not a finished round of {trial_id}; rounds: {', '.join(map(str, available))}")
+        raise ExportError(
+            f"--round: {rnd} is not a finished round of {trial_id}; rounds: {', '.join(map(str, available))}"
+        )
     row = trial_rows[trial_rows["round"] == rnd].iloc[0].to_dict()
     config = trial_config(row)
 
@@ -122,35 +135,47 @@ def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None
         "test_accuracy": accuracy,
         "test_accuracy_recorded": float(row["test_accuracy"]),
         "max_abs_diff_vs_masked": diff,
-        "input": {"shape": list(traj.data.input_shape), "normalize_mean": list(traj.data.mean),
-                  "normalize_std": list(traj.data.std),
-                  "note": "inputs are N×C×H×W floats normalised as in training: (x − mean) / std per channel, x the values the dataset loader reads (0..255 pixels for CIFAR-10 and MNIST)"
-                  if traj.data.mean else "inputs as the dataset loader gives them"},
+        "input": {
+            "shape": list(traj.data.input_shape),
+            "normalize_mean": list(traj.data.mean),
+            "normalize_std": list(traj.data.std),
+            "note": "inputs are N×C×H×W floats normalised as in training: (x − mean) / std per channel, x the values the dataset loader reads (0..255 pixels for CIFAR-10 and MNIST)"
+            if traj.data.mean
+            else "inputs as the dataset loader gives them",
+        },
         "config": json.loads(row["config"]),
         "torch": torch.__version__,
         "load": "torch.load(path, weights_only=False) with glth installed (glth_core.export_layers.IndexSelect)",
     }
     if bench:
-        meta["bench"] = {**_bench(masked, module, x, repeats, threads), "flops": flops, "flops_dense": flops_dense,
-                         "flops_ratio": flops_dense / max(1, flops)}
+        meta["bench"] = {
+            **_bench(masked, module, x, repeats, threads),
+            "flops": flops,
+            "flops_dense": flops_dense,
+            "flops_ratio": flops_dense / max(1, flops),
+        }
     with atomic.writing(out) as tmp:
         torch.save(module, tmp)
     meta_path = out.with_suffix(".json")
     atomic.write_text(meta_path, json.dumps(meta, indent=1, default=str) + "\n")
 
-    log(f"exported {trial_id} round {rnd} ({row['dictionary']}, compression {100 * meta['compression']:.1f}%) "
+    log(
+        f"exported {trial_id} round {rnd} ({row['dictionary']}, compression {100 * meta['compression']:.1f}%) "
         f"as {exported.form}: {meta['parameters']:,} parameters (dense {meta['parameters_dense']:,}), "
         f"{flops:,} FLOPs per input (dense {flops_dense:,}); "
         f"test accuracy {100 * accuracy:.2f}% (recorded {100 * meta['test_accuracy_recorded']:.2f}%); "
-        f"max |exported − masked| = {diff:.2g}")
+        f"max |exported − masked| = {diff:.2g}"
+    )
     log(f"wrote {out} and {meta_path}")
     if bench:
         b = meta["bench"]
-        log(f"bench on {b['images']} test images, {threads} thread(s), median of {repeats}:\n"
+        log(
+            f"bench on {b['images']} test images, {threads} thread(s), median of {repeats}:\n"
             f"  {'':10} {'parameters':>12} {'latency ms':>11} {'FLOPs/input':>14}\n"
             f"  {'dense':10} {b['params_dense']:>12,} {b['latency_ms_dense']:>11.3f} {b['flops_dense']:>14,}\n"
             f"  {'exported':10} {b['params']:>12,} {b['latency_ms']:>11.3f} {b['flops']:>14,}\n"
-            f"  ratio      {b['param_ratio']:>11.1f}× {b['speedup']:>10.2f}× {b['flops_ratio']:>13.2f}×  (dense / exported)")
+            f"  ratio      {b['param_ratio']:>11.1f}× {b['speedup']:>10.2f}× {b['flops_ratio']:>13.2f}×  (dense / exported)"
+        )
         if tracking_uri:
             _log_bench(sweep_dir, where.sweep_id, trial_id, rnd, meta, meta_path, tracking_uri, log)
     if to_mlflow:
@@ -158,7 +183,9 @@ def export_trial(sweep_dir: Path | str, rows, trial_key: str, round_: int | None
     return meta
 
 
-def _log_model(sweep_dir, sweep_id: str, trial_id: str, rnd: int, module, example, tracking_uri: str | None, log) -> str:
+def _log_model(
+    sweep_dir, sweep_id: str, trial_id: str, rnd: int, module, example, tracking_uri: str | None, log
+) -> str:
     """``mlflow.pytorch.log_model`` of the exported ticket on the trial's child run; its model URI."""
     from orchestrator.sinks import mlflow as mlflow_sink
 
@@ -178,13 +205,23 @@ def _log_model(sweep_dir, sweep_id: str, trial_id: str, rnd: int, module, exampl
 def _bench(masked, module, x, repeats: int, threads: int) -> dict:
     dense_s, ours_s = gexport.latency([masked, module], x, repeats)
     p_dense, p_ours = gexport.count_parameters(masked), gexport.count_parameters(module)
-    return {"images": int(x.shape[0]), "repeats": repeats, "threads": threads, "machine": platform.processor() or platform.machine(),
-            "params_dense": p_dense, "params": p_ours, "param_ratio": p_dense / max(1, p_ours),
-            "latency_ms_dense": 1000 * dense_s, "latency_ms": 1000 * ours_s, "speedup": dense_s / ours_s}
+    return {
+        "images": int(x.shape[0]),
+        "repeats": repeats,
+        "threads": threads,
+        "machine": platform.processor() or platform.machine(),
+        "params_dense": p_dense,
+        "params": p_ours,
+        "param_ratio": p_dense / max(1, p_ours),
+        "latency_ms_dense": 1000 * dense_s,
+        "latency_ms": 1000 * ours_s,
+        "speedup": dense_s / ours_s,
+    }
 
 
-def _log_bench(sweep_dir: Path | str, sweep_id: str, trial_id: str, rnd: int, meta: dict, meta_path: Path,
-               tracking_uri: str, log) -> None:
+def _log_bench(
+    sweep_dir: Path | str, sweep_id: str, trial_id: str, rnd: int, meta: dict, meta_path: Path, tracking_uri: str, log
+) -> None:
     from orchestrator.sinks import mlflow as mlflow_sink
 
     try:
@@ -193,12 +230,27 @@ def _log_bench(sweep_dir: Path | str, sweep_id: str, trial_id: str, rnd: int, me
             log(f"[glth] no MLflow child run for {trial_id} at {tracking_uri}; bench not logged")
             return
         b = meta["bench"]
-        metrics = [(f"export_{k}", float(b[k]), rnd) for k in
-                   ("params", "params_dense", "param_ratio", "latency_ms", "latency_ms_dense", "speedup", "flops",
-                    "flops_dense", "flops_ratio")]
-        mlflow_sink.log_extra(tracking_uri, child, metrics,
-                              tags={"glth.export.form": meta["form"], "glth.export.round": rnd},
-                              artifacts={f"export/round_{rnd}.json": meta_path})
+        metrics = [
+            (f"export_{k}", float(b[k]), rnd)
+            for k in (
+                "params",
+                "params_dense",
+                "param_ratio",
+                "latency_ms",
+                "latency_ms_dense",
+                "speedup",
+                "flops",
+                "flops_dense",
+                "flops_ratio",
+            )
+        ]
+        mlflow_sink.log_extra(
+            tracking_uri,
+            child,
+            metrics,
+            tags={"glth.export.form": meta["form"], "glth.export.round": rnd},
+            artifacts={f"export/round_{rnd}.json": meta_path},
+        )
         log(f"logged to MLflow run {child} (metrics export_*, step {rnd})")
     except mlflow_sink.MlflowUnavailable as e:
         print(f"[glth] MLflow unavailable ({e}); bench not logged", file=sys.stderr)

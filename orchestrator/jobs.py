@@ -165,7 +165,11 @@ class Cluster:
         from ray.job_submission import JobSubmissionClient
 
         # Quiet Ray's INFO chatter ("uploading package…", "websocket closed…"): stderr is glth's.
-        for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk", "ray._private.runtime_env"):
+        for name in (
+            "ray.dashboard.modules.dashboard_sdk",
+            "ray.dashboard.modules.job.sdk",
+            "ray._private.runtime_env",
+        ):
             logging.getLogger(name).setLevel(logging.WARNING)
         with _talking_to(self.address), _without_address_vars():
             self.client = JobSubmissionClient(self.address, headers=headers)
@@ -181,7 +185,9 @@ class Cluster:
             runtime_env = {"working_dir": workdir, "env_vars": job_env(uri, self.sends_token)}
             with _talking_to(self.address):  # uploads the working_dir before it returns
                 self.client.submit_job(
-                    entrypoint=entrypoint, submission_id=job_id, runtime_env=runtime_env,
+                    entrypoint=entrypoint,
+                    submission_id=job_id,
+                    runtime_env=runtime_env,
                     metadata={"glth.sweep_id": sweep_id, "glth.out": out},
                 )
         return job_id, out
@@ -197,7 +203,9 @@ class Cluster:
         if not jobs:
             return "no jobs on this cluster"
         rows = [("JOB", "STATUS", "STARTED", "ENTRYPOINT")]
-        rows += [(j.submission_id or j.job_id or "-", status_of(j), _when(j.start_time), j.entrypoint or "-") for j in jobs]
+        rows += [
+            (j.submission_id or j.job_id or "-", status_of(j), _when(j.start_time), j.entrypoint or "-") for j in jobs
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[3]]) for r in rows)
 

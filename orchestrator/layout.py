@@ -91,7 +91,11 @@ class SweepDir:
     def create(self, spec_text: str, tracking_uri: str | None = None) -> None:
         """Write ``sweep.json`` (with where the run logs to MLflow, for the commands that read the
         sweep later) and ``spec.yaml``."""
-        marker = {"layout": LAYOUT, "sweep_id": self.sweep_id, **({"tracking_uri": tracking_uri} if tracking_uri else {})}
+        marker = {
+            "layout": LAYOUT,
+            "sweep_id": self.sweep_id,
+            **({"tracking_uri": tracking_uri} if tracking_uri else {}),
+        }
         self.store.write_text(MARKER, json.dumps(marker) + "\n")
         self.store.write_text(SPEC, spec_text)
 
@@ -109,8 +113,10 @@ class SweepDir:
     def check_layout(self) -> None:
         """Raise LayoutError unless this directory was written with the current layout."""
         if not self.store.exists(MARKER):
-            raise LayoutError(f"sweep {self.sweep_id}: written by an older glth (no {MARKER}: its tickets live in "
-                              f"Tune's checkpoints under other trial ids); rerun its spec.yaml to get layout {LAYOUT}")
+            raise LayoutError(
+                f"sweep {self.sweep_id}: written by an older glth (no {MARKER}: its tickets live in "
+                f"Tune's checkpoints under other trial ids); rerun its spec.yaml to get layout {LAYOUT}"
+            )
         layout = json.loads(self.store.read_text(MARKER)).get("layout")
         if layout != LAYOUT:
             raise LayoutError(f"sweep {self.sweep_id}: layout {layout} is not {LAYOUT}; rerun its spec.yaml")
@@ -160,8 +166,9 @@ class SweepDir:
         data = self.store.read_bytes(rel)  # a storage error is not the file's fault: raised as it is
         try:
             payload = _load(data)
-            return GroupState({tid: state_cls.from_dict(d) for tid, d in payload["states"].items()},
-                              dict(payload["failed"]))
+            return GroupState(
+                {tid: state_cls.from_dict(d) for tid, d in payload["states"].items()}, dict(payload["failed"])
+            )
         except Exception as e:  # torch's zip reader, its unpickler or the state class: each refuses damage its way
             cause = " ".join(str(e).split())[:200] or type(e).__name__
             raise UnreadableState(f"resume state {self.store.uri_of(rel)} unreadable ({cause})") from None

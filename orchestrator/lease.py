@@ -46,10 +46,12 @@ class LeaseHeld(Exception):
     def __init__(self, store: Storage, owner: dict, timeout_s: float):
         self.owner = owner
         age = time.time() - float(owner.get("heartbeat", 0))
-        super().__init__(f"sweep {_sweep_id(store)} is being run by another driver: host {owner.get('host')} "
-                         f"pid {owner.get('pid')}, since {_when(owner.get('started'))} (last heartbeat {age:.0f} s ago); "
-                         f"wait for it to end or stop it (its lease is taken over once its heartbeat is "
-                         f"{timeout_s:g} s old)")
+        super().__init__(
+            f"sweep {_sweep_id(store)} is being run by another driver: host {owner.get('host')} "
+            f"pid {owner.get('pid')}, since {_when(owner.get('started'))} (last heartbeat {age:.0f} s ago); "
+            f"wait for it to end or stop it (its lease is taken over once its heartbeat is "
+            f"{timeout_s:g} s old)"
+        )
 
 
 class BadLeaseSetting(ValueError):
@@ -91,22 +93,36 @@ def pid_alive(pid: int, started: float) -> bool:
 
 
 def _stop_this_driver(store: Storage, owner: dict) -> None:
-    print(f"[glth] sweep {_sweep_id(store)}: its lease was taken by host {owner.get('host')} pid {owner.get('pid')}; "
-          f"stopping this driver (that one goes on)", file=sys.stderr, flush=True)
+    print(
+        f"[glth] sweep {_sweep_id(store)}: its lease was taken by host {owner.get('host')} pid {owner.get('pid')}; "
+        f"stopping this driver (that one goes on)",
+        file=sys.stderr,
+        flush=True,
+    )
     _thread.interrupt_main()  # as Ctrl-C: the local Ray stops, what was written stays
 
 
 class Lease:
     """This process's claim on one sweep directory (``store``)."""
 
-    def __init__(self, store: Storage, heartbeat_s: float | None = None, timeout_s: float | None = None,
-                 on_lost=_stop_this_driver):
+    def __init__(
+        self,
+        store: Storage,
+        heartbeat_s: float | None = None,
+        timeout_s: float | None = None,
+        on_lost=_stop_this_driver,
+    ):
         self.store = store
         self.heartbeat_s = heartbeat_s or _seconds(HEARTBEAT_ENV, HEARTBEAT_S)
         self.timeout_s = timeout_s or _seconds(TIMEOUT_ENV, None)
         self.on_lost = on_lost
-        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
-                   "heartbeat_s": self.heartbeat_s, "token": secrets.token_hex(8)}
+        self.me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.time(),
+            "heartbeat_s": self.heartbeat_s,
+            "token": secrets.token_hex(8),
+        }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -160,8 +176,12 @@ class Lease:
         if owner is None or owner.get("token") != self.me["token"]:  # another driver wrote it just now
             raise LeaseHeld(self.store, owner or {}, self.timeout_for(owner or {}))
         if stale is not None:
-            print(f"[glth] sweep {_sweep_id(self.store)}: took over the lease of host {stale[0].get('host')} "
-                  f"pid {stale[0].get('pid')} ({stale[1]})", file=sys.stderr, flush=True)
+            print(
+                f"[glth] sweep {_sweep_id(self.store)}: took over the lease of host {stale[0].get('host')} "
+                f"pid {stale[0].get('pid')} ({stale[1]})",
+                file=sys.stderr,
+                flush=True,
+            )
         _HELD[self.store.uri] = self
         self._thread = threading.Thread(target=self._beat, name="glth-lease-heartbeat", daemon=True)
         self._thread.start()

@@ -63,7 +63,9 @@ def _parse_item(item: str) -> Override:
     parts = key.split(".")
     bad = next((p for p in parts if not _PART.match(p)), None)
     if bad is not None:
-        raise OverrideError(f"override {item!r}: {bad!r} is not a key or a list index (path parts are names or 0, 1, …)")
+        raise OverrideError(
+            f"override {item!r}: {bad!r} is not a key or a list index (path parts are names or 0, 1, …)"
+        )
     text = text.strip()
     if not text:
         raise OverrideError(f"override {item!r}: no value (write null for none)")
@@ -78,8 +80,9 @@ def _value(item: str, text: str) -> Any:
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise OverrideError(f"override {item!r}: not a YAML list, mapping or quoted string "
-                                f"({str(e).splitlines()[0]})") from None
+            raise OverrideError(
+                f"override {item!r}: not a YAML list, mapping or quoted string ({str(e).splitlines()[0]})"
+            ) from None
         except RecursionError:
             raise OverrideError(f"override {item[:40]!r}…: nested too deeply") from None
     pieces = [p.strip() for p in text.split(",")]
@@ -91,7 +94,9 @@ def _value(item: str, text: str) -> Any:
         if m:
             lo, hi = int(m[1]), int(m[2])
             if lo > hi or hi - lo >= _MAX_RANGE:
-                raise OverrideError(f"override {item!r}: the range {piece} needs low ≤ high (and under {_MAX_RANGE} values)")
+                raise OverrideError(
+                    f"override {item!r}: the range {piece} needs low ≤ high (and under {_MAX_RANGE} values)"
+                )
             values.extend(range(lo, hi + 1))
         else:
             values.append(_scalar(item, piece))

@@ -57,8 +57,14 @@ def _colors(labels: Sequence[str]) -> dict[str, str]:
     return {lab: cycle[bases.index(lab.split(" [")[0]) % len(cycle)] for lab in labels}
 
 
-def accuracy_vs_compression(rows: pd.DataFrame, path, delta: float = 0.005, log_remaining: bool = False,
-                            title: str | None = None, select_on: str = "val") -> Path:
+def accuracy_vs_compression(
+    rows: pd.DataFrame,
+    path,
+    delta: float = 0.005,
+    log_remaining: bool = False,
+    title: str | None = None,
+    select_on: str = "val",
+) -> Path:
     """Fig. 2: test accuracy against compression, one curve per dictionary (and control; dashed).
 
     ``log_remaining``: the x-axis is the remaining fraction 1 − compression on a log scale
@@ -66,19 +72,28 @@ def accuracy_vs_compression(rows: pd.DataFrame, path, delta: float = 0.005, log_
     return _save(accuracy_figure(rows, delta, log_remaining, title, select_on), path)
 
 
-def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: bool = False, title: str | None = None,
-                    select_on: str = "val"):
+def accuracy_figure(
+    rows: pd.DataFrame,
+    delta: float = 0.005,
+    log_remaining: bool = False,
+    title: str | None = None,
+    select_on: str = "val",
+):
     """The figure of ``accuracy_vs_compression``, not yet saved. The threshold (a star) is chosen on
     ``select_on`` accuracy; its whisker is the 95% bootstrap interval over seeds."""
     from orchestrator.uncertainty import threshold_uncertainty
 
     summary = summarize(rows, delta, select_on)
-    spread = {curve_label(r, varying(summary)): (r["threshold_ci_low"], r["threshold_ci_high"])
-              for _, r in threshold_uncertainty(rows, delta, select_on).iterrows()}
+    spread = {
+        curve_label(r, varying(summary)): (r["threshold_ci_low"], r["threshold_ci_high"])
+        for _, r in threshold_uncertainty(rows, delta, select_on).iterrows()
+    }
     vary = varying(summary)
     fig, ax = plt.subplots(figsize=(8, 5))
-    curves = [(curve_label(c.iloc[0], vary), c.sort_values("round"))
-              for _, c in summary.groupby(CURVE, sort=True, dropna=False)]  # τ is NaN for strong trials
+    curves = [
+        (curve_label(c.iloc[0], vary), c.sort_values("round"))
+        for _, c in summary.groupby(CURVE, sort=True, dropna=False)
+    ]  # τ is NaN for strong trials
     strong = is_strong_search(rows)
     colors = _colors([lab for lab, _ in curves])
     for label, curve in curves:
@@ -87,11 +102,22 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
         comp = curve["compression_mean"].to_numpy()
         x = np.maximum(1.0 - comp, 1e-6) if log_remaining else comp
         m = 100 * curve["test_accuracy_mean"].to_numpy()
-        h = 100 * _band(curve["test_accuracy_mean"].to_numpy(), curve["test_accuracy_std"].to_numpy(), curve["seeds"].to_numpy())
+        h = 100 * _band(
+            curve["test_accuracy_mean"].to_numpy(), curve["test_accuracy_std"].to_numpy(), curve["seeds"].to_numpy()
+        )
         color = colors[label]
         marker, ls = kind.marker, kind.line
-        ax.plot(x, m, marker=marker, ms=3.5 if control else 4, lw=1.3 if control else 1.8, ls=ls, color=color,
-                label=label, zorder=3)
+        ax.plot(
+            x,
+            m,
+            marker=marker,
+            ms=3.5 if control else 4,
+            lw=1.3 if control else 1.8,
+            ls=ls,
+            color=color,
+            label=label,
+            zorder=3,
+        )
         if not control:  # controls get no band: nine overlapping bands would hide every curve
             ax.fill_between(x, m - h, m + h, color=color, alpha=0.12, lw=0, zorder=1)
         won = curve.index[curve["winning"]]  # none for strong searches (see summarize)
@@ -99,8 +125,15 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
         if idx is not None and not control:
             xt = curve.loc[idx, "compression_mean"]
             yt = 100 * curve.loc[idx, "test_accuracy_mean"]
-            ax.plot(max(1 - xt, 1e-6) if log_remaining else xt, yt, marker="*",
-                    ms=15, color=color, markeredgecolor="black", zorder=4)
+            ax.plot(
+                max(1 - xt, 1e-6) if log_remaining else xt,
+                yt,
+                marker="*",
+                ms=15,
+                color=color,
+                markeredgecolor="black",
+                zorder=4,
+            )
             lo, hi = spread.get(label, (np.nan, np.nan))
             if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
                 ends = [max(1 - v, 1e-6) for v in (lo, hi)] if log_remaining else [lo, hi]
@@ -112,14 +145,29 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
     dense = dense[imp] if imp.any() else dense
     networks = [k for k in ("model", "dataset") if k in dense and dense[k].nunique() > 1]
     if len(dense) and not strong and networks:  # one line would average different networks' dense accuracies
-        ax.plot([], [], ls="none", label=f"dense: each curve's round 0 (the {' and '.join(n + 's' for n in networks)} differ)")
+        ax.plot(
+            [],
+            [],
+            ls="none",
+            label=f"dense: each curve's round 0 (the {' and '.join(n + 's' for n in networks)} differ)",
+        )
     elif len(dense) and not strong:
         base = 100 * dense["test_accuracy_mean"].mean()
         ax.axhline(base, color="black", ls="--", lw=1, label=f"dense, round 0 ({base:.1f}%)", zorder=2)
-        ax.axhline(base - 100 * delta, color="grey", ls=":", lw=1, label=f"dense − δ (δ = {100 * delta:g} pt)", zorder=2)
+        ax.axhline(
+            base - 100 * delta, color="grey", ls=":", lw=1, label=f"dense − δ (δ = {100 * delta:g} pt)", zorder=2
+        )
     if not strong:
-        ax.plot([], [], ls="none", marker="*", ms=12, color="white", markeredgecolor="black",
-                label="winning-ticket threshold")
+        ax.plot(
+            [],
+            [],
+            ls="none",
+            marker="*",
+            ms=12,
+            color="white",
+            markeredgecolor="black",
+            label="winning-ticket threshold",
+        )
     if log_remaining:
         _remaining_axis(ax, 1.0 - summary["compression_mean"].max())
     else:
@@ -146,8 +194,9 @@ def accuracy_figure(rows: pd.DataFrame, delta: float = 0.005, log_remaining: boo
 def _remaining_axis(ax, smallest: float) -> None:
     """Log-scale x of the remaining fraction, 100% on the left, ticks labelled in percent."""
     ax.set_xscale("log")
-    ticks = [t for t in (1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4)
-             if t >= smallest * 0.7]
+    ticks = [
+        t for t in (1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4) if t >= smallest * 0.7
+    ]
     ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{100 * v:g}%"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -177,22 +226,37 @@ def rank_vs_round(rows: pd.DataFrame, path, title: str | None = None) -> Path | 
         grouped = grouped.assign(control="none")
     vary = varying(grouped)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
-    curves = [(curve_label(c.iloc[0], vary), c)
-              for _, c in grouped.groupby([k for k in CURVE if k in grouped], sort=True, dropna=False)]
+    curves = [
+        (curve_label(c.iloc[0], vary), c)
+        for _, c in grouped.groupby([k for k in CURVE if k in grouped], sort=True, dropna=False)
+    ]
     colors = _colors([lab for lab, _ in curves])
     markers = "osD^vP"
     full = 0.0
     for i, (label, curve) in enumerate(curves):
         g = curve.groupby("round").agg(rank=("rank", "mean"), acc=("test_accuracy", "mean")).reset_index()
         control = not controls.is_imp(curve["control"].iloc[0])
-        style = dict(marker=markers[i % len(markers)], ms=4, ls="--" if control else "-", color=colors[label],
-                     label=label, alpha=0.9)
+        style = dict(
+            marker=markers[i % len(markers)],
+            ms=4,
+            ls="--" if control else "-",
+            color=colors[label],
+            label=label,
+            alpha=0.9,
+        )
         ax.plot(g["round"], g["rank"], **style)
         ax2.plot(g["rank"], 100 * g["acc"], **style)
         full = max(full, float(g["rank"].iloc[0]))
         last = g.iloc[-1]
-        ax.annotate(f"m = {last['rank']:.0f}", (last["round"], last["rank"]), textcoords="offset points",
-                    xytext=(0, 8 + 10 * i), fontsize=8, color=colors[label], ha="center")
+        ax.annotate(
+            f"m = {last['rank']:.0f}",
+            (last["round"], last["rank"]),
+            textcoords="offset points",
+            xytext=(0, 8 + 10 * i),
+            fontsize=8,
+            color=colors[label],
+            ha="center",
+        )
     for a in (ax, ax2):
         a.grid(alpha=0.3, which="both")
     lo, hi = float(grouped["rank"].min()), float(grouped["rank"].max())
@@ -228,10 +292,15 @@ def kept_coordinates(maps: np.ndarray, path, title: str, row_labels: Sequence[st
         if k < max(h, w):
             maps, h, w = maps[..., :k, :k], min(k, h), min(k, w)
             title += f" — lowest {h}×{w} of the {full[0]}×{full[1]} frequencies shown"
-    cells = [[(s, k) for k in range(c + (1 if c > 1 else 0))] for s in range(n_seeds)] if c > 1 else [[(s, 0) for s in range(n_seeds)]]
+    cells = (
+        [[(s, k) for k in range(c + (1 if c > 1 else 0))] for s in range(n_seeds)]
+        if c > 1
+        else [[(s, 0) for s in range(n_seeds)]]
+    )
     n_rows, n_cols = len(cells), len(cells[0])
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols + 0.8, 2.6 * n_rows + 0.9), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(2.4 * n_cols + 0.8, 2.6 * n_rows + 0.9), squeeze=False, layout="constrained"
+    )
     what = "frequencies" if frequency else "kept"
     for r, row in enumerate(cells):
         for col, (s, k) in enumerate(row):
@@ -266,8 +335,15 @@ def kept_coordinates(maps: np.ndarray, path, title: str, row_labels: Sequence[st
     return _save(fig, path)
 
 
-def dct_basis_grid(U: np.ndarray, image: tuple[int, int, int], path, count: int = 24, seed: int = 0,
-                   kept: np.ndarray | None = None, title: str | None = None) -> Path:
+def dct_basis_grid(
+    U: np.ndarray,
+    image: tuple[int, int, int],
+    path,
+    count: int = 24,
+    seed: int = 0,
+    kept: np.ndarray | None = None,
+    title: str | None = None,
+) -> Path:
     """Fig. 4: ``count`` columns of U chosen at random (``seed``), each shown as the image plane
     it lives on (one DCT per channel, so a column is nonzero on one channel only)."""
     c, h, w = image
@@ -278,8 +354,12 @@ def dct_basis_grid(U: np.ndarray, image: tuple[int, int, int], path, count: int 
     else:  # half among the kept elements, half among the pruned: uniform picks would be all pruned
         on, off = np.flatnonzero(kept), np.flatnonzero(~kept)
         n_on = min(len(on), count // 2)
-        chosen = np.concatenate([np.sort(rng.choice(on, size=n_on, replace=False)),
-                                 np.sort(rng.choice(off, size=min(len(off), count - n_on), replace=False))])
+        chosen = np.concatenate(
+            [
+                np.sort(rng.choice(on, size=n_on, replace=False)),
+                np.sort(rng.choice(off, size=min(len(off), count - n_on), replace=False)),
+            ]
+        )
     cols = 6 if len(chosen) > 6 else len(chosen)
     rows = int(np.ceil(len(chosen) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.85 * rows + 0.5), squeeze=False)
@@ -334,9 +414,18 @@ def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float, se
     return int(summary.loc[idx, "round"]) if idx is not None else int(rounds[-1])
 
 
-def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = None, log_remaining: bool = False,
-               delta: float = 0.005, basis_count: int = 24, basis_seed: int = 0, title: str | None = None,
-               select_on: str = "val", out_dir: Path | None = None) -> list[Path]:
+def plot_sweep(
+    rows: pd.DataFrame,
+    sweep_dir: Path | str,
+    round_: int | None = None,
+    log_remaining: bool = False,
+    delta: float = 0.005,
+    basis_count: int = 24,
+    basis_seed: int = 0,
+    title: str | None = None,
+    select_on: str = "val",
+    out_dir: Path | None = None,
+) -> list[Path]:
     """Every figure that applies to the sweep, under ``out_dir`` (default ``sweep_dir/plots``, the
     sweep then local); returns the PNGs written. ``sweep_dir`` (a path or URI) holds the tickets."""
     from orchestrator.layout import SweepDir
@@ -350,7 +439,9 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = N
     if construct is not None:  # a construction sweep has no pruning curve to draw
         return [construct]
     name = "accuracy_vs_remaining_log.png" if log_remaining else "accuracy_vs_compression.png"
-    written = [accuracy_vs_compression(ok, out / name, delta, log_remaining=log_remaining, title=title, select_on=select_on)]
+    written = [
+        accuracy_vs_compression(ok, out / name, delta, log_remaining=log_remaining, title=title, select_on=select_on)
+    ]
     rank = rank_vs_round(ok, out / "rank_vs_round.png")
     if rank is not None:
         written.append(rank)
@@ -384,15 +475,24 @@ def plot_sweep(rows: pd.DataFrame, sweep_dir: Path | str, round_: int | None = N
             written.append(kept_coordinates(np.stack(maps), out / f"kept_inputs_{stem}.png", title, labels))
         else:
             title = f"{label}, round {rnd} (compression {100 * comp:.1f}%): kept DCT frequencies per channel (white)"
-            written.append(kept_coordinates(np.stack(maps), out / f"kept_frequencies_{stem}.png", title, labels,
-                                            frequency=True))
+            written.append(
+                kept_coordinates(np.stack(maps), out / f"kept_frequencies_{stem}.png", title, labels, frequency=True)
+            )
             if not basis_done:
                 U = dic.U.cpu().numpy()
-                written.append(dct_basis_grid(U, dic.image, out / "dct_basis.png", basis_count, basis_seed,
-                                              kept=maps[0].reshape(-1) > 0,
-                                              title=f"Random elements of the DCT basis ({dic.image[1]}×{dic.image[2]} "
-                                                    f"per channel, seed {basis_seed}): half among those {label} kept at "
-                                                    f"round {rnd} ({labels[0]}, green), half among the pruned"))
+                written.append(
+                    dct_basis_grid(
+                        U,
+                        dic.image,
+                        out / "dct_basis.png",
+                        basis_count,
+                        basis_seed,
+                        kept=maps[0].reshape(-1) > 0,
+                        title=f"Random elements of the DCT basis ({dic.image[1]}×{dic.image[2]} "
+                        f"per channel, seed {basis_seed}): half among those {label} kept at "
+                        f"round {rnd} ({labels[0]}, green), half among the pruned",
+                    )
+                )
                 basis_done = True
     return written
 
@@ -405,9 +505,13 @@ def log_to_mlflow(pngs: Sequence[Path], sweep_id: str, experiment: str, tracking
     from orchestrator.sinks import mlflow as mlflow_sink
 
     digest = hashlib.sha256(b"".join(Path(p).name.encode() + Path(p).read_bytes() for p in pngs)).hexdigest()[:16]
-    return mlflow_sink.log_to_parent(tracking_uri, experiment, sweep_id,
-                                     artifacts={f"plots/{Path(p).name}": Path(p) for p in pngs},
-                                     once_tag=("glth.plots", digest))
+    return mlflow_sink.log_to_parent(
+        tracking_uri,
+        experiment,
+        sweep_id,
+        artifacts={f"plots/{Path(p).name}": Path(p) for p in pngs},
+        once_tag=("glth.plots", digest),
+    )
 
 
 def construct_vs_n(rows: pd.DataFrame, path) -> Path | None:
@@ -422,7 +526,14 @@ def construct_vs_n(rows: pd.DataFrame, path) -> Path | None:
         curve = curve.sort_values("n")
         label = f"{dist}, ε={eps:g}"
         (line,) = ax_err.plot(curve["n"], curve["max_weight_error_mean"], marker="o", label=f"{label}: max")
-        ax_err.plot(curve["n"], curve["mean_weight_error_mean"], marker="s", ls="--", color=line.get_color(), label=f"{label}: mean")
+        ax_err.plot(
+            curve["n"],
+            curve["mean_weight_error_mean"],
+            marker="s",
+            ls="--",
+            color=line.get_color(),
+            label=f"{label}: mean",
+        )
         ax_err.axhline(eps, color=line.get_color(), lw=0.8, ls=":")
         ax_kept.plot(curve["n"], curve["kept_per_target_mean"], marker="o", color=line.get_color(), label=label)
     ax_err.set_yscale("log")

@@ -69,8 +69,15 @@ def layer_density_vs_round(rows: pd.DataFrame, path) -> Path | None:
         pruned = [n for n in table.columns if (table[n] < 1.0).any()]
         cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, name in enumerate(pruned):
-            ax.plot(table.index, table[name].clip(lower=1e-4), marker="o", ms=3, lw=1.4, color=cycle[i % len(cycle)],
-                    label=name)
+            ax.plot(
+                table.index,
+                table[name].clip(lower=1e-4),
+                marker="o",
+                ms=3,
+                lw=1.4,
+                color=cycle[i % len(cycle)],
+                label=name,
+            )
         overall = curve.groupby("round")["density"].mean()
         ax.plot(overall.index, overall.values, color="black", ls="--", lw=1.2, label="whole dictionary")
         ax.set_yscale("log")
@@ -78,12 +85,15 @@ def layer_density_vs_round(rows: pd.DataFrame, path) -> Path | None:
         ax.set_ylabel("kept fraction (log)")
         ax.xaxis.set_major_locator(base.matplotlib.ticker.MaxNLocator(integer=True))
         dense = len(table.columns) - len(pruned)
-        note = (f"{dense} dense tensor(s) not drawn" if len(table.columns) else
-                "one rotation of all tensors: no tensor has a fraction of its own")
+        note = (
+            f"{dense} dense tensor(s) not drawn"
+            if len(table.columns)
+            else "one rotation of all tensors: no tensor has a fraction of its own"
+        )
         ax.set_title(f"{label}\n{note}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(curves):]:
+    for ax in list(axes.flat)[len(curves) :]:
         ax.axis("off")
     fig.suptitle("Kept fraction of each parameter tensor per round (mean over seeds)", fontsize=11)
     fig.tight_layout()
@@ -94,10 +104,15 @@ def _per_curve(ax, curves, column: str, colors: dict, scale: float = 1.0) -> Non
     """Mean over seeds against compression per curve; the band spans the seeds' min to max (a
     t-interval over two or three seeds would be wider than the quantity's whole range)."""
     for label, curve in curves:
-        g = curve.groupby("round").agg(x=("compression", "mean"), m=(column, "mean"), lo=(column, "min"),
-                                       hi=(column, "max")).reset_index()
+        g = (
+            curve.groupby("round")
+            .agg(x=("compression", "mean"), m=(column, "mean"), lo=(column, "min"), hi=(column, "max"))
+            .reset_index()
+        )
         control = not controls.is_imp(curve["control"].iloc[0])
-        ax.plot(g["x"], scale * g["m"], marker="o", ms=3.5, ls="--" if control else "-", color=colors[label], label=label)
+        ax.plot(
+            g["x"], scale * g["m"], marker="o", ms=3.5, ls="--" if control else "-", color=colors[label], label=label
+        )
         if not control:
             ax.fill_between(g["x"], scale * g["lo"], scale * g["hi"], color=colors[label], alpha=0.12, lw=0)
 
@@ -118,8 +133,11 @@ def flops_vs_compression(rows: pd.DataFrame, path) -> Path | None:
     ax.axhline(1.0, color="black", lw=1, ls=":")
     ax.set_xlabel("compression (fraction of the dictionary pruned)")
     ax.set_ylabel("FLOPs of the exported ticket / dense")
-    ax.set_title(f"Cost of one forward pass on one input (dense: {dense} FLOPs; masks of single\n"
-                 "weights export as the dense network, structured pruning as a smaller one)", fontsize=10)
+    ax.set_title(
+        f"Cost of one forward pass on one input (dense: {dense} FLOPs; masks of single\n"
+        "weights export as the dense network, structured pruning as a smaller one)",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return base._save(fig, path)
@@ -141,8 +159,10 @@ def lmc_barrier_vs_compression(rows: pd.DataFrame, path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("error barrier (percentage points)")
     axes[1].legend(fontsize=8)
-    fig.suptitle("Linear mode connectivity: max error on the path minus the mean of its ends (mean over seeds; band: min–max)",
-                 fontsize=11)
+    fig.suptitle(
+        "Linear mode connectivity: max error on the path minus the mean of its ends (mean over seeds; band: min–max)",
+        fontsize=11,
+    )
     fig.tight_layout()
     return base._save(fig, path)
 
@@ -150,11 +170,18 @@ def lmc_barrier_vs_compression(rows: pd.DataFrame, path) -> Path | None:
 def plot_layers(rows: pd.DataFrame, out: Path) -> list[Path]:
     """The figures of this module that apply to ``rows``, written under ``out``."""
     out = Path(out)
-    drawn = [layer_density_vs_round(rows, out / "layer_density.png"),
-             flops_vs_compression(rows, out / "flops_vs_compression.png"),
-             lmc_barrier_vs_compression(rows, out / "lmc_barrier.png")]
+    drawn = [
+        layer_density_vs_round(rows, out / "layer_density.png"),
+        flops_vs_compression(rows, out / "flops_vs_compression.png"),
+        lmc_barrier_vs_compression(rows, out / "lmc_barrier.png"),
+    ]
     return [p for p in drawn if p is not None]
 
 
-__all__ = ["layer_densities", "layer_density_vs_round", "flops_vs_compression", "lmc_barrier_vs_compression",
-           "plot_layers"]
+__all__ = [
+    "layer_densities",
+    "layer_density_vs_round",
+    "flops_vs_compression",
+    "lmc_barrier_vs_compression",
+    "plot_layers",
+]

@@ -39,8 +39,18 @@ def clock(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def live_lines(*, done: int, running: list[dict], pending: int, failed: int, rounds_done: int, rounds_total: int,
-               elapsed: float, eta: float | None, width: int = 100) -> list[str]:
+def live_lines(
+    *,
+    done: int,
+    running: list[dict],
+    pending: int,
+    failed: int,
+    rounds_done: int,
+    rounds_total: int,
+    elapsed: float,
+    eta: float | None,
+    width: int = 100,
+) -> list[str]:
     """The live block. ``running``: one dict per running trial with trial_id, size, and (once it
     has reported) round, rounds, test_accuracy, density. Every line is cut to ``width``."""
     trials = f"trials: {done} done, {sum(r.get('size', 1) for r in running)} running, {pending} pending"
@@ -49,8 +59,10 @@ def live_lines(*, done: int, running: list[dict], pending: int, failed: int, rou
     for r in running[:MAX_RUNNING_SHOWN]:
         size = f" ×{r['size']}" if r.get("size", 1) > 1 else ""
         if "round" in r:
-            lines.append(f"  {r['trial_id']}{size}  round {r['round']}/{r['rounds'] - 1}  "
-                         f"test acc {r['test_accuracy']:.4f}  density {r['density']:.4f}")
+            lines.append(
+                f"  {r['trial_id']}{size}  round {r['round']}/{r['rounds'] - 1}  "
+                f"test acc {r['test_accuracy']:.4f}  density {r['density']:.4f}"
+            )
         else:
             lines.append(f"  {r['trial_id']}{size}  starting")
     if len(running) > MAX_RUNNING_SHOWN:
@@ -131,8 +143,17 @@ class Progress(Callback):
         running = [self.running[t] for t in sorted(self.running)]
         pending = max(0, self.total_trials - self.finished - self.errored - sum(r["size"] for r in running))
         width = width or max(20, shutil.get_terminal_size((100, 24)).columns - 1)
-        return live_lines(done=self.finished, running=running, pending=pending, failed=self.errored,
-                          rounds_done=done, rounds_total=total_rounds, elapsed=elapsed, eta=eta, width=width)
+        return live_lines(
+            done=self.finished,
+            running=running,
+            pending=pending,
+            failed=self.errored,
+            rounds_done=done,
+            rounds_total=total_rounds,
+            elapsed=elapsed,
+            eta=eta,
+            width=width,
+        )
 
     # -- Tune's callbacks ------------------------------------------------------------------
     def on_step(self, iteration, trials, **info):
@@ -153,8 +174,11 @@ class Progress(Callback):
         resumed, (tid, size) = int(result.get("resumed_from", -1)), _carry(trial)
         if tid in self.recovering or (resumed >= 0 and self.rounds_done.get(tid, 0) < (resumed + 1) * size):
             self.recovering.discard(tid)
-            self._say(f"trial {tid} resumed at round {resumed} from its saved state" if resumed >= 0
-                      else f"trial {tid} restarted at round 0 (it had no saved state yet)")
+            self._say(
+                f"trial {tid} resumed at round {resumed} from its saved state"
+                if resumed >= 0
+                else f"trial {tid} restarted at round 0 (it had no saved state yet)"
+            )
         if "test_accuracy" in result:
             rnd = int(result["round"])
             if rnd == 0:
@@ -162,10 +186,19 @@ class Progress(Callback):
             before = self.rounds_done.get(tid, 0)
             self.rounds_done[tid] = (rnd + 1) * size
             self.rounds_this_run += max(0, self.rounds_done[tid] - before)
-            self.running[tid] = {"trial_id": tid, "size": size, "round": rnd, "rounds": self.rounds,
-                                 "test_accuracy": float(result["test_accuracy"]), "density": float(result["density"])}
-            self._say(f"trial {tid} round {rnd}: test acc {result['test_accuracy']:.4f}, "
-                      f"density {result['density']:.4f}   ({self._count()})", live_too=False)
+            self.running[tid] = {
+                "trial_id": tid,
+                "size": size,
+                "round": rnd,
+                "rounds": self.rounds,
+                "test_accuracy": float(result["test_accuracy"]),
+                "density": float(result["density"]),
+            }
+            self._say(
+                f"trial {tid} round {rnd}: test acc {result['test_accuracy']:.4f}, "
+                f"density {result['density']:.4f}   ({self._count()})",
+                live_too=False,
+            )
             self._redraw()
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -118,8 +118,14 @@ def ray_session(address: str | None, num_cpus: int | None = None):
                     ray.init(address=address, logging_level="WARNING", log_to_driver=False)
                 else:
                     stack.enter_context(_local_auth())
-                    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=num_cpus or os.cpu_count(),
-                             include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+                    ray.init(
+                        address="local",
+                        _node_ip_address="127.0.0.1",
+                        num_cpus=num_cpus or os.cpu_count(),
+                        include_dashboard=False,
+                        logging_level="WARNING",
+                        log_to_driver=False,
+                    )
             yield
         except KeyboardInterrupt:
             interrupted = True
@@ -129,6 +135,9 @@ def ray_session(address: str | None, num_cpus: int | None = None):
                     ray.shutdown()
     if interrupted:
         what = "disconnected from the Ray cluster" if address else "local Ray stopped"
-        print(f"[glth] interrupted: {what}, every finished round kept; to resume, {resume_hint()}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[glth] interrupted: {what}, every finished round kept; to resume, {resume_hint()}",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(EXIT_INTERRUPTED)

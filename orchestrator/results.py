@@ -22,9 +22,11 @@ FORMATS = ("table", "csv", "json", "markdown")
 #: (and then labelled in every output), since choosing on test and reporting test overfits it
 SELECT_ON = ("val", "test")
 #: how tables name the rule (``delta`` in points)
-THRESHOLD_RULE = ("per curve (winning ticket: the last round before the first with mean {split} accuracy < round 0 − "
-                  "{delta:g} points, chosen on {split}, test accuracy reported; within_delta: the largest compression "
-                  "within δ anywhere)")
+THRESHOLD_RULE = (
+    "per curve (winning ticket: the last round before the first with mean {split} accuracy < round 0 − "
+    "{delta:g} points, chosen on {split}, test accuracy reported; within_delta: the largest compression "
+    "within δ anywhere)"
+)
 #: what makes one curve: rows differing in any of these are never averaged together; ``axes`` is
 #: every other field the sweep varies except the seed (``orchestrator.axes``, added in memory)
 CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind", AXES]
@@ -147,23 +149,25 @@ def thresholds(summary: pd.DataFrame, delta: float = 0.005) -> pd.DataFrame:
         peak = curve_sorted.loc[acc.idxmax()]
         loose = within_delta_index(curve, delta, select_on) if len(win) else None
         has_rank = "rank_mean" in curve and len(win) and pd.notna(win["rank_mean"].iloc[0])
-        rows.append({
-            **dict(zip(CURVE, key)),
-            "seeds": int(curve["seeds"].max()),
-            "rounds": int(curve["round"].nunique()),
-            "selected_on": select_on,
-            "threshold_compression": float(win["compression_mean"].iloc[0]) if len(win) else nan,
-            "threshold_round": int(win["round"].iloc[0]) if len(win) else -1,
-            "threshold_accuracy": float(win["test_accuracy_mean"].iloc[0]) if len(win) else nan,
-            "threshold_val_accuracy": float(win["val_accuracy_mean"].iloc[0]) if len(win) else nan,
-            "threshold_rank": float(win["rank_mean"].iloc[0]) if has_rank else nan,
-            "within_delta_compression": float(curve.loc[loose, "compression_mean"]) if loose is not None else nan,
-            "dense_accuracy": float(curve_sorted["test_accuracy_mean"].iloc[0]),
-            "peak_accuracy": float(peak["test_accuracy_mean"]),
-            "peak_val_accuracy": float(peak["val_accuracy_mean"]),
-            "peak_compression": float(peak["compression_mean"]),
-            "peak_round": int(peak["round"]),
-        })
+        rows.append(
+            {
+                **dict(zip(CURVE, key)),
+                "seeds": int(curve["seeds"].max()),
+                "rounds": int(curve["round"].nunique()),
+                "selected_on": select_on,
+                "threshold_compression": float(win["compression_mean"].iloc[0]) if len(win) else nan,
+                "threshold_round": int(win["round"].iloc[0]) if len(win) else -1,
+                "threshold_accuracy": float(win["test_accuracy_mean"].iloc[0]) if len(win) else nan,
+                "threshold_val_accuracy": float(win["val_accuracy_mean"].iloc[0]) if len(win) else nan,
+                "threshold_rank": float(win["rank_mean"].iloc[0]) if has_rank else nan,
+                "within_delta_compression": float(curve.loc[loose, "compression_mean"]) if loose is not None else nan,
+                "dense_accuracy": float(curve_sorted["test_accuracy_mean"].iloc[0]),
+                "peak_accuracy": float(peak["test_accuracy_mean"]),
+                "peak_val_accuracy": float(peak["val_accuracy_mean"]),
+                "peak_compression": float(peak["compression_mean"]),
+                "peak_round": int(peak["round"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -198,18 +202,26 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
     if fmt == "json":
         clean = summary.astype(object).where(summary.notna(), None)  # NaN is not JSON: null
         return json.dumps(clean.to_dict("records"), indent=1, default=float)
-    view = pd.DataFrame({
-        **{k: summary[k] for k in ("dataset", "model") if k in varying(summary)},
-        "dictionary": summary["dictionary"] + summary["control"].map(controls.label)
-        + (summary[AXES].map(lambda a: f" · {a}" if a else "") if AXES in summary else ""),
-        "tau": summary["tau"],
-        "rewind": summary["rewind"],
-        "round": summary["round"],
-        "seeds": summary["seeds"],
-        "compression": [f"{m:.4f} ± {s:.4f}" for m, s in zip(summary["compression_mean"], summary["compression_std"])],
-        "test_acc": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])],
-        "val_acc": [f"{100 * m:.2f}" for m in summary["val_accuracy_mean"]],
-    })
+    view = pd.DataFrame(
+        {
+            **{k: summary[k] for k in ("dataset", "model") if k in varying(summary)},
+            "dictionary": summary["dictionary"]
+            + summary["control"].map(controls.label)
+            + (summary[AXES].map(lambda a: f" · {a}" if a else "") if AXES in summary else ""),
+            "tau": summary["tau"],
+            "rewind": summary["rewind"],
+            "round": summary["round"],
+            "seeds": summary["seeds"],
+            "compression": [
+                f"{m:.4f} ± {s:.4f}" for m, s in zip(summary["compression_mean"], summary["compression_std"])
+            ],
+            "test_acc": [
+                f"{100 * m:.2f} ± {100 * s:.2f}"
+                for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])
+            ],
+            "val_acc": [f"{100 * m:.2f}" for m in summary["val_accuracy_mean"]],
+        }
+    )
     if "rank_mean" in summary and summary["rank_mean"].notna().any():
         view["rank"] = summary["rank_mean"].map(lambda r: "" if pd.isna(r) else f"{r:.0f}")
     for col, name in (("jaccard_mean", "jaccard"), ("group_jaccard_mean", "jaccard_groups")):
@@ -227,8 +239,16 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
 
 
 CONSTRUCT_KEYS = ["distribution", "epsilon", "n"]
-CONSTRUCT_METRICS = ["test_accuracy", "target_accuracy", "max_weight_error", "mean_weight_error",
-                     "max_output_error", "kept_per_target", "random_per_target", "construct_seconds"]
+CONSTRUCT_METRICS = [
+    "test_accuracy",
+    "target_accuracy",
+    "max_weight_error",
+    "mean_weight_error",
+    "max_output_error",
+    "kept_per_target",
+    "random_per_target",
+    "construct_seconds",
+]
 
 
 def construct_summary(rows: pd.DataFrame) -> pd.DataFrame:
@@ -238,7 +258,9 @@ def construct_summary(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     g = rows.groupby(CONSTRUCT_KEYS, sort=True)
-    out = g[CONSTRUCT_METRICS].mean().add_suffix("_mean").join(g[CONSTRUCT_METRICS].std().fillna(0.0).add_suffix("_std"))
+    out = (
+        g[CONSTRUCT_METRICS].mean().add_suffix("_mean").join(g[CONSTRUCT_METRICS].std().fillna(0.0).add_suffix("_std"))
+    )
     out.insert(0, "seeds", g["seed"].nunique())
     out["accuracy_gap_points"] = 100 * (out["test_accuracy_mean"] - out["target_accuracy_mean"])
     return out.reset_index()
@@ -246,16 +268,28 @@ def construct_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 def render_construct(summary: pd.DataFrame, fmt: str = "table") -> str:
     if fmt in ("csv", "json"):
-        return summary.to_csv(index=False) if fmt == "csv" else json.dumps(summary.to_dict("records"), indent=1, default=float)
-    view = pd.DataFrame({
-        "distribution": summary["distribution"], "epsilon": summary["epsilon"], "n": summary["n"], "seeds": summary["seeds"],
-        "pruned_acc": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])],
-        "target_acc": [f"{100 * m:.2f}" for m in summary["target_accuracy_mean"]],
-        "gap_pts": [f"{g:+.2f}" for g in summary["accuracy_gap_points"]],
-        "max_w_err": [f"{v:.4f}" for v in summary["max_weight_error_mean"]],
-        "mean_w_err": [f"{v:.5f}" for v in summary["mean_weight_error_mean"]],
-        "kept/target": [f"{v:.2f}x" for v in summary["kept_per_target_mean"]],
-        "random/target": [f"{v:.1f}x" for v in summary["random_per_target_mean"]],
-        "seconds": [f"{v:.1f}" for v in summary["construct_seconds_mean"]],
-    })
+        return (
+            summary.to_csv(index=False)
+            if fmt == "csv"
+            else json.dumps(summary.to_dict("records"), indent=1, default=float)
+        )
+    view = pd.DataFrame(
+        {
+            "distribution": summary["distribution"],
+            "epsilon": summary["epsilon"],
+            "n": summary["n"],
+            "seeds": summary["seeds"],
+            "pruned_acc": [
+                f"{100 * m:.2f} ± {100 * s:.2f}"
+                for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])
+            ],
+            "target_acc": [f"{100 * m:.2f}" for m in summary["target_accuracy_mean"]],
+            "gap_pts": [f"{g:+.2f}" for g in summary["accuracy_gap_points"]],
+            "max_w_err": [f"{v:.4f}" for v in summary["max_weight_error_mean"]],
+            "mean_w_err": [f"{v:.5f}" for v in summary["mean_weight_error_mean"]],
+            "kept/target": [f"{v:.2f}x" for v in summary["kept_per_target_mean"]],
+            "random/target": [f"{v:.1f}x" for v in summary["random_per_target_mean"]],
+            "seconds": [f"{v:.1f}" for v in summary["construct_seconds_mean"]],
+        }
+    )
     return view.to_string(index=False)

@@ -41,11 +41,13 @@ ENDPOINT_ENVS = ("GLTH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _AWS_ERROR = re.compile(r"AWS Error (\w+) during (\w+) operation: ?(.*?)\s*(?:\(Request ID: [^)]*\))?\s*$", re.S)
-_REFUSED = {"ACCESS_DENIED": "access denied (credentials refused, or no permission)",
-            "INVALID_ACCESS_KEY_ID": "credentials refused: the access key id is unknown",
-            "SIGNATURE_DOES_NOT_MATCH": "credentials refused: the secret key does not match",
-            "EXPIRED_TOKEN": "credentials refused: the session token has expired",
-            "INVALID_TOKEN": "credentials refused: invalid session token"}
+_REFUSED = {
+    "ACCESS_DENIED": "access denied (credentials refused, or no permission)",
+    "INVALID_ACCESS_KEY_ID": "credentials refused: the access key id is unknown",
+    "SIGNATURE_DOES_NOT_MATCH": "credentials refused: the secret key does not match",
+    "EXPIRED_TOKEN": "credentials refused: the session token has expired",
+    "INVALID_TOKEN": "credentials refused: invalid session token",
+}
 
 
 class StorageError(ValueError):
@@ -112,11 +114,14 @@ class Storage:
                 raise StorageError(f"storage: {value!r}: file:// takes an absolute path (file:///abs/path)")
             return cls("file", str(Path(parts.path).resolve()))
         if "@" in parts.netloc:  # never echo what may be a secret
-            raise StorageError("storage: s3://…@…: credentials are never read from the storage setting; "
-                               "use the AWS chain (environment, ~/.aws, instance profile)")
+            raise StorageError(
+                "storage: s3://…@…: credentials are never read from the storage setting; "
+                "use the AWS chain (environment, ~/.aws, instance profile)"
+            )
         if parts.query or parts.fragment:
-            raise StorageError(f"storage: {value!r}: no query options; the endpoint comes from "
-                               f"{' / '.join(ENDPOINT_ENVS)}")
+            raise StorageError(
+                f"storage: {value!r}: no query options; the endpoint comes from {' / '.join(ENDPOINT_ENVS)}"
+            )
         bucket, prefix = parts.netloc, "/".join(s for s in parts.path.split("/") if s)
         if not _BUCKET.fullmatch(bucket):
             raise StorageError(f"storage: {value!r}: {bucket!r} is not a valid S3 bucket name")
@@ -251,14 +256,21 @@ class Storage:
         if self._type(rel) == pafs.FileType.Directory:
             self.filesystem.delete_dir(self.fs_path(rel))
 
-    def open_dataset(self, rel_dir: str, schema: pa.Schema | None = None, partitioning=None,
-                     format: str = "parquet") -> ds.Dataset:
+    def open_dataset(
+        self, rel_dir: str, schema: pa.Schema | None = None, partitioning=None, format: str = "parquet"
+    ) -> ds.Dataset:
         """A pyarrow dataset over ``rel_dir`` (hidden and ``_`` names skipped, so atomic's temporaries
         never appear); an empty one with ``schema`` when the directory does not exist."""
         if self._type(rel_dir) != pafs.FileType.Directory:
             return ds.dataset([], schema=schema, format=format, filesystem=self.filesystem)
-        return ds.dataset(self.fs_path(rel_dir), filesystem=self.filesystem, format=format, schema=schema,
-                          partitioning=partitioning, ignore_prefixes=[".", "_"])
+        return ds.dataset(
+            self.fs_path(rel_dir),
+            filesystem=self.filesystem,
+            format=format,
+            schema=schema,
+            partitioning=partitioning,
+            ignore_prefixes=[".", "_"],
+        )
 
     # -- checks ---------------------------------------------------------------------------------
     def _refuse(self, cause: str) -> StorageError:

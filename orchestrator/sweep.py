@@ -41,14 +41,18 @@ TUNE_NAME = "trials"
 # its "Failed to fetch metrics" warning at the end of every sweep is noise
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 #: Tune's own console output is replaced by orchestrator.progress
-QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-              "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+QUIET_TUNE = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -98,7 +102,12 @@ def _reuse_completed(sweep: Sweep, storage: Storage, force: bool) -> set[str]:
 
 
 def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
-    info = {"tracking_uri": tracking_uri, "experiment": sweep.spec.experiment, "experiment_id": None, "parent_run_id": None}
+    info = {
+        "tracking_uri": tracking_uri,
+        "experiment": sweep.spec.experiment,
+        "experiment_id": None,
+        "parent_run_id": None,
+    }
     try:
         client = mlflow_sink.client(tracking_uri)
         info["experiment_id"] = mlflow_sink.ensure_experiment(client, sweep.spec.experiment)
@@ -106,15 +115,24 @@ def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
             client, info["experiment_id"], sweep.sweep_id, sweep.text, tags={"glth.git_commit": git_commit()}
         )
     except mlflow_sink.MlflowUnavailable as e:
-        print(f"[glth] MLflow at {tracking_uri} unavailable ({e}); rows go to Parquet, `glth sync` backfills later",
-              file=sys.stderr)
+        print(
+            f"[glth] MLflow at {tracking_uri} unavailable ({e}); rows go to Parquet, `glth sync` backfills later",
+            file=sys.stderr,
+        )
     return info
 
 
 def _mlflow_writer(sweep: Sweep, storage: Storage, info: dict) -> MlflowWriter:
     """The driver's MLflow writer: child runs per trial, the curves on the parent, live."""
-    return MlflowWriter(info["tracking_uri"], info["experiment"], info["experiment_id"], info["parent_run_id"],
-                        sweep.sweep_id, metas=[t.meta(sweep.sweep_id) for t in sweep.trials], out_dir=storage)
+    return MlflowWriter(
+        info["tracking_uri"],
+        info["experiment"],
+        info["experiment_id"],
+        info["parent_run_id"],
+        sweep.sweep_id,
+        metas=[t.meta(sweep.sweep_id) for t in sweep.trials],
+        out_dir=storage,
+    )
 
 
 def grid_entries(trials: list, batch_seeds: int) -> list[dict]:
@@ -133,8 +151,14 @@ def _trial_name(trial) -> str:
     return TrialCarry.from_dict(trial.config["trial"]).trial_id
 
 
-def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, address: str | None = None,
-              force: bool = False, num_cpus: int | None = None) -> SweepResult:
+def run_sweep(
+    sweep: Sweep,
+    out_dir=None,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    force: bool = False,
+    num_cpus: int | None = None,
+) -> SweepResult:
     """Run (or resume) ``sweep``; ``out_dir`` is its storage (a path, a URI, or a ``Storage``).
     Under the sweep's lease (``orchestrator.lease``: one driver per sweep; LeaseHeld if another
     driver runs it now)."""
@@ -143,8 +167,9 @@ def run_sweep(sweep: Sweep, out_dir=None, tracking_uri: str | None = None, addre
         return _run_leased(sweep, storage, tracking_uri, address, force, num_cpus)
 
 
-def _run_leased(sweep: Sweep, out_dir, tracking_uri: str | None, address: str | None, force: bool,
-                num_cpus: int | None) -> SweepResult:
+def _run_leased(
+    sweep: Sweep, out_dir, tracking_uri: str | None, address: str | None, force: bool, num_cpus: int | None
+) -> SweepResult:
     storage = as_storage(out_dir if out_dir is not None else sweep.spec.storage)
     sweep_dir = SweepDir(storage, sweep.sweep_id)
     tracking_uri = absolute_uri(tracking_uri or default_tracking_uri())
@@ -152,46 +177,70 @@ def _run_leased(sweep: Sweep, out_dir, tracking_uri: str | None, address: str | 
     if force:
         sweep_dir.clear_states()
     for uri, cause in parquet.drop_damaged(storage, sweep.sweep_id).items():
-        print(f"[glth] rows file {uri} unreadable ({cause}): removed; this run rebuilds it from its trial's "
-              f"resume state", file=sys.stderr)
+        print(
+            f"[glth] rows file {uri} unreadable ({cause}): removed; this run rebuilds it from its trial's resume state",
+            file=sys.stderr,
+        )
 
     done = _reuse_completed(sweep, storage, force)
     pending = [t for t in sweep.trials if t.trial_id not in done]
     mlflow_info = _start_mlflow(sweep, tracking_uri)
     progress = Progress(total_trials=len(sweep.trials), rounds=sweep.rounds, already_done=len(done), complete=done)
-    print(f"[glth] sweep {sweep.sweep_id}: {len(sweep.trials)} trials ({len(done)} already complete), "
-          f"{sweep.rounds} rounds each → {sweep_dir.uri}", file=sys.stderr)
+    print(
+        f"[glth] sweep {sweep.sweep_id}: {len(sweep.trials)} trials ({len(done)} already complete), "
+        f"{sweep.rounds} rounds each → {sweep_dir.uri}",
+        file=sys.stderr,
+    )
 
     for key, value in QUIET_TUNE.items():
         os.environ.setdefault(key, value)
     if pending:
         res = sweep.spec.resources
-        sweep_cfg = {"sweep_id": sweep.sweep_id, "storage": storage.uri, "threads": max(1, int(res.cpu)),
-                     "system_metrics": bool(sweep.spec.system_metrics)}
+        sweep_cfg = {
+            "sweep_id": sweep.sweep_id,
+            "storage": storage.uri,
+            "threads": max(1, int(res.cpu)),
+            "system_metrics": bool(sweep.spec.system_metrics),
+        }
         # what this run knows: trials whose rows are already complete, and the driver's working
         # directory (a relative dataset.data_dir, kept relative in the trial id, is resolved against it)
         live = {"completed": sorted(done), "cwd": os.getcwd()}
         entries = grid_entries(pending, sweep.spec.batch_seeds)
         saved = [e["trial_id"] for e in entries if sweep_dir.has_group(e["trial_id"])]
         if saved:
-            print(f"[glth] resuming {len(saved)} trial(s) from their saved state in {sweep_dir.uri}/state",
-                  file=sys.stderr)
+            print(
+                f"[glth] resuming {len(saved)} trial(s) from their saved state in {sweep_dir.uri}/state",
+                file=sys.stderr,
+            )
         storage_path, filesystem = sweep_dir.store.tune_storage(TUNE)
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus):
             # inside the session: with_parameters puts ``live`` in this Ray's object store
-            trainable = tune.with_resources(tune.with_parameters(run_group, live=live), {"cpu": res.cpu, "gpu": res.gpu})
+            trainable = tune.with_resources(
+                tune.with_parameters(run_group, live=live), {"cpu": res.cpu, "gpu": res.gpu}
+            )
             tuner = tune.Tuner(
                 trainable,
                 param_space={"trial": tune.grid_search(entries), "sweep": sweep_cfg},
                 # reused actors: a trial's worker (torch, data, glth imported) serves the next
                 # trial with the same resources; each trial still sets its threads and seeds
-                tune_config=tune.TuneConfig(max_concurrent_trials=sweep.spec.max_concurrent, reuse_actors=True,
-                                            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=sweep.spec.max_concurrent,
+                    reuse_actors=True,
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
                 run_config=tune.RunConfig(
-                    name=TUNE_NAME, storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
-                    callbacks=[ParquetWriter(storage, sweep.sweep_id), _mlflow_writer(sweep, storage, mlflow_info), progress,
-                               Notices()],
+                    name=TUNE_NAME,
+                    storage_path=storage_path,
+                    storage_filesystem=filesystem,
+                    verbose=0,
+                    callbacks=[
+                        ParquetWriter(storage, sweep.sweep_id),
+                        _mlflow_writer(sweep, storage, mlflow_info),
+                        progress,
+                        Notices(),
+                    ],
                     failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
                 ),
             )
@@ -203,8 +252,16 @@ def _run_leased(sweep: Sweep, out_dir, tracking_uri: str | None, address: str | 
 
     sync_mlflow(sweep, storage, tracking_uri)
     where = Path(sweep_dir.uri) if storage.is_local else sweep_dir.uri
-    return SweepResult(sweep.sweep_id, where, mlflow_info["parent_run_id"], len(pending), len(done), failed,
-                       mlflow_info["experiment_id"], tracking_uri)
+    return SweepResult(
+        sweep.sweep_id,
+        where,
+        mlflow_info["parent_run_id"],
+        len(pending),
+        len(done),
+        failed,
+        mlflow_info["experiment_id"],
+        tracking_uri,
+    )
 
 
 def sync_mlflow(sweep: Sweep, out_dir, tracking_uri: str) -> dict | None:
@@ -216,8 +273,15 @@ def sync_mlflow(sweep: Sweep, out_dir, tracking_uri: str) -> dict | None:
     files = parquet.trial_files(storage, sweep.sweep_id)
     artifacts = {tid: {"rounds.parquet": str(p)} for tid, p in files.items() if isinstance(p, Path)}
     try:
-        return mlflow_sink.sync_sweep(tracking_uri, sweep.spec.experiment, sweep.sweep_id, sweep.text, df, artifacts,
-                                      metas=[t.meta(sweep.sweep_id) for t in sweep.trials])
+        return mlflow_sink.sync_sweep(
+            tracking_uri,
+            sweep.spec.experiment,
+            sweep.sweep_id,
+            sweep.text,
+            df,
+            artifacts,
+            metas=[t.meta(sweep.sweep_id) for t in sweep.trials],
+        )
     except mlflow_sink.MlflowUnavailable as e:
         print(f"[glth] MLflow still unavailable ({e}); run `glth sync {sweep.sweep_id}` later", file=sys.stderr)
         return None

@@ -67,8 +67,10 @@ def run_group(config: dict, live: dict | None = None) -> None:
         return
     sweep_dir = SweepDir(Storage.resolve(sweep["storage"]), sweep["sweep_id"])
     if not sweep_dir.store.exists(MARKER):  # a node that does not share the driver's storage
-        raise RuntimeError(f"storage {sweep_dir.uri}: node {ray.util.get_node_ip_address()} does not see the sweep "
-                           f"directory the driver made; use a filesystem every node mounts, or s3://")
+        raise RuntimeError(
+            f"storage {sweep_dir.uri}: node {ray.util.get_node_ip_address()} does not see the sweep "
+            f"directory the driver made; use a filesystem every node mounts, or s3://"
+        )
     experiment = members[0].experiment
     metas = [t.meta(sweep["sweep_id"]) for t in members]
     configs = [resolve_device(with_data_dir_from(t.config, live.get("cwd"))) for t in members]

@@ -34,7 +34,9 @@ def _threshold(acc: np.ndarray, comp: np.ndarray, idx, delta: float) -> float:
     return float(mean_comp[threshold_position(mean_acc, delta)])
 
 
-def threshold_uncertainty(rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val", seed: int = 0) -> pd.DataFrame:
+def threshold_uncertainty(
+    rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val", seed: int = 0
+) -> pd.DataFrame:
     """One row per curve: ``COLUMNS`` (compression fractions) and the seeds used."""
     check_select(select_on)
     ok = curve_rows(rows)
@@ -48,8 +50,14 @@ def threshold_uncertainty(rows: pd.DataFrame, delta: float = 0.005, select_on: s
             row["threshold_seed_mean"] = float(np.mean(own))
             if n > 1:
                 row["threshold_seed_std"] = float(np.std(own, ddof=1))
-                res = stats.bootstrap((np.arange(n),), lambda i: _threshold(acc, comp, i, delta), vectorized=False,  # noqa: B023
-                                      n_resamples=RESAMPLES, method="percentile", random_state=np.random.default_rng(seed))
+                res = stats.bootstrap(
+                    (np.arange(n),),
+                    lambda i: _threshold(acc, comp, i, delta),  # noqa: B023  (called at once, inside the loop)
+                    vectorized=False,
+                    n_resamples=RESAMPLES,
+                    method="percentile",
+                    random_state=np.random.default_rng(seed),
+                )
                 row["threshold_ci_low"], row["threshold_ci_high"] = map(float, res.confidence_interval)
         out.append(row)
     return pd.DataFrame(out, columns=[*CURVE, "threshold_seeds", *COLUMNS])

@@ -46,8 +46,12 @@ TESTS = Path(__file__).resolve().parent
 #: (ray._private.services.resolve_ip_for_localhost); any other 127/8 address is kept, and is loopback.
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 #: dead nodes noticed in ~3 s rather than Ray's 30 s default (GCS health checks of each raylet)
-FAST_FAILURE_DETECTION = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-                          "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+FAST_FAILURE_DETECTION = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
 
 
 def mount_namespace_unavailable() -> str | None:
@@ -58,9 +62,20 @@ def mount_namespace_unavailable() -> str | None:
     if sh.which("unshare") is None:
         return "unshare (util-linux) not found"
     with tempfile.TemporaryDirectory(prefix="glns-probe-") as d:
-        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                            f"mount -t tmpfs tmpfs {shlex.quote(d)} && mount --bind -o ro {shlex.quote(d)} {shlex.quote(d)}"],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                f"mount -t tmpfs tmpfs {shlex.quote(d)} && mount --bind -o ro {shlex.quote(d)} {shlex.quote(d)}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     return None if r.returncode == 0 else f"no private mount namespace here: {' '.join(r.stderr.split())[:200]}"
 
 
@@ -92,10 +107,18 @@ def _kill(procs: list[psutil.Process]) -> None:
 class NamespacedCluster:
     """Head + one worker node in a private mount namespace; see the module docstring."""
 
-    def __init__(self, private_dir: str | os.PathLike, shared_dir: str | os.PathLike | None = None,
-                 env: dict[str, str] | None = None, head_cpus: int = 1, worker_cpus: int = 1,
-                 head_resources: dict | None = None, worker_resources: dict | None = None,
-                 object_store_bytes: int = 100 * 1024 * 1024, keep_logs: bool = False):
+    def __init__(
+        self,
+        private_dir: str | os.PathLike,
+        shared_dir: str | os.PathLike | None = None,
+        env: dict[str, str] | None = None,
+        head_cpus: int = 1,
+        worker_cpus: int = 1,
+        head_resources: dict | None = None,
+        worker_resources: dict | None = None,
+        object_store_bytes: int = 100 * 1024 * 1024,
+        keep_logs: bool = False,
+    ):
         self.private_dir = Path(private_dir).resolve()
         self.shared_dir = Path(shared_dir).resolve() if shared_dir else None
         self.private_dir.mkdir(parents=True, exist_ok=True)  # the mount point must exist
@@ -112,8 +135,15 @@ class NamespacedCluster:
         self.port = free_port()
         self.address = f"{self.head_ip}:{self.port}"
         self.token = secrets.token_hex(32)
-        self.env = {**os.environ, **FAST_FAILURE_DETECTION, **(env or {}), "RAY_AUTH_MODE": "token",
-                    "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            **FAST_FAILURE_DETECTION,
+            **(env or {}),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
         # functions defined in test modules are pickled by module name: workers import them from here
         self.env["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])
         self.env.pop("RAY_AUTH_TOKEN_PATH", None)
@@ -127,8 +157,15 @@ class NamespacedCluster:
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
 
     def _ray_start(self, ip: str, *args: str) -> list[str]:
-        return [str(BIN / "ray"), "start", *args, f"--node-ip-address={ip}", "--block", "--disable-usage-stats",
-                f"--object-store-memory={self.object_store_bytes}"]
+        return [
+            str(BIN / "ray"),
+            "start",
+            *args,
+            f"--node-ip-address={ip}",
+            "--block",
+            "--disable-usage-stats",
+            f"--object-store-memory={self.object_store_bytes}",
+        ]
 
     def _wait_started(self, proc: subprocess.Popen, log_name: str, timeout: float = 180) -> None:
         log = Path(self.temp_dir) / log_name
@@ -141,18 +178,34 @@ class NamespacedCluster:
             time.sleep(0.2)
 
     def start(self) -> "NamespacedCluster":
-        self.head = self._popen(self._ray_start(
-            self.head_ip, "--head", f"--port={self.port}", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
-            "--include-dashboard=false", f"--temp-dir={self.temp_dir}", f"--resources={json.dumps(self.head_resources)}",
-        ), "head.log")
+        self.head = self._popen(
+            self._ray_start(
+                self.head_ip,
+                "--head",
+                f"--port={self.port}",
+                f"--num-cpus={self.head_cpus}",
+                "--num-gpus=0",
+                "--include-dashboard=false",
+                f"--temp-dir={self.temp_dir}",
+                f"--resources={json.dumps(self.head_resources)}",
+            ),
+            "head.log",
+        )
         self._wait_started(self.head, "head.log")
         self.start_worker()
         return self
 
     def start_worker(self) -> subprocess.Popen:
         """A (new) worker node in its own mount namespace, with a fresh empty tmpfs over private_dir."""
-        ray = shlex.join(self._ray_start(self.worker_ip, f"--address={self.address}", f"--num-cpus={self.worker_cpus}",
-                                         "--num-gpus=0", f"--resources={json.dumps(self.worker_resources)}"))
+        ray = shlex.join(
+            self._ray_start(
+                self.worker_ip,
+                f"--address={self.address}",
+                f"--num-cpus={self.worker_cpus}",
+                "--num-gpus=0",
+                f"--resources={json.dumps(self.worker_resources)}",
+            )
+        )
         script = f"mount -t tmpfs -o size=64m tmpfs {shlex.quote(str(self.private_dir))} && exec {ray}"
         name = f"worker-{len(self.workers)}.log"
         proc = self._popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], name)
@@ -164,10 +217,12 @@ class NamespacedCluster:
     def pids(self) -> dict[str, int | None]:
         """The head's gcs_server and raylet, and the live worker node's raylet (None once gone)."""
         worker = self.workers[-1].pid if self.workers else None
-        return {"head_gcs": _child_named(self.head.pid, "gcs_server") if self.head else None,
-                "head_raylet": _child_named(self.head.pid, "raylet") if self.head else None,
-                "worker_raylet": _child_named(worker, "raylet") if worker else None,
-                "worker_ray_start": worker}
+        return {
+            "head_gcs": _child_named(self.head.pid, "gcs_server") if self.head else None,
+            "head_raylet": _child_named(self.head.pid, "raylet") if self.head else None,
+            "worker_raylet": _child_named(worker, "raylet") if worker else None,
+            "worker_ray_start": worker,
+        }
 
     def kill_worker_raylet(self) -> int:
         """SIGKILL the live worker node's raylet (node loss); returns its pid. Its `ray start --block`

@@ -70,9 +70,21 @@ def paper_sweep(tmp_path_factory):
     (cwd / "spec.yaml").write_text(PAPER_SWEEP_SPEC)
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     glth = str(Path(sys.executable).with_name("glth"))
-    proc = subprocess.run([glth, "run", "spec.yaml", "--out", "out", "--tracking-uri", uri], cwd=cwd,
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [glth, "run", "spec.yaml", "--out", "out", "--tracking-uri", uri],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir,) = [d for d in (cwd / "out").iterdir() if d.is_dir()]
-    return {"cwd": cwd, "out": cwd / "out", "sweep_id": sweep_dir.name, "sweep_dir": sweep_dir, "uri": uri,
-            "rows": parquet.read_rounds(cwd / "out", sweep_dir.name), "stdout": proc.stdout}
+    return {
+        "cwd": cwd,
+        "out": cwd / "out",
+        "sweep_id": sweep_dir.name,
+        "sweep_dir": sweep_dir,
+        "uri": uri,
+        "rows": parquet.read_rounds(cwd / "out", sweep_dir.name),
+        "stdout": proc.stdout,
+    }

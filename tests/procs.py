@@ -37,9 +37,25 @@ class MlflowServer:
     def start(self, timeout: float = 240.0) -> "MlflowServer":
         log = open(self.tmp / f"server-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 (the server's, closed by stop())
         self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.tmp / 'db.sqlite'}", "--default-artifact-root", str(self.tmp / "art")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.tmp / 'db.sqlite'}",
+                "--default-artifact-root",
+                str(self.tmp / "art"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -93,8 +109,15 @@ class LocalRayCluster:
         subprocess.run([str(BIN / "ray"), "start", *args], env=self.env, check=True, capture_output=True, timeout=180)
 
     def start(self) -> "LocalRayCluster":
-        self._ray("--head", "--node-ip-address=127.0.0.1", f"--port={self.port}", f"--num-cpus={self.cpus}",
-                  "--include-dashboard=false", f"--temp-dir={self.temp_dir}", "--disable-usage-stats")
+        self._ray(
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.port}",
+            f"--num-cpus={self.cpus}",
+            "--include-dashboard=false",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        )
         for _ in range(self.workers):
             self._ray(f"--address={self.address}", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}")
         return self

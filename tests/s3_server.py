@@ -59,17 +59,27 @@ class S3Server:
     @property
     def env(self) -> dict[str, str]:
         """The AWS environment of a client that may use the server."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": self.endpoint,
-                "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def start(self, timeout: float = 60.0) -> "S3Server":
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(NO_AUTH_REQUESTS), "PYTHONUNBUFFERED": "1"}
         for k in [k for k in env if k.startswith("AWS_")]:
             env.pop(k)
         with open(self.log_path, "wb") as log:  # the server keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while True:  # /moto-api/ is moto's own dashboard: not an AWS action, so not counted
             if self.proc.poll() is not None:
@@ -89,8 +99,13 @@ class S3Server:
     def _client(self, service: str, access_key: str = "setup", secret_key: str = "setup"):
         import boto3
 
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+        )
 
     def _make_user(self) -> None:
         iam = self._client("iam")

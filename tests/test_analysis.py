@@ -69,8 +69,23 @@ def set_jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def results(paper_sweep):
-    proc = subprocess.run([GLTH, "results", paper_sweep["sweep_id"], "--out", "out", "--tracking-uri", paper_sweep["uri"],
-                           "--delta", "1.0"], cwd=paper_sweep["cwd"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            GLTH,
+            "results",
+            paper_sweep["sweep_id"],
+            "--out",
+            "out",
+            "--tracking-uri",
+            paper_sweep["uri"],
+            "--delta",
+            "1.0",
+        ],
+        cwd=paper_sweep["cwd"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_parquet(paper_sweep["sweep_dir"] / "analysis.parquet")
     return proc.stdout, table
@@ -147,16 +162,35 @@ def test_analysis_is_logged_to_the_parent_run_once(paper_sweep, results):
     hist = client.get_metric_history(pid, "analysis/bottleneck-dct/jaccard_mean")
     assert {m.step for m in hist} == {0, 1, 2, 3, 4}  # `glth run` logged it (δ 0.5) and `glth results` (δ 1.0)
     # the same analysis again adds nothing
-    again = subprocess.run([GLTH, "results", paper_sweep["sweep_id"], "--out", "out", "--tracking-uri",
-                            paper_sweep["uri"], "--delta", "1.0"], cwd=paper_sweep["cwd"], capture_output=True, text=True)
+    again = subprocess.run(
+        [
+            GLTH,
+            "results",
+            paper_sweep["sweep_id"],
+            "--out",
+            "out",
+            "--tracking-uri",
+            paper_sweep["uri"],
+            "--delta",
+            "1.0",
+        ],
+        cwd=paper_sweep["cwd"],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0
     assert len(client.get_metric_history(pid, "analysis/bottleneck-dct/jaccard_mean")) == len(hist)
 
 
 @pytest.mark.slow
 def test_results_json_analysis(paper_sweep, results):
-    proc = subprocess.run([GLTH, "results", paper_sweep["sweep_id"], "--out", "out", "--format", "json", "--analysis", "--delta", "1.0"],
-                          cwd=paper_sweep["cwd"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [GLTH, "results", paper_sweep["sweep_id"], "--out", "out", "--format", "json", "--analysis", "--delta", "1.0"],
+        cwd=paper_sweep["cwd"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     curves = json.loads(proc.stdout)
     assert len(curves) == 9 and {c["control"] for c in curves} == {"none", "random_mask", "reinit"}

@@ -126,14 +126,25 @@ def test_a_late_rewind_replays_the_augmented_steps_k_to_T_bit_for_bit(digits):
 def test_training_from_step_k_sees_the_batches_a_run_from_0_sees(digits):
     """``train`` with Plan(start_step=k) from w_k ends where the run from 0 ends (SGD without
     momentum: no optimizer state to carry), for the same data stream's augmentation."""
-    traj = Trajectory(_config(train=TrainConfig(steps=12, batch_size=64, lr=0.05, momentum=0.0, augment="crop_flip")),
-                      data=digits)
+    traj = Trajectory(
+        _config(train=TrainConfig(steps=12, batch_size=64, lr=0.05, momentum=0.0, augment="crop_flip")), data=digits
+    )
     x, y, cfg, mask = traj.inputs["train"], digits.train_y, traj.config.train, traj.state.mask
     seen = {}
-    full, _ = train(traj.param, traj.state.init, mask, x, y, cfg, round_generator(0, 0), augment=traj.augment,
-                    on_step=lambda n, w: seen.setdefault(n, w.clone()) if n == 7 else None)
-    rest, steps = train(traj.param, seen[7], mask, x, y, cfg, round_generator(0, 0), plan=Plan(start_step=7),
-                        augment=traj.augment)
+    full, _ = train(
+        traj.param,
+        traj.state.init,
+        mask,
+        x,
+        y,
+        cfg,
+        round_generator(0, 0),
+        augment=traj.augment,
+        on_step=lambda n, w: seen.setdefault(n, w.clone()) if n == 7 else None,
+    )
+    rest, steps = train(
+        traj.param, seen[7], mask, x, y, cfg, round_generator(0, 0), plan=Plan(start_step=7), augment=traj.augment
+    )
     assert steps == 5 and _same(full, rest)
 
 
@@ -153,16 +164,26 @@ def test_batched_seeds_augment_each_from_its_own_stream_bit_for_bit(digits):
     configs = [_config(seed=s) for s in (0, 1)]
     members = [Trajectory(c, data=digits) for c in configs]
     x, cfg = members[0].inputs["train"], configs[0].train
-    together, _ = train_batched(members[0].param, [t.state.init for t in members], [t.state.mask for t in members], x,
-                                digits.train_y, cfg, [round_generator(c.seed, 0) for c in configs], vectorize=False,
-                                augment=members[0].augment)
+    together, _ = train_batched(
+        members[0].param,
+        [t.state.init for t in members],
+        [t.state.mask for t in members],
+        x,
+        digits.train_y,
+        cfg,
+        [round_generator(c.seed, 0) for c in configs],
+        vectorize=False,
+        augment=members[0].augment,
+    )
     for t, c, w in zip(members, configs, together):
-        alone, _ = train(t.param, t.state.init, t.state.mask, x, digits.train_y, cfg, round_generator(c.seed, 0),
-                         augment=t.augment)
+        alone, _ = train(
+            t.param, t.state.init, t.state.mask, x, digits.train_y, cfg, round_generator(c.seed, 0), augment=t.augment
+        )
         assert _same(alone, w)
 
 
 def test_an_input_bottleneck_is_refused_at_run_time_too(digits):
     with pytest.raises(ValueError, match="train.augment: crop_flip needs image inputs"):
-        Trajectory(_config(model="mlp_300_100", dictionary={"kind": "bottleneck", "layer": "1", "basis": "dct"}),
-                   data=digits)
+        Trajectory(
+            _config(model="mlp_300_100", dictionary={"kind": "bottleneck", "layer": "1", "basis": "dct"}), data=digits
+        )

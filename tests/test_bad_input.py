@@ -27,13 +27,22 @@ GLTH = str(Path(sys.executable).with_name("glth"))
 
 
 def spec_text(**changes) -> str:
-    lines = {"name": "bad", "dataset": "digits", "model": "mlp_300_100", "dictionary": "{kind: canonical}",
-             "tau": "0.2", "seeds": "[0]", "rounds": "2", "train": "{epochs: 1}"}
+    lines = {
+        "name": "bad",
+        "dataset": "digits",
+        "model": "mlp_300_100",
+        "dictionary": "{kind: canonical}",
+        "tau": "0.2",
+        "seeds": "[0]",
+        "rounds": "2",
+        "train": "{epochs: 1}",
+    }
     lines.update(changes)
     return "\n".join(f"{k}: {v}" for k, v in lines.items() if v is not None) + "\n"
 
 
 # -- broken datasets, built in a directory outside the working directory ----------------------
+
 
 def cifar_truncated_pickle(d: Path) -> Path:
     blobs = pickled(fake_batches())
@@ -143,20 +152,25 @@ SPECS = {  # case: (spec text, needle)
     "bad model in a list": (spec_text(model="[mlp_300_100, resnet50]"), "resnet50"),
     "unknown model lists the families": (spec_text(model="resnet50"), "cifar_resnet_N[_W], cifar_vgg_N[_W]"),
     "ResNet depth not 6D + 2": (spec_text(model="cifar_resnet_21"), "6D + 2"),
-    "batch_seeds with BatchNorm": (spec_text(model="cifar_resnet_8_2", seeds="[0, 1]", batch_seeds="2"),
-                                   "batch_seeds: the model has running statistics"),
+    "batch_seeds with BatchNorm": (
+        spec_text(model="cifar_resnet_8_2", seeds="[0, 1]", batch_seeds="2"),
+        "batch_seeds: the model has running statistics",
+    ),
     "bad blockdiag per": (spec_text(dictionary="[{kind: canonical}, {kind: blockdiag, per: layer}]"), "per"),
     "unknown augment": (spec_text(train="{epochs: 1, augment: mixup}"), "train.augment: 'mixup' is not one of"),
-    "crop_flip on flattened inputs": (spec_text(train="{epochs: 1, augment: crop_flip}",
-                                                dictionary="{kind: bottleneck, layer: '1', basis: dct}"),
-                                      "train.augment: crop_flip needs image inputs"),
-    "unknown normalize": (spec_text(dataset="{name: digits, normalize: imagenet}"),
-                          "dataset.normalize: 'imagenet' is not a known name"),
+    "crop_flip on flattened inputs": (
+        spec_text(train="{epochs: 1, augment: crop_flip}", dictionary="{kind: bottleneck, layer: '1', basis: dct}"),
+        "train.augment: crop_flip needs image inputs",
+    ),
+    "unknown normalize": (
+        spec_text(dataset="{name: digits, normalize: imagenet}"),
+        "dataset.normalize: 'imagenet' is not a known name",
+    ),
     "normalize for 3 channels on grey images": (
         spec_text(dataset="{name: digits, normalize: {mean: [0.4, 0.4, 0.4], std: [0.2, 0.2, 0.2]}}"),
-        "dataset.normalize: 3 values for images of 1 channels"),
-    "normalize with std 0": (spec_text(dataset="{name: digits, normalize: {mean: [0.4], std: [0]}}"),
-                             "must be > 0"),
+        "dataset.normalize: 3 values for images of 1 channels",
+    ),
+    "normalize with std 0": (spec_text(dataset="{name: digits, normalize: {mean: [0.4], std: [0]}}"), "must be > 0"),
     "unknown --profile": (spec_text(), "profile"),  # run with --profile nosuch
     "empty file": ("", "mapping"),
     "tab-indented YAML": ("name: bad\n\tseeds: [0]\n", "YAML"),
@@ -256,8 +270,11 @@ def test_console_script_bad_input(case, cwd, tmp_path):
     text, argv, needle = CONSOLE[case]
     data = tmp_path / "data"
     data.mkdir()
-    builders = {"cifar10": ("cifar10", cifar_truncated_pickle), "mnist": ("mnist", idx_wrong_magic),
-                "empty": ("cifar10", empty)}
+    builders = {
+        "cifar10": ("cifar10", cifar_truncated_pickle),
+        "mnist": ("mnist", idx_wrong_magic),
+        "empty": ("cifar10", empty),
+    }
     if text in builders:
         name, build = builders[text]
         text = spec_text(dataset=f"{{name: {name}, data_dir: '{build(data)}'}}")
@@ -267,7 +284,9 @@ def test_console_script_bad_input(case, cwd, tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="glb-", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     try:
-        proc = subprocess.run([GLTH, *argv, "--out", "out"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [GLTH, *argv, "--out", "out"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        )
         started = os.listdir(ray_tmp)
     finally:
         os.rmdir(ray_tmp) if not os.listdir(ray_tmp) else None

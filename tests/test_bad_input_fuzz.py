@@ -33,18 +33,62 @@ from orchestrator import cli
 from orchestrator.spec import sweep_model
 
 GLTH = str(Path(sys.executable).with_name("glth"))
-BASE = {"name": "fuzz", "dataset": "digits", "model": "mlp_300_100", "dictionary": {"kind": "canonical"},
-        "tau": 0.2, "seeds": [0], "rounds": 2, "train": {"epochs": 1}}
+BASE = {
+    "name": "fuzz",
+    "dataset": "digits",
+    "model": "mlp_300_100",
+    "dictionary": {"kind": "canonical"},
+    "tau": 0.2,
+    "seeds": [0],
+    "rounds": 2,
+    "train": {"epochs": 1},
+}
 MODEL = sweep_model("imp")
 TOP = sorted(MODEL.model_fields)
-NESTED = {"train": sorted(MODEL.model_fields["train"].annotation.model_fields),
-          "dataset": ["name", "data_dir", "val_fraction", "split_seed"], "resources": ["cpu", "gpu"],
-          "dictionary": ["kind", "method", "seed", "label", "layer", "scope", "per", "parts", "rank"],
-          "rewind": ["step", "epoch", "lr_step", "lr_epoch"]}
+NESTED = {
+    "train": sorted(MODEL.model_fields["train"].annotation.model_fields),
+    "dataset": ["name", "data_dir", "val_fraction", "split_seed"],
+    "resources": ["cpu", "gpu"],
+    "dictionary": ["kind", "method", "seed", "label", "layer", "scope", "per", "parts", "rank"],
+    "rewind": ["step", "epoch", "lr_step", "lr_epoch"],
+}
 PATHS = [(k,) for k in TOP] + [(k, sub) for k, subs in NESTED.items() for sub in subs]
-WORDS = ["canonical", "random", "pca", "digits", "mnist", "cifar10", "mlp_300_100", "lenet5", "adam", "sgd",
-         "cosine", "init", "none", "layerwise", "cuda", "auto", "imp", "strong", "null", "nan", "1e-3", "0-4",
-         "0.1,0.2", "", " ", "∞", "é", "名前", "\u202e", "a,b", "a/b", "../..", "{kind: pca}", "[0, 1]"]
+WORDS = [
+    "canonical",
+    "random",
+    "pca",
+    "digits",
+    "mnist",
+    "cifar10",
+    "mlp_300_100",
+    "lenet5",
+    "adam",
+    "sgd",
+    "cosine",
+    "init",
+    "none",
+    "layerwise",
+    "cuda",
+    "auto",
+    "imp",
+    "strong",
+    "null",
+    "nan",
+    "1e-3",
+    "0-4",
+    "0.1,0.2",
+    "",
+    " ",
+    "∞",
+    "é",
+    "名前",
+    "\u202e",
+    "a,b",
+    "a/b",
+    "../..",
+    "{kind: pca}",
+    "[0, 1]",
+]
 
 
 @dataclass(frozen=True)
@@ -78,13 +122,25 @@ def yaml_text(value) -> str:
 
 
 leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**62, max_value=2**80).map(lambda n: -n if n % 2 else n),
-    st.floats(), st.text(max_size=12), st.sampled_from(WORDS))
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**62, max_value=2**80).map(lambda n: -n if n % 2 else n),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(WORDS),
+)
 values = st.one_of(
-    st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
-                 | st.dictionaries(st.sampled_from(WORDS + [p[-1] for p in PATHS]) | st.text(max_size=6), inner, max_size=3),
-                 max_leaves=10),
-    st.builds(Deep, st.integers(1, 3000), st.booleans()))
+    st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.sampled_from(WORDS + [p[-1] for p in PATHS]) | st.text(max_size=6), inner, max_size=3)
+        ),
+        max_leaves=10,
+    ),
+    st.builds(Deep, st.integers(1, 3000), st.booleans()),
+)
 unknown_keys = st.text(min_size=1, max_size=10).filter(lambda k: k not in MODEL.model_fields)
 
 
@@ -130,14 +186,25 @@ def drop_field(draw) -> Case:
 @st.composite
 def grid(draw) -> Case:
     """Grid axes of 0 to many values, seeds as a range up to 10^5."""
-    axes = draw(st.lists(st.sampled_from([("tau",), ("train", "lr"), ("rounds",), ("dictionary",), ("dataset",)]),
-                         min_size=1, max_size=3, unique=True))
+    axes = draw(
+        st.lists(
+            st.sampled_from([("tau",), ("train", "lr"), ("rounds",), ("dictionary",), ("dataset",)]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
     raw = json.loads(json.dumps(BASE))
     seeds = draw(st.sampled_from(["0", "0-3", "0-99999", "5-2", "0-2,7", "[]", "[0, 0]"]))
     for path in axes:
         n = draw(st.sampled_from([0, 1, 2, 3, 2000]))
-        element = {"tau": st.floats(0.01, 0.99), "rounds": st.integers(1, 3), "dictionary": st.just({"kind": "canonical"}),
-                   "dataset": st.just("digits"), "lr": st.floats(1e-4, 1.0)}[path[-1]]
+        element = {
+            "tau": st.floats(0.01, 0.99),
+            "rounds": st.integers(1, 3),
+            "dictionary": st.just({"kind": "canonical"}),
+            "dataset": st.just("digits"),
+            "lr": st.floats(1e-4, 1.0),
+        }[path[-1]]
         if n > 3:  # a huge grid: 2000 values × 10 seeds, over the limit of trials (and cheap to refuse)
             axis, seeds = [0.01 + 0.98 * i / n for i in range(n)], "0-9"
         else:
@@ -155,19 +222,31 @@ def _with_from(raw: dict, path: tuple, value) -> dict:
 
 
 override_values = st.one_of(
-    values.map(yaml_text), st.text(max_size=15), st.sampled_from(WORDS),
-    st.lists(st.sampled_from(["0.1", "x", "", "1e400", "-1", "0-3", "'q'", "[1]", "é"]), min_size=2, max_size=4).map(",".join),
-    st.tuples(st.integers(-5, 10**6), st.integers(-5, 10**6)).map(lambda ab: f"{ab[0]}-{ab[1]}"))
+    values.map(yaml_text),
+    st.text(max_size=15),
+    st.sampled_from(WORDS),
+    st.lists(st.sampled_from(["0.1", "x", "", "1e400", "-1", "0-3", "'q'", "[1]", "é"]), min_size=2, max_size=4).map(
+        ",".join
+    ),
+    st.tuples(st.integers(-5, 10**6), st.integers(-5, 10**6)).map(lambda ab: f"{ab[0]}-{ab[1]}"),
+)
 override_paths = st.one_of(
-    st.sampled_from(PATHS).map(".".join), st.text(max_size=10),
-    st.tuples(st.sampled_from(["dictionary", "dataset", "seeds", "tau", "train"]), st.integers(0, 3),
-              st.sampled_from(["kind", "basis", "x", "0"])).map(lambda t: ".".join(map(str, t))))
+    st.sampled_from(PATHS).map(".".join),
+    st.text(max_size=10),
+    st.tuples(
+        st.sampled_from(["dictionary", "dataset", "seeds", "tau", "train"]),
+        st.integers(0, 3),
+        st.sampled_from(["kind", "basis", "x", "0"]),
+    ).map(lambda t: ".".join(map(str, t))),
+)
 items = st.one_of(st.tuples(override_paths, override_values).map("=".join), st.text(max_size=20))
 
 
 @st.composite
 def overrides(draw) -> Case:
-    got = draw(st.lists(items.filter(lambda s: not s.lstrip().startswith("-") and "\x00" not in s), min_size=1, max_size=3))
+    got = draw(
+        st.lists(items.filter(lambda s: not s.lstrip().startswith("-") and "\x00" not in s), min_size=1, max_size=3)
+    )
     heads = tuple(i.partition("=")[0].strip().split(".")[0] for i in got)
     return Case("overrides", spec_yaml(BASE), tuple(got), fields=("override", *heads))
 
@@ -228,7 +307,9 @@ def _set(path: tuple, value, fields: tuple) -> Case:
 
 
 def _override(*items: str) -> Case:
-    return Case("overrides", spec_yaml(BASE), items, fields=("override", *(i.split("=")[0].split(".")[0] for i in items)))
+    return Case(
+        "overrides", spec_yaml(BASE), items, fields=("override", *(i.split("=")[0].split(".")[0] for i in items))
+    )
 
 
 #: what the fuzzing found, each fixed (before: a traceback, a grid of no trials, or no field named)
@@ -288,8 +369,9 @@ def test_bad_input_fuzz_console_script(cwd, capsys):
         if code == 0:  # a valid spec: plan only (a real run would start Ray)
             argv.append("--dry-run")
         try:
-            proc = subprocess.run(argv, cwd=cwd, env={**os.environ, "RAY_TMPDIR": ray_tmp}, capture_output=True,
-                                  text=True, timeout=300)
+            proc = subprocess.run(
+                argv, cwd=cwd, env={**os.environ, "RAY_TMPDIR": ray_tmp}, capture_output=True, text=True, timeout=300
+            )
             started = os.listdir(ray_tmp)
         finally:
             if not os.listdir(ray_tmp):

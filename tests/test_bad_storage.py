@@ -82,7 +82,10 @@ def test_refused_credentials(cwd, s3_env, monkeypatch, capsys, key, secret):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret or s3_env.secret_key)
     line = refused(["run", "spec.yaml", "--storage", f"s3://{bucket}/runs"], capsys)
     # S3 answers a HEAD of the bucket with a bare 403 whichever half of the key is wrong
-    assert line == f"glth: error: --storage: s3://{bucket}/runs: access denied (credentials refused, or no permission) (HeadBucket)"
+    assert (
+        line
+        == f"glth: error: --storage: s3://{bucket}/runs: access denied (credentials refused, or no permission) (HeadBucket)"
+    )
     assert s3_everything(s3_env) == before and before[bucket] == []
     assert listing(cwd) == ["spec.yaml"]
 
@@ -98,11 +101,14 @@ def test_missing_parent_and_a_file_in_the_way(cwd, tmp_path, capsys):
     assert (tmp_path / "afile").read_text() == "x" and listing(cwd) == ["spec.yaml"]
 
 
-@pytest.mark.parametrize("value, cause", [
-    ("gs://bucket/runs", "'gs://bucket/runs': unknown scheme; allowed: a local path, file://, s3://"),
-    ("file://host/abs", "'file://host/abs': file:// takes an absolute path (file:///abs/path)"),
-    ("s3://Not_A_Bucket/x", "'s3://Not_A_Bucket/x': 'Not_A_Bucket' is not a valid S3 bucket name"),
-])
+@pytest.mark.parametrize(
+    "value, cause",
+    [
+        ("gs://bucket/runs", "'gs://bucket/runs': unknown scheme; allowed: a local path, file://, s3://"),
+        ("file://host/abs", "'file://host/abs': file:// takes an absolute path (file:///abs/path)"),
+        ("s3://Not_A_Bucket/x", "'s3://Not_A_Bucket/x': 'Not_A_Bucket' is not a valid S3 bucket name"),
+    ],
+)
 def test_unknown_scheme_and_malformed_uris(cwd, capsys, value, cause):
     assert refused(["run", "spec.yaml", "--storage", value], capsys) == f"glth: error: --storage: {cause}"
     assert listing(cwd) == ["spec.yaml"]
@@ -113,7 +119,9 @@ def test_the_setting_named_is_the_one_that_won(cwd, tmp_path, monkeypatch, capsy
     good = tmp_path / "good"
     (cwd / "spec.yaml").write_text(SPEC + "storage: gs://from-spec/x\n")
     monkeypatch.setenv("GLTH_STORAGE", "gs://from-env/x")
-    assert refused(["run", "spec.yaml"], capsys).startswith("glth: error: storage (the spec's storage: key): 'gs://from-spec/x'")
+    assert refused(["run", "spec.yaml"], capsys).startswith(
+        "glth: error: storage (the spec's storage: key): 'gs://from-spec/x'"
+    )
     assert cli.main(["run", "spec.yaml", "--dry-run", "--storage", str(good)]) == 0  # the flag wins
     assert f"→ {good}/store-" in capsys.readouterr().out
     (cwd / "spec.yaml").write_text(SPEC)
@@ -127,10 +135,13 @@ def test_the_setting_named_is_the_one_that_won(cwd, tmp_path, monkeypatch, capsy
     assert listing(cwd) == ["spec.yaml"] and not good.exists()  # a dry run writes nothing
 
 
-@pytest.mark.parametrize("change, needle", [
-    ("device: cuda\n", "glth: error: device: cuda: this machine has no CUDA GPU"),
-    ("resources: {cpu: 1, gpu: 0.5}\n", "glth: error: resources.gpu: 0.5: this machine has no CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ("device: cuda\n", "glth: error: device: cuda: this machine has no CUDA GPU"),
+        ("resources: {cpu: 1, gpu: 0.5}\n", "glth: error: resources.gpu: 0.5: this machine has no CUDA GPU"),
+    ],
+)
 def test_a_gpu_spec_on_a_cpu_only_machine(cwd, capsys, change, needle):
     import torch
 
@@ -157,14 +168,18 @@ def test_submit_checks_an_object_store_before_reaching_the_cluster(cwd, s3_env, 
     assert "storage" not in line and "127.0.0.1:1" in line
 
 
-def _console(argv: list[str], cwd: Path, env: dict, wrap: str | None = None) -> tuple[subprocess.CompletedProcess, list]:
+def _console(
+    argv: list[str], cwd: Path, env: dict, wrap: str | None = None
+) -> tuple[subprocess.CompletedProcess, list]:
     """The real console script with its own RAY_TMPDIR; (the process, what Ray left in RAY_TMPDIR)."""
     ray_tmp = tempfile.mkdtemp(prefix="glbs-", dir="/tmp")
     cmd = [GLTH, *argv]
     if wrap:
         cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{wrap} && exec {shlex.join(cmd)}"]
     try:
-        proc = subprocess.run(cmd, cwd=cwd, env={**env, "RAY_TMPDIR": ray_tmp}, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            cmd, cwd=cwd, env={**env, "RAY_TMPDIR": ray_tmp}, capture_output=True, text=True, timeout=300
+        )
         return proc, os.listdir(ray_tmp)
     finally:
         if not os.listdir(ray_tmp):
@@ -187,8 +202,12 @@ def test_console_script_read_only_path(cwd, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("GLTH_STORAGE", "RAY_ADDRESS")}
     for target in (ro, ro / "runs"):  # the root itself, or the parent of a root not made yet
         if os.geteuid() == 0:
-            proc, started = _console(["run", "spec.yaml", "--storage", str(target)], cwd, env,
-                                     wrap=f"mount --bind -o ro {shlex.quote(str(ro))} {shlex.quote(str(ro))}")
+            proc, started = _console(
+                ["run", "spec.yaml", "--storage", str(target)],
+                cwd,
+                env,
+                wrap=f"mount --bind -o ro {shlex.quote(str(ro))} {shlex.quote(str(ro))}",
+            )
             cause = f"{ro} is on a read-only filesystem"
         else:
             ro.chmod(0o555)
@@ -206,8 +225,10 @@ def test_console_script_missing_bucket_and_gpu(cwd, s3_server):
     env.update(s3_server.env)
     before = s3_everything(s3_server)
     proc, started = _console(["run", "spec.yaml", "--storage", "s3://glth-missing-bucket/x"], cwd, env)
-    assert _one_line_exit_2(proc, started) == \
-        "glth: error: --storage: s3://glth-missing-bucket/x: bucket 'glth-missing-bucket' does not exist"
+    assert (
+        _one_line_exit_2(proc, started)
+        == "glth: error: --storage: s3://glth-missing-bucket/x: bucket 'glth-missing-bucket' does not exist"
+    )
     (cwd / "spec.yaml").write_text(SPEC + "device: cuda\n")
     proc, started = _console(["run", "spec.yaml", "--storage", "s3://glth-missing-bucket/x"], cwd, env)
     assert _one_line_exit_2(proc, started).startswith("glth: error: device: cuda: this machine has no CUDA GPU")
@@ -221,8 +242,12 @@ def test_find_sweep_on_s3_by_id_prefix_name_and_uri(s3_env, capsys):
 
     bucket = s3_env.make_bucket()
     root = Storage.resolve(f"s3://{bucket}/runs")
-    for sweep_id, name in (("alpha-1234abcd", "alpha"), ("alpha-quick-99ee0011", "alpha"), ("beta-00ff00ff", "beta"),
-                           ("renamed-0000ffff", "delta")):
+    for sweep_id, name in (
+        ("alpha-1234abcd", "alpha"),
+        ("alpha-quick-99ee0011", "alpha"),
+        ("beta-00ff00ff", "beta"),
+        ("renamed-0000ffff", "delta"),
+    ):
         root.write_text(f"{sweep_id}/spec.yaml", f"name: {name}\nseeds: [0]\n")
     root.write_text("not-a-sweep/rounds/x.parquet", "")  # no spec.yaml: never listed
     storage = root.uri
@@ -230,11 +255,17 @@ def test_find_sweep_on_s3_by_id_prefix_name_and_uri(s3_env, capsys):
     assert find_sweep("alpha-q", storage) == f"{storage}/alpha-quick-99ee0011"
     assert find_sweep("delta", storage) == f"{storage}/renamed-0000ffff"  # the spec's name
     assert find_sweep(f"{storage}/beta-00ff00ff", None) == f"{storage}/beta-00ff00ff"  # a URI needs no --storage
-    assert find_sweep(f"{storage}/beta-00ff00ff/rounds/dictionary=canonical/", "elsewhere") == f"{storage}/beta-00ff00ff"
-    for key, message in (("alpha", f"sweep: 'alpha' is ambiguous under {storage}; it matches alpha-1234abcd, "
-                                   f"alpha-quick-99ee0011"),
-                         ("gamma", f"sweep: 'gamma' matches no sweep under {storage}; sweeps: alpha-1234abcd, "
-                                   f"alpha-quick-99ee0011, beta-00ff00ff, renamed-0000ffff")):
+    assert (
+        find_sweep(f"{storage}/beta-00ff00ff/rounds/dictionary=canonical/", "elsewhere") == f"{storage}/beta-00ff00ff"
+    )
+    for key, message in (
+        ("alpha", f"sweep: 'alpha' is ambiguous under {storage}; it matches alpha-1234abcd, alpha-quick-99ee0011"),
+        (
+            "gamma",
+            f"sweep: 'gamma' matches no sweep under {storage}; sweeps: alpha-1234abcd, "
+            f"alpha-quick-99ee0011, beta-00ff00ff, renamed-0000ffff",
+        ),
+    ):
         with pytest.raises(cli.BadInput) as e:
             find_sweep(key, storage)
         assert str(e.value) == message

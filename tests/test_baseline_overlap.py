@@ -20,8 +20,19 @@ SIZE = 40
 
 def _row(trial_id, control, seed, rnd):
     config = {"dictionary": {"kind": "canonical"}, "model": "m", "dataset": "digits"}
-    return {"dataset": "digits", "model": "m", "dictionary": "canonical", "control": control, "tau": 0.5,
-            "rewind": "init", "round": rnd, "seed": seed, "trial_id": trial_id, "status": "ok", "config": json.dumps(config)}
+    return {
+        "dataset": "digits",
+        "model": "m",
+        "dictionary": "canonical",
+        "control": control,
+        "tau": 0.5,
+        "rewind": "init",
+        "round": rnd,
+        "seed": seed,
+        "trial_id": trial_id,
+        "status": "ok",
+        "config": json.dumps(config),
+    }
 
 
 def test_overlap_with_the_structured_twin_of_each_seed(tmp_path):

@@ -42,9 +42,21 @@ def test_scope_presets_are_open_lths_prunable_layers():
     names = lambda spec, net: list(dictionaries.build(spec, net).scope_names)  # noqa: E731
     assert names({"kind": "canonical", "scope": "weights"}, mlp) == ["1.weight", "3.weight", "5.weight"]
     assert names({"kind": "canonical", "scope": "weights_but_output"}, mlp) == ["1.weight", "3.weight"]
-    assert names({"kind": "canonical", "scope": ["weights_but_output", "5.bias"]}, mlp) == ["1.weight", "3.weight", "5.bias"]
-    assert names({"kind": "random", "scope": "weights", "seed": 1}, cnn) == ["0.weight", "2.weight", "4.weight", "7.weight"]
-    with pytest.raises(dictionaries.DictionarySpecError, match="dictionary.scope: 'weight' matches no parameter; allowed: weights, weights_but_output"):
+    assert names({"kind": "canonical", "scope": ["weights_but_output", "5.bias"]}, mlp) == [
+        "1.weight",
+        "3.weight",
+        "5.bias",
+    ]
+    assert names({"kind": "random", "scope": "weights", "seed": 1}, cnn) == [
+        "0.weight",
+        "2.weight",
+        "4.weight",
+        "7.weight",
+    ]
+    with pytest.raises(
+        dictionaries.DictionarySpecError,
+        match="dictionary.scope: 'weight' matches no parameter; allowed: weights, weights_but_output",
+    ):
         dictionaries.build({"kind": "canonical", "scope": "weight"}, mlp)
 
 
@@ -106,8 +118,10 @@ def test_ceil_rounding_drops_ceil_tau_n_smallest():
 def test_a_trajectory_prunes_as_open_lth_does(digits):
     """End to end: canonical IMP with open_lth's scope and rule; round 1's mask is open_lth's
     sparse_global applied to round 0's trained weights (read back as a network)."""
-    traj = Trajectory(_config(dictionary={"kind": "canonical", "scope": "weights_but_output"}, prune_rounding="open_lth",
-                              tau=0.2), data=digits)
+    traj = Trajectory(
+        _config(dictionary={"kind": "canonical", "scope": "weights_but_output"}, prune_rounding="open_lth", tau=0.2),
+        data=digits,
+    )
     traj.run_round()
     trained = {n: p.detach().double().numpy() for n, p in traj.scope_weights().items()}
     names = ["1.weight", "3.weight"]
@@ -148,14 +162,22 @@ def test_layerwise_and_layer_tau_masks_equal_a_per_tensor_reference(digits):
         assert torch.equal(mask, expected)
     kept_out = int(mask[d.scope[4].offset : d.scope[4].offset + 1000].sum())
     assert kept_out == 1000 - 100 - 90  # 10 % of 1000, then 10 % of 900
-    pooled = Trajectory(_config(layer_tau={"5.weight": 0.1}, tau=0.2), data=digits).mask_rule  # the rest: one global pool
-    assert torch.equal(pooled.next_mask(ones, a, None, 1), _per_tensor_reference(a, ones, d.scope, {"5.weight": 0.1, None: 0.2}))
+    pooled = Trajectory(
+        _config(layer_tau={"5.weight": 0.1}, tau=0.2), data=digits
+    ).mask_rule  # the rest: one global pool
+    assert torch.equal(
+        pooled.next_mask(ones, a, None, 1), _per_tensor_reference(a, ones, d.scope, {"5.weight": 0.1, None: 0.2})
+    )
     segs = [Segment(e.offset, e.offset + e.numel, 0.2) for e in d.scope]
-    assert torch.equal(sparsify_segments(a, ones, 0.5, None, segs), _per_tensor_reference(a, ones, d.scope, rates | {"5.weight": 0.2}))
+    assert torch.equal(
+        sparsify_segments(a, ones, 0.5, None, segs), _per_tensor_reference(a, ones, d.scope, rates | {"5.weight": 0.2})
+    )
 
 
 def test_per_tensor_rates_are_refused_where_tensors_mix(digits):
-    with pytest.raises(ValueError, match="^pruning: per-tensor selection needs coefficients that each belong to one tensor"):
+    with pytest.raises(
+        ValueError, match="^pruning: per-tensor selection needs coefficients that each belong to one tensor"
+    ):
         Trajectory(_config(dictionary={"kind": "random", "seed": 1}, pruning="layerwise"), data=digits)
     with pytest.raises(ValueError, match="^layer_tau.7.weight: not a tensor of the dictionary's scope"):
         Trajectory(_config(layer_tau={"7.weight": 0.1}), data=digits)

@@ -63,18 +63,23 @@ def _assert_equals_separate_runs(configs, digits, vectorize=None):
     return batch
 
 
-@pytest.mark.parametrize("dictionary, extra", [
-    ({"kind": "canonical"}, {}),
-    ({"kind": "random", "method": "fast", "seed": 7}, {}),
-    ({"kind": "bottleneck", "layer": "1", "basis": "identity"}, {}),  # the input bottleneck's kept columns
-    ({"kind": "blockdiag", "per": "unit", "block": "dct"}, {"rewind": {"step": 3}}),
-    ({"kind": "bottleneck", "layer": "1", "basis": "pca"}, {"control": "random_mask", "rewind": "none"}),
-    # late rewinding with its reinit control, layerwise ceil pruning of the weights alone
-    ({"kind": "canonical", "scope": "weights"}, {"rewind": {"step": 3}, "control": "reinit", "pruning": "layerwise",
-                                                 "prune_rounding": "ceil"}),
-    ({"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"control": "structured", "rewind": {"lr_step": 2}}),
-    ({"kind": "canonical"}, {"control": "oneshot", "layer_tau": {"5.weight": 0.1}}),
-])
+@pytest.mark.parametrize(
+    "dictionary, extra",
+    [
+        ({"kind": "canonical"}, {}),
+        ({"kind": "random", "method": "fast", "seed": 7}, {}),
+        ({"kind": "bottleneck", "layer": "1", "basis": "identity"}, {}),  # the input bottleneck's kept columns
+        ({"kind": "blockdiag", "per": "unit", "block": "dct"}, {"rewind": {"step": 3}}),
+        ({"kind": "bottleneck", "layer": "1", "basis": "pca"}, {"control": "random_mask", "rewind": "none"}),
+        # late rewinding with its reinit control, layerwise ceil pruning of the weights alone
+        (
+            {"kind": "canonical", "scope": "weights"},
+            {"rewind": {"step": 3}, "control": "reinit", "pruning": "layerwise", "prune_rounding": "ceil"},
+        ),
+        ({"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"control": "structured", "rewind": {"lr_step": 2}}),
+        ({"kind": "canonical"}, {"control": "oneshot", "layer_tau": {"5.weight": 0.1}}),
+    ],
+)
 def test_batched_seeds_equal_separate_trajectories(digits, dictionary, extra):
     _assert_equals_separate_runs(_configs(dictionary=dictionary, **extra), digits)
 
@@ -93,8 +98,16 @@ def test_looped_forwards_are_bit_identical_to_separate_training(digits):
     configs = _configs(seeds=(0, 1), model="cnn_paper")
     members = [Trajectory(c, data=digits) for c in configs]
     x, cfg = members[0].inputs["train"], configs[0].train
-    together, _ = train_batched(members[0].param, [t.state.init for t in members], [t.state.mask for t in members], x,
-                                digits.train_y, cfg, [round_generator(c.seed, 0) for c in configs], vectorize=False)
+    together, _ = train_batched(
+        members[0].param,
+        [t.state.init for t in members],
+        [t.state.mask for t in members],
+        x,
+        digits.train_y,
+        cfg,
+        [round_generator(c.seed, 0) for c in configs],
+        vectorize=False,
+    )
     for t, c, w in zip(members, configs, together):
         alone, _ = train(t.param, t.state.init, t.state.mask, x, digits.train_y, cfg, round_generator(c.seed, 0))
         assert torch.equal(alone.coeffs, w.coeffs)
@@ -124,12 +137,18 @@ def test_each_state_resumes_like_a_separate_trajectory(digits, tmp_path):
 def test_vmapped_evaluation_equals_separate_evaluations(digits):
     bottleneck = {"kind": "bottleneck", "layer": "1", "basis": "identity"}  # pruned columns: the kept-union path
     members = [Trajectory(c, data=digits) for c in _configs(seeds=(0, 1, 2), dictionary=bottleneck)]
-    masks = [torch.rand(t.dictionary.size, generator=torch.Generator().manual_seed(k)) > 0.5 for k, t in enumerate(members)]
+    masks = [
+        torch.rand(t.dictionary.size, generator=torch.Generator().manual_seed(k)) > 0.5 for k, t in enumerate(members)
+    ]
     x = members[0].inputs["test"]
-    together = evaluate_batched(members[0].param, [t.state.init for t in members], masks, x, digits.test_y, batch_size=100)
+    together = evaluate_batched(
+        members[0].param, [t.state.init for t in members], masks, x, digits.test_y, batch_size=100
+    )
     for t, mask, ev in zip(members, masks, together):
         alone = evaluate(t.param, t.state.init, mask, x, digits.test_y, batch_size=100)
-        assert ev.accuracy == pytest.approx(alone.accuracy, abs=1e-12) and ev.loss == pytest.approx(alone.loss, abs=1e-5)
+        assert ev.accuracy == pytest.approx(alone.accuracy, abs=1e-12) and ev.loss == pytest.approx(
+            alone.loss, abs=1e-5
+        )
 
 
 def test_records_share_the_batch_training_time(digits):
@@ -153,11 +172,14 @@ def test_configs_must_differ_only_in_seed(digits):
         BatchedTrajectory([a, b], data=digits, states=[None])
 
 
-@pytest.mark.parametrize("dictionary", [
-    {"kind": "random", "method": "fast"},
-    {"kind": "blockdiag", "block": "random"},
-    {"kind": "bottleneck", "layer": "1", "basis": "random"},
-])
+@pytest.mark.parametrize(
+    "dictionary",
+    [
+        {"kind": "random", "method": "fast"},
+        {"kind": "blockdiag", "block": "random"},
+        {"kind": "bottleneck", "layer": "1", "basis": "random"},
+    ],
+)
 def test_seed_drawn_dictionary_needs_an_explicit_seed(digits, dictionary):
     with pytest.raises(ValueError, match="dictionary.seed"):
         BatchedTrajectory(_configs(seeds=(0, 1), dictionary=dictionary), data=digits)
@@ -166,7 +188,9 @@ def test_seed_drawn_dictionary_needs_an_explicit_seed(digits, dictionary):
 
 def test_pca_past_the_input_depends_on_the_init(digits):
     with pytest.raises(ValueError, match="pca"):
-        BatchedTrajectory(_configs(seeds=(0, 1), dictionary={"kind": "bottleneck", "layer": "3", "basis": "pca"}), data=digits)
+        BatchedTrajectory(
+            _configs(seeds=(0, 1), dictionary={"kind": "bottleneck", "layer": "3", "basis": "pca"}), data=digits
+        )
 
 
 def test_divergence_names_the_seed(digits):

@@ -39,8 +39,12 @@ def test_batched_seeds_equal_separate_trials(tmp_path):
 
 
 def test_batching_a_seed_dependent_dictionary_needs_an_explicit_seed():
-    text = SPEC.replace("ROUNDS", "2").replace("EPOCHS", "1").replace(
-        '{kind: bottleneck, layer: "1", basis: identity}', "{kind: random, method: fast}") + "batch_seeds: 2\n"
+    text = (
+        SPEC.replace("ROUNDS", "2")
+        .replace("EPOCHS", "1")
+        .replace('{kind: bottleneck, layer: "1", basis: identity}', "{kind: random, method: fast}")
+        + "batch_seeds: 2\n"
+    )
     with pytest.raises(specs.SpecError, match="batch_seeds"):
         specs.parse(text)
     specs.parse(text.replace("{kind: random, method: fast}", "{kind: random, method: fast, seed: 3}"))
@@ -50,8 +54,13 @@ def test_a_diverging_seed_fails_alone_inside_its_batch(tmp_path):
     """lr 1e6 makes every seed of its batch diverge, one after the other: the first seed found
     non-finite fails, the batch goes on without it, then the next one fails in turn. Each trial
     records its own failure (naming its own seed); the healthy batch (lr 0.05) is untouched."""
-    text = SPEC.replace("ROUNDS", "2").replace("EPOCHS", "1").replace("lr: 0.05", "lr: [0.05, 1.0e+6]").replace(
-        '  - {kind: bottleneck, layer: "1", basis: identity}\n', "") + "batch_seeds: 2\n"
+    text = (
+        SPEC.replace("ROUNDS", "2")
+        .replace("EPOCHS", "1")
+        .replace("lr: 0.05", "lr: [0.05, 1.0e+6]")
+        .replace('  - {kind: bottleneck, layer: "1", basis: identity}\n', "")
+        + "batch_seeds: 2\n"
+    )
     (tmp_path / "diverge.yaml").write_text(text)
     uri = f"sqlite:///{tmp_path / 'diverge.db'}"
     proc = glth("run", "diverge.yaml", "--out", "out", "--tracking-uri", uri, cwd=tmp_path)

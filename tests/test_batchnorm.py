@@ -20,9 +20,17 @@ from glth_core.train import TrainConfig, evaluate
 
 MODEL = "cifar_resnet_8_2"  # 1 block per segment, widths 2, 4, 8: runs on digits' 8×8 images
 TRAIN = TrainConfig(steps=12, batch_size=64, lr=0.05, momentum=0.9)
-CONVS = ["conv.weight", "blocks.0.conv1.weight", "blocks.0.conv2.weight", "blocks.1.conv1.weight",
-         "blocks.1.conv2.weight", "blocks.1.shortcut.0.weight", "blocks.2.conv1.weight", "blocks.2.conv2.weight",
-         "blocks.2.shortcut.0.weight"]
+CONVS = [
+    "conv.weight",
+    "blocks.0.conv1.weight",
+    "blocks.0.conv2.weight",
+    "blocks.1.conv1.weight",
+    "blocks.1.conv2.weight",
+    "blocks.1.shortcut.0.weight",
+    "blocks.2.conv1.weight",
+    "blocks.2.conv2.weight",
+    "blocks.2.shortcut.0.weight",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +44,21 @@ def _traj(digits, state=None, **kw) -> Trajectory:
 
 
 def _same(a, b) -> bool:
-    return (torch.equal(a.coeffs, b.coeffs) and a.free.keys() == b.free.keys()
-            and all(torch.equal(a.free[k], b.free[k]) for k in a.free))
+    return (
+        torch.equal(a.coeffs, b.coeffs)
+        and a.free.keys() == b.free.keys()
+        and all(torch.equal(a.free[k], b.free[k]) for k in a.free)
+    )
 
 
-@pytest.mark.parametrize("scope, expected", [
-    (None, CONVS + ["fc.weight", "fc.bias"]),  # every parameter but BatchNorm's
-    ("weights", CONVS + ["fc.weight"]),  # open_lth's prunable set: conv and linear weights
-    ("weights_but_output", CONVS),  # less the output layer
-])
+@pytest.mark.parametrize(
+    "scope, expected",
+    [
+        (None, CONVS + ["fc.weight", "fc.bias"]),  # every parameter but BatchNorm's
+        ("weights", CONVS + ["fc.weight"]),  # open_lth's prunable set: conv and linear weights
+        ("weights_but_output", CONVS),  # less the output layer
+    ],
+)
 def test_scopes_leave_batchnorm_outside(digits, scope, expected):
     spec = {"kind": "canonical"} if scope is None else {"kind": "canonical", "scope": scope}
     traj = _traj(digits, dictionary=spec)
@@ -111,8 +125,10 @@ def test_a_resumed_resnet_trajectory_equals_an_uninterrupted_one(digits, tmp_pat
     part.state.save(tmp_path / "s.pt")
     resumed = _traj(digits, rounds=3, rewind=rewind, state=TrajectoryState.load(tmp_path / "s.pt"))
     rest = resumed.run()
+
     def strip(rs):
         return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]
+
     assert strip(rest) == strip(records)
     assert _same(resumed.state.last, full.state.last)
     if rewind != "init":

@@ -18,11 +18,30 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_bench_scale_quick_measures_every_number(tmp_path):
     out = tmp_path / "scale.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_scale.py"), "--quick", "--sizes", "8",
-                           "--synthetic", "50x5", "--json", str(out)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=1800, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "RAY_AUTH_MODE": "disabled",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_scale.py"),
+            "--quick",
+            "--sizes",
+            "8",
+            "--synthetic",
+            "50x5",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(out.read_text())
 
@@ -40,7 +59,12 @@ def test_bench_scale_quick_measures_every_number(tmp_path):
     assert read["results_local_s"] > 0 and read["results_s3_s"] > 0
 
     lines = [line for line in done.stdout.splitlines() if line.startswith("scale ")]
-    for what in ("fixed cost of glth run", "8 trials x 3 rounds", "peak RSS at 2,000 trials",
-                 "synthetic sweep of 50 trials x 5 rounds (250 rows)", "loopback S3 (52 objects)"):
+    for what in (
+        "fixed cost of glth run",
+        "8 trials x 3 rounds",
+        "peak RSS at 2,000 trials",
+        "synthetic sweep of 50 trials x 5 rounds (250 rows)",
+        "loopback S3 (52 objects)",
+    ):
         assert any(what in line for line in lines), (what, done.stdout)
     assert sum(line.count("✓") + line.count("✗") for line in lines) == 4  # fixed, overhead, local, S3

@@ -10,9 +10,14 @@ from orchestrator.cli import BadInput, find_sweep
 @pytest.fixture
 def storage(tmp_path):
     root = tmp_path / "runs"
-    for sweep_id, name in (("alpha-1234abcd", "alpha"), ("alpha-quick-99ee0011", "alpha"), ("beta-00ff00ff", "beta"),
-                           ("gamma-5555aaaa", "gamma"),
-                           ("gammaray-77770000", "gammaray"), ("renamed-dir", "delta")):
+    for sweep_id, name in (
+        ("alpha-1234abcd", "alpha"),
+        ("alpha-quick-99ee0011", "alpha"),
+        ("beta-00ff00ff", "beta"),
+        ("gamma-5555aaaa", "gamma"),
+        ("gammaray-77770000", "gammaray"),
+        ("renamed-dir", "delta"),
+    ):
         (root / sweep_id).mkdir(parents=True)
         (root / sweep_id / "spec.yaml").write_text(f"name: {name}\nseeds: [0]\n")
     (root / "not-a-sweep").mkdir()  # no spec.yaml: never listed
@@ -36,7 +41,10 @@ def test_by_path_needs_no_storage(storage, tmp_path, monkeypatch):
     assert find_sweep("runs/beta-00ff00ff/", "nowhere") == storage / "beta-00ff00ff"
     (storage / "beta-00ff00ff" / "rounds" / "dictionary=canonical").mkdir(parents=True)
     assert find_sweep("runs/beta-00ff00ff/rounds", None) == storage / "beta-00ff00ff"  # as glth run prints it
-    assert find_sweep(str(storage / "beta-00ff00ff" / "rounds" / "dictionary=canonical"), None) == storage / "beta-00ff00ff"
+    assert (
+        find_sweep(str(storage / "beta-00ff00ff" / "rounds" / "dictionary=canonical"), None)
+        == storage / "beta-00ff00ff"
+    )
     monkeypatch.chdir(storage)
     assert find_sweep("gamma-5555aaaa", "/nonexistent") == storage / "gamma-5555aaaa"  # a relative path in cwd
 
@@ -50,14 +58,23 @@ def test_default_storage_from_the_environment(storage, tmp_path, monkeypatch):
         find_sweep("gamma", None)
 
 
-@pytest.mark.parametrize("key,message", [
-    ("alpha", "sweep: 'alpha' is ambiguous under {root}; it matches alpha-1234abcd, alpha-quick-99ee0011"),
-    ("gam", "sweep: 'gam' is ambiguous under {root}; it matches gamma-5555aaaa, gammaray-77770000"),
-    ("epsilon", "sweep: 'epsilon' matches no sweep under {root}; sweeps: alpha-1234abcd, alpha-quick-99ee0011, "
-                "beta-00ff00ff, gamma-5555aaaa, gammaray-77770000, renamed-dir"),
-    ("not-a-sweep", "sweep: 'not-a-sweep' matches no sweep under {root}; sweeps: alpha-1234abcd, "
-                    "alpha-quick-99ee0011, beta-00ff00ff, gamma-5555aaaa, gammaray-77770000, renamed-dir"),
-])
+@pytest.mark.parametrize(
+    "key,message",
+    [
+        ("alpha", "sweep: 'alpha' is ambiguous under {root}; it matches alpha-1234abcd, alpha-quick-99ee0011"),
+        ("gam", "sweep: 'gam' is ambiguous under {root}; it matches gamma-5555aaaa, gammaray-77770000"),
+        (
+            "epsilon",
+            "sweep: 'epsilon' matches no sweep under {root}; sweeps: alpha-1234abcd, alpha-quick-99ee0011, "
+            "beta-00ff00ff, gamma-5555aaaa, gammaray-77770000, renamed-dir",
+        ),
+        (
+            "not-a-sweep",
+            "sweep: 'not-a-sweep' matches no sweep under {root}; sweeps: alpha-1234abcd, "
+            "alpha-quick-99ee0011, beta-00ff00ff, gamma-5555aaaa, gammaray-77770000, renamed-dir",
+        ),
+    ],
+)
 def test_failures_are_one_line_listing_the_sweeps(storage, key, message):
     with pytest.raises(BadInput) as e:
         find_sweep(key, str(storage))

@@ -11,8 +11,15 @@ import pytest
 from orchestrator import cli, defaults
 
 CLI_DIR = Path(cli.__file__).parent
-STORAGE_COMMANDS = {"run": ["s.yaml"], "demo": [], "results": ["x"], "plot": ["x"], "sync": ["x"], "submit": ["s.yaml"],
-                    "export": ["x", "--trial", "t", "-o", "m.pt"]}
+STORAGE_COMMANDS = {
+    "run": ["s.yaml"],
+    "demo": [],
+    "results": ["x"],
+    "plot": ["x"],
+    "sync": ["x"],
+    "submit": ["s.yaml"],
+    "export": ["x", "--trial", "t", "-o", "m.pt"],
+}
 TRACKING_COMMANDS = {**STORAGE_COMMANDS, "runs": []}
 ANALYSIS_COMMANDS = {k: STORAGE_COMMANDS[k] for k in ("run", "demo", "results", "plot")}
 
@@ -31,8 +38,10 @@ def test_storage_and_its_out_alias(command):
 
 @pytest.mark.parametrize("command", list(TRACKING_COMMANDS))
 def test_tracking_uri_everywhere(command):
-    assert parse(command, *TRACKING_COMMANDS[command], "--tracking-uri", "http://127.0.0.1:5000").tracking_uri \
+    assert (
+        parse(command, *TRACKING_COMMANDS[command], "--tracking-uri", "http://127.0.0.1:5000").tracking_uri
         == "http://127.0.0.1:5000"
+    )
 
 
 @pytest.mark.parametrize("command", list(ANALYSIS_COMMANDS))
@@ -45,7 +54,9 @@ def test_delta_in_points_and_select_on(command):
 
 @pytest.mark.parametrize("command", ["submit", "status", "logs", "stop"])
 def test_job_options(command):
-    args = parse(command, *(["s.yaml"] if command == "submit" else ["j"]), "--address", "http://h:8265", "--token-file", "t")
+    args = parse(
+        command, *(["s.yaml"] if command == "submit" else ["j"]), "--address", "http://h:8265", "--token-file", "t"
+    )
     assert (args.address, args.token_file) == ("http://h:8265", "t")
 
 
@@ -72,13 +83,19 @@ def test_the_entry_point_is_the_package_main():
     assert 'glth = "orchestrator.cli:main"' in text and callable(cli.main)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["run", "s.yaml", "--resume", "--force"], "glth: error: --resume, --force: pick one"),
-    (["results", "x", "extra"], "glth: error: glth results: unrecognized arguments: extra"),
-    (["run", "s.yaml", "tau=0.1", "--workers", "3"], "glth: error: glth run: unrecognized arguments: --workers 3"),
-    (["results", "x", "--select-on", "train"], "glth: error: glth results: argument --select-on: invalid choice: 'train'"),
-    (["stop", "j", "--wait", "-1", "--address", "http://127.0.0.1:1"], "glth: error: --wait: must be ≥ 0 seconds"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "s.yaml", "--resume", "--force"], "glth: error: --resume, --force: pick one"),
+        (["results", "x", "extra"], "glth: error: glth results: unrecognized arguments: extra"),
+        (["run", "s.yaml", "tau=0.1", "--workers", "3"], "glth: error: glth run: unrecognized arguments: --workers 3"),
+        (
+            ["results", "x", "--select-on", "train"],
+            "glth: error: glth results: argument --select-on: invalid choice: 'train'",
+        ),
+        (["stop", "j", "--wait", "-1", "--address", "http://127.0.0.1:1"], "glth: error: --wait: must be ≥ 0 seconds"),
+    ],
+)
 def test_bad_options_are_one_line(argv, message, tmp_path, capsys, monkeypatch):
     (tmp_path / "s.yaml").write_text("name: s\nseeds: [0]\nrounds: 2\n")
     monkeypatch.chdir(tmp_path)

@@ -55,22 +55,41 @@ def drive(p: Progress) -> None:
 
 
 def test_clock():
-    assert [clock(s) for s in (0, 59.6, 61, 3600 + 62, None, float("nan"))] == \
-        ["0:00:00", "0:01:00", "0:01:01", "1:01:02", "-", "-"]
+    assert [clock(s) for s in (0, 59.6, 61, 3600 + 62, None, float("nan"))] == [
+        "0:00:00",
+        "0:01:00",
+        "0:01:01",
+        "1:01:02",
+        "-",
+        "-",
+    ]
 
 
 def test_live_lines():
-    running = [{"trial_id": "aaaa", "size": 1, "round": 2, "rounds": 5, "test_accuracy": 0.91234, "density": 0.25},
-               {"trial_id": "batch-1", "size": 4}]
-    lines = live_lines(done=3, running=running, pending=2, failed=1, rounds_done=17, rounds_total=50, elapsed=83.4,
-                       eta=250.0, width=200)
+    running = [
+        {"trial_id": "aaaa", "size": 1, "round": 2, "rounds": 5, "test_accuracy": 0.91234, "density": 0.25},
+        {"trial_id": "batch-1", "size": 4},
+    ]
+    lines = live_lines(
+        done=3,
+        running=running,
+        pending=2,
+        failed=1,
+        rounds_done=17,
+        rounds_total=50,
+        elapsed=83.4,
+        eta=250.0,
+        width=200,
+    )
     assert lines == [
         "[glth 0:01:23] 17/50 rounds · trials: 3 done, 5 running, 2 pending, 1 failed · ETA 0:04:10",
         "  aaaa  round 2/4  test acc 0.9123  density 0.2500",
         "  batch-1 ×4  starting",
     ]
     many = [{"trial_id": f"t{i}", "size": 1} for i in range(progress.MAX_RUNNING_SHOWN + 3)]
-    lines = live_lines(done=0, running=many, pending=0, failed=0, rounds_done=0, rounds_total=1, elapsed=0, eta=None, width=30)
+    lines = live_lines(
+        done=0, running=many, pending=0, failed=0, rounds_done=0, rounds_total=1, elapsed=0, eta=None, width=30
+    )
     assert len(lines) == progress.MAX_RUNNING_SHOWN + 2 and lines[-1] == "  … and 3 more running"
     assert lines[0] == "[glth 0:00:00] 0/1 rounds · tr" and all(len(line) <= 30 for line in lines)
 
@@ -177,6 +196,8 @@ def test_live_block_on_a_terminal(terminal, monkeypatch):
     assert re.search(r"\[glth +\d+s\] trial bbbb ERROR", out)
     assert "  aaaa  round 1/1  test acc 0.7500  density 0.3000" in out
     final = out.rsplit("\x1b[J", 1)[1]  # what stays on the screen
-    assert re.match(r"\[glth 0:00:0\d\] 3/4 rounds · trials: 1 done, 0 running, 0 pending, 1 failed · ETA", final), final
+    assert re.match(r"\[glth 0:00:0\d\] 3/4 rounds · trials: 1 done, 0 running, 0 pending, 1 failed · ETA", final), (
+        final
+    )
     monkeypatch.setenv("GLTH_PROGRESS", "plain")
     assert not progress.live_wanted()

@@ -18,8 +18,17 @@ def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
     cluster = LocalRayCluster(workers=1, cpus_per_node=1).start()
     try:
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        proc = glth("run", str(write_spec(tmp_path, rounds=2, epochs=3)), "--out", "out", "--tracking-uri", uri,
-                    "--address", cluster.address, cwd=tmp_path)
+        proc = glth(
+            "run",
+            str(write_spec(tmp_path, rounds=2, epochs=3)),
+            "--out",
+            "out",
+            "--tracking-uri",
+            uri,
+            "--address",
+            cluster.address,
+            cwd=tmp_path,
+        )
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -34,7 +43,9 @@ def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
 def test_sweep_logs_to_a_real_mlflow_server_over_http(tmp_path):
     server = MlflowServer(tmp_path).start()
     try:
-        proc = glth("run", str(write_spec(tmp_path, rounds=2)), "--out", "out", "--tracking-uri", server.uri, cwd=tmp_path)
+        proc = glth(
+            "run", str(write_spec(tmp_path, rounds=2)), "--out", "out", "--tracking-uri", server.uri, cwd=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         parents, children = mlflow_children(server.uri, "glth-test")
         assert len(parents) == 1 and len(children) == 4

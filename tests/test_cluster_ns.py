@@ -48,8 +48,12 @@ def _mount_ns() -> str:
 @ray.remote(num_cpus=0)
 def visit(private: str, shared: str, name: str) -> dict:
     """What this node sees in both directories, then leave a file named ``name`` in each."""
-    seen = {"private": sorted(os.listdir(private)), "shared": sorted(os.listdir(shared)),
-            "ns": _mount_ns(), "node": ray.get_runtime_context().get_node_id()}
+    seen = {
+        "private": sorted(os.listdir(private)),
+        "shared": sorted(os.listdir(shared)),
+        "ns": _mount_ns(),
+        "node": ray.get_runtime_context().get_node_id(),
+    }
     for d in (private, shared):
         Path(d, f"{name}.txt").write_text(name)
     return seen
@@ -82,8 +86,9 @@ def _trial(config):
     marks = Path(config["marks"])
     (marks / "started").write_text(ray.get_runtime_context().get_node_id())
     with tempfile.TemporaryDirectory() as d:
-        Path(d, "state.json").write_text(json.dumps({"round": 0, "node": ray.get_runtime_context().get_node_id(),
-                                                     "value": 12345}))
+        Path(d, "state.json").write_text(
+            json.dumps({"round": 0, "node": ray.get_runtime_context().get_node_id(), "value": 12345})
+        )
         tune.report({"round": 0}, checkpoint=tune.Checkpoint.from_directory(d))
     (marks / "reported").write_text("yes")
 
@@ -91,9 +96,17 @@ def _trial(config):
 def _fit(marks: Path, storage_path: str, storage_filesystem=None):
     marks.mkdir(parents=True)
     pinned = tune.with_resources(_trial, tune.PlacementGroupFactory([{"CPU": 1, "worker": 1}]))
-    tuner = tune.Tuner(pinned, param_space={"marks": str(marks)}, run_config=tune.RunConfig(
-        name="exp", storage_path=storage_path, storage_filesystem=storage_filesystem, verbose=0,
-        failure_config=tune.FailureConfig(max_failures=0)))
+    tuner = tune.Tuner(
+        pinned,
+        param_space={"marks": str(marks)},
+        run_config=tune.RunConfig(
+            name="exp",
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
     (result,) = list(tuner.fit())
     return result
 

@@ -62,8 +62,24 @@ SWEEP = spec.parse(SPEC)
 IDS = sorted(t.trial_id for t in SWEEP.trials)
 ROUNDS = SWEEP.rounds
 #: the row columns that must not depend on where or when a trial ran
-DETERMINISTIC = ["trial_id", "round", "seed", "dictionary", "kept", "total", "density", "compression", "test_accuracy",
-                 "test_loss", "val_accuracy", "train_accuracy", "train_loss", "epochs", "status", "config"]
+DETERMINISTIC = [
+    "trial_id",
+    "round",
+    "seed",
+    "dictionary",
+    "kept",
+    "total",
+    "density",
+    "compression",
+    "test_accuracy",
+    "test_loss",
+    "val_accuracy",
+    "train_accuracy",
+    "train_loss",
+    "epochs",
+    "status",
+    "config",
+]
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +94,25 @@ def cluster(tmp_path_factory, s3_server):
             mp.delenv(k)
         for k, v in s3_server.env.items():
             mp.setenv(k, v)
-        with NamespacedCluster(base / "out", base / "shared", env=s3_server.env, head_cpus=0, worker_cpus=1) as c, \
-                c.driver():
+        with (
+            NamespacedCluster(base / "out", base / "shared", env=s3_server.env, head_cpus=0, worker_cpus=1) as c,
+            c.driver(),
+        ):
             c.base = base
             c.worker_nodes = [c.worker_node_id()]
             yield c
     assert c.leftovers() == [], "processes of the cluster outlived stop()"
 
 
-def glth_run(cluster, storage: str, db: str, wait: bool = True, cwd: Path | None = None, env: dict | None = None,
-             name: str | None = None):
+def glth_run(
+    cluster,
+    storage: str,
+    db: str,
+    wait: bool = True,
+    cwd: Path | None = None,
+    env: dict | None = None,
+    name: str | None = None,
+):
     """``glth run spec.yaml --storage STORAGE`` (a process group of its own) with MLflow in ``<cwd>/<db>.db``;
     on the cluster (``--address``) unless ``env`` is given (then a local Ray)."""
     cwd = cwd or cluster.base
@@ -96,8 +121,9 @@ def glth_run(cluster, storage: str, db: str, wait: bool = True, cwd: Path | None
         argv += ["--address", cluster.address]
     stderr_path = cwd / f"{name or db}.stderr"
     with open(stderr_path, "w") as err:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env or cluster.env, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env or cluster.env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
+        )
     proc.stderr_path = stderr_path
     if wait:
         proc.stdout_text = proc.communicate(timeout=300)[0]
@@ -123,7 +149,9 @@ def same_tickets(a: SweepDir, b: SweepDir) -> None:
         for r in ta:
             assert torch.equal(ta[r].mask, tb[r].mask), (tid, r)
             assert torch.equal(ta[r].kept_coeffs, tb[r].kept_coeffs), (tid, r)
-            assert ta[r].free.keys() == tb[r].free.keys() and all(torch.equal(ta[r].free[k], tb[r].free[k]) for k in ta[r].free)
+            assert ta[r].free.keys() == tb[r].free.keys() and all(
+                torch.equal(ta[r].free[k], tb[r].free[k]) for k in ta[r].free
+            )
 
 
 def mlflow_steps(db: Path) -> dict[str, list[int]]:
@@ -136,12 +164,15 @@ def mlflow_steps(db: Path) -> dict[str, list[int]]:
     out = {}
     for tid in IDS:
         _, child = find_runs(uri, "glth-xnode", SWEEP.sweep_id, tid)
-        out[tid] = sorted(m.step for m in MlflowClient(uri).get_metric_history(child, "test_accuracy")) if child else None
+        out[tid] = (
+            sorted(m.step for m in MlflowClient(uri).get_metric_history(child, "test_accuracy")) if child else None
+        )
     return out
 
 
-def reads_from_the_driver(key: str, storage: str, where: SweepDir, rows, plots_dir: Path, cwd: Path, db: str, capsys,
-                          monkeypatch) -> None:
+def reads_from_the_driver(
+    key: str, storage: str, where: SweepDir, rows, plots_dir: Path, cwd: Path, db: str, capsys, monkeypatch
+) -> None:
     """``glth results | plot | export | sync`` of the sweep on ``storage`` from the driver's side (in-process)."""
     monkeypatch.chdir(cwd)
     uri = ["--tracking-uri", f"sqlite:///{cwd / db}.db"]
@@ -189,9 +220,11 @@ def test_a_directory_of_the_driver_is_refused_before_any_trial(cluster):
     proc = glth_run(cluster, str(private), "a")
     assert proc.returncode == 2, proc.stderr_text[-3000:]
     line = proc.stderr_text.strip()
-    assert line == (f"glth: error: --storage: {private}: Ray node {WORKER_IP} does not see what this driver wrote there "
-                    f"(a directory of this machine only, not one every node mounts); on a cluster use a filesystem "
-                    f"every node mounts or s3://"), line
+    assert line == (
+        f"glth: error: --storage: {private}: Ray node {WORKER_IP} does not see what this driver wrote there "
+        f"(a directory of this machine only, not one every node mounts); on a cluster use a filesystem "
+        f"every node mounts or s3://"
+    ), line
     assert proc.stdout_text == "" and not private.exists()  # the probe file and the root it made are gone
     assert on_worker(cluster.private_dir) == []  # and no trial wrote anything there
 
@@ -203,8 +236,11 @@ def test_a_without_the_check_the_worker_refuses_a_storage_it_cannot_see(cluster,
     from orchestrator.sweep import run_sweep
 
     private = cluster.private_dir / "runs-lib"
-    result = run_sweep(SWEEP.__class__(SWEEP.spec.model_copy(update={"max_failures": 0}), SWEEP.text, SWEEP.trials),
-                       str(private), tracking_uri=f"sqlite:///{cluster.base / 'lib'}.db")
+    result = run_sweep(
+        SWEEP.__class__(SWEEP.spec.model_copy(update={"max_failures": 0}), SWEEP.text, SWEEP.trials),
+        str(private),
+        tracking_uri=f"sqlite:///{cluster.base / 'lib'}.db",
+    )
     assert sorted(result.failed) == sorted(IDS)
     assert parquet.read_rounds(private, SWEEP.sweep_id).empty
     assert on_worker(private / SWEEP.sweep_id) == []  # nothing stranded on the worker's disk
@@ -229,8 +265,9 @@ def test_b_shared_directory_completes_on_the_worker(cluster, shared_run, capsys,
     assert sorted(p.name for p in (storage / SWEEP.sweep_id / "state").iterdir()) == [f"{t}.pt" for t in IDS]
     assert mlflow_steps(cluster.base / "b.db") == {tid: list(range(ROUNDS)) for tid in IDS}
     assert nothing_on_the_worker_disk(cluster)
-    reads_from_the_driver("xnode", str(storage), where, rows, storage / SWEEP.sweep_id / "plots", cluster.base, "b",
-                          capsys, monkeypatch)
+    reads_from_the_driver(
+        "xnode", str(storage), where, rows, storage / SWEEP.sweep_id / "plots", cluster.base, "b", capsys, monkeypatch
+    )
     assert (storage / SWEEP.sweep_id / "analysis.parquet").is_file()  # a local sweep keeps its outputs
 
 
@@ -247,12 +284,23 @@ def test_c_s3_completes_on_the_worker(cluster, shared_run, s3_env, capsys, monke
     cols = DETERMINISTIC
     assert rows[cols].equals(shared_run["rows"][cols])  # the same numbers as on a shared disk
     keys = s3_env.keys(bucket, f"sweeps/{SWEEP.sweep_id}/")
-    expected = {f"tickets/{tid}/round-{r:04d}.pt" for tid in IDS for r in range(ROUNDS)} | {f"state/{t}.pt" for t in IDS}
+    expected = {f"tickets/{tid}/round-{r:04d}.pt" for tid in IDS for r in range(ROUNDS)} | {
+        f"state/{t}.pt" for t in IDS
+    }
     assert expected | {"spec.yaml", "sweep.json"} <= {k.split("/", 2)[2] for k in keys}
     same_tickets(where, shared_run["where"])
     assert nothing_on_the_worker_disk(cluster) and not (cluster.base / "glth-runs").exists()
-    reads_from_the_driver(SWEEP.sweep_id, uri, where, rows, cluster.base / "glth-outputs" / SWEEP.sweep_id / "plots",
-                          cluster.base, "c", capsys, monkeypatch)
+    reads_from_the_driver(
+        SWEEP.sweep_id,
+        uri,
+        where,
+        rows,
+        cluster.base / "glth-outputs" / SWEEP.sweep_id / "plots",
+        cluster.base,
+        "c",
+        capsys,
+        monkeypatch,
+    )
     assert (cluster.base / "glth-outputs" / SWEEP.sweep_id / "analysis.parquet").is_file()
     after = s3_env.keys(bucket, f"sweeps/{SWEEP.sweep_id}/")
     assert after == keys  # reading wrote nothing into the bucket

@@ -57,8 +57,14 @@ def _start_commands(config: dict) -> dict[str, list[str]]:
 
 
 def _all_commands(config: dict) -> list[str]:
-    keys = ("initialization_commands", "setup_commands", "head_setup_commands",
-            "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+    keys = (
+        "initialization_commands",
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    )
     return [cmd for key in keys for cmd in config.get(key) or []]
 
 
@@ -84,8 +90,7 @@ def test_ray_validates_the_config(prepared):
     assert prepared["auth"]["ssh_user"] == "ubuntu"
     assert prepared["idle_timeout_minutes"] > 0
     # `ray up` warns and the head launches no workers without this flag.
-    assert any("--autoscaling-config=~/ray_bootstrap_config.yaml" in c
-               for c in prepared["head_start_ray_commands"])
+    assert any("--autoscaling-config=~/ray_bootstrap_config.yaml" in c for c in prepared["head_start_ray_commands"])
 
 
 def test_autoscaler_v2_reads_the_node_types(raw):
@@ -131,8 +136,8 @@ def test_head_has_no_gpu_and_a_gpu_worker_type_autoscales(prepared):
 # --- Ray token authentication ------------------------------------------------------------------
 
 TOKEN_SOURCE = re.compile(
-    r"RAY_AUTH_TOKEN_PATH=(?P<path>\S+?)(?=[\s;&]|$)"        # Ray reads the token from this file
-    r"|RAY_AUTH_TOKEN=\"?\$\(cat (?P<cat>[^)\s]+)\)"         # or the value, read from a file
+    r"RAY_AUTH_TOKEN_PATH=(?P<path>\S+?)(?=[\s;&]|$)"  # Ray reads the token from this file
+    r"|RAY_AUTH_TOKEN=\"?\$\(cat (?P<cat>[^)\s]+)\)"  # or the value, read from a file
 )
 
 
@@ -147,7 +152,9 @@ def test_token_auth_in_every_start_command(prepared):
         for cmd in starts:
             before = cmd[: cmd.index("ray start")]
             assert re.search(r"\bRAY_AUTH_MODE=token\b", before), f"{key}: RAY_AUTH_MODE=token not exported: {cmd}"
-            assert _token_paths(before), f"{key}: no token source (RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN=$(cat FILE)): {cmd}"
+            assert _token_paths(before), (
+                f"{key}: no token source (RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN=$(cat FILE)): {cmd}"
+            )
     assert not any("RAY_AUTH_MODE=disabled" in c for c in _all_commands(prepared))
 
 
@@ -164,8 +171,14 @@ def test_token_file_is_mounted_from_outside_the_repo(prepared):
 def test_no_literal_token_or_password_in_the_yaml():
     text = CLUSTER_YAML.read_text()
     # Values may only be references ($VAR, "$VAR", $(cat FILE)), never literals.
-    for var in ("RAY_AUTH_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
-                "MLFLOW_FLASK_SERVER_SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"):
+    for var in (
+        "RAY_AUTH_TOKEN",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+    ):
         for m in re.finditer(rf"\b{var}=(\S*)", text):
             value = m.group(1)
             if var == "MLFLOW_TRACKING_PASSWORD" and value.startswith("%s"):
@@ -218,8 +231,9 @@ def _world_exposed(rules: list[dict]) -> list[str]:
     for rule in rules:
         for cidr in _cidrs(rule):
             if cidr in WORLD or ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
-                bad += [f"{name} ({port}) open to {cidr}" for port, name in SENSITIVE_PORTS.items()
-                        if _covers(rule, port)]
+                bad += [
+                    f"{name} ({port}) open to {cidr}" for port, name in SENSITIVE_PORTS.items() if _covers(rule, port)
+                ]
     return bad
 
 
@@ -232,8 +246,9 @@ def test_security_group_opens_only_ssh_from_an_admin_cidr(prepared):
             continue  # intra-cluster (the group itself); Ray adds this one on its own
         cidrs = _cidrs(rule)
         assert cidrs, f"rule without a source: {rule}"
-        assert (rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort")) == ("tcp", 22, 22), \
+        assert (rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort")) == ("tcp", 22, 22), (
             f"only SSH may be opened to an address range: {rule}"
+        )
         for cidr in cidrs:
             assert cidr not in WORLD, "SSH must come from the admin CIDR, not the whole internet"
             ipaddress.ip_network(cidr, strict=False)  # a well-formed CIDR
@@ -243,11 +258,14 @@ def test_security_group_opens_only_ssh_from_an_admin_cidr(prepared):
 
 
 def test_exposure_check_catches_bad_rules():
-    assert _world_exposed([{"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 9000,
-                            "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]) == ["dashboard/Jobs (8265) open to 0.0.0.0/0"]
+    assert _world_exposed(
+        [{"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 9000, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    ) == ["dashboard/Jobs (8265) open to 0.0.0.0/0"]
     assert len(_world_exposed([{"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}])) == 4
-    assert _world_exposed([{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                            "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]) == []
+    assert (
+        _world_exposed([{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        == []
+    )
 
 
 def test_rules_ray_adds_open_no_sensitive_port(prepared):
@@ -289,8 +307,9 @@ def test_workers_log_to_the_head_mlflow_with_credentials(prepared):
     cmd = next(c for c in prepared["worker_start_ray_commands"] if "ray start" in c)
     before = cmd[: cmd.index("ray start")]
     assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in before
-    assert re.search(r"\. ~/\.glth/mlflow\.env|source ~/\.glth/mlflow\.env", before), \
+    assert re.search(r"\. ~/\.glth/mlflow\.env|source ~/\.glth/mlflow\.env", before), (
         "workers need MLFLOW_TRACKING_USERNAME/PASSWORD from the mounted secrets file"
+    )
     assert "set -a" in before  # so the sourced variables are exported to Ray's processes
 
 

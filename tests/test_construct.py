@@ -201,7 +201,9 @@ def test_candidates_per_target_weight_are_pensias_count(paired):
     iid = construct(_target(), epsilon=EPS, n=21, signs="iid", seed=0)
     assert iid.candidate_weights == sum(r.d_in * 21 * (1 + r.d_out) for r in iid.layers)
     assert 21 < iid.candidate_per_target < 21 * (1 + 1 / 5) + 1e-9 < iid.random_per_target
-    assert paired.summary()["candidate_per_target"] > iid.candidate_per_target  # 2n neurons where the input can be negative
+    assert (
+        paired.summary()["candidate_per_target"] > iid.candidate_per_target
+    )  # 2n neurons where the input can be negative
 
 
 def test_construct_trial_records_pensias_counts_and_labels_its_signs():
@@ -217,7 +219,10 @@ def test_construct_trial_records_pensias_counts_and_labels_its_signs():
         assert 0 <= rec["over_epsilon"] <= rec["target_weights"] == 64 * 500 + 500 * 10
         assert get("construct").describe(cfg)["signs"] == signs == get("construct").describe(cfg)["basis"]
     assert rows["paired"]["over_epsilon"] < rows["iid"]["over_epsilon"]  # n = 6: both miss, iid far more
-    assert ConstructConfig(signs="paired").label == "subsetsum-uniform-paired" and ConstructConfig().label == "subsetsum-uniform"
+    assert (
+        ConstructConfig(signs="paired").label == "subsetsum-uniform-paired"
+        and ConstructConfig().label == "subsetsum-uniform"
+    )
     assert ConstructConfig().content_hash() == ConstructConfig(signs="iid").content_hash()
     with pytest.raises(ValueError, match="signs"):
         ConstructConfig(signs="random")

@@ -43,25 +43,33 @@ def test_seeds_alone_make_one_curve():
     assert curves_of(metas()) == {"": [0, 1, 2]}
 
 
-@pytest.mark.parametrize("override, texts", [
-    ("train.lr=0.05,0.005", ["lr=0.005", "lr=0.05"]),
-    ("rounds=2,3", ["rounds=2", "rounds=3"]),
-    ("lmc_points=0,3", ["lmc_points=0", "lmc_points=3"]),
-    ("train.batch_size=32,64", ["batch_size=32", "batch_size=64"]),
-])
+@pytest.mark.parametrize(
+    "override, texts",
+    [
+        ("train.lr=0.05,0.005", ["lr=0.005", "lr=0.05"]),
+        ("rounds=2,3", ["rounds=2", "rounds=3"]),
+        ("lmc_points=0,3", ["lmc_points=0", "lmc_points=3"]),
+        ("train.batch_size=32,64", ["batch_size=32", "batch_size=64"]),
+    ],
+)
 def test_each_varied_field_is_its_own_curve(override, texts):
     assert curves_of(metas(override)) == {t: [0, 1, 2] for t in texts}
 
 
 def test_a_dictionary_field_the_label_does_not_name_is_an_axis():
-    ms = metas('dictionary=[{kind: bottleneck, layer: "1", basis: identity}, {kind: bottleneck, layer: "3", basis: identity}]')
+    ms = metas(
+        'dictionary=[{kind: bottleneck, layer: "1", basis: identity}, {kind: bottleneck, layer: "3", basis: identity}]'
+    )
     assert {m["dictionary"] for m in ms} == {"bottleneck-identity"}  # one label for both layers
     assert curves_of(ms) == {"layer=1": [0, 1, 2], "layer=3": [0, 1, 2]}
 
 
 def test_what_the_standard_columns_name_is_not_repeated():
-    ms = metas("tau=0.2,0.4", 'dictionary=[{kind: canonical}, {kind: bottleneck, layer: "1", basis: dct}]',
-               "prune_rounding=round,ceil")
+    ms = metas(
+        "tau=0.2,0.4",
+        'dictionary=[{kind: canonical}, {kind: bottleneck, layer: "1", basis: dct}]',
+        "prune_rounding=round,ceil",
+    )
     assert len({(m["tau"], m["dictionary"]) for m in ms}) == 8  # τ and the label (-ceil too) tell them apart
     assert curves_of(ms) == {"": [0] * 8 + [1] * 8 + [2] * 8}
 
@@ -98,8 +106,17 @@ def lr_rows() -> pd.DataFrame:
         lr = json.loads(m["config"])["train"]["lr"]
         for rnd in range(2):
             acc = (0.95 if lr == 0.05 else 0.75) - 0.01 * rnd + rng.normal(0, 0.01)
-            rows.append({**m, "round": rnd, "status": "ok", "test_accuracy": acc, "val_accuracy": acc + 0.001,
-                         "compression": 0.3 * rnd, "density": 1 - 0.3 * rnd})
+            rows.append(
+                {
+                    **m,
+                    "round": rnd,
+                    "status": "ok",
+                    "test_accuracy": acc,
+                    "val_accuracy": acc + 0.001,
+                    "compression": 0.3 * rnd,
+                    "density": 1 - 0.3 * rnd,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -135,7 +152,9 @@ def test_a_sweep_of_failed_trials_only_gives_empty_tables(tmp_path):
     from orchestrator.cli.summary import render_failures, render_results
 
     ms = metas()
-    nan = dict.fromkeys(["test_accuracy", "val_accuracy", "compression", "density"], float("nan"))  # as Parquet has them
+    nan = dict.fromkeys(
+        ["test_accuracy", "val_accuracy", "compression", "density"], float("nan")
+    )  # as Parquet has them
     rows = pd.DataFrame([{**m, **nan, "round": 0, "status": "failed: training loss became nan at step 5"} for m in ms])
     a = analysis.analyze(rows, tmp_path)  # a sweep directory without tickets: there are none
     assert a.rounds.empty and a.curves.empty and analysis.render_curves(a.curves).startswith("(no rows")

@@ -49,8 +49,15 @@ def test_digits_sizes_shapes_and_types(digits):
     assert {x.dtype for x in (digits.train_x, digits.val_x, digits.test_x)} == {torch.float32}
     assert {y.dtype for y in (digits.train_y, digits.val_y, digits.test_y)} == {torch.int64}
     assert digits.describe() == {
-        "name": "digits", "input_shape": [1, 8, 8], "num_classes": 10, "n_train": 1437 - n_val, "n_val": n_val,
-        "n_test": 360, "split_seed": 0, "val_fraction": 0.1, "data_dir": None,
+        "name": "digits",
+        "input_shape": [1, 8, 8],
+        "num_classes": 10,
+        "n_train": 1437 - n_val,
+        "n_val": n_val,
+        "n_test": 360,
+        "split_seed": 0,
+        "val_fraction": 0.1,
+        "data_dir": None,
     }
 
 
@@ -65,8 +72,9 @@ def test_splits_are_seeded(digits):
     assert not torch.equal(other.val_y, digits.val_y) or not torch.equal(other.val_x, digits.val_x)
     # the test split is fixed by the dataset, not by split_seed (its normalisation follows the train split)
     assert torch.equal(other.test_y, digits.test_y)
-    assert torch.allclose(other.test_x * other.std[0] + other.mean[0], digits.test_x * digits.std[0] + digits.mean[0],
-                          atol=1e-5)
+    assert torch.allclose(
+        other.test_x * other.std[0] + other.mean[0], digits.test_x * digits.std[0] + digits.mean[0], atol=1e-5
+    )
 
 
 def test_val_fraction_sets_the_val_size():
@@ -116,8 +124,10 @@ def write_idx(folder: Path, gz: bool = True, n_train: int = 20, n_test: int = 6,
     """A tiny IDX dataset; ``override`` maps a file stem to replacement bytes."""
     rng = np.random.default_rng(0)
     arrays = {
-        IDX_FILES[0]: rng.integers(0, 256, (n_train, side, side)), IDX_FILES[1]: np.arange(n_train) % 10,
-        IDX_FILES[2]: rng.integers(0, 256, (n_test, side, side)), IDX_FILES[3]: np.arange(n_test)[::-1] % 10,
+        IDX_FILES[0]: rng.integers(0, 256, (n_train, side, side)),
+        IDX_FILES[1]: np.arange(n_train) % 10,
+        IDX_FILES[2]: rng.integers(0, 256, (n_test, side, side)),
+        IDX_FILES[3]: np.arange(n_test)[::-1] % 10,
     }
     folder.mkdir(exist_ok=True)
     for stem, array in arrays.items():
@@ -159,7 +169,9 @@ def test_missing_dir(tmp_path, name):
         data.check(name, missing)
 
 
-@pytest.mark.parametrize("name, expected", [("mnist", "train-images-idx3-ubyte.gz"), ("cifar10", "cifar-10-batches-py")])
+@pytest.mark.parametrize(
+    "name, expected", [("mnist", "train-images-idx3-ubyte.gz"), ("cifar10", "cifar-10-batches-py")]
+)
 def test_empty_dir(tmp_path, name, expected):
     msg = error_of(name, tmp_path)
     assert str(tmp_path) in msg and expected in msg
@@ -227,8 +239,11 @@ def fake_batches() -> dict[str, dict]:
     rng = np.random.default_rng(1)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     return {
-        name: {b"batch_label": name.encode(), b"labels": [int(v) for v in rng.integers(0, 10, ROWS)],
-               b"data": rng.integers(0, 256, (ROWS, 3072), dtype=np.uint8)}
+        name: {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, ROWS)],
+            b"data": rng.integers(0, 256, (ROWS, 3072), dtype=np.uint8),
+        }
         for name in names
     }
 
@@ -263,7 +278,9 @@ def test_cifar10_tar_gz_matches_the_folder(tmp_path):
         assert torch.equal(getattr(from_tar, split), getattr(from_folder, split))
     test = batches["test_batch"]
     assert from_tar.test_y.tolist() == test[b"labels"]
-    pixels = from_tar.test_x * torch.tensor(from_tar.std).view(1, 3, 1, 1) + torch.tensor(from_tar.mean).view(1, 3, 1, 1)
+    pixels = from_tar.test_x * torch.tensor(from_tar.std).view(1, 3, 1, 1) + torch.tensor(from_tar.mean).view(
+        1, 3, 1, 1
+    )
     assert torch.allclose(pixels, torch.tensor(test[b"data"].reshape(ROWS, 3, 32, 32), dtype=torch.float32), atol=1e-3)
 
 
@@ -294,7 +311,10 @@ def test_wrong_cifar_shapes(tmp_path):
     batches = fake_batches()
     batches["data_batch_2"][b"data"] = np.zeros((ROWS, 3000), dtype=np.uint8)
     write_folder(tmp_path, pickled(batches))
-    assert error_of("cifar10", tmp_path) == f"{tmp_path / 'data_batch_2'}: data is uint8 ({ROWS}, 3000) (expected uint8 N×3072)"
+    assert (
+        error_of("cifar10", tmp_path)
+        == f"{tmp_path / 'data_batch_2'}: data is uint8 ({ROWS}, 3000) (expected uint8 N×3072)"
+    )
 
 
 def test_cifar_labels_must_match_rows(tmp_path):

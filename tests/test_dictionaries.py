@@ -25,8 +25,14 @@ IMAGE = (3, 32, 32)
 def cnn_paper() -> nn.Sequential:
     """The paper's Fig. 2 left CNN: 28,950 parameters."""
     m = nn.Sequential(
-        nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.ReLU(),
-        nn.Flatten(), nn.Linear(2704, 10),
+        nn.Conv2d(3, 16, 3),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2704, 10),
     )
     m.input_shape = IMAGE
     return m
@@ -112,16 +118,25 @@ CASES = [
     ("cnn", {"kind": "random", "seed": 3}),
     ("cnn", {"kind": "random", "method": "haar", "seed": 3, "scope": ["4.*", "7.bias"]}),
     ("cnn", {"kind": "random", "method": "fast", "scope": ["2.weight"]}),
-    *[("cnn", {"kind": "blockdiag", "per": per, "block": block, "seed": 1})
-      for per in ("tensor", "unit") for block in ("canonical", "random", "dct")],
+    *[
+        ("cnn", {"kind": "blockdiag", "per": per, "block": block, "seed": 1})
+        for per in ("tensor", "unit")
+        for block in ("canonical", "random", "dct")
+    ],
     ("cnn", {"kind": "bottleneck", "layer": "7", "basis": "identity"}),
     ("cnn", {"kind": "bottleneck", "layer": "7", "basis": "random", "seed": 2}),
     ("mlp", {"kind": "canonical", "scope": ["3.*"]}),
     ("mlp", {"kind": "random", "seed": 0}),
     ("mlp", {"kind": "random", "method": "haar", "scope": ["5.*"]}),
-    *[("mlp", {"kind": "blockdiag", "per": per, "block": block, "seed": 4})
-      for per in ("tensor", "unit") for block in ("canonical", "random", "dct")],
-    *[("mlp", {"kind": "bottleneck", "layer": "1", "basis": basis, "seed": 0}) for basis in ("identity", "dct", "random")],
+    *[
+        ("mlp", {"kind": "blockdiag", "per": per, "block": block, "seed": 4})
+        for per in ("tensor", "unit")
+        for block in ("canonical", "random", "dct")
+    ],
+    *[
+        ("mlp", {"kind": "bottleneck", "layer": "1", "basis": basis, "seed": 0})
+        for basis in ("identity", "dct", "random")
+    ],
     ("mlp", {"kind": "bottleneck", "layer": "3", "basis": "pca"}),
 ]
 
@@ -172,11 +187,17 @@ def _tensors(obj, seen):
             yield from _tensors(v, seen)
 
 
-@pytest.mark.parametrize("spec", [
-    {"kind": "random"}, {"kind": "blockdiag", "per": "unit", "block": "random"},
-    {"kind": "blockdiag", "per": "tensor", "block": "dct"}, {"kind": "bottleneck", "layer": "1", "basis": "dct"},
-    {"kind": "bottleneck", "layer": "1", "basis": "random"},
-], ids=lambda s: "-".join(map(str, s.values())))
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "random"},
+        {"kind": "blockdiag", "per": "unit", "block": "random"},
+        {"kind": "blockdiag", "per": "tensor", "block": "dct"},
+        {"kind": "bottleneck", "layer": "1", "basis": "dct"},
+        {"kind": "bottleneck", "layer": "1", "basis": "random"},
+    ],
+    ids=lambda s: "-".join(map(str, s.values())),
+)
 def test_to_moves_every_tensor_the_dictionary_holds(spec):
     m = nn.Sequential(nn.Flatten(), nn.Linear(48, 30), nn.ReLU(), nn.Linear(30, 10))
     m.input_shape = (3, 4, 4)
@@ -284,11 +305,23 @@ def test_bottleneck_groups_scope_and_attributes(models, images):
     assert not built(models, images, "cnn", {"kind": "bottleneck", "layer": "7", "basis": "identity"}).is_input_layer
 
 
-@pytest.mark.parametrize("model,layer,basis", [
-    ("mlp", "1", "identity"), ("mlp", "1", "dct"), ("mlp", "1", "random"), ("mlp", "3", "pca"), ("cnn", "7", "random"),
-])
+@pytest.mark.parametrize(
+    "model,layer,basis",
+    [
+        ("mlp", "1", "identity"),
+        ("mlp", "1", "dct"),
+        ("mlp", "1", "random"),
+        ("mlp", "3", "pca"),
+        ("cnn", "7", "random"),
+    ],
+)
 def test_bottleneck_is_w_equals_c_u_transpose(model, layer, basis, models, images):
-    d = built(models, images, model, {"kind": "bottleneck", "layer": layer, "basis": basis, "seed": 2 if model == "cnn" else 0})
+    d = built(
+        models,
+        images,
+        model,
+        {"kind": "bottleneck", "layer": layer, "basis": basis, "seed": 2 if model == "cnn" else 0},
+    )
     U = d.U.double()
     assert U.shape == (d.d_in, d.d_in)
     assert torch.allclose(U.T @ U, torch.eye(d.d_in, dtype=torch.float64), atol=1e-5)
@@ -372,7 +405,10 @@ def test_labels_and_describe(models, images):
 BAD = {
     "not a mapping": ("random", "dictionary"),
     "no kind": ({"basis": "dct"}, "dictionary.kind"),
-    "unknown kind": ({"kind": "wavelet"}, "dictionary.kind: 'wavelet' is not one of canonical, random, blockdiag, bottleneck"),
+    "unknown kind": (
+        {"kind": "wavelet"},
+        "dictionary.kind: 'wavelet' is not one of canonical, random, blockdiag, bottleneck",
+    ),
     "unknown key": ({"kind": "random", "speed": 3}, "dictionary.speed"),
     "canonical has no seed": ({"kind": "canonical", "seed": 1}, "dictionary.seed"),
     "bad method": ({"kind": "random", "method": "slow"}, "dictionary.method: 'slow' is not one of fast, haar"),
@@ -380,16 +416,34 @@ BAD = {
     "seed not int": ({"kind": "random", "seed": "1"}, "dictionary.seed"),
     "scope matches nothing": ({"kind": "random", "scope": ["9.*"]}, "dictionary.scope"),
     "scope not names": ({"kind": "canonical", "scope": [1]}, "dictionary.scope"),
-    "bad per": ({"kind": "blockdiag", "per": "layer", "block": "dct"}, "dictionary.per: 'layer' is not one of tensor, unit"),
-    "bad block": ({"kind": "blockdiag", "block": "haar"}, "dictionary.block: 'haar' is not one of canonical, random, dct"),
+    "bad per": (
+        {"kind": "blockdiag", "per": "layer", "block": "dct"},
+        "dictionary.per: 'layer' is not one of tensor, unit",
+    ),
+    "bad block": (
+        {"kind": "blockdiag", "block": "haar"},
+        "dictionary.block: 'haar' is not one of canonical, random, dct",
+    ),
     "missing block": ({"kind": "blockdiag"}, "dictionary.block"),
-    "bad basis": ({"kind": "bottleneck", "layer": "1", "basis": "foo"}, "dictionary.basis: 'foo' is not one of identity, dct, random, pca"),
+    "bad basis": (
+        {"kind": "bottleneck", "layer": "1", "basis": "foo"},
+        "dictionary.basis: 'foo' is not one of identity, dct, random, pca",
+    ),
     "missing basis": ({"kind": "bottleneck", "layer": "1"}, "dictionary.basis"),
     "missing layer": ({"kind": "bottleneck", "basis": "dct"}, "dictionary.layer"),
-    "layer absent": ({"kind": "bottleneck", "layer": "9", "basis": "identity"}, "dictionary.layer: '9' is not in the model; Linear layers: 1, 3, 5"),
+    "layer absent": (
+        {"kind": "bottleneck", "layer": "9", "basis": "identity"},
+        "dictionary.layer: '9' is not in the model; Linear layers: 1, 3, 5",
+    ),
     "layer not Linear": ({"kind": "bottleneck", "layer": "2", "basis": "identity"}, "dictionary.layer: '2' is a ReLU"),
-    "dct on hidden layer": ({"kind": "bottleneck", "layer": "3", "basis": "dct"}, "dictionary.basis: dct needs an image input"),
-    "bottleneck scope": ({"kind": "bottleneck", "layer": "1", "basis": "identity", "scope": ["3.weight"]}, "dictionary.scope"),
+    "dct on hidden layer": (
+        {"kind": "bottleneck", "layer": "3", "basis": "dct"},
+        "dictionary.basis: dct needs an image input",
+    ),
+    "bottleneck scope": (
+        {"kind": "bottleneck", "layer": "1", "basis": "identity", "scope": ["3.weight"]},
+        "dictionary.scope",
+    ),
     "bad label": ({"kind": "canonical", "label": "a/b"}, "dictionary.label"),
 }
 
@@ -413,7 +467,9 @@ def test_dct_basis_needs_the_model_input_shape_and_pca_needs_train_x(models):
     validate(spec, models["mlp"])  # nothing to estimate yet
     with pytest.raises(DictionarySpecError, match="dictionary.basis: pca needs the training inputs"):
         build(spec, models["mlp"])
-    assert not build({"kind": "bottleneck", "layer": "1", "basis": "identity"}, m).is_input_layer  # no shape: general path
+    assert not build(
+        {"kind": "bottleneck", "layer": "1", "basis": "identity"}, m
+    ).is_input_layer  # no shape: general path
 
 
 def test_blockdiag_dct_runs_its_one_row_blocks_as_one_chain(models):

@@ -36,15 +36,22 @@ def tiny() -> nn.Sequential:
 @pytest.fixture(scope="module")
 def nets():
     torch.manual_seed(0)
-    return {"tiny": tiny(), "mlp": models.build("mlp_300_100", (3, 32, 32), 10),
-            "cnn": models.build("cnn_paper", (3, 32, 32), 10), "conv2": models.build("conv2", (3, 8, 8), 10)}
+    return {
+        "tiny": tiny(),
+        "mlp": models.build("mlp_300_100", (3, 32, 32), 10),
+        "cnn": models.build("cnn_paper", (3, 32, 32), 10),
+        "conv2": models.build("conv2", (3, 8, 8), 10),
+    }
 
 
-TINY = {"kind": "composite", "parts": [
-    {"kind": "bottleneck", "layer": "0", "basis": "dct"},
-    {"kind": "random", "method": "haar", "scope": ["3.weight"]},
-    {"kind": "canonical", "scope": ["0.bias"]},
-]}
+TINY = {
+    "kind": "composite",
+    "parts": [
+        {"kind": "bottleneck", "layer": "0", "basis": "dct"},
+        {"kind": "random", "method": "haar", "scope": ["3.weight"]},
+        {"kind": "canonical", "scope": ["0.bias"]},
+    ],
+}
 
 
 def test_dense_d_is_orthonormal_and_block_diagonal_over_the_parts(nets):
@@ -56,7 +63,7 @@ def test_dense_d_is_orthonormal_and_block_diagonal_over_the_parts(nets):
     cuts = np.cumsum([0, *d.sizes])
     for i in range(3):
         for j in range(3):
-            block = D[cuts[i]:cuts[i + 1], cuts[j]:cuts[j + 1]]
+            block = D[cuts[i] : cuts[i + 1], cuts[j] : cuts[j + 1]]
             if i != j:
                 assert block.abs().max() == 0
             else:  # each diagonal block is the part built alone
@@ -68,8 +75,14 @@ from test_dictionaries import _tensors  # noqa: E402  (every tensor a dictionary
 
 
 def test_to_moves_every_tensor_of_every_part(nets):
-    spec = {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "0", "basis": "random", "tau": 0.5},
-                                           {"kind": "channels", "layer": "3", "per": "out"}, {"kind": "random"}]}
+    spec = {
+        "kind": "composite",
+        "parts": [
+            {"kind": "bottleneck", "layer": "0", "basis": "random", "tau": 0.5},
+            {"kind": "channels", "layer": "3", "per": "out"},
+            {"kind": "random"},
+        ],
+    }
     d = build(spec, nets["tiny"]).to("meta")
     found = list(_tensors(d, set()))
     assert len(found) > 5 and {t.device.type for t in found} == {"meta"}
@@ -78,18 +91,44 @@ def test_to_moves_every_tensor_of_every_part(nets):
 
 
 CASES = {
-    "mlp-dct-rest": ("mlp", {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"},
-                                                            {"kind": "canonical"}]}),
-    "mlp-three": ("mlp", {"kind": "composite", "parts": [
-        {"kind": "bottleneck", "layer": "3", "basis": "random", "tau": 0.5},
-        {"kind": "canonical", "scope": ["1.weight", "5.weight"]},
-        {"kind": "blockdiag", "per": "unit", "block": "dct", "scope": ["*.bias"]}]}),
-    "cnn-conv": ("cnn", {"kind": "composite", "seed": 3, "parts": [
-        {"kind": "bottleneck", "layer": "0", "basis": "dct"}, {"kind": "channels", "layer": "2", "per": "out"},
-        {"kind": "random", "scope": ["4.*", "7.*"]}]}),
-    "conv2-all": ("conv2", {"kind": "composite", "parts": [
-        {"kind": "channels", "layer": "0", "per": "in"}, {"kind": "bottleneck", "layer": "2", "basis": "random", "seed": 9},
-        {"kind": "random", "method": "fast"}]}),
+    "mlp-dct-rest": (
+        "mlp",
+        {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"kind": "canonical"}]},
+    ),
+    "mlp-three": (
+        "mlp",
+        {
+            "kind": "composite",
+            "parts": [
+                {"kind": "bottleneck", "layer": "3", "basis": "random", "tau": 0.5},
+                {"kind": "canonical", "scope": ["1.weight", "5.weight"]},
+                {"kind": "blockdiag", "per": "unit", "block": "dct", "scope": ["*.bias"]},
+            ],
+        },
+    ),
+    "cnn-conv": (
+        "cnn",
+        {
+            "kind": "composite",
+            "seed": 3,
+            "parts": [
+                {"kind": "bottleneck", "layer": "0", "basis": "dct"},
+                {"kind": "channels", "layer": "2", "per": "out"},
+                {"kind": "random", "scope": ["4.*", "7.*"]},
+            ],
+        },
+    ),
+    "conv2-all": (
+        "conv2",
+        {
+            "kind": "composite",
+            "parts": [
+                {"kind": "channels", "layer": "0", "per": "in"},
+                {"kind": "bottleneck", "layer": "2", "basis": "random", "seed": 9},
+                {"kind": "random", "method": "fast"},
+            ],
+        },
+    ),
 }
 
 
@@ -128,21 +167,28 @@ def test_groups_are_the_parts_groups_offset_and_singletons(nets):
     assert torch.equal(d.groups[:n0], d.parts[0].groups)
     assert torch.equal(d.groups[n0:], 3072 + torch.arange(d.size - n0))
     assert d.num_groups == 3072 + d.size - n0
-    none = build({"kind": "composite", "parts": [{"kind": "canonical", "scope": ["1.*"]}, {"kind": "random", "scope": ["3.*"]}]},
-                 nets["mlp"])
+    none = build(
+        {"kind": "composite", "parts": [{"kind": "canonical", "scope": ["1.*"]}, {"kind": "random", "scope": ["3.*"]}]},
+        nets["mlp"],
+    )
     assert none.groups is None and none.tau_segments is None
 
 
 def test_one_step_is_one_global_ordering_by_energy(nets):
     """Groups (columns of U) and single canonical elements ranked together by Σ a² (NumPy)."""
     m = nets["cnn"]
-    spec = {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "2", "basis": "random", "seed": 1},
-                                           {"kind": "canonical", "scope": ["0.weight"]}]}
+    spec = {
+        "kind": "composite",
+        "parts": [
+            {"kind": "bottleneck", "layer": "2", "basis": "random", "seed": 1},
+            {"kind": "canonical", "scope": ["0.weight"]},
+        ],
+    }
     d = build(spec, m)
     a = d.analyze(d.flatten(dict(m.named_parameters())).detach())
     mask = sparsify_dictionary(a, torch.ones(d.size, dtype=torch.bool), 0.4, d)
     A = a[:1152].double().numpy().reshape(8, 144)
-    energy = np.concatenate([(A ** 2).sum(0), a[1152:].double().numpy() ** 2])  # 144 columns, then 432 elements
+    energy = np.concatenate([(A**2).sum(0), a[1152:].double().numpy() ** 2])  # 144 columns, then 432 elements
     k = round(0.4 * len(energy))
     drop = np.argsort(energy, kind="stable")[:k]
     expect = np.ones(d.size, dtype=bool)
@@ -155,14 +201,22 @@ def test_one_step_is_one_global_ordering_by_energy(nets):
 
 def test_per_part_tau_prunes_each_part_by_its_own_rate(nets):
     m = nets["mlp"]
-    spec = {"kind": "composite", "parts": [
-        {"kind": "bottleneck", "layer": "3", "basis": "identity", "tau": 0.5},  # 300 groups
-        {"kind": "canonical", "scope": ["5.*"]},  # 1010 elements: pooled with part 3 at the global τ
-        {"kind": "random", "scope": ["3.bias"], "tau": 0.25, "seed": 2},  # 100 elements
-        {"kind": "channels", "layer": "1", "per": "out"}]}  # 300 groups: pooled
+    spec = {
+        "kind": "composite",
+        "parts": [
+            {"kind": "bottleneck", "layer": "3", "basis": "identity", "tau": 0.5},  # 300 groups
+            {"kind": "canonical", "scope": ["5.*"]},  # 1010 elements: pooled with part 3 at the global τ
+            {"kind": "random", "scope": ["3.bias"], "tau": 0.25, "seed": 2},  # 100 elements
+            {"kind": "channels", "layer": "1", "per": "out"},
+        ],
+    }  # 300 groups: pooled
     d = build(spec, m)
     assert [(s.start, s.stop, s.tau) for s in d.tau_segments] == [
-        (0, 30000, 0.5), (30000, 31010, None), (31010, 31110, 0.25), (31110, 31110 + 300 * 3073, None)]
+        (0, 30000, 0.5),
+        (30000, 31010, None),
+        (31010, 31110, 0.25),
+        (31110, 31110 + 300 * 3073, None),
+    ]
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(d.size, dtype=torch.bool)
     left = {"bn": 300, "rot": 100, "pool": 1010 + 300}
@@ -192,8 +246,14 @@ def test_per_part_tau_prunes_each_part_by_its_own_rate(nets):
 
 def test_seeds_labels_and_describe(nets):
     m = nets["mlp"]
-    spec = {"kind": "composite", "parts": [{"kind": "random", "scope": ["1.*"]}, {"kind": "random", "scope": ["3.*"], "seed": 4},
-                                           {"kind": "canonical"}]}
+    spec = {
+        "kind": "composite",
+        "parts": [
+            {"kind": "random", "scope": ["1.*"]},
+            {"kind": "random", "scope": ["3.*"], "seed": 4},
+            {"kind": "canonical"},
+        ],
+    }
     assert seed_dependent(spec) and seeded(spec, 11)["seed"] == 11
     assert not seed_dependent({"kind": "composite", "parts": [{"kind": "random", "seed": 1}]})
     d = build(seeded(spec, 11), m)
@@ -201,12 +261,23 @@ def test_seeds_labels_and_describe(nets):
         alone = build({"kind": "random", "scope": list(part.scope_names), "seed": seed}, m)
         x = torch.randn(part.size)
         assert torch.equal(part.synthesize(x), alone.synthesize(x))
-    label = label_of({"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct", "tau": 0.5},
-                                                     {"kind": "canonical", "label": "rest"}]})
+    label = label_of(
+        {
+            "kind": "composite",
+            "parts": [
+                {"kind": "bottleneck", "layer": "1", "basis": "dct", "tau": 0.5},
+                {"kind": "canonical", "label": "rest"},
+            ],
+        }
+    )
     assert label == "composite-bottleneck-dct-tau0.5+rest" and _SAFE_NAME.fullmatch(label)
     assert label_of({**spec, "label": "mine"}) == "mine"
     assert d.label == "composite-random-fast+random-fast+canonical" and _SAFE_NAME.fullmatch(d.label)
-    assert d.describe() == {"dictionary": d.label, "dictionary_kind": "composite", "basis": "random-fast+random-fast+canonical"}
+    assert d.describe() == {
+        "dictionary": d.label,
+        "dictionary_kind": "composite",
+        "basis": "random-fast+random-fast+canonical",
+    }
 
 
 def _p(*parts, **extra):
@@ -218,21 +289,52 @@ BAD = {
     "parts not a list": (_p() | {"parts": {"kind": "canonical"}}, "dictionary.parts: must be a non-empty list"),
     "empty parts": (_p(), "dictionary.parts: must be a non-empty list"),
     "part not a mapping": (_p("canonical"), "dictionary.parts[0]: must be a mapping"),
-    "nested composite": (_p({"kind": "canonical"}, _p({"kind": "canonical"})), "dictionary.parts[1].kind: a composite's parts cannot be composites"),
+    "nested composite": (
+        _p({"kind": "canonical"}, _p({"kind": "canonical"})),
+        "dictionary.parts[1].kind: a composite's parts cannot be composites",
+    ),
     "part unknown kind": (_p({"kind": "wavelet"}), "dictionary.parts[0].kind: 'wavelet' is not one of"),
-    "part bad basis": (_p({"kind": "bottleneck", "layer": "1", "basis": "foo"}), "dictionary.parts[0].basis: 'foo' is not one of identity, dct, random, pca"),
-    "part bad layer": (_p({"kind": "canonical", "scope": ["5.*"]}, {"kind": "bottleneck", "layer": "2", "basis": "dct"}), "dictionary.parts[1].layer: '2' is a ReLU"),
-    "part bad tau": (_p({"kind": "canonical", "tau": 1.5}), "dictionary.parts[0].tau: must be a number in (0, 1), got 1.5"),
+    "part bad basis": (
+        _p({"kind": "bottleneck", "layer": "1", "basis": "foo"}),
+        "dictionary.parts[0].basis: 'foo' is not one of identity, dct, random, pca",
+    ),
+    "part bad layer": (
+        _p({"kind": "canonical", "scope": ["5.*"]}, {"kind": "bottleneck", "layer": "2", "basis": "dct"}),
+        "dictionary.parts[1].layer: '2' is a ReLU",
+    ),
+    "part bad tau": (
+        _p({"kind": "canonical", "tau": 1.5}),
+        "dictionary.parts[0].tau: must be a number in (0, 1), got 1.5",
+    ),
     "part tau not a number": (_p({"kind": "canonical", "tau": "half"}), "dictionary.parts[0].tau"),
-    "part seed on canonical": (_p({"kind": "canonical", "seed": 1}), "dictionary.parts[0].seed: not a key of kind canonical"),
-    "part scope matches nothing": (_p({"kind": "canonical", "scope": ["9.*"]}), "dictionary.parts[0].scope: '9.*' matches no parameter"),
-    "overlap": (_p({"kind": "canonical", "scope": ["1.weight", "3.*"]}, {"kind": "bottleneck", "layer": "1", "basis": "dct"}),
-                "dictionary.parts: parts 0 and 1 both claim parameter '1.weight'; part scopes must be disjoint"),
-    "overlap by glob": (_p({"kind": "random", "scope": ["*.bias"]}, {"kind": "channels", "layer": "5", "per": "out"}),
-                        "dictionary.parts: parts 0 and 1 both claim parameter '5.bias'"),
-    "two rest parts": (_p({"kind": "canonical"}, {"kind": "random"}), "dictionary.parts: parts 0 and 1 both leave out scope"),
-    "nothing left": (_p({"kind": "canonical", "scope": ["*"]}, {"kind": "random"}), "dictionary.parts[1].scope: no parameter is left"),
-    "haar too big": (_p({"kind": "random", "method": "haar", "scope": ["1.*"]}), "dictionary.parts[0].method: haar needs"),
+    "part seed on canonical": (
+        _p({"kind": "canonical", "seed": 1}),
+        "dictionary.parts[0].seed: not a key of kind canonical",
+    ),
+    "part scope matches nothing": (
+        _p({"kind": "canonical", "scope": ["9.*"]}),
+        "dictionary.parts[0].scope: '9.*' matches no parameter",
+    ),
+    "overlap": (
+        _p({"kind": "canonical", "scope": ["1.weight", "3.*"]}, {"kind": "bottleneck", "layer": "1", "basis": "dct"}),
+        "dictionary.parts: parts 0 and 1 both claim parameter '1.weight'; part scopes must be disjoint",
+    ),
+    "overlap by glob": (
+        _p({"kind": "random", "scope": ["*.bias"]}, {"kind": "channels", "layer": "5", "per": "out"}),
+        "dictionary.parts: parts 0 and 1 both claim parameter '5.bias'",
+    ),
+    "two rest parts": (
+        _p({"kind": "canonical"}, {"kind": "random"}),
+        "dictionary.parts: parts 0 and 1 both leave out scope",
+    ),
+    "nothing left": (
+        _p({"kind": "canonical", "scope": ["*"]}, {"kind": "random"}),
+        "dictionary.parts[1].scope: no parameter is left",
+    ),
+    "haar too big": (
+        _p({"kind": "random", "method": "haar", "scope": ["1.*"]}),
+        "dictionary.parts[0].method: haar needs",
+    ),
     "composite scope": (_p({"kind": "canonical"}, scope=["1.*"]), "dictionary.scope: not a key of kind composite"),
 }
 
@@ -249,14 +351,20 @@ def test_bad_composite_specs_raise_one_line_naming_the_field(case, nets):
 def test_a_composite_runs_imp_on_digits():
     """Bottleneck on layer 1 plus canonical elsewhere through a real trajectory (two rounds)."""
     spec = {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"kind": "canonical"}]}
-    cfg = TrajectoryConfig(dataset="digits", model="mlp_300_100", dictionary=spec, tau=0.5, rounds=2,
-                           train=TrainConfig(epochs=1, batch_size=64, lr=0.05))
+    cfg = TrajectoryConfig(
+        dataset="digits",
+        model="mlp_300_100",
+        dictionary=spec,
+        tau=0.5,
+        rounds=2,
+        train=TrainConfig(epochs=1, batch_size=64, lr=0.05),
+    )
     traj = Trajectory(cfg)
     records = traj.run()
     d = traj.dictionary
     assert [r["kept"] for r in records][0] == d.size
     units = 64 + d.size - 300 * 64
     after = traj.state.mask
-    kept_units = int(after[:300 * 64].view(300, 64).any(0).sum()) + int(after[300 * 64:].sum())
+    kept_units = int(after[: 300 * 64].view(300, 64).any(0).sum()) + int(after[300 * 64 :].sum())
     assert kept_units == units - count_to_remove(units, 0.5)
     assert records[0]["test_accuracy"] > 0.5  # digits: chance is 0.1

@@ -30,15 +30,21 @@ def _rel(x, y) -> float:
 @pytest.fixture(scope="module")
 def nets():
     torch.manual_seed(0)
-    return {"cnn": models.build("cnn_paper", (3, 32, 32), 10), "conv2": models.build("conv2", (3, 8, 8), 10),
-            "mlp": models.build("mlp_300_100", (1, 8, 8), 10)}
+    return {
+        "cnn": models.build("cnn_paper", (3, 32, 32), 10),
+        "conv2": models.build("conv2", (3, 8, 8), 10),
+        "mlp": models.build("mlp_300_100", (1, 8, 8), 10),
+    }
 
 
 @pytest.fixture(scope="module")
 def images():
     g = torch.Generator().manual_seed(1)
-    return {"cnn": torch.randn(12, 3, 32, 32, generator=g), "conv2": torch.randn(40, 3, 8, 8, generator=g),
-            "mlp": torch.randn(40, 1, 8, 8, generator=g)}
+    return {
+        "cnn": torch.randn(12, 3, 32, 32, generator=g),
+        "conv2": torch.randn(40, 3, 8, 8, generator=g),
+        "mlp": torch.randn(40, 1, 8, 8, generator=g),
+    }
 
 
 def _dense(d) -> torch.Tensor:
@@ -63,8 +69,11 @@ def _orthonormal(d, params: dict):
 # -- orthonormality ---------------------------------------------------------------------------------
 CASES = [("cnn", {"kind": "bottleneck", "layer": layer, "basis": b, "seed": 4}) for layer in ("0", "2") for b in BASES]
 CASES += [("conv2", {"kind": "bottleneck", "layer": "2", "basis": b, "seed": 1}) for b in BASES]
-CASES += [(net, {"kind": "channels", "layer": layer, "per": per}) for net, layer in (("cnn", "2"), ("conv2", "0"), ("mlp", "3"))
-          for per in ("in", "out")]
+CASES += [
+    (net, {"kind": "channels", "layer": layer, "per": per})
+    for net, layer in (("cnn", "2"), ("conv2", "0"), ("mlp", "3"))
+    for per in ("in", "out")
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{'-'.join(str(v) for v in c[1].values())}")
@@ -157,8 +166,12 @@ def test_channel_groups_are_whole_input_channels_or_whole_units(net, layer, nets
     expect = np.broadcast_to(np.arange(shape[1]).reshape(1, -1, *[1] * (len(shape) - 2)), shape).reshape(-1)
     assert d_in.scope_names == (f"{layer}.weight",) and np.array_equal(d_in.groups.numpy(), expect)
     d_out = build({"kind": "channels", "layer": layer, "per": "out"}, m)
-    expect = np.concatenate([np.broadcast_to(np.arange(shape[0]).reshape(-1, *[1] * (len(shape) - 1)), shape).reshape(-1),
-                             np.arange(shape[0])])  # a unit's bias is in its group
+    expect = np.concatenate(
+        [
+            np.broadcast_to(np.arange(shape[0]).reshape(-1, *[1] * (len(shape) - 1)), shape).reshape(-1),
+            np.arange(shape[0]),
+        ]
+    )  # a unit's bias is in its group
     assert d_out.scope_names == (f"{layer}.weight", f"{layer}.bias") and np.array_equal(d_out.groups.numpy(), expect)
     assert (d_in.num_groups, d_out.num_groups) == (shape[1], shape[0])
     if net == "mlp":  # on a Linear, per: in is the identity bottleneck
@@ -177,9 +190,11 @@ def test_one_sparsify_step_drops_the_lowest_energy_groups(nets):
     W = m[2].weight.detach().double().numpy()
     b = m[2].bias.detach().double().numpy()
     A = scipy.fft.dctn(W, axes=(-2, -1), norm="ortho").reshape(8, -1)
-    cases = [({"kind": "bottleneck", "layer": "2", "basis": "dct"}, (A ** 2).sum(0)),  # a column of U over all filters
-             ({"kind": "channels", "layer": "2", "per": "in"}, (W ** 2).sum((0, 2, 3))),
-             ({"kind": "channels", "layer": "2", "per": "out"}, (W ** 2).sum((1, 2, 3)) + b ** 2)]
+    cases = [
+        ({"kind": "bottleneck", "layer": "2", "basis": "dct"}, (A**2).sum(0)),  # a column of U over all filters
+        ({"kind": "channels", "layer": "2", "per": "in"}, (W**2).sum((0, 2, 3))),
+        ({"kind": "channels", "layer": "2", "per": "out"}, (W**2).sum((1, 2, 3)) + b**2),
+    ]
     for spec, energy in cases:
         d = build(spec, m)
         a = d.analyze(d.flatten(dict(m.named_parameters())).detach())
@@ -193,14 +208,28 @@ def test_one_sparsify_step_drops_the_lowest_energy_groups(nets):
 
 # -- specs ----------------------------------------------------------------------------------------------
 BAD = {
-    "layer not a layer": ({"kind": "bottleneck", "layer": "1", "basis": "dct"},
-                          "dictionary.layer: '1' is a ReLU, not an nn.Linear or nn.Conv2d; Linear layers: 7; Conv2d layers: 0, 2, 4"),
-    "channels layer absent": ({"kind": "channels", "layer": "9", "per": "in"}, "dictionary.layer: '9' is not in the model"),
+    "layer not a layer": (
+        {"kind": "bottleneck", "layer": "1", "basis": "dct"},
+        "dictionary.layer: '1' is a ReLU, not an nn.Linear or nn.Conv2d; Linear layers: 7; Conv2d layers: 0, 2, 4",
+    ),
+    "channels layer absent": (
+        {"kind": "channels", "layer": "9", "per": "in"},
+        "dictionary.layer: '9' is not in the model",
+    ),
     "channels missing layer": ({"kind": "channels", "per": "in"}, "dictionary.layer: missing for kind channels"),
-    "channels bad per": ({"kind": "channels", "layer": "2", "per": "unit"}, "dictionary.per: 'unit' is not one of in, out"),
+    "channels bad per": (
+        {"kind": "channels", "layer": "2", "per": "unit"},
+        "dictionary.per: 'unit' is not one of in, out",
+    ),
     "channels missing per": ({"kind": "channels", "layer": "2"}, "dictionary.per: missing"),
-    "channels has no scope": ({"kind": "channels", "layer": "2", "per": "in", "scope": ["2.*"]}, "dictionary.scope: not a key of kind channels"),
-    "conv bottleneck scope": ({"kind": "bottleneck", "layer": "2", "basis": "dct", "scope": ["2.bias"]}, "dictionary.scope"),
+    "channels has no scope": (
+        {"kind": "channels", "layer": "2", "per": "in", "scope": ["2.*"]},
+        "dictionary.scope: not a key of kind channels",
+    ),
+    "conv bottleneck scope": (
+        {"kind": "bottleneck", "layer": "2", "basis": "dct", "scope": ["2.bias"]},
+        "dictionary.scope",
+    ),
 }
 
 
@@ -215,7 +244,10 @@ def test_bad_conv_specs_raise_one_line_naming_the_field(case, nets):
 
 def test_grouped_convs_are_refused_and_conv_pca_needs_train_x(nets):
     m = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
-    for spec in ({"kind": "bottleneck", "layer": "0", "basis": "identity"}, {"kind": "channels", "layer": "0", "per": "in"}):
+    for spec in (
+        {"kind": "bottleneck", "layer": "0", "basis": "identity"},
+        {"kind": "channels", "layer": "0", "per": "in"},
+    ):
         with pytest.raises(DictionarySpecError, match=r"^dictionary.layer: '0' is a grouped Conv2d \(groups=2\)"):
             validate(spec, m)
     with pytest.raises(DictionarySpecError, match="dictionary.basis: pca needs the training inputs"):

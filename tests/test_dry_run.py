@@ -16,24 +16,45 @@ GLTH = str(Path(sys.executable).with_name("glth"))
 
 
 def trial(tid: str, tau: float, seed: int, rows: int = 3, kind: str = "imp") -> dict:
-    return {"trial_id": tid, "kind": kind, "run_name": f"canonical-tau{tau:g}-s{seed}", "rows_expected": rows,
-            "config": {"dataset": "digits", "tau": tau, "seed": seed, "train": {"lr": 0.05, "epochs": 1},
-                       "dictionary": {"kind": "canonical"}}}
+    return {
+        "trial_id": tid,
+        "kind": kind,
+        "run_name": f"canonical-tau{tau:g}-s{seed}",
+        "rows_expected": rows,
+        "config": {
+            "dataset": "digits",
+            "tau": tau,
+            "seed": seed,
+            "train": {"lr": 0.05, "epochs": 1},
+            "dictionary": {"kind": "canonical"},
+        },
+    }
 
 
 TRIALS = [trial("aaa", 0.2, 0), trial("bbb", 0.2, 1), trial("ccc", 0.3, 0), trial("ddd", 0.3, 1)]
-ROWS = pd.DataFrame({
-    "trial_id": ["aaa", "aaa", "aaa", "bbb", "ddd", "ddd", "zzz"],
-    "round": [0, 1, 2, 0, 0, 1, 0],
-    "status": ["ok", "ok", "ok", "ok", "ok", "failed", "ok"],
-    "wall_seconds": [2.0, 2.0, 2.0, 2.0, 2.0, 9.0, 2.0],
-})
+ROWS = pd.DataFrame(
+    {
+        "trial_id": ["aaa", "aaa", "aaa", "bbb", "ddd", "ddd", "zzz"],
+        "round": [0, 1, 2, 0, 0, 1, 0],
+        "status": ["ok", "ok", "ok", "ok", "ok", "failed", "ok"],
+        "wall_seconds": [2.0, 2.0, 2.0, 2.0, 2.0, 9.0, 2.0],
+    }
+)
 
 
 def test_plan_statuses_rounds_and_varying_axes():
     plan = dry_run.plan(TRIALS, ROWS)
-    assert list(plan.columns) == ["trial_id", "run_name", "kind", "tau", "seed",
-                                  "status", "rows_expected", "rounds_done", "rounds_left"]  # lr, epochs, … do not vary
+    assert list(plan.columns) == [
+        "trial_id",
+        "run_name",
+        "kind",
+        "tau",
+        "seed",
+        "status",
+        "rows_expected",
+        "rounds_done",
+        "rounds_left",
+    ]  # lr, epochs, … do not vary
     assert plan["status"].tolist() == ["done", "partial", "pending", "failed"]
     assert plan["rounds_done"].tolist() == [3, 1, 0, 1]
     assert plan["rounds_left"].tolist() == [0, 2, 3, 2]
@@ -49,7 +70,10 @@ def test_plan_counts_only_rounds_the_trial_expects():
 
 
 def test_varying_axes_flattens_nested_configs():
-    a, b = {"train": {"lr": 0.1, "epochs": 1}, "densities": (1.0, 0.5)}, {"train": {"lr": 0.2, "epochs": 1}, "densities": (1.0, 0.3)}
+    a, b = (
+        {"train": {"lr": 0.1, "epochs": 1}, "densities": (1.0, 0.5)},
+        {"train": {"lr": 0.2, "epochs": 1}, "densities": (1.0, 0.3)},
+    )
     assert dry_run.varying_axes([a, b]) == ["train.lr", "densities"]
     assert dry_run.varying_axes([a, a]) == []
 
@@ -60,19 +84,37 @@ def test_render_totals_and_estimate():
     assert spr == 2.0  # the failed row is not a measure of a round
     text = dry_run.render(plan, spr, concurrency=2)
     lines = text.splitlines()
-    assert lines[0].split() == ["trial_id", "run_name", "tau", "seed", "status", "rows_expected", "rounds_done", "rounds_left"]
+    assert lines[0].split() == [
+        "trial_id",
+        "run_name",
+        "tau",
+        "seed",
+        "status",
+        "rows_expected",
+        "rounds_done",
+        "rounds_left",
+    ]
     assert lines[1].split() == ["aaa", "canonical-tau0.2-s0", "0.2", "0", "done", "3", "3", "0"]
     assert lines[-2] == "4 trials: 1 done, 1 partial, 1 failed, 1 pending"
-    assert lines[-1] == ("would compute: 3 trials, 7 rounds (≈ 14 s of trial time at 2 s a round, from the stored rows; "
-                         "≈ 7 s wall with 2 at once)")
-    assert dry_run.render(plan).splitlines()[-1] == "would compute: 3 trials, 7 rounds (no stored rounds to estimate the time from)"
-    assert "kind" in dry_run.render(dry_run.plan([*TRIALS, trial("eee", 0.3, 2, 1, kind="strong")], ROWS)).splitlines()[0]
+    assert lines[-1] == (
+        "would compute: 3 trials, 7 rounds (≈ 14 s of trial time at 2 s a round, from the stored rows; "
+        "≈ 7 s wall with 2 at once)"
+    )
+    assert (
+        dry_run.render(plan).splitlines()[-1]
+        == "would compute: 3 trials, 7 rounds (no stored rounds to estimate the time from)"
+    )
+    assert (
+        "kind" in dry_run.render(dry_run.plan([*TRIALS, trial("eee", 0.3, 2, 1, kind="strong")], ROWS)).splitlines()[0]
+    )
 
 
 def test_render_when_everything_is_done():
     plan = dry_run.plan([trial("aaa", 0.2, 0)], ROWS)
     assert dry_run.render(plan).splitlines()[-2:] == [
-        "1 trials: 1 done, 0 partial, 0 pending", "would compute: nothing (every trial is complete; --force recomputes)"]
+        "1 trials: 1 done, 0 partial, 0 pending",
+        "would compute: nothing (every trial is complete; --force recomputes)",
+    ]
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -152,7 +194,11 @@ def test_dry_run_resume_and_results_around_a_real_run(tmp_path):
     by_name = glth("results", "dry", "--out", str(cwd / "out"), "--tracking-uri", uri, cwd=elsewhere)
     for proc in (*by_path, by_id, by_name):
         assert proc.returncode == 0, proc.stderr
-        rounds = [line.split() for line in proc.stdout.splitlines() if line.startswith(" canonical") or line.startswith("canonical")]
+        rounds = [
+            line.split()
+            for line in proc.stdout.splitlines()
+            if line.startswith(" canonical") or line.startswith("canonical")
+        ]
         assert [r[3] for r in rounds[:2]] == ["0", "1"], proc.stdout  # the round column of both rounds
     assert by_path[0].stdout == by_path[1].stdout
     assert not (elsewhere / "glth-runs").exists()

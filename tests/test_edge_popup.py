@@ -121,8 +121,13 @@ def test_masks_have_exact_density(digits, spec, select):
         assert mask.dtype == torch.bool and mask.shape == (d.size,)
         units = d.size if d.groups is None else d.num_groups
         # per_layer (hidden-networks' GetSubnet): each tensor keeps n - int((1 - density) n) of its own
-        expected = (sum(e.numel - int((1 - density) * e.numel) for e in d.scope) if select == "per_layer" and d.groups is None
-                    else units - int((1 - density) * units) if select == "per_layer" else max(1, round(density * units)))
+        expected = (
+            sum(e.numel - int((1 - density) * e.numel) for e in d.scope)
+            if select == "per_layer" and d.groups is None
+            else units - int((1 - density) * units)
+            if select == "per_layer"
+            else max(1, round(density * units))
+        )
         if d.groups is None:
             assert int(mask.sum()) == expected
         else:
@@ -137,8 +142,12 @@ def test_masks_have_exact_density(digits, spec, select):
                 if select == "per_layer":
                     assert kept_e == e.numel - int((1 - density) * e.numel)
                     # the kept ones are that tensor's own top |s| (an independent sort per tensor)
-                    top = torch.sort(scores[e.offset : e.offset + e.numel].abs(), descending=True, stable=True).indices[:kept_e]
-                    assert torch.equal(mask[e.offset : e.offset + e.numel].nonzero().flatten().sort().values, top.sort().values)
+                    top = torch.sort(scores[e.offset : e.offset + e.numel].abs(), descending=True, stable=True).indices[
+                        :kept_e
+                    ]
+                    assert torch.equal(
+                        mask[e.offset : e.offset + e.numel].nonzero().flatten().sort().values, top.sort().values
+                    )
                 else:
                     assert abs(kept_e - density * e.numel) < 1
 
@@ -289,8 +298,14 @@ def test_signed_constant_and_kaiming_normal_inits(digits):
 
 
 def test_weights_only_search_leaves_biases_at_their_random_values(digits):
-    search = StrongSearch(_config(dictionary={"kind": "canonical", "scope": "weights"}, select="per_layer",
-                                  train=TrainConfig(steps=5, optimizer="adam", lr=0.01)), data=digits)
+    search = StrongSearch(
+        _config(
+            dictionary={"kind": "canonical", "scope": "weights"},
+            select="per_layer",
+            train=TrainConfig(steps=5, optimizer="adam", lr=0.01),
+        ),
+        data=digits,
+    )
     rec = search.run()[0]
     assert search.dictionary.scope_names == ("1.weight", "3.weight", "5.weight")
     assert rec["total"] == 64 * 300 + 300 * 100 + 100 * 10
@@ -303,7 +318,9 @@ def test_per_layer_on_a_whole_vector_rotation_is_refused_before_the_trial(digits
     from glth_core.strong.edge_popup import check_selection
 
     model = build_model(_config(), digits, 0)
-    with pytest.raises(ValueError, match="^select: per-tensor selection needs coefficients that each belong to one tensor"):
+    with pytest.raises(
+        ValueError, match="^select: per-tensor selection needs coefficients that each belong to one tensor"
+    ):
         check_selection(_config(dictionary={"kind": "random", "seed": 0}, select="per_layer"), model)
     check_selection(_config(dictionary={"kind": "random", "seed": 0, "scope": "5.weight"}, select="per_layer"), model)
     check_selection(_config(dictionary={"kind": "blockdiag", "block": "dct"}, select="per_layer"), model)

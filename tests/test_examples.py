@@ -89,10 +89,17 @@ def test_norm_example_runs_random_fast_with_and_without(monkeypatch):
     path = REPO / "examples" / "specs" / "norm_rewind.yaml"
     full = _load(path, None, monkeypatch).trials
     assert {(t.config.dictionary["kind"], t.config.rewind_norm) for t in full} == {
-        ("random", "none"), ("random", "part"), ("canonical", "none"), ("canonical", "part")}
+        ("random", "none"),
+        ("random", "part"),
+        ("canonical", "none"),
+        ("canonical", "part"),
+    }
     assert {t.config.model for t in full} == {"cnn_paper"}
     quick = _load(path, "quick", monkeypatch).trials
-    assert sorted((t.config.dictionary["method"], t.config.rewind_norm) for t in quick) == [("fast", "none"), ("fast", "part")]
+    assert sorted((t.config.dictionary["method"], t.config.rewind_norm) for t in quick) == [
+        ("fast", "none"),
+        ("fast", "part"),
+    ]
     assert sorted(t.describe["dictionary"] for t in quick) == ["random-fast", "random-fast-normpart"]
 
 
@@ -121,7 +128,14 @@ def test_lth_recipes_full_profile_is_open_lths_recipe(name, model, monkeypatch):
     configs = [t.config for t in trials]
     for c in configs:
         t = c.train
-        assert (c.model, t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size) == (model, "sgd", 0.1, 0.9, 1e-4, 128)
+        assert (c.model, t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size) == (
+            model,
+            "sgd",
+            0.1,
+            0.9,
+            1e-4,
+            128,
+        )
         assert (t.epochs, t.steps, t.schedule, tuple(t.milestones), t.gamma) == (160, None, "step", (0.5, 0.75), 0.1)
         assert t.augment == "crop_flip" and c.tau == 0.2 and c.pruning == "global"
         assert c.dictionary.get("scope") == "weights_but_output"

@@ -23,8 +23,14 @@ TOL = 1e-5
 
 def trained(dictionary: dict, rounds: int = 5, tau: float = 0.5) -> Trajectory:
     """A digits trajectory; with τ = 0.5 and 5 rounds the last ticket keeps 1/16 (93.75% compressed)."""
-    cfg = TrajectoryConfig(dataset="digits", model="mlp_300_100", dictionary=dictionary, tau=tau, rounds=rounds,
-                           train=TrainConfig(epochs=1, batch_size=64, lr=0.05))
+    cfg = TrajectoryConfig(
+        dataset="digits",
+        model="mlp_300_100",
+        dictionary=dictionary,
+        tau=tau,
+        rounds=rounds,
+        train=TrainConfig(epochs=1, batch_size=64, lr=0.05),
+    )
     traj = Trajectory(cfg)
     traj.run()
     return traj
@@ -124,9 +130,24 @@ def test_glth_export_with_bench(paper_sweep, tmp_path):
     trial = rows[(rows.dictionary == "bottleneck-dct") & (rows.control == "none") & (rows.seed == 0)]
     tid, last = trial.trial_id.iloc[0], int(trial["round"].max())
     out = tmp_path / "model.pt"
-    proc = glth("export", paper_sweep["sweep_id"], "--trial", tid[:8], "--round", str(last), "-o", str(out), "--bench",
-                "--repeats", "5", "--out", str(paper_sweep["out"]), "--tracking-uri", paper_sweep["uri"],
-                cwd=paper_sweep["cwd"])
+    proc = glth(
+        "export",
+        paper_sweep["sweep_id"],
+        "--trial",
+        tid[:8],
+        "--round",
+        str(last),
+        "-o",
+        str(out),
+        "--bench",
+        "--repeats",
+        "5",
+        "--out",
+        str(paper_sweep["out"]),
+        "--tracking-uri",
+        paper_sweep["uri"],
+        cwd=paper_sweep["cwd"],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "factorized" in proc.stdout and "ratio" in proc.stdout
 
@@ -134,10 +155,14 @@ def test_glth_export_with_bench(paper_sweep, tmp_path):
     assert meta["trial_id"] == tid and meta["round"] == last and meta["form"] == "factorized"
     assert meta["compression"] >= 0.9 and meta["max_abs_diff_vs_masked"] <= TOL
     assert meta["parameters"] < meta["parameters_dense"]
-    assert meta["test_accuracy"] == pytest.approx(meta["test_accuracy_recorded"], abs=1.5 / 360)  # an argmax tie at most
+    assert meta["test_accuracy"] == pytest.approx(
+        meta["test_accuracy_recorded"], abs=1.5 / 360
+    )  # an argmax tie at most
     bench = meta["bench"]
     assert bench["images"] == 360 and bench["params"] == meta["parameters"]  # digits has 360 test images
-    assert bench["latency_ms"] > 0 and bench["speedup"] == pytest.approx(bench["latency_ms_dense"] / bench["latency_ms"])
+    assert bench["latency_ms"] > 0 and bench["speedup"] == pytest.approx(
+        bench["latency_ms_dense"] / bench["latency_ms"]
+    )
 
     # the saved module is the trial's network: compare with a fresh rebuild of the masked model
     from orchestrator.export_cmd import trial_config
@@ -179,10 +204,26 @@ def test_glth_export_mlflow_logs_the_ticket_as_a_model(paper_sweep, tmp_path):
     trial = rows[(rows.dictionary == "bottleneck-identity") & (rows.control == "none") & (rows.seed == 1)]
     tid, last = trial.trial_id.iloc[0], int(trial["round"].max())
     out = tmp_path / "ticket.pt"
-    proc = glth("export", paper_sweep["sweep_id"], "--trial", tid, "--round", str(last), "-o", str(out), "--mlflow",
-                "--out", str(paper_sweep["out"]), "--tracking-uri", paper_sweep["uri"], cwd=paper_sweep["cwd"])
+    proc = glth(
+        "export",
+        paper_sweep["sweep_id"],
+        "--trial",
+        tid,
+        "--round",
+        str(last),
+        "-o",
+        str(out),
+        "--mlflow",
+        "--out",
+        str(paper_sweep["out"]),
+        "--tracking-uri",
+        paper_sweep["uri"],
+        cwd=paper_sweep["cwd"],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    uri = next(line.split(" as ")[-1].strip() for line in proc.stdout.splitlines() if "logged the exported ticket" in line)
+    uri = next(
+        line.split(" as ")[-1].strip() for line in proc.stdout.splitlines() if "logged the exported ticket" in line
+    )
     mlflow.set_tracking_uri(paper_sweep["uri"])
     info = mlflow.models.get_model_info(uri)
     assert info.signature is not None and info.saved_input_example_info is not None

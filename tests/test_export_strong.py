@@ -21,23 +21,38 @@ from glth_core.train import TrainConfig
 
 GLTH = str(Path(sys.executable).with_name("glth"))
 TOL = 1e-5
-COMPOSITE = {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"kind": "canonical"}]}
-DICTIONARIES = [{"kind": "canonical"}, {"kind": "bottleneck", "layer": "1", "basis": "identity"},
-                {"kind": "channels", "layer": "3", "per": "out"}, COMPOSITE]
+COMPOSITE = {
+    "kind": "composite",
+    "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"kind": "canonical"}],
+}
+DICTIONARIES = [
+    {"kind": "canonical"},
+    {"kind": "bottleneck", "layer": "1", "basis": "identity"},
+    {"kind": "channels", "layer": "3", "per": "out"},
+    COMPOSITE,
+]
 
 
 def _forward(search: StrongSearch, ticket) -> torch.Tensor:
     """The search's own training-time forward of a ticket on the test split."""
     with torch.no_grad():
-        return search.param.forward(ticket.weights(), ticket.mask, search.inputs["test"],
-                                    search.param.kept_columns(ticket.mask))
+        return search.param.forward(
+            ticket.weights(), ticket.mask, search.inputs["test"], search.param.kept_columns(ticket.mask)
+        )
 
 
 @pytest.mark.parametrize("dictionary", DICTIONARIES, ids=lambda d: d["kind"])
 def test_a_strong_ticket_exports_to_the_masked_random_network(dictionary):
-    search = StrongSearch(StrongConfig(dataset="digits", dictionary=dictionary, densities=(0.3,), init="signed_constant",
-                                       train=TrainConfig(epochs=1, optimizer="adam", lr=0.01)),
-                          data=datasets.load("digits"))
+    search = StrongSearch(
+        StrongConfig(
+            dataset="digits",
+            dictionary=dictionary,
+            densities=(0.3,),
+            init="signed_constant",
+            train=TrainConfig(epochs=1, optimizer="adam", lr=0.01),
+        ),
+        data=datasets.load("digits"),
+    )
     record = search.run_round()
     ticket = search.ticket
     ex = export(search.model, search.dictionary, ticket).module.eval()
@@ -82,8 +97,14 @@ def test_glth_export_of_a_strong_sweeps_last_level(tmp_path):
     (tmp_path / "spec.yaml").write_text(STRONG_SPEC)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    run = subprocess.run([GLTH, "run", "spec.yaml", "--out", "out", "--tracking-uri", uri], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=900, env=env)
+    run = subprocess.run(
+        [GLTH, "run", "spec.yaml", "--out", "out", "--tracking-uri", uri],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.is_dir()]
     rows = parquet.read_rounds(tmp_path / "out", sweep_dir.name)
@@ -91,9 +112,31 @@ def test_glth_export_of_a_strong_sweeps_last_level(tmp_path):
     for trial_id, trial_rows in rows.groupby("trial_id"):
         last = trial_rows.sort_values("round").iloc[-1]
         out = tmp_path / f"{trial_id}.pt"
-        proc = subprocess.run([GLTH, "export", sweep_dir.name, "--out", "out", "--trial", trial_id[:8], "-o", str(out),
-                               "--bench", "--repeats", "3", "--images", "100", "--tracking-uri", uri],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+        proc = subprocess.run(
+            [
+                GLTH,
+                "export",
+                sweep_dir.name,
+                "--out",
+                "out",
+                "--trial",
+                trial_id[:8],
+                "-o",
+                str(out),
+                "--bench",
+                "--repeats",
+                "3",
+                "--images",
+                "100",
+                "--tracking-uri",
+                uri,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         meta = json.loads(out.with_suffix(".json").read_text())
         assert meta["kind"] == "strong" and meta["round"] == 1 == int(last["round"])
@@ -104,7 +147,8 @@ def test_glth_export_of_a_strong_sweeps_last_level(tmp_path):
 
         # independently: the search rebuilt from its config, the level's ticket from the sweep directory
         config = kinds.get("strong").config_cls.from_dict(
-            {k: v for k, v in json.loads(last["config"]).items() if k in StrongConfig.__dataclass_fields__})
+            {k: v for k, v in json.loads(last["config"]).items() if k in StrongConfig.__dataclass_fields__}
+        )
         search = StrongSearch(config)
         ticket = SweepDir.at(sweep_dir).tickets(trial_id)[1]
         module = torch.load(out, weights_only=False).eval()

@@ -60,7 +60,12 @@ def test_conv_bottleneck_dct_factorizes_into_a_kxk_and_a_1x1_conv():
     ex, masked = check(m, d, param, t)
     assert (ex.form, ex.layer, ex.kept_groups, ex.d_in, ex.d_out) == ("factorized", "2", 36, 576, 64)
     first, second = ex.module[2]
-    assert isinstance(first, nn.Conv2d) and first.weight.shape == (36, 64, 3, 3) and first.padding == (1, 1) and first.bias is None
+    assert (
+        isinstance(first, nn.Conv2d)
+        and first.weight.shape == (36, 64, 3, 3)
+        and first.padding == (1, 1)
+        and first.bias is None
+    )
     assert isinstance(second, nn.Conv2d) and second.weight.shape == (64, 36, 1, 1) and second.bias is not None
     assert count_parameters(masked) - count_parameters(ex.module) == 576 * 64 - 36 * (576 + 64)
     dense = export(m, *ticket(m, {"kind": "bottleneck", "layer": "2", "basis": "dct"}, steps=3)[::2])
@@ -103,7 +108,11 @@ def test_channels_in_folds_into_the_previous_conv_or_selects_image_channels():
     assert count_parameters(masked) - count_parameters(ex.module) == 48 * (27 + 1) + 48 * 9 * 64
     d, param, t = ticket(m, {"kind": "channels", "layer": "0", "per": "in"}, drop=[1])
     ex, _ = check(m, d, param, t)
-    assert ex.form == "input-select" and ex.module[0][0].index.tolist() == [0, 2] and ex.module[0][1].weight.shape == (64, 2, 3, 3)
+    assert (
+        ex.form == "input-select"
+        and ex.module[0][0].index.tolist() == [0, 2]
+        and ex.module[0][1].weight.shape == (64, 2, 3, 3)
+    )
 
 
 def test_channels_out_drops_filters_and_the_next_layers_inputs():
@@ -126,7 +135,11 @@ def test_channels_on_linear_layers_and_the_output_layer():
     assert ex.form == "fold-next" and ex.module[1].weight.shape == (75, 64) and ex.module[3].weight.shape == (100, 75)
     d, param, t = ticket(m, {"kind": "channels", "layer": "3", "per": "in"}, steps=1)
     ex, _ = check(m, d, param, t)
-    assert ex.form == "fold-previous" and ex.module[1].weight.shape == (150, 64) and ex.module[3].weight.shape == (100, 150)
+    assert (
+        ex.form == "fold-previous"
+        and ex.module[1].weight.shape == (150, 64)
+        and ex.module[3].weight.shape == (100, 150)
+    )
     d, param, t = ticket(m, {"kind": "channels", "layer": "5", "per": "out"}, steps=1)
     ex, _ = check(m, d, param, t)  # the logits cannot lose units: the removed classes output 0
     assert ex.form == "masked-dense" and "no layer after '5'" in ex.describe()["note"]
@@ -134,16 +147,24 @@ def test_channels_on_linear_layers_and_the_output_layer():
 
 def test_composite_exports_each_part_as_its_kind():
     m = net("conv2")
-    spec = {"kind": "composite", "parts": [
-        {"kind": "channels", "layer": "0", "per": "out", "tau": 0.5},  # fold-next into "2"
-        {"kind": "channels", "layer": "6", "per": "in", "tau": 0.5},  # after Flatten: input-select
-        {"kind": "bottleneck", "layer": "8", "basis": "random", "seed": 3, "tau": 0.5},  # factorized
-        {"kind": "canonical"}]}  # masked-dense
+    spec = {
+        "kind": "composite",
+        "parts": [
+            {"kind": "channels", "layer": "0", "per": "out", "tau": 0.5},  # fold-next into "2"
+            {"kind": "channels", "layer": "6", "per": "in", "tau": 0.5},  # after Flatten: input-select
+            {"kind": "bottleneck", "layer": "8", "basis": "random", "seed": 3, "tau": 0.5},  # factorized
+            {"kind": "canonical"},
+        ],
+    }  # masked-dense
     d, param, t = ticket(m, spec, steps=4)
     ex, masked = check(m, d, param, t)
     forms = [(p["kind"], p["form"]) for p in ex.parts]
-    assert ex.form == "composite" and forms == [("channels", "fold-next"), ("channels", "input-select"),
-                                                ("bottleneck", "factorized"), ("canonical", "masked-dense")]
+    assert ex.form == "composite" and forms == [
+        ("channels", "fold-next"),
+        ("channels", "input-select"),
+        ("bottleneck", "factorized"),
+        ("canonical", "masked-dense"),
+    ]
     desc = ex.describe()
     assert desc["parts"][3]["note"].startswith("a canonical dictionary has no structure to remove")
     assert ex.module[0].weight.shape[0] == ex.module[2].weight.shape[1] == desc["parts"][0]["kept_groups"] < 64
@@ -153,8 +174,13 @@ def test_composite_exports_each_part_as_its_kind():
 
 def test_composite_parts_that_would_change_one_module_leave_the_later_one_dense():
     m = net("conv2")
-    spec = {"kind": "composite", "parts": [
-        {"kind": "bottleneck", "layer": "2", "basis": "dct"}, {"kind": "channels", "layer": "0", "per": "out", "tau": 0.5}]}
+    spec = {
+        "kind": "composite",
+        "parts": [
+            {"kind": "bottleneck", "layer": "2", "basis": "dct"},
+            {"kind": "channels", "layer": "0", "per": "out", "tau": 0.5},
+        ],
+    }
     d, param, t = ticket(m, spec, steps=5)
     ex, _ = check(m, d, param, t)
     assert [(p["form"], p["kept_groups"]) for p in ex.parts] == [("factorized", 18), ("masked-dense", 2)]
@@ -166,10 +192,15 @@ def test_composite_parts_that_would_change_one_module_leave_the_later_one_dense(
 def test_a_part_pruned_entirely_by_the_global_ordering_stays_dense():
     """One global ordering can take every column of a part; its layer is then zero plus bias."""
     m = net("conv2")
-    spec = {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "2", "basis": "dct"},
-                                           {"kind": "channels", "layer": "0", "per": "out"}]}
+    spec = {
+        "kind": "composite",
+        "parts": [
+            {"kind": "bottleneck", "layer": "2", "basis": "dct"},
+            {"kind": "channels", "layer": "0", "per": "out"},
+        ],
+    }
     d, param, t = ticket(m, spec, steps=5)
-    assert not t.mask[:d.sizes[0]].any()  # the 64 filters of layer 0 outweigh every column of U
+    assert not t.mask[: d.sizes[0]].any()  # the 64 filters of layer 0 outweigh every column of U
     ex, _ = check(m, d, param, t)
     assert [p["form"] for p in ex.parts] == ["masked-dense", "fold-next"]
     assert "every column of U pruned" in ex.parts[0]["note"]
@@ -183,7 +214,10 @@ def test_channels_tickets_of_a_resnet_block_export_exactly():
     d, param, t = ticket(m, {"kind": "channels", "layer": "blocks.0.conv2", "per": "in"}, steps=1)
     ex, _ = check(m, d, param, t)
     assert ex.form == "input-select"
-    assert ex.module.get_submodule("blocks.0.conv2")[1].weight.shape[1] == m.get_submodule("blocks.0.conv2").in_channels // 2
+    assert (
+        ex.module.get_submodule("blocks.0.conv2")[1].weight.shape[1]
+        == m.get_submodule("blocks.0.conv2").in_channels // 2
+    )
     d, param, t = ticket(m, {"kind": "channels", "layer": "blocks.0.conv1", "per": "out"}, steps=1)
     ex, _ = check(m, d, param, t)
     assert ex.form == "masked-dense" and "blocks.0.conv1" in ex.describe()["note"]

@@ -66,6 +66,7 @@ max_failures: 10
 
 # -- running glth -----------------------------------------------------------------------------
 
+
 def write_spec(folder: Path, name: str, text: str = SPEC) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
@@ -91,8 +92,9 @@ class Glth:
 
     def start(self) -> "Glth":
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen([GLTH, *self.args], cwd=self.cwd, env=self.env, stdout=out, stderr=err,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [GLTH, *self.args], cwd=self.cwd, env=self.env, stdout=out, stderr=err, start_new_session=True
+            )
         return self
 
     def wait(self, timeout: float = 600) -> "Glth":
@@ -182,6 +184,7 @@ def sync_counts(stdout: str) -> dict:
 
 # -- reading results --------------------------------------------------------------------------
 
+
 def rows_per_trial(out: Path, sweep_id: str) -> dict[str, int]:
     counts = {}
     for tid, f in parquet.trial_files(out, sweep_id).items():
@@ -209,8 +212,9 @@ def mlflow_runs(uri: str, sweep_id: str) -> tuple:
     runs = client.search_runs([exp.experiment_id], f"tags.`glth.sweep_id` = '{sweep_id}'", max_results=1000)
     parents = [r for r in runs if r.data.tags.get("glth.role") == "parent"]
     assert len(parents) == 1, f"{len(parents)} parent runs for {sweep_id}"
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
-                                  max_results=1000)
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'", max_results=1000
+    )
     by_trial: dict = {}
     for c in children:
         tid = c.data.tags["glth.trial_id"]
@@ -239,7 +243,9 @@ def histories(uri: str, sweep_id: str) -> dict[str, dict[str, list[tuple[int, fl
 def assert_one_step_per_round(hist: dict, rows: pd.DataFrame) -> None:
     for tid, metrics in hist.items():
         rounds = sorted(rows.loc[(rows.trial_id == tid) & (rows.status == "ok"), "round"])
-        assert [s for s, _ in metrics["density"]] == rounds, f"trial {tid}: steps {metrics['density']} vs rounds {rounds}"
+        assert [s for s, _ in metrics["density"]] == rounds, (
+            f"trial {tid}: steps {metrics['density']} vs rounds {rounds}"
+        )
         got = [v for _, v in metrics["test_accuracy"]]
         want = rows.loc[(rows.trial_id == tid) & (rows.status == "ok")].sort_values("round").test_accuracy.tolist()
         assert got == want, f"trial {tid}: MLflow test_accuracy {got} vs Parquet {want}"
@@ -273,7 +279,9 @@ READER = textwrap.dedent("""
 
 
 INTRUDER_PATIENCE_S = 60
-INTRUDER = "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); print('JOINED', ray.cluster_resources())"
+INTRUDER = (
+    "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); print('JOINED', ray.cluster_resources())"
+)
 
 
 def intrude(run: Glth, timeout: float = 300) -> dict:
@@ -283,7 +291,9 @@ def intrude(run: Glth, timeout: float = 300) -> dict:
         time.sleep(0.5)
         gcs = [p for p in ray_processes(run.ray_tmp) if p.name() == "gcs_server"]
         try:  # the GCS picks its port at start (--gcs_server_port=0): ask the kernel where it listens
-            port = next((c.laddr.port for p in gcs for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN), None)
+            port = next(
+                (c.laddr.port for p in gcs for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN), None
+            )
         except psutil.Error:
             port = None
         if port and any(p.name() == "raylet" for p in ray_processes(run.ray_tmp)):
@@ -293,7 +303,9 @@ def intrude(run: Glth, timeout: float = 300) -> dict:
     listening = set()
     for p in ray_processes(run.ray_tmp):
         try:
-            listening |= {f"{p.name()}@{c.laddr.ip}" for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+            listening |= {
+                f"{p.name()}@{c.laddr.ip}" for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN
+            }
         except psutil.Error:
             pass
     auth_mode = set()
@@ -306,8 +318,13 @@ def intrude(run: Glth, timeout: float = 300) -> dict:
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="gli-", dir="/tmp")
     # A refused client may exit at once or keep retrying (Ray retries an InvalidAuthToken answer
     # for minutes on some machines): give it INTRUDER_PATIENCE_S, then end it; it never joined.
-    probe = subprocess.Popen([sys.executable, "-c", INTRUDER, f"127.0.0.1:{port}"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    probe = subprocess.Popen(
+        [sys.executable, "-c", INTRUDER, f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         stdout, stderr = probe.communicate(timeout=INTRUDER_PATIENCE_S)
         gave_up = False
@@ -317,9 +334,16 @@ def intrude(run: Glth, timeout: float = 300) -> dict:
         gave_up = True
     kill_ray_of(env["RAY_TMPDIR"])
     shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
-    return {"port": port, "listening": sorted(listening), "rc": probe.returncode, "stdout": stdout,
-            "stderr": stderr[-3000:], "still_retrying": gave_up, "token_line": next((ln for ln in stderr.splitlines() if "token" in ln.lower()), ""),
-            "auth_mode": auth_mode}
+    return {
+        "port": port,
+        "listening": sorted(listening),
+        "rc": probe.returncode,
+        "stdout": stdout,
+        "stderr": stderr[-3000:],
+        "still_retrying": gave_up,
+        "token_line": next((ln for ln in stderr.splitlines() if "token" in ln.lower()), ""),
+        "auth_mode": auth_mode,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +355,9 @@ def reference(tmp_path_factory):
     spec_path = write_spec(tmp, "faults")
     sweep_id = sweep_id_of(spec_path)
     stop, report = tmp / "reader.stop", tmp / "reader.json"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(tmp / "out" / sweep_id / "rounds"), str(stop), str(report)])
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(tmp / "out" / sweep_id / "rounds"), str(stop), str(report)]
+    )
     t0 = time.monotonic()
     run = Glth("run", str(spec_path), "--out", "out", "--tracking-uri", server.uri, cwd=tmp).start()
     try:
@@ -346,15 +372,27 @@ def reference(tmp_path_factory):
     rows = parquet.read_rounds(tmp / "out", sweep_id)
     server.start()
     syncs = [glth("sync", sweep_id, "--out", "out", "--tracking-uri", server.uri, cwd=tmp) for _ in range(2)]
-    yield {"tmp": tmp, "spec": spec_path, "sweep_id": sweep_id, "run": run, "rows": rows, "server": server,
-           "uri": server.uri, "syncs": syncs, "reader": json.loads(report.read_text()), "sweep_s": sweep_s,
-           "intruder": intruder}
+    yield {
+        "tmp": tmp,
+        "spec": spec_path,
+        "sweep_id": sweep_id,
+        "run": run,
+        "rows": rows,
+        "server": server,
+        "uri": server.uri,
+        "syncs": syncs,
+        "reader": json.loads(report.read_text()),
+        "sweep_s": sweep_s,
+        "intruder": intruder,
+    }
     server.stop()
 
 
 def test_mlflow_down_for_the_whole_sweep_then_sync_backfills_exactly_once(reference):
     run, rows = reference["run"], reference["rows"]
-    print(f"\ninjected: MLflow tracking server at {reference['uri']} down for the whole sweep ({reference['sweep_s']:.0f} s)")
+    print(
+        f"\ninjected: MLflow tracking server at {reference['uri']} down for the whole sweep ({reference['sweep_s']:.0f} s)"
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "unavailable" in run.stderr
     assert len(rows) == 2 * ROUNDS and set(rows.status) == {"ok"}
@@ -371,10 +409,14 @@ def test_mlflow_down_for_the_whole_sweep_then_sync_backfills_exactly_once(refere
 
 def test_readers_during_a_sweep_never_see_a_partial_parquet_file(reference):
     seen, errors = reference["reader"]["seen"], reference["reader"]["errors"]
-    print("\ninjected: a reader process looping pandas.read_parquet + duckdb read_parquet on the rounds dir "
-          "while the sweep wrote it")
-    print(f"found: {len(seen['pandas'])} pandas reads, {len(seen['duckdb'])} duckdb reads, {len(errors)} errors; "
-          f"row counts seen {sorted(set(seen['pandas']) | set(seen['duckdb']))}")
+    print(
+        "\ninjected: a reader process looping pandas.read_parquet + duckdb read_parquet on the rounds dir "
+        "while the sweep wrote it"
+    )
+    print(
+        f"found: {len(seen['pandas'])} pandas reads, {len(seen['duckdb'])} duckdb reads, {len(errors)} errors; "
+        f"row counts seen {sorted(set(seen['pandas']) | set(seen['duckdb']))}"
+    )
     assert errors == []
     for how, counts in seen.items():
         assert len(counts) >= 3, f"{how}: only {len(counts)} reads during the sweep"
@@ -390,9 +432,11 @@ def test_the_local_ray_refuses_a_client_without_its_token(reference):
     print(f"\ninjected: during the sweep, a client without the token joins its GCS at 127.0.0.1:{intruder['port']}")
     assert intruder["port"], "never saw the sweep's GCS"
     exposed = [x for x in intruder["listening"] if not x.endswith(("@127.0.0.1", "@::1"))]
-    print(f"found: Ray listens beyond loopback on {exposed}; GCS auth mode {intruder['auth_mode']}; "
-          f"the client {f'was still retrying after {INTRUDER_PATIENCE_S} s, ended' if intruder['still_retrying'] else 'exited'} "
-          f"{intruder['rc']}: {intruder['token_line'][-200:]}")
+    print(
+        f"found: Ray listens beyond loopback on {exposed}; GCS auth mode {intruder['auth_mode']}; "
+        f"the client {f'was still retrying after {INTRUDER_PATIENCE_S} s, ended' if intruder['still_retrying'] else 'exited'} "
+        f"{intruder['rc']}: {intruder['token_line'][-200:]}"
+    )
     assert intruder["auth_mode"] == {"token"}
     assert "JOINED" not in intruder["stdout"]
     assert intruder["still_retrying"] or intruder["rc"] != 0  # ended by us (its status then is moot), or failed
@@ -400,6 +444,7 @@ def test_the_local_ray_refuses_a_client_without_its_token(reference):
 
 
 # -- 1. the driver dies ------------------------------------------------------------------------
+
 
 def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(reference, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -426,8 +471,10 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     orphans = ray_processes(run.ray_tmp)  # anything the kill missed (forked meanwhile) is killed too
     kill_ray_of(run.ray_tmp)
     left = ray_processes(run.ray_tmp)
-    print(f"\ninjected: SIGKILL of the driver and its {len(killed) - 1} descendants (Ray included) "
-          f"with rows per trial {counts}; {len(orphans)} orphans found after, {len(left)} left")
+    print(
+        f"\ninjected: SIGKILL of the driver and its {len(killed) - 1} descendants (Ray included) "
+        f"with rows per trial {counts}; {len(orphans)} orphans found after, {len(left)} left"
+    )
     assert left == []
     assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in killed)
     run.wait(timeout=30)  # reaps the killed driver, removes its Ray's temp dir
@@ -435,10 +482,14 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     resumed = glth("run", str(spec_path), "--out", "out", "--tracking-uri", uri, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     computed, reused = summary_counts(resumed.stdout)
-    resumed_at = {m.group(1): int(m.group(2)) for m in re.finditer(r"trial (\w+) resumed at round (\d+)", resumed.stderr)}
+    resumed_at = {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"trial (\w+) resumed at round (\d+)", resumed.stderr)
+    }
     now = {t: parquet.trial_files(out, sweep_id)[t].stat().st_mtime_ns for t in mtimes}
-    print(f"found: resume exit 0, '{computed} trials computed, {reused} reused'; partial trials resumed at "
-          f"rounds {resumed_at}; complete trials' Parquet files untouched: {now == mtimes}")
+    print(
+        f"found: resume exit 0, '{computed} trials computed, {reused} reused'; partial trials resumed at "
+        f"rounds {resumed_at}; complete trials' Parquet files untouched: {now == mtimes}"
+    )
     assert "resuming" in resumed.stderr  # the partial trial resumed from its saved state
     assert (computed, reused) == (len(counts) - len(mtimes), len(mtimes))
     assert now == mtimes, "a complete trial was recomputed"
@@ -451,11 +502,14 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     assert histories(uri, sweep_id) == histories(reference["uri"], sweep_id)
     parent, children = mlflow_runs(uri, sweep_id)
     assert parent.info.status == "FINISHED" and {c.info.status for c in children.values()} == {"FINISHED"}
-    print(f"found: {len(rows)} rows equal to the uninterrupted sweep's (all columns but wall_seconds); "
-          f"MLflow histories equal, one step per round")
+    print(
+        f"found: {len(rows)} rows equal to the uninterrupted sweep's (all columns but wall_seconds); "
+        f"MLflow histories equal, one step per round"
+    )
 
 
 # -- 2. trial workers die ----------------------------------------------------------------------
+
 
 def trial_workers(driver_pid: int, trial_ids: set[str]) -> dict[str, psutil.Process]:
     """trial_id → its live worker (Tune names a trial's working directory by its trial id)."""
@@ -466,8 +520,11 @@ def trial_workers(driver_pid: int, trial_ids: set[str]) -> dict[str, psutil.Proc
     out = {}
     for p in procs:
         try:
-            if ("ImplicitFunc" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
-                    and Path(p.cwd()).name in trial_ids):  # not before it has entered its trial's directory
+            if (
+                "ImplicitFunc" in " ".join(p.cmdline())
+                and p.status() != psutil.STATUS_ZOMBIE
+                and Path(p.cwd()).name in trial_ids
+            ):  # not before it has entered its trial's directory
                 out[Path(p.cwd()).name] = p
         except psutil.Error:
             pass
@@ -490,8 +547,11 @@ def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
         while len(kills) < 5 and time.monotonic() < deadline and run.returncode is None:
             time.sleep(0.2)
             counts = rows_per_trial(out, sweep_id)
-            workers = {t: p for t, p in trial_workers(run.proc.pid, trial_ids).items()
-                       if p.pid not in killed_pids and counts.get(t, 0) < ROUNDS}
+            workers = {
+                t: p
+                for t, p in trial_workers(run.proc.pid, trial_ids).items()
+                if p.pid not in killed_pids and counts.get(t, 0) < ROUNDS
+            }
             if plan is not None and counts.get(plan[0], 0) >= ROUNDS:
                 plan = None  # it finished first: choose again
             if plan is None and workers:
@@ -515,16 +575,21 @@ def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
     recovering = run.stderr.count("RECOVERING")
     resumed = re.findall(r"trial (\w+) resumed at round (\d+)", run.stderr)
     rows = parquet.read_rounds(out, sweep_id)
-    print(f"found: exit 0, {recovering} trial recoveries, resumed at {resumed}, {len(rows)} rows, "
-          f"{int(rows.duplicated(['trial_id', 'round']).sum())} duplicate (trial, round) rows")
+    print(
+        f"found: exit 0, {recovering} trial recoveries, resumed at {resumed}, {len(rows)} rows, "
+        f"{int(rows.duplicated(['trial_id', 'round']).sum())} duplicate (trial, round) rows"
+    )
     assert recovering == 5
     assert_rows_equal(rows, reference["rows"])
     assert histories(uri, sweep_id) == histories(reference["uri"], sweep_id)
-    print("found: rows bit-identical to the uninterrupted sweep's (all columns but wall_seconds); "
-          "MLflow histories equal, no step twice")
+    print(
+        "found: rows bit-identical to the uninterrupted sweep's (all columns but wall_seconds); "
+        "MLflow histories equal, no step twice"
+    )
 
 
 # -- 3b. the MLflow server dies mid-sweep ------------------------------------------------------
+
 
 def live_steps(uri: str) -> int:
     client = MlflowClient(uri)
@@ -555,8 +620,10 @@ def test_mlflow_server_dying_mid_sweep_is_backfilled_by_the_next_run(reference, 
     finally:
         if server.proc is None:
             server.start()  # same port, same backend DB
-    print(f"\ninjected: MLflow server SIGKILLed mid-sweep after {stopped_at and stopped_at[0]} step(s) were logged "
-          f"live (rows on disk then: {stopped_at and stopped_at[1]})")
+    print(
+        f"\ninjected: MLflow server SIGKILLed mid-sweep after {stopped_at and stopped_at[0]} step(s) were logged "
+        f"live (rows on disk then: {stopped_at and stopped_at[1]})"
+    )
     assert stopped_at is not None, "the sweep never logged to MLflow"
     assert run.returncode == 0, run.stderr[-3000:]
     rows = parquet.read_rounds(out, sweep_id)
@@ -565,7 +632,8 @@ def test_mlflow_server_dying_mid_sweep_is_backfilled_by_the_next_run(reference, 
     assert_rows_equal(rows, ref[ref.trial_id.isin(rows.trial_id)].assign(sweep_id=sweep_id))
     _, children = mlflow_runs(server.uri, sweep_id)
     missing = ROUNDS * len(rows.trial_id.unique()) - sum(
-        len(MlflowClient(server.uri).get_metric_history(c.info.run_id, "density")) for c in children.values())
+        len(MlflowClient(server.uri).get_metric_history(c.info.run_id, "density")) for c in children.values()
+    )
     print(f"found: sweep exit 0 with all {len(rows)} rows in Parquet; MLflow (back up) misses {missing} steps")
     assert missing > 0
 
@@ -578,14 +646,21 @@ def test_mlflow_server_dying_mid_sweep_is_backfilled_by_the_next_run(reference, 
     assert parent.info.status == "FINISHED" and {c.info.status for c in children.values()} == {"FINISHED"}
     sync = glth("sync", sweep_id, "--out", "out", "--tracking-uri", server.uri, cwd=tmp_path)
     counts = sync_counts(sync.stdout)
-    print(f"found: the next `glth run` (every trial complete: no Ray) backfilled MLflow to one step per round; "
-          f"a `glth sync` after it: {counts}")
-    assert sync.returncode == 0 and counts == {"parents_created": 0, "children_created": 0, "steps_logged": 0,
-                                               "children_finished": 0}
+    print(
+        f"found: the next `glth run` (every trial complete: no Ray) backfilled MLflow to one step per round; "
+        f"a `glth sync` after it: {counts}"
+    )
+    assert sync.returncode == 0 and counts == {
+        "parents_created": 0,
+        "children_created": 0,
+        "steps_logged": 0,
+        "children_finished": 0,
+    }
     assert histories(server.uri, sweep_id) == hist
 
 
 # -- 4 + 7. an overlapping spec with a diverging grid point ----------------------------------
+
 
 @pytest.fixture(scope="module")
 def overlap(reference, tmp_path_factory):
@@ -598,17 +673,32 @@ def overlap(reference, tmp_path_factory):
     ref_files = parquet.trial_files(ref_out, reference["sweep_id"])
     ref_mtimes = {t: f.stat().st_mtime_ns for t, f in ref_files.items()}
     same = glth("run", str(reference["spec"]), "--out", str(ref_out), "--tracking-uri", uri, cwd=tmp)
-    text = (SPEC.replace("epochs: [2, 16], batch_size: 64, lr: 0.05", "epochs: 2, batch_size: 64, lr: [0.05, 1.0e+6]")
-            .replace("seeds: [0]", "seeds: [0, 1]").replace("resources: {cpu: 1}", "resources: {cpu: 0.5}")
-            .replace("max_concurrent: 2", "max_concurrent: 4"))
+    text = (
+        SPEC.replace("epochs: [2, 16], batch_size: 64, lr: 0.05", "epochs: 2, batch_size: 64, lr: [0.05, 1.0e+6]")
+        .replace("seeds: [0]", "seeds: [0, 1]")
+        .replace("resources: {cpu: 1}", "resources: {cpu: 0.5}")
+        .replace("max_concurrent: 2", "max_concurrent: 4")
+    )
     spec_path = write_spec(tmp, "overlap", text)
     sweep = spec_mod.load(spec_path)
     run = glth("run", str(spec_path), "--out", str(ref_out), "--tracking-uri", uri, cwd=tmp)
     rows = parquet.read_rounds(ref_out, sweep.sweep_id)
     parent, children = mlflow_runs(uri, sweep.sweep_id)
-    return {"tmp": tmp, "uri": uri, "out": ref_out, "ref_files": ref_files, "ref_mtimes": ref_mtimes, "same": same,
-            "spec": spec_path, "sweep": sweep, "run": run, "rows": rows, "parent": parent, "children": children,
-            "diverging": sorted(t.trial_id for t in sweep.trials if t.config.train.lr == 1e6)}
+    return {
+        "tmp": tmp,
+        "uri": uri,
+        "out": ref_out,
+        "ref_files": ref_files,
+        "ref_mtimes": ref_mtimes,
+        "same": same,
+        "spec": spec_path,
+        "sweep": sweep,
+        "run": run,
+        "rows": rows,
+        "parent": parent,
+        "children": children,
+        "diverging": sorted(t.trial_id for t in sweep.trials if t.config.train.lr == 1e6),
+    }
 
 
 def test_a_diverging_trial_fails_alone_with_its_reason_recorded(overlap):
@@ -620,47 +710,64 @@ def test_a_diverging_trial_fails_alone_with_its_reason_recorded(overlap):
     for tid in bad:
         last = rows[rows.trial_id == tid].sort_values("round").iloc[-1]
         child = overlap["children"][tid]
-        print(f"found: trial {tid}: last row round {last['round']} status {last.status!r}; MLflow child "
-              f"{child.info.status}, glth.status {child.data.tags.get('glth.status')!r}")
+        print(
+            f"found: trial {tid}: last row round {last['round']} status {last.status!r}; MLflow child "
+            f"{child.info.status}, glth.status {child.data.tags.get('glth.status')!r}"
+        )
         assert last.status.startswith("failed:") and ("nan" in last.status.lower() or "inf" in last.status.lower())
         assert child.info.status == "FAILED" and child.data.tags["glth.status"] == last.status
     good = rows[~rows.trial_id.isin(bad)]
     assert len(good) == 2 * ROUNDS and set(good.status) == {"ok"}
     assert {c.info.status for t, c in overlap["children"].items() if t not in bad} == {"FINISHED"}
     assert overlap["parent"].info.status == "FAILED"
-    print(f"found: exit 1 naming {named[-1]}; the other {good.trial_id.nunique()} trials complete with "
-          f"{len(good)} ok rows and FINISHED runs; the parent run FAILED")
+    print(
+        f"found: exit 1 naming {named[-1]}; the other {good.trial_id.nunique()} trials complete with "
+        f"{len(good)} ok rows and FINISHED runs; the parent run FAILED"
+    )
 
 
 def test_complete_trials_are_reused_by_the_same_or_an_overlapping_spec_and_force_recomputes(overlap, reference):
     same, run, rows, out, sweep = overlap["same"], overlap["run"], overlap["rows"], overlap["out"], overlap["sweep"]
-    print(f"\ninjected: the same spec again -> '{same.stdout.strip().splitlines()[-1]}', Ray started: {same.ray_started()}")
+    print(
+        f"\ninjected: the same spec again -> '{same.stdout.strip().splitlines()[-1]}', Ray started: {same.ray_started()}"
+    )
     assert same.returncode == 0, same.stderr[-3000:]
     assert summary_counts(same.stdout) == (0, 2) and not same.ray_started()
 
     shared = {t.trial_id for t in sweep.trials} & set(overlap["ref_files"])
     assert len(shared) == 1
-    print(f"injected: an overlapping spec (another name; 1 of its 4 trials is complete in the reference sweep) -> "
-          f"'{summary_counts(run.stdout)[0]} trials computed, {summary_counts(run.stdout)[1]} reused'")
+    print(
+        f"injected: an overlapping spec (another name; 1 of its 4 trials is complete in the reference sweep) -> "
+        f"'{summary_counts(run.stdout)[0]} trials computed, {summary_counts(run.stdout)[1]} reused'"
+    )
     assert summary_counts(run.stdout) == (3, 1)
     ref = reference["rows"]
     copied = rows[rows.trial_id.isin(shared)].reset_index(drop=True)
     # same values; only dtypes differ (integer columns that hold the failed rows' nulls read back as float)
-    pd.testing.assert_frame_equal(copied, ref[ref.trial_id.isin(shared)].assign(sweep_id=sweep.sweep_id)
-                                  .reset_index(drop=True), check_exact=True, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        copied,
+        ref[ref.trial_id.isin(shared)].assign(sweep_id=sweep.sweep_id).reset_index(drop=True),
+        check_exact=True,
+        check_dtype=False,
+    )
     assert {t: f.stat().st_mtime_ns for t, f in overlap["ref_files"].items()} == overlap["ref_mtimes"]
 
     before = {t: f.stat().st_mtime_ns for t, f in parquet.trial_files(out, sweep.sweep_id).items()}
-    forced = glth("run", str(overlap["spec"]), "--out", str(out), "--tracking-uri", overlap["uri"], "--force",
-                  cwd=overlap["tmp"])
+    forced = glth(
+        "run", str(overlap["spec"]), "--out", str(out), "--tracking-uri", overlap["uri"], "--force", cwd=overlap["tmp"]
+    )
     after = {t: f.stat().st_mtime_ns for t, f in parquet.trial_files(out, sweep.sweep_id).items()}
     rewritten = sorted(t for t in before if after[t] > before[t])
-    print(f"injected: --force -> '{summary_counts(forced.stdout)[0]} trials computed, "
-          f"{summary_counts(forced.stdout)[1]} reused'; files rewritten: {len(rewritten)}/{len(before)}")
+    print(
+        f"injected: --force -> '{summary_counts(forced.stdout)[0]} trials computed, "
+        f"{summary_counts(forced.stdout)[1]} reused'; files rewritten: {len(rewritten)}/{len(before)}"
+    )
     assert forced.returncode == 1  # the diverging points diverge again
     assert summary_counts(forced.stdout) == (4, 0)
     assert rewritten == sorted(before)
     assert_rows_equal(parquet.read_rounds(out, sweep.sweep_id), rows)
     assert {t: f.stat().st_mtime_ns for t, f in overlap["ref_files"].items()} == overlap["ref_mtimes"]
-    print("found: recomputed rows equal the first ones (all columns but wall_seconds); "
-          "the reference sweep's files untouched throughout")
+    print(
+        "found: recomputed rows equal the first ones (all columns but wall_seconds); "
+        "the reference sweep's files untouched throughout"
+    )

@@ -27,7 +27,9 @@ def digits():
 
 
 def _mlp_traj(digits, spec, rounds=3) -> Trajectory:
-    traj = Trajectory(TrajectoryConfig(dataset="digits", dictionary=spec, tau=0.5, rounds=rounds, train=TRAIN), data=digits)
+    traj = Trajectory(
+        TrajectoryConfig(dataset="digits", dictionary=spec, tau=0.5, rounds=rounds, train=TRAIN), data=digits
+    )
     traj.run()
     return traj
 
@@ -90,11 +92,15 @@ def test_conv_channels_and_dct_bottleneck_against_closed_forms():
     net, d, t = _hand_ticket({"kind": "channels", "layer": "0", "per": "out"}, [0, 3, 5, 9, 10])
     k = 5
     assert ticket_flops(net, d, t, (1, 8, 8)) == {
-        "flops": 2 * (k * 1 * 9 * 36 + 8 * k * 9 * 16 + 4 * 8 * 9 * 4 + 16 * 10), "flops_dense": dense}
+        "flops": 2 * (k * 1 * 9 * 36 + 8 * k * 9 * 16 + 4 * 8 * 9 * 4 + 16 * 10),
+        "flops_dense": dense,
+    }
     net, d, t = _hand_ticket({"kind": "bottleneck", "layer": "2", "basis": "dct"}, [0, 1, 2, 3])
     m = 4  # 4·(144 + 8) < 8·144: a 3×3 conv 16 → m on 4×4 outputs, then a 1×1 conv m → 8
     assert export(net, d, t).form == "factorized"
-    assert ticket_flops(net, d, t, (1, 8, 8))["flops"] == dense - 2 * 8 * 16 * 9 * 16 + 2 * (m * 16 * 9 * 16 + 8 * m * 16)
+    assert ticket_flops(net, d, t, (1, 8, 8))["flops"] == dense - 2 * 8 * 16 * 9 * 16 + 2 * (
+        m * 16 * 9 * 16 + 8 * m * 16
+    )
 
 
 def test_the_count_follows_the_model_device_and_ignores_values():

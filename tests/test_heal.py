@@ -78,7 +78,9 @@ def test_a_truncated_rows_file_is_named_by_results_and_it_and_a_missing_one_are_
     path = file_of(sweep, damaged)
     truncate(path)
 
-    results = glth(sweep["cwd"], "results", str(sweep["dir"]), "--tracking-uri", f"sqlite:///{sweep['cwd'] / 'mlflow.db'}")
+    results = glth(
+        sweep["cwd"], "results", str(sweep["dir"]), "--tracking-uri", f"sqlite:///{sweep['cwd'] / 'mlflow.db'}"
+    )
     print(f"\ninjected: {path.name} truncated to half; glth results said: {results.stderr.strip()!r}")
     assert results.returncode != 0
     assert "Traceback" not in results.stderr and len(results.stderr.strip().splitlines()) == 1, results.stderr

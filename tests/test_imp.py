@@ -188,11 +188,14 @@ def test_train_eval_size_measures_train_accuracy_on_one_fixed_subset(digits):
     assert sub_x.shape[0] == 300 and train_eval_split(x, y, 0)[0] is x and train_eval_split(x, y, 10**6)[0] is x
     rows = [i for i in range(x.shape[0]) if any(torch.equal(x[i], r) for r in sub_x)]
     assert len(rows) == 300 and torch.equal(x[rows], sub_x) and torch.equal(y[rows], sub_y)  # in index order
-    whole, part = (Trajectory(_config(rounds=1, seed=s, train=replace(FAST, train_eval_size=n)), data=digits)
-                   for s, n in ((0, 0), (0, 300)))
+    whole, part = (
+        Trajectory(_config(rounds=1, seed=s, train=replace(FAST, train_eval_size=n)), data=digits)
+        for s, n in ((0, 0), (0, 300))
+    )
     a, b = whole.run()[0], part.run()[0]
-    assert {k: v for k, v in a.items() if k not in (*TIMING_COLUMNS, "train_accuracy", "train_loss")} == \
-        {k: v for k, v in b.items() if k not in (*TIMING_COLUMNS, "train_accuracy", "train_loss")}
+    assert {k: v for k, v in a.items() if k not in (*TIMING_COLUMNS, "train_accuracy", "train_loss")} == {
+        k: v for k, v in b.items() if k not in (*TIMING_COLUMNS, "train_accuracy", "train_loss")
+    }
     ev = evaluate(part.param, part.state.last, part.state.mask, sub_x, sub_y)
     assert b["train_accuracy"] == ev.accuracy and b["train_loss"] == pytest.approx(ev.loss, abs=1e-7)
     assert a["train_accuracy"] == evaluate(whole.param, whole.state.last, whole.state.mask, x, y).accuracy

@@ -30,7 +30,8 @@ def modules(root: Path, package: str) -> dict[str, Path]:
 def _type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imported(name: str, path: Path, known: set[str]) -> list[tuple[str, int]]:
@@ -135,10 +136,12 @@ def test_glth_core_imports_go_one_way():
 
 
 def test_glth_core_never_imports_ray_or_mlflow():
-    bad = [f"{path.relative_to(ROOT)}:{line} imports {target}"
-           for name, path in modules(ROOT, "glth_core").items()
-           for target, line in imported(name, path, set())
-           if target.split(".")[0] in FORBIDDEN]
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for name, path in modules(ROOT, "glth_core").items()
+        for target, line in imported(name, path, set())
+        if target.split(".")[0] in FORBIDDEN
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -146,8 +149,9 @@ def test_the_walk_finds_cycles_through_functions_and_relative_imports(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import c\n"
-                              "from pkg.sub import b\n")
+    (pkg / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import c\nfrom pkg.sub import b\n"
+    )
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "b.py").write_text("def f():\n    from .. import c\n")
     (pkg / "c.py").write_text("import ray\nimport pkg.a\n")

@@ -79,9 +79,15 @@ def wait_gone(procs: dict[int, float], timeout: float = 20.0) -> list[str]:
 
 def start(cwd: Path) -> subprocess.Popen:
     # its own session and process group, as a terminal's foreground job: Ctrl-C goes to the group
-    return subprocess.Popen([GLTH, "run", "spec.yaml", "--out", "out", "--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}"],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    return subprocess.Popen(
+        [GLTH, "run", "spec.yaml", "--out", "out", "--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
 
 
 def kill_all(proc: subprocess.Popen, procs: dict[int, float]) -> None:
@@ -104,8 +110,9 @@ def test_ctrl_c_stops_ray_keeps_finished_rounds_and_the_rerun_completes(tmp_path
             seen.update(descendants(proc.pid))
             time.sleep(0.2)
         seen.update(descendants(proc.pid))
-        assert any("raylet" in " ".join(psutil.Process(p).cmdline()) for p in seen if alive({p: seen[p]})), \
+        assert any("raylet" in " ".join(psutil.Process(p).cmdline()) for p in seen if alive({p: seen[p]})), (
             "the run's raylet was not found among its processes"
+        )
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     except BaseException:
@@ -143,5 +150,8 @@ def test_ctrl_c_stops_ray_keeps_finished_rounds_and_the_rerun_completes(tmp_path
 
 
 def test_resume_hint_repeats_the_command_line():
-    assert resume_hint(["/venv/bin/glth", "run", "my spec.yaml", "tau=0.1,0.2"]) == "run again: glth run 'my spec.yaml' tau=0.1,0.2"
+    assert (
+        resume_hint(["/venv/bin/glth", "run", "my spec.yaml", "tau=0.1,0.2"])
+        == "run again: glth run 'my spec.yaml' tau=0.1,0.2"
+    )
     assert resume_hint(["pytest", "-q"]) == "run the same `glth run` again"

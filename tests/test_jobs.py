@@ -80,19 +80,45 @@ def ray_head(auth_env: dict):
     """A Ray head on 127.0.0.1 with the dashboard (Jobs API) on; yields its http address and env."""
     temp_dir = tempfile.mkdtemp(prefix="gj-", dir="/tmp")  # short: unix socket paths are limited
     dash = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth_env,
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # the job's driver runs `glth`
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **auth_env,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # the job's driver runs `glth`
     for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(var, None)
     # Every port with a fixed default is picked free, so heads of parallel test runs never collide.
-    ports = {flag: free_port() for flag in ("--port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                                           "--metrics-export-port", "--ray-client-server-port", "--runtime-env-agent-port")}
+    ports = {
+        flag: free_port()
+        for flag in (
+            "--port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--metrics-export-port",
+            "--ray-client-server-port",
+            "--runtime-env-agent-port",
+        )
+    }
     try:
         subprocess.run(
-            [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=true",
-             "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())],
-            env=env, check=True, capture_output=True, timeout=180,
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}",
+                "--num-cpus=2",
+                f"--temp-dir={temp_dir}",
+                "--include-dashboard=true",
+                "--disable-usage-stats",
+                *(f"{k}={v}" for k, v in ports.items()),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=180,
         )
         address = f"http://127.0.0.1:{dash}"
         deadline = time.monotonic() + 120
@@ -170,8 +196,12 @@ def test_submit_status_logs_on_a_real_head(head, tmp_path):
 @pytest.mark.slow
 def test_unknown_job_is_one_line(head, tmp_path):
     address, env = head
-    for cmd in (["status", "raysubmit_nope"], ["logs", "raysubmit_nope"], ["logs", "raysubmit_nope", "--follow"],
-                ["stop", "raysubmit_nope"]):
+    for cmd in (
+        ["status", "raysubmit_nope"],
+        ["logs", "raysubmit_nope"],
+        ["logs", "raysubmit_nope", "--follow"],
+        ["stop", "raysubmit_nope"],
+    ):
         proc = glth(*cmd, "--address", address, env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "raysubmit_nope" in proc.stderr and proc.stdout == ""
@@ -182,8 +212,26 @@ def test_stop_a_running_job(head, tmp_path):
     """`glth stop` ends a running job (STOPPED); a second stop says it had already ended."""
     address, env = head
     job_id = f"glth-stop-test-{secrets.token_hex(3)}"
-    subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", job_id, "--no-wait",
-                    "--", "sleep", "600"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--submission-id",
+            job_id,
+            "--no-wait",
+            "--",
+            "sleep",
+            "600",
+        ],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     deadline = time.monotonic() + 120
     while "RUNNING" not in (line := glth("status", job_id, "--address", address, env=env, cwd=tmp_path).stdout):
         assert "PENDING" in line and time.monotonic() < deadline, line
@@ -256,10 +304,17 @@ def test_token_header_and_job_env(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # where a submitted job's storage lands
     assert jobs._absolute_out("out") == str(tmp_path / "out")
-    assert [jobs._absolute_out(o) for o in ("~/runs", "s3://bucket/runs", "file:///x")] == ["~/runs", "s3://bucket/runs", "file:///x"]
+    assert [jobs._absolute_out(o) for o in ("~/runs", "s3://bucket/runs", "file:///x")] == [
+        "~/runs",
+        "s3://bucket/runs",
+        "file:///x",
+    ]
 
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    assert jobs.job_env("sqlite:////x.db", sends_token=True) == {"MLFLOW_TRACKING_URI": "sqlite:////x.db", "RAY_AUTH_MODE": "token"}
+    assert jobs.job_env("sqlite:////x.db", sends_token=True) == {
+        "MLFLOW_TRACKING_URI": "sqlite:////x.db",
+        "RAY_AUTH_MODE": "token",
+    }
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert jobs.job_env("u", sends_token=False)["RAY_AUTH_MODE"] == "disabled"
     assert "RAY_AUTH_MODE" not in jobs.job_env("u", sends_token=True)
@@ -288,10 +343,17 @@ def test_token_protected_head(tmp_path):
         assert "refused" in refused.stderr
 
         (tmp_path / "token").write_text(token + "\n")
-        served = [glth("status", "--address", address, "--token-file", "token", env=env, cwd=tmp_path),
-                  glth("status", "--address", address, env={**env, "RAY_AUTH_TOKEN": token}, cwd=tmp_path),
-                  glth("status", "--address", address, env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "token"},
-                       cwd=tmp_path)]
+        served = [
+            glth("status", "--address", address, "--token-file", "token", env=env, cwd=tmp_path),
+            glth("status", "--address", address, env={**env, "RAY_AUTH_TOKEN": token}, cwd=tmp_path),
+            glth(
+                "status",
+                "--address",
+                address,
+                env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "token"},
+                cwd=tmp_path,
+            ),
+        ]
         for proc in served:
             assert proc.returncode == 0 and proc.stdout.strip() == "no jobs on this cluster", proc.stderr
         (tmp_path / "wrong").write_text("not-the-token")

@@ -48,7 +48,9 @@ def server(tmp_path_factory):
 def _runs(uri: str, sweep_id: str):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("glth-test")
-    (parent,) = client.search_runs([exp.experiment_id], f"tags.`glth.sweep_id` = '{sweep_id}' and tags.`glth.role` = 'parent'")
+    (parent,) = client.search_runs(
+        [exp.experiment_id], f"tags.`glth.sweep_id` = '{sweep_id}' and tags.`glth.role` = 'parent'"
+    )
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     return parent, children
 
@@ -82,9 +84,14 @@ def test_strong_sweep_rows_per_density_level(tmp_path, server):
 
 def test_construct_sweep_over_n_and_distribution(tmp_path, server):
     proc, rows = _run(tmp_path, "construct", CONSTRUCT, server)
-    assert set(rows.run_name) == {f"subsetsum-{d}-iid-eps0.01-n{n}-c3-s0" for d in ("uniform", "hyperbolic") for n in (6, 12)}
+    assert set(rows.run_name) == {
+        f"subsetsum-{d}-iid-eps0.01-n{n}-c3-s0" for d in ("uniform", "hyperbolic") for n in (6, 12)
+    }
     assert len(rows) == 4 and (rows.kind == "construct").all()
-    assert set(rows.n) == {6, 12} and set(rows.distribution) == {"uniform", "hyperbolic"}  # its own column, not basis (#10)
+    assert set(rows.n) == {6, 12} and set(rows.distribution) == {
+        "uniform",
+        "hyperbolic",
+    }  # its own column, not basis (#10)
     assert (rows.kept < rows.total).all() and (rows.kept_per_target > 0).all()
     uniform = rows[rows.distribution == "uniform"].set_index("n")
     assert uniform.loc[12, "mean_weight_error"] < uniform.loc[6, "mean_weight_error"]  # more candidates, closer

@@ -87,8 +87,16 @@ def test_composite_is_read_part_by_part(digits):
         lo, hi = segments[name]
         assert got[name] == int(mask[lo:hi].sum()) / (hi - lo)
     assert mixing_part(spec, traj.model) == "part 0 (kind random) mixes its 2 scope tensors"
-    assert mixing_part({"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"},
-                                                       {"kind": "canonical"}]}, traj.model) is None
+    assert (
+        mixing_part(
+            {
+                "kind": "composite",
+                "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"kind": "canonical"}],
+            },
+            traj.model,
+        )
+        is None
+    )
 
 
 def test_layer_density_of_a_hand_made_mask():
@@ -98,15 +106,27 @@ def test_layer_density_of_a_hand_made_mask():
     d = dictionaries.build({"kind": "canonical", "scope": ["3.weight", "5.weight"]}, net)
     mask = torch.zeros(d.size, dtype=torch.bool)
     mask[:7500] = True  # a quarter of 3.weight (30,000), none of 5.weight
-    assert layer_density(d, mask, net) == {"1.weight": 1.0, "1.bias": 1.0, "3.weight": 0.25, "3.bias": 1.0,
-                                           "5.weight": 0.0, "5.bias": 1.0}
+    assert layer_density(d, mask, net) == {
+        "1.weight": 1.0,
+        "1.bias": 1.0,
+        "3.weight": 0.25,
+        "3.bias": 1.0,
+        "5.weight": 0.0,
+        "5.bias": 1.0,
+    }
 
 
 def test_the_columns_are_declared_and_typed_in_parquet():
     from orchestrator.sinks import parquet
 
-    for name, t in {"layer_density": str, "flops": int, "flops_dense": int, "lmc_barrier_test": float,
-                    "lmc_barrier_train": float, "lmc_seconds": float}.items():
+    for name, t in {
+        "layer_density": str,
+        "flops": int,
+        "flops_dense": int,
+        "lmc_barrier_test": float,
+        "lmc_barrier_train": float,
+        "lmc_seconds": float,
+    }.items():
         assert EXPERIMENT.columns[name] is t and kinds.columns()[name] is t
     assert str(parquet.SCHEMA.field("layer_density").type) == "string"
     assert str(parquet.SCHEMA.field("flops").type) == "int64"
@@ -119,11 +139,20 @@ def _rows(digits, tmp_path) -> pd.DataFrame:
     frames = []
     for spec in ({"kind": "canonical"}, {"kind": "bottleneck", "layer": "1", "basis": "dct"}):
         for seed in (0, 1):
-            cfg = TrajectoryConfig(dataset="digits", dictionary=spec, tau=0.5, rounds=3, seed=seed, train=TRAIN,
-                                   lmc_points=3)
+            cfg = TrajectoryConfig(
+                dataset="digits", dictionary=spec, tau=0.5, rounds=3, seed=seed, train=TRAIN, lmc_points=3
+            )
             traj = Trajectory(cfg, data=digits)
-            extra = {**EXPERIMENT.describe(cfg), "seed": seed, "status": "ok", "trial_id": cfg.content_hash(), "kind": "imp",
-                     "dataset": "digits", "model": cfg.model, "config": json.dumps(cfg.to_dict())}
+            extra = {
+                **EXPERIMENT.describe(cfg),
+                "seed": seed,
+                "status": "ok",
+                "trial_id": cfg.content_hash(),
+                "kind": "imp",
+                "dataset": "digits",
+                "model": cfg.model,
+                "config": json.dumps(cfg.to_dict()),
+            }
             frames += [{**r, **extra} for r in traj.run()]
     return pd.DataFrame(frames)
 

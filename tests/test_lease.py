@@ -44,8 +44,15 @@ def owner_file(store: Storage) -> dict:
 
 
 def write_owner(store: Storage, **fields) -> dict:
-    owner = {"host": "elsewhere", "pid": 4242, "started": time.time() - 100, "heartbeat": time.time(),
-             "heartbeat_s": 10.0, "token": "theirs", **fields}
+    owner = {
+        "host": "elsewhere",
+        "pid": 4242,
+        "started": time.time() - 100,
+        "heartbeat": time.time(),
+        "heartbeat_s": 10.0,
+        "token": "theirs",
+        **fields,
+    }
     store.write_text(lease.LEASE, json.dumps(owner))
     return owner
 
@@ -80,8 +87,11 @@ def test_a_stale_heartbeat_is_taken_over_and_a_live_one_is_not(sweep_store, caps
     with lease.Lease(sweep_store, heartbeat_s=30, timeout_s=1).acquire() as mine:
         assert owner_file(sweep_store)["token"] == mine.me["token"]
     said = capsys.readouterr().err
-    assert re.search(r"took over the lease of host elsewhere pid 4242 \(its last heartbeat is 10\d\d s old "
-                     r"\(timeout 1 s\)\)", said), said
+    assert re.search(
+        r"took over the lease of host elsewhere pid 4242 \(its last heartbeat is 10\d\d s old "
+        r"\(timeout 1 s\)\)",
+        said,
+    ), said
 
 
 def test_default_timeout_is_three_heartbeats_of_the_owner(sweep_store, monkeypatch):
@@ -161,9 +171,21 @@ def test_submit_of_a_sweep_a_driver_runs_is_refused_before_the_cluster_is_asked(
     root = tmp_path / "runs"
     glth = str(Path(sys.executable).with_name("glth"))
     with lease.hold(Storage.resolve(str(root)).child(sweep_id)):  # this process: a live driver of the sweep
-        proc = subprocess.run([glth, "submit", str(spec_path), "--storage", str(root),
-                               "--address", f"http://127.0.0.1:{free_port()}"],  # nothing listens there
-                              capture_output=True, text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [
+                glth,
+                "submit",
+                str(spec_path),
+                "--storage",
+                str(root),
+                "--address",
+                f"http://127.0.0.1:{free_port()}",
+            ],  # nothing listens there
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.count("\n") == 1 and f"host {socket.gethostname()} pid {os.getpid()}" in proc.stderr
     assert sorted(p.name for p in (root / sweep_id).iterdir()) == []  # the lease, released
@@ -220,8 +242,10 @@ def test_two_real_drivers_the_second_refused_then_a_rerun_takes_over_the_killed_
         files = {t: p.stat().st_mtime_ns for t, p in parquet.trial_files(out, sweep_id).items()}
 
         second = driver(**{lease.TIMEOUT_ENV: "3600"}).run(timeout=600)
-        print(f"\nsecond driver while the first (pid {first.proc.pid}) runs: exit {second.returncode}, "
-              f"said {second.stderr.strip()!r}")
+        print(
+            f"\nsecond driver while the first (pid {first.proc.pid}) runs: exit {second.returncode}, "
+            f"said {second.stderr.strip()!r}"
+        )
         assert second.returncode == 4
         assert second.stderr.strip().count("\n") == 0 and "Traceback" not in second.stderr
         assert f"host {socket.gethostname()} pid {first.proc.pid}" in second.stderr

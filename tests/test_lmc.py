@@ -22,7 +22,11 @@ from glth_core.train import Plan, TrainConfig, Weights, train
 from glth_core.trajectory import TrajectoryConfig
 
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05)
-DICTIONARIES = [{"kind": "canonical"}, {"kind": "random", "method": "fast"}, {"kind": "bottleneck", "layer": "1", "basis": "dct"}]
+DICTIONARIES = [
+    {"kind": "canonical"},
+    {"kind": "random", "method": "fast"},
+    {"kind": "bottleneck", "layer": "1", "basis": "dct"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +110,9 @@ def test_barrier_equals_an_independent_computation_on_the_masked_network(digits,
     assert not torch.equal(a.coeffs, b.coeffs)  # different data orders, different copies
     errors = []
     for alpha in np.linspace(0, 1, 5):
-        w = Weights((1 - alpha) * a.coeffs + alpha * b.coeffs, {n: (1 - alpha) * a.free[n] + alpha * b.free[n] for n in a.free})
+        w = Weights(
+            (1 - alpha) * a.coeffs + alpha * b.coeffs, {n: (1 - alpha) * a.free[n] + alpha * b.free[n] for n in a.free}
+        )
         net = masked_model(traj.model, traj.dictionary, Ticket.of(1, mask, w))
         with torch.no_grad():
             pred = net(traj.data.test_x).argmax(1).numpy()
@@ -131,7 +137,11 @@ def test_trajectory_records_lmc_without_changing_its_tickets(digits, rewind):
         assert 0.0 <= ra["lmc_barrier_test"] <= 1.0 and 0.0 <= ra["lmc_barrier_train"] <= 1.0
         assert ra["lmc_seconds"] > 0
         assert "lmc_barrier_test" not in rb
-        assert (ra["test_accuracy"], ra["kept"], ra["train_loss"]) == (rb["test_accuracy"], rb["kept"], rb["train_loss"])
+        assert (ra["test_accuracy"], ra["kept"], ra["train_loss"]) == (
+            rb["test_accuracy"],
+            rb["kept"],
+            rb["train_loss"],
+        )
     assert torch.equal(with_lmc.state.mask, plain.state.mask)
     assert torch.equal(with_lmc.state.last.coeffs, plain.state.last.coeffs)
 
@@ -145,12 +155,22 @@ def test_round_zero_of_late_rewinding_measures_from_w_k(digits):
     wk = traj.state.rewind_point
     mask = torch.ones_like(traj.state.mask)
     one = round_generator(0, 0, LMC_STREAMS[0])
-    same = instability(traj.param, wk, mask, traj.inputs, _targets(traj), TRAIN, (one, round_generator(0, 0, 4)), 3,
-                       Plan(start_step=10))
+    same = instability(
+        traj.param,
+        wk,
+        mask,
+        traj.inputs,
+        _targets(traj),
+        TRAIN,
+        (one, round_generator(0, 0, 4)),
+        3,
+        Plan(start_step=10),
+    )
     assert same == {"lmc_barrier_test": 0.0, "lmc_barrier_train": 0.0}
     recorded = traj.state.records[0]["lmc_barrier_test"]
-    again = instability(traj.param, wk, mask, traj.inputs, _targets(traj), TRAIN, copy_generators(0, 0), 3,
-                        Plan(start_step=10))
+    again = instability(
+        traj.param, wk, mask, traj.inputs, _targets(traj), TRAIN, copy_generators(0, 0), 3, Plan(start_step=10)
+    )
     assert again["lmc_barrier_test"] == recorded
 
 
@@ -185,10 +205,12 @@ def test_a_digits_sweep_with_lmc_writes_barriers_to_parquet_and_mlflow(tmp_path,
     from orchestrator.sweep import run_sweep
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    text = ("name: lmc\nexperiment: glth-test-lmc\ndataset: digits\nmodel: mlp_300_100\n"
-            "dictionary: [{kind: canonical}, {kind: bottleneck, layer: '1', basis: dct}]\n"
-            "tau: 0.5\nseeds: [0]\nrounds: 2\nlmc_points: 3\nrewind: {step: 5}\n"
-            "train: {epochs: 1, batch_size: 64, lr: 0.05}\nresources: {cpu: 1}\nmax_concurrent: 2\n")
+    text = (
+        "name: lmc\nexperiment: glth-test-lmc\ndataset: digits\nmodel: mlp_300_100\n"
+        "dictionary: [{kind: canonical}, {kind: bottleneck, layer: '1', basis: dct}]\n"
+        "tau: 0.5\nseeds: [0]\nrounds: 2\nlmc_points: 3\nrewind: {step: 5}\n"
+        "train: {epochs: 1, batch_size: 64, lr: 0.05}\nresources: {cpu: 1}\nmax_concurrent: 2\n"
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_sweep(spec.parse(text), out_dir=tmp_path / "out", tracking_uri=uri, num_cpus=2)
     assert result.failed == [] and result.computed == 2

@@ -68,8 +68,11 @@ def test_a_tune_run_logs_every_round_from_the_driver_only(tmp_path, ray_local):
     try:
         sweep = "sw-tune"
         # canonical: two single trials; bottleneck: one batched trial reporting both seeds each round
-        reports = [by_round(trial(sweep, "canonical", 0)), by_round(trial(sweep, "canonical", 1)),
-                   by_round(trial(sweep, "bottleneck", 0) + trial(sweep, "bottleneck", 1))]
+        reports = [
+            by_round(trial(sweep, "canonical", 0)),
+            by_round(trial(sweep, "canonical", 1)),
+            by_round(trial(sweep, "bottleneck", 0) + trial(sweep, "bottleneck", 1)),
+        ]
         metas = [rs[0][i] for rs in reports for i in range(len(rs[0]))]
         writer = start(server.uri, "glth-cb", sweep, metas)
 
@@ -86,15 +89,17 @@ def test_a_tune_run_logs_every_round_from_the_driver_only(tmp_path, ray_local):
                 t.report({"new_rows": rows, "system_metrics": sampler.take()})
             sampler.stop()
 
-        tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
-                           param_space={"reports": tune.grid_search(reports)},
-                           run_config=tune.RunConfig(name="cb", storage_path=str(tmp_path / "tune"), verbose=0,
-                                                     callbacks=[writer]))
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space={"reports": tune.grid_search(reports)},
+            run_config=tune.RunConfig(name="cb", storage_path=str(tmp_path / "tune"), verbose=0, callbacks=[writer]),
+        )
         assert not any(r.error for r in tuner.fit())
 
         _, parent, kids = children(server.uri, "glth-cb", sweep)
         assert {t: (k.info.run_name, k.info.status) for t, k in kids.items()} == {
-            f"{d}-{s}": (f"{d}-tau0.2-s{s}", "FINISHED") for d in ("canonical", "bottleneck") for s in (0, 1)}
+            f"{d}-{s}": (f"{d}-tau0.2-s{s}", "FINISHED") for d in ("canonical", "bottleneck") for s in (0, 1)
+        }
         client = MlflowClient(server.uri)
         for tid, k in kids.items():
             d, s = tid.rsplit("-", 1)
@@ -129,7 +134,7 @@ def test_a_server_that_dies_switches_the_callback_off_and_sync_backfills(tmp_pat
         server.stop()
         for k in (1, 2):
             for rows in trials.values():
-                writer.on_trial_result(iteration=k, trials=[], trial=None, result={"new_rows": rows[k:k + 1]})
+                writer.on_trial_result(iteration=k, trials=[], trial=None, result={"new_rows": rows[k : k + 1]})
         err = capsys.readouterr().err
         assert writer.off and err.count("[glth] MLflow at") == 1 and "unavailable" in err, err
 
@@ -170,13 +175,21 @@ def test_the_callback_pickles_mid_sweep_and_reads_earlier_rows_from_parquet(tmp_
     assert run.info.status == "FINISHED"
     assert sorted(m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "density")) == [0, 1, 2]
     got = history(uri, parent.info.run_id, "curve/canonical/test_accuracy_mean")
-    assert got == pytest.approx({r: statistics.fmean(acc("canonical", s, r) for s in (0, 1)) for r in range(3)},
-                                abs=1e-12)
+    assert got == pytest.approx(
+        {r: statistics.fmean(acc("canonical", s, r) for s in (0, 1)) for r in range(3)}, abs=1e-12
+    )
 
 
 def test_a_callback_without_a_parent_run_writes_nothing(tmp_path):
-    writer = sink.MlflowWriter(f"sqlite:///{tmp_path / 'never.db'}", "glth-cb", None, None, "sw-none",
-                               metas=[{"trial_id": "t0", "dictionary": "canonical"}])
-    writer.on_trial_result(iteration=1, trials=[], trial=None,
-                           result={"new_rows": rows_of("sw-none", "t0", "imp", "canonical", 0, 1)})
+    writer = sink.MlflowWriter(
+        f"sqlite:///{tmp_path / 'never.db'}",
+        "glth-cb",
+        None,
+        None,
+        "sw-none",
+        metas=[{"trial_id": "t0", "dictionary": "canonical"}],
+    )
+    writer.on_trial_result(
+        iteration=1, trials=[], trial=None, result={"new_rows": rows_of("sw-none", "t0", "imp", "canonical", 0, 1)}
+    )
     assert writer.off and not os.path.exists(tmp_path / "never.db")

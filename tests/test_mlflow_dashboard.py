@@ -30,35 +30,79 @@ def acc(dictionary: str, seed: int, rnd: int) -> float:
     return round(0.9 - 0.05 * rnd + 0.013 * seed + (0.1 if dictionary == "bottleneck" else 0.0), 6)
 
 
-def rows_of(sweep: str, tid: str, kind: str, dictionary: str, seed: int, rounds: int, upto: int | None = None,
-            failed_at: int | None = None, tau: float | None = 0.2) -> list[dict]:
+def rows_of(
+    sweep: str,
+    tid: str,
+    kind: str,
+    dictionary: str,
+    seed: int,
+    rounds: int,
+    upto: int | None = None,
+    failed_at: int | None = None,
+    tau: float | None = 0.2,
+) -> list[dict]:
     """Rows as the refactored trainable reports them: run_name and rows_expected made by the kind,
     the config without ``rounds`` for strong and construct trials."""
-    config = {"dataset": "digits", "seed": seed, "dictionary": {"kind": dictionary}, "trial_id": tid,
-              "val_fraction": 0.1, "split_seed": 0, "data_dir": None}
+    config = {
+        "dataset": "digits",
+        "seed": seed,
+        "dictionary": {"kind": dictionary},
+        "trial_id": tid,
+        "val_fraction": 0.1,
+        "split_seed": 0,
+        "data_dir": None,
+    }
     if kind == "imp":
         config.update(rounds=rounds, tau=tau)
     elif kind == "strong":
         config.update(densities=[0.5 ** (r + 1) for r in range(rounds)])
     else:
         config.update(n=[4, 8, 16][:rounds], epsilon=0.1)
-    name = {"imp": f"{dictionary}-tau{tau}-s{seed}", "strong": f"edge-popup {dictionary} s{seed}",
-            "construct": f"subsetsum uniform s{seed}"}[kind]
+    name = {
+        "imp": f"{dictionary}-tau{tau}-s{seed}",
+        "strong": f"edge-popup {dictionary} s{seed}",
+        "construct": f"subsetsum uniform s{seed}",
+    }[kind]
     out = []
     for r in range(rounds if upto is None else upto):
-        density = 0.5 ** r
-        row = {"sweep_id": sweep, "trial_id": tid, "kind": kind, "run_name": name, "rows_expected": rounds,
-               "config": json.dumps(config, sort_keys=True), "round": r, "status": "ok", "dataset": "digits",
-               "model": "mlp_300_100", "dictionary": dictionary, "control": "none",
-               "tau": tau if kind == "imp" else math.nan, "rewind": "init" if kind == "imp" else "none",
-               "seed": seed, "test_accuracy": acc(dictionary, seed, r), "val_accuracy": acc(dictionary, seed, r) - 0.01,
-               "compression": 1 - density, "density": density, "wall_seconds": 0.25}
+        density = 0.5**r
+        row = {
+            "sweep_id": sweep,
+            "trial_id": tid,
+            "kind": kind,
+            "run_name": name,
+            "rows_expected": rounds,
+            "config": json.dumps(config, sort_keys=True),
+            "round": r,
+            "status": "ok",
+            "dataset": "digits",
+            "model": "mlp_300_100",
+            "dictionary": dictionary,
+            "control": "none",
+            "tau": tau if kind == "imp" else math.nan,
+            "rewind": "init" if kind == "imp" else "none",
+            "seed": seed,
+            "test_accuracy": acc(dictionary, seed, r),
+            "val_accuracy": acc(dictionary, seed, r) - 0.01,
+            "compression": 1 - density,
+            "density": density,
+            "wall_seconds": 0.25,
+        }
         if kind == "construct":
             row.update(max_weight_error=0.01 * (r + 1), kept_per_target=3.0 + r)
         out.append(row)
     if failed_at is not None:
-        out.append({**out[0], "round": failed_at, "status": "failed: loss is NaN", "test_accuracy": None,
-                    "density": None, "val_accuracy": None, "compression": None})
+        out.append(
+            {
+                **out[0],
+                "round": failed_at,
+                "status": "failed: loss is NaN",
+                "test_accuracy": None,
+                "density": None,
+                "val_accuracy": None,
+                "compression": None,
+            }
+        )
     return out
 
 
@@ -81,15 +125,20 @@ def uri(tmp_path_factory) -> str:
 
 def test_strong_and_construct_runs_end_finished_with_their_names(uri):
     sweep = "sw-kinds"
-    rows = (rows_of(sweep, "s0", "strong", "canonical", 0, 3) + rows_of(sweep, "s1", "strong", "dct", 1, 3)
-            + rows_of(sweep, "c0", "construct", "canonical", 0, 2))
+    rows = (
+        rows_of(sweep, "s0", "strong", "canonical", 0, 3)
+        + rows_of(sweep, "s1", "strong", "dct", 1, 3)
+        + rows_of(sweep, "c0", "construct", "canonical", 0, 2)
+    )
     assert all("rounds" not in json.loads(r["config"]) for r in rows)
     counts = sink.sync_sweep(uri, "glth-kinds", sweep, SPEC, rows)
     assert counts == {"parents_created": 1, "children_created": 3, "steps_logged": 8, "children_finished": 3}
     _, parent, kids = children(uri, "glth-kinds", sweep)
     assert {t: (k.info.run_name, k.info.status) for t, k in kids.items()} == {
-        "s0": ("edge-popup canonical s0", "FINISHED"), "s1": ("edge-popup dct s1", "FINISHED"),
-        "c0": ("subsetsum uniform s0", "FINISHED")}
+        "s0": ("edge-popup canonical s0", "FINISHED"),
+        "s1": ("edge-popup dct s1", "FINISHED"),
+        "c0": ("subsetsum uniform s0", "FINISHED"),
+    }
     assert parent.info.status == "FINISHED"
     # construct metrics are logged like any other number in a row
     assert history(uri, kids["c0"].info.run_id, "max_weight_error") == {0: 0.01, 1: 0.02}
@@ -106,8 +155,10 @@ def test_a_strong_trial_short_of_its_rows_expected_stays_running(uri):
 
 
 def test_rows_without_run_name_keep_the_old_name_and_rounds_rule(uri):
-    rows = [{k: v for k, v in r.items() if k not in ("run_name", "rows_expected")}
-            for r in rows_of("sw-old", "t0", "imp", "canonical", 0, 2)]
+    rows = [
+        {k: v for k, v in r.items() if k not in ("run_name", "rows_expected")}
+        for r in rows_of("sw-old", "t0", "imp", "canonical", 0, 2)
+    ]
     sink.sync_sweep(uri, "glth-kinds", "sw-old", SPEC, rows)
     _, parent, kids = children(uri, "glth-kinds", "sw-old")
     assert (kids["t0"].info.run_name, kids["t0"].info.status) == ("canonical-tau0.2-init-s0", "FINISHED")
@@ -137,7 +188,10 @@ def test_runs_carry_source_tags_and_the_dataset_input_once(uri):
     for run in (parent, *kids.values()):
         tags = run.data.tags
         assert (tags["mlflow.source.name"], tags["mlflow.source.type"], tags["mlflow.source.git.commit"]) == (
-            "glth", "LOCAL", commit)
+            "glth",
+            "LOCAL",
+            commit,
+        )
     c = MlflowClient(uri)
     digests = set()
     for run in kids.values():
@@ -152,16 +206,23 @@ def test_runs_carry_source_tags_and_the_dataset_input_once(uri):
     assert c.get_run(parent.info.run_id).inputs.dataset_inputs == []
     other = sink.meta.dataset_entity("mnist", {"data_dir": "/data/mnist", "val_fraction": 0.1, "split_seed": 1})
     assert other.source_type == "local" and json.loads(other.source) == {"uri": "/data/mnist"}
-    assert other.digest != sink.meta.dataset_entity("mnist", {"data_dir": "/data/mnist", "val_fraction": 0.1,
-                                                                "split_seed": 0}).digest
+    assert (
+        other.digest
+        != sink.meta.dataset_entity("mnist", {"data_dir": "/data/mnist", "val_fraction": 0.1, "split_seed": 0}).digest
+    )
 
 
 def expected_curve(dictionary: str, seeds: list[int], rnd: int) -> dict[str, float]:
     test = [acc(dictionary, s, rnd) for s in seeds]
     mean = statistics.fmean(test)
     half = float(_band(np.array([mean]), np.array([statistics.stdev(test)]), np.array([len(test)]))[0])
-    return {"test_accuracy_mean": mean, "val_accuracy_mean": statistics.fmean(t - 0.01 for t in test),
-            "compression_mean": 1 - 0.5 ** rnd, "test_accuracy_ci_low": mean - half, "test_accuracy_ci_high": mean + half}
+    return {
+        "test_accuracy_mean": mean,
+        "val_accuracy_mean": statistics.fmean(t - 0.01 for t in test),
+        "compression_mean": 1 - 0.5**rnd,
+        "test_accuracy_ci_low": mean - half,
+        "test_accuracy_ci_high": mean + half,
+    }
 
 
 def test_the_parent_carries_each_curve_mean_and_ci_over_seeds(uri):
@@ -178,8 +239,13 @@ def test_the_parent_carries_each_curve_mean_and_ci_over_seeds(uri):
     _, parent, _ = children(uri, "glth-curves", sweep)
     pid = parent.info.run_id
     for d, rounds in (("canonical", [0, 1, 2]), ("bottleneck", [0, 1])):
-        for stat in ("test_accuracy_mean", "val_accuracy_mean", "compression_mean", "test_accuracy_ci_low",
-                     "test_accuracy_ci_high"):
+        for stat in (
+            "test_accuracy_mean",
+            "val_accuracy_mean",
+            "compression_mean",
+            "test_accuracy_ci_low",
+            "test_accuracy_ci_high",
+        ):
             got = history(uri, pid, f"curve/{d}/{stat}")
             assert sorted(got) == rounds, (d, stat)
             for r in rounds:
@@ -187,7 +253,8 @@ def test_the_parent_carries_each_curve_mean_and_ci_over_seeds(uri):
     # the t interval at n = 3: mean ± 4.3027 · sd / √3
     test = [acc("canonical", s, 1) for s in seeds]
     assert history(uri, pid, "curve/canonical/test_accuracy_ci_high")[1] == pytest.approx(
-        statistics.fmean(test) + 4.302652729911275 * statistics.stdev(test) / math.sqrt(3), abs=1e-9)
+        statistics.fmean(test) + 4.302652729911275 * statistics.stdev(test) / math.sqrt(3), abs=1e-9
+    )
 
     # the last seed's round 2 arrives: one more step on that curve, nothing logged twice
     rows += rows_of(sweep, "bottleneck-2", "imp", "bottleneck", 2, 3)[2:]
@@ -199,8 +266,11 @@ def test_the_parent_carries_each_curve_mean_and_ci_over_seeds(uri):
 
 def test_a_failed_seed_is_not_waited_for_after_it_failed(uri):
     sweep = "sw-fail"
-    rows = (rows_of(sweep, "a0", "imp", "canonical", 0, 3) + rows_of(sweep, "a1", "imp", "canonical", 1, 3)
-            + rows_of(sweep, "a2", "imp", "canonical", 2, 3, upto=1, failed_at=1))
+    rows = (
+        rows_of(sweep, "a0", "imp", "canonical", 0, 3)
+        + rows_of(sweep, "a1", "imp", "canonical", 1, 3)
+        + rows_of(sweep, "a2", "imp", "canonical", 2, 3, upto=1, failed_at=1)
+    )
     sink.sync_sweep(uri, "glth-curves", sweep, SPEC, rows)
     _, parent, kids = children(uri, "glth-curves", sweep)
     got = history(uri, parent.info.run_id, "curve/canonical/test_accuracy_mean")
@@ -211,20 +281,34 @@ def test_a_failed_seed_is_not_waited_for_after_it_failed(uri):
 
 
 def test_curve_labels_name_what_varies_and_are_valid_mlflow_keys():
-    metas = [{"trial_id": f"t{i}", "dataset": "digits", "model": "mlp", "dictionary": d, "control": c,
-              "tau": tau, "rewind": rw, "seed": 0}
-             for i, (d, c, tau, rw) in enumerate([("bottleneck:1/dct", "none", 0.2, "init"),
-                                                  ("canonical", "random_mask", 0.5, '{"step": 100}')])]
+    metas = [
+        {
+            "trial_id": f"t{i}",
+            "dataset": "digits",
+            "model": "mlp",
+            "dictionary": d,
+            "control": c,
+            "tau": tau,
+            "rewind": rw,
+            "seed": 0,
+        }
+        for i, (d, c, tau, rw) in enumerate(
+            [("bottleneck:1/dct", "none", 0.2, "init"), ("canonical", "random_mask", 0.5, '{"step": 100}')]
+        )
+    ]
     book = sink.CurveBook(metas)
-    assert book.trial_curve == {"t0": "bottleneck_1_dct tau0.2 rewind-init",
-                                "t1": "canonical random_mask tau0.5 rewind-step100"}
+    assert book.trial_curve == {
+        "t0": "bottleneck_1_dct tau0.2 rewind-init",
+        "t1": "canonical random_mask tau0.5 rewind-step100",
+    }
     assert sink.CurveBook(metas[:1]).trial_curve == {"t0": "bottleneck_1_dct"}  # nothing varies
 
 
 def test_the_analysis_table_is_logged_once_per_content(uri, tmp_path):
     sink.sync_sweep(uri, "glth-table", "sw-table", SPEC, rows_of("sw-table", "t0", "imp", "canonical", 0, 2))
-    frame = pd.DataFrame({"dictionary": ["canonical", "bottleneck"], "threshold_compression": [0.75, math.nan],
-                          "seeds": [3, 3]})
+    frame = pd.DataFrame(
+        {"dictionary": ["canonical", "bottleneck"], "threshold_compression": [0.75, math.nan], "seeds": [3, 3]}
+    )
     name = sink.log_analysis_table(uri, "glth-table", "sw-table", frame)
     assert name.startswith("tables/analysis-") and name.endswith(".json")
     assert sink.log_analysis_table(uri, "glth-table", "sw-table", frame) == name

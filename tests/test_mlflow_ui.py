@@ -51,8 +51,10 @@ EXPAND_PARENT = """(() => { const b = document.querySelector(
 FOCUS_CHART_SEARCH = """(() => { const i = document.querySelector('input[placeholder="Search metric charts"]');
   if (i) i.focus(); return !!i; })()"""
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)"),
+]
 
 
 class Browser:
@@ -61,10 +63,22 @@ class Browser:
     def __init__(self, profile: Path):
         self.profile = profile
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={SIZE[0]},{SIZE[1]}",
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-             "--no-first-run", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                CHROMIUM,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                f"--window-size={SIZE[0]},{SIZE[1]}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={profile}",
+                "--no-first-run",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.n = 0
 
     async def __aenter__(self) -> "Browser":
@@ -82,8 +96,9 @@ class Browser:
             page = next(t for t in await r.json() if t["type"] == "page")
         self.ws = await self.http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
         await self.call("Page.enable")
-        await self.call("Emulation.setDeviceMetricsOverride", width=SIZE[0], height=SIZE[1], deviceScaleFactor=1,
-                        mobile=False)
+        await self.call(
+            "Emulation.setDeviceMetricsOverride", width=SIZE[0], height=SIZE[1], deviceScaleFactor=1, mobile=False
+        )
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -125,8 +140,13 @@ class Browser:
 def run_sweep(tmp: Path, uri: str) -> subprocess.CompletedProcess:
     (tmp / "spec.yaml").write_text(SPEC)
     glth = str(Path(sys.executable).with_name("glth"))
-    return subprocess.run([glth, "run", "spec.yaml", "--out", "out", "--tracking-uri", uri], cwd=tmp,
-                          capture_output=True, text=True, timeout=1200)
+    return subprocess.run(
+        [glth, "run", "spec.yaml", "--out", "out", "--tracking-uri", uri],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
 
 
 def test_the_sweep_in_mlflows_ui_shows_runs_and_the_curves(tmp_path):
@@ -146,7 +166,9 @@ def test_the_sweep_in_mlflows_ui_shows_runs_and_the_curves(tmp_path):
         assert parent.info.status == "FINISHED"
         names = sorted(k.info.run_name for k in kids)
         assert len(set(names)) == 4
-        curve_keys = sorted(k for k in parent.data.metrics if k.startswith("curve/") and k.endswith("/test_accuracy_mean"))
+        curve_keys = sorted(
+            k for k in parent.data.metrics if k.startswith("curve/") and k.endswith("/test_accuracy_mean")
+        )
         assert len(curve_keys) == 2  # one per dictionary: seeds are averaged
         for key in curve_keys:
             assert sorted(m.step for m in c.get_metric_history(parent.info.run_id, key)) == [0, 1, 2]

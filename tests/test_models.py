@@ -82,8 +82,13 @@ def test_build_accepts_a_list_shape_and_stores_a_tuple():
 
 
 @pytest.mark.parametrize(
-    "name, shape, minimum", [("cnn_paper", (1, 6, 9), "7×7"), ("conv2", (3, 1, 1), "2×2"),
-                             ("conv4", (1, 3, 8), "4×4"), ("conv6", (3, 4, 4), "8×8")]
+    "name, shape, minimum",
+    [
+        ("cnn_paper", (1, 6, 9), "7×7"),
+        ("conv2", (3, 1, 1), "2×2"),
+        ("conv4", (1, 3, 8), "4×4"),
+        ("conv6", (3, 4, 4), "8×8"),
+    ],
 )
 def test_too_small_input_names_the_minimum(name, shape, minimum):
     with pytest.raises(ModelSpecError, match=minimum) as err:

@@ -27,8 +27,12 @@ def resnet_table(depth: int, width: int, classes: int) -> list[tuple[str, tuple]
         c = width * 2**segment
         for _b in range(d):
             p = f"blocks.{i}"
-            rows += [(f"{p}.conv1.weight", (c, c_in, 3, 3)), *bn(f"{p}.bn1", c),
-                     (f"{p}.conv2.weight", (c, c, 3, 3)), *bn(f"{p}.bn2", c)]
+            rows += [
+                (f"{p}.conv1.weight", (c, c_in, 3, 3)),
+                *bn(f"{p}.bn1", c),
+                (f"{p}.conv2.weight", (c, c, 3, 3)),
+                *bn(f"{p}.bn2", c),
+            ]
             if c != c_in:
                 rows += [(f"{p}.shortcut.0.weight", (c, c_in, 1, 1)), *bn(f"{p}.shortcut.1", c)]
             c_in, i = c, i + 1
@@ -43,8 +47,11 @@ def vgg16_table(classes: int) -> list[tuple[str, tuple]]:
     for i, step in enumerate(plan):
         if step == "M":
             continue
-        rows += [(f"layers.{i}.conv.weight", (step, c_in, 3, 3)), (f"layers.{i}.conv.bias", (step,)),
-                 *bn(f"layers.{i}.bn", step)]
+        rows += [
+            (f"layers.{i}.conv.weight", (step, c_in, 3, 3)),
+            (f"layers.{i}.conv.bias", (step,)),
+            *bn(f"layers.{i}.bn", step),
+        ]
         c_in = step
     return rows + [("fc.weight", (classes, 512)), ("fc.bias", (classes,))]
 
@@ -67,8 +74,9 @@ def test_vgg16_names_shapes_and_count():
     assert sum(p.numel() for p in model.parameters()) == 14_728_266
 
 
-@pytest.mark.parametrize("name, depth, width", [("cifar_resnet_20_4", 20, 4), ("cifar_resnet_32_2", 32, 2),
-                                                ("cifar_resnet_8", 8, 16)])
+@pytest.mark.parametrize(
+    "name, depth, width", [("cifar_resnet_20_4", 20, 4), ("cifar_resnet_32_2", 32, 2), ("cifar_resnet_8", 8, 16)]
+)
 def test_resnet_depths_and_widths(name, depth, width):
     torch.manual_seed(0)
     model = models.build(name, CIFAR, 7)
@@ -96,11 +104,17 @@ def test_open_lth_initializers():
     assert all(float(m.bias.detach().abs().max()) == 0 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
-@pytest.mark.parametrize("name, needle", [
-    ("cifar_resnet_21", "6D + 2"), ("cifar_resnet_2", "6D + 2"), ("cifar_resnet_20_0", "width"),
-    ("cifar_resnet_twenty", "cifar_resnet_N"), ("cifar_vgg_12", "11, 13, 16, 19"),
-    ("resnet50", "cifar_resnet_N[_W], cifar_vgg_N[_W]"),
-])
+@pytest.mark.parametrize(
+    "name, needle",
+    [
+        ("cifar_resnet_21", "6D + 2"),
+        ("cifar_resnet_2", "6D + 2"),
+        ("cifar_resnet_20_0", "width"),
+        ("cifar_resnet_twenty", "cifar_resnet_N"),
+        ("cifar_vgg_12", "11, 13, 16, 19"),
+        ("resnet50", "cifar_resnet_N[_W], cifar_vgg_N[_W]"),
+    ],
+)
 def test_bad_names_say_why_in_one_line(name, needle):
     with pytest.raises(ModelSpecError) as e:
         models.build(name, CIFAR, 10)

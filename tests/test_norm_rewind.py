@@ -17,7 +17,10 @@ from glth_core.train import TrainConfig
 from glth_core.trajectory import TrajectoryConfig
 
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05)
-COMPOSITE = {"kind": "composite", "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"kind": "canonical"}]}
+COMPOSITE = {
+    "kind": "composite",
+    "parts": [{"kind": "bottleneck", "layer": "1", "basis": "dct"}, {"kind": "canonical"}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +46,26 @@ def _after_rounds(digits, n: int, **kw) -> Trajectory:
     return traj
 
 
-@pytest.mark.parametrize("dictionary", [{"kind": "canonical"}, {"kind": "bottleneck", "layer": "1", "basis": "dct"},
-                                        {"kind": "blockdiag", "block": "random", "seed": 1}, COMPOSITE],
-                         ids=["canonical", "bottleneck", "blockdiag", "composite"])
+@pytest.mark.parametrize(
+    "dictionary",
+    [
+        {"kind": "canonical"},
+        {"kind": "bottleneck", "layer": "1", "basis": "dct"},
+        {"kind": "blockdiag", "block": "random", "seed": 1},
+        COMPOSITE,
+    ],
+    ids=["canonical", "bottleneck", "blockdiag", "composite"],
+)
 def test_tensor_mode_gives_every_rewound_tensor_its_initial_norm(digits, dictionary):
     traj = _after_rounds(digits, 2, dictionary=dictionary, rewind_norm="tensor")
     mask, init = traj.state.mask, traj.state.init
     (job,) = traj.round_jobs()
     start = job.start.coeffs * mask
-    before, after, plain = _model_norms(traj, init.coeffs), _model_norms(traj, start), _model_norms(traj, init.coeffs * mask)
+    before, after, plain = (
+        _model_norms(traj, init.coeffs),
+        _model_norms(traj, start),
+        _model_norms(traj, init.coeffs * mask),
+    )
     pruned = [n for n in before if plain[n] < before[n] * (1 - 1e-3)]
     assert pruned, "the round prunes some tensor"
     for name in before:
@@ -67,7 +81,11 @@ def test_part_mode_gives_every_part_its_initial_norm(digits, dictionary):
     mask, a0 = traj.state.mask, traj.state.init.coeffs
     (job,) = traj.round_jobs()
     start = job.start.coeffs * mask
-    ranges = [(s, e) for _, s, e in traj.dictionary.part_ranges()] if dictionary["kind"] == "composite" else [(0, a0.numel())]
+    ranges = (
+        [(s, e) for _, s, e in traj.dictionary.part_ranges()]
+        if dictionary["kind"] == "composite"
+        else [(0, a0.numel())]
+    )
     assert norm_segments(traj.dictionary, "part") == ranges
     for s, e in ranges:
         assert float(start[s:e].double().norm()) == pytest.approx(float(a0[s:e].double().norm()), rel=1e-5)
@@ -106,8 +124,10 @@ def test_rescaling_is_the_ratio_of_norms_per_segment():
 def test_random_masks_shrink_the_init_by_sqrt_density_and_imp_masks_less(digits):
     """The docstring's claim, measured: under control random_mask the kept initial coefficients of a
     random rotation hold √ρ of w_0's norm; IMP's magnitude masks keep more of it."""
-    for control, check in (("random_mask", lambda r, rho: abs(r - math.sqrt(rho)) < 0.03 * math.sqrt(rho)),
-                           ("none", lambda r, rho: r > 1.5 * math.sqrt(rho))):
+    for control, check in (
+        ("random_mask", lambda r, rho: abs(r - math.sqrt(rho)) < 0.03 * math.sqrt(rho)),
+        ("none", lambda r, rho: r > 1.5 * math.sqrt(rho)),
+    ):
         traj = _after_rounds(digits, 3, dictionary={"kind": "random", "method": "fast"}, control=control, rounds=4)
         m, a0 = traj.state.mask, traj.state.init.coeffs
         rho = float(m.double().mean())
@@ -127,7 +147,10 @@ def test_reinit_control_rescales_its_fresh_start_too(digits):
 def test_late_rewinding_keeps_the_norm_of_w_k(digits):
     traj = _after_rounds(digits, 1, rewind={"step": 10}, rewind_norm="tensor")
     (job,) = traj.round_jobs()
-    got, want = _model_norms(traj, job.start.coeffs * traj.state.mask), _model_norms(traj, traj.state.rewind_point.coeffs)
+    got, want = (
+        _model_norms(traj, job.start.coeffs * traj.state.mask),
+        _model_norms(traj, traj.state.rewind_point.coeffs),
+    )
     assert all(got[n] == pytest.approx(want[n], rel=1e-5) for n in want)
 
 
@@ -144,11 +167,16 @@ def test_refusals_are_one_line_naming_rewind_norm(digits):
     text = "name: n\ndataset: digits\nseeds: [0]\nrounds: 2\nrewind_norm: tensor\ndictionary: {kind: random, method: fast}\n"
     with pytest.raises(spec.SpecError) as e:
         spec.parse(text)
-    assert str(e.value).startswith("rewind_norm: tensor rescales each tensor's own coefficients; the dictionary's kind "
-                                   "random mixes its 6 scope tensors (use rewind_norm part)")
-    composite = text.replace("{kind: random, method: fast}", "{kind: composite, parts: [{kind: canonical, scope: ['1.*']}, "
-                                                              "{kind: random}]}")
-    with pytest.raises(spec.SpecError, match=r"^rewind_norm: tensor .* part 1 \(kind random\) mixes its 4 scope tensors"):
+    assert str(e.value).startswith(
+        "rewind_norm: tensor rescales each tensor's own coefficients; the dictionary's kind "
+        "random mixes its 6 scope tensors (use rewind_norm part)"
+    )
+    composite = text.replace(
+        "{kind: random, method: fast}", "{kind: composite, parts: [{kind: canonical, scope: ['1.*']}, {kind: random}]}"
+    )
+    with pytest.raises(
+        spec.SpecError, match=r"^rewind_norm: tensor .* part 1 \(kind random\) mixes its 4 scope tensors"
+    ):
         spec.parse(composite)
     single = text.replace("{kind: random, method: fast}", "{kind: random, scope: ['3.weight']}")
     assert spec.parse(single).trials[0].config.rewind_norm == "tensor"  # one tensor: its own coefficients
@@ -168,10 +196,14 @@ def test_a_norm_preserving_trajectory_is_its_own_curve():
 def test_batched_seeds_rescale_as_separate_trajectories_do(digits):
     from glth_core.batched import BatchedTrajectory
 
-    configs = [TrajectoryConfig(dataset="digits", tau=0.5, rounds=3, seed=s, train=TRAIN, rewind_norm="tensor") for s in (0, 1)]
+    configs = [
+        TrajectoryConfig(dataset="digits", tau=0.5, rounds=3, seed=s, train=TRAIN, rewind_norm="tensor") for s in (0, 1)
+    ]
     batched = BatchedTrajectory(configs, data=digits).run()
     for config, rows in zip(configs, batched):
         alone = Trajectory(config, data=digits).run()
         assert [r["kept"] for r in rows] == [r["kept"] for r in alone]
         for a, b in zip(rows, alone):
-            assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1e-6 and abs(a["train_loss"] - b["train_loss"]) <= 1e-5
+            assert (
+                abs(a["test_accuracy"] - b["test_accuracy"]) <= 1e-6 and abs(a["train_loss"] - b["train_loss"]) <= 1e-5
+            )

@@ -20,15 +20,18 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 def raw() -> Raw:
     """uint8 colour images whose channels differ in brightness and spread, like photographs."""
     g = np.random.default_rng(0)
+
     def images(n):
         base = g.normal([60, 120, 200], [10, 40, 25], size=(n, 8, 8, 3)).transpose(0, 3, 1, 2)
         return np.clip(base, 0, 255).astype(np.uint8)
+
     return Raw(images(400), g.integers(0, 10, 400), images(100), g.integers(0, 10, 100))
 
 
 def _load(raw: Raw, normalize):
-    return make_dataset("fake", raw, (3, 8, 8), 10, val_fraction=0.1, split_seed=0, device="cpu", data_dir=None,
-                        normalize=normalize)
+    return make_dataset(
+        "fake", raw, (3, 8, 8), 10, val_fraction=0.1, split_seed=0, device="cpu", data_dir=None, normalize=normalize
+    )
 
 
 def test_train_statistics_centre_and_scale_the_training_split(raw):
@@ -42,15 +45,18 @@ def test_train_statistics_centre_and_scale_the_training_split(raw):
 
 
 def test_train_is_the_default_and_unchanged(raw):
-    a, b = _load(raw, "train"), make_dataset("fake", raw, (3, 8, 8), 10, val_fraction=0.1, split_seed=0, device="cpu",
-                                             data_dir=None)
+    a, b = (
+        _load(raw, "train"),
+        make_dataset("fake", raw, (3, 8, 8), 10, val_fraction=0.1, split_seed=0, device="cpu", data_dir=None),
+    )
     assert all(torch.equal(getattr(a, f"{s}_x"), getattr(b, f"{s}_x")) for s in ("train", "val", "test"))
 
 
 def test_given_values_are_on_the_unit_pixel_scale(raw):
     d = _load(raw, IMAGENET)
-    expect = (torch.from_numpy(raw.test_x).float() / 255 - torch.tensor(IMAGENET["mean"]).view(1, 3, 1, 1)) \
-        / torch.tensor(IMAGENET["std"]).view(1, 3, 1, 1)
+    expect = (
+        torch.from_numpy(raw.test_x).float() / 255 - torch.tensor(IMAGENET["mean"]).view(1, 3, 1, 1)
+    ) / torch.tensor(IMAGENET["std"]).view(1, 3, 1, 1)
     assert torch.allclose(d.test_x, expect, atol=1e-5)
     assert d.mean == pytest.approx([m * 255 for m in IMAGENET["mean"]], rel=1e-6)
 
@@ -62,13 +68,16 @@ def test_none_keeps_pixels_on_zero_to_one(raw):
     assert float(digits.train_x.min()) == 0.0 and float(digits.train_x.max()) == 1.0
 
 
-@pytest.mark.parametrize("bad, needle", [
-    ("imagenet", "'imagenet' is not a known name"),
-    ({"mean": [0.5, 0.5], "std": [0.2, 0.2]}, "2 values for images of 3 channels"),
-    ({"mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}, "must be > 0"),
-    ({"mean": [0.5] * 3}, "exactly mean and std"),
-    ({"mean": [0.5] * 3, "std": [0.2] * 2}, "3 means and 2 stds"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ("imagenet", "'imagenet' is not a known name"),
+        ({"mean": [0.5, 0.5], "std": [0.2, 0.2]}, "2 values for images of 3 channels"),
+        ({"mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}, "must be > 0"),
+        ({"mean": [0.5] * 3}, "exactly mean and std"),
+        ({"mean": [0.5] * 3, "std": [0.2] * 2}, "3 means and 2 stds"),
+    ],
+)
 def test_bad_values_are_refused_in_one_line(raw, bad, needle):
     with pytest.raises(ValueError) as e:
         _load(raw, bad)

@@ -10,9 +10,13 @@ import yaml
 from orchestrator import cli, spec
 from orchestrator.overrides import Override, OverrideError, apply, parse, record
 
-RAW = {"name": "o", "tau": 0.2, "seeds": [0],
-       "dictionary": [{"kind": "canonical"}, {"kind": "bottleneck", "layer": "1", "basis": "identity"}],
-       "train": {"epochs": 1}}
+RAW = {
+    "name": "o",
+    "tau": 0.2,
+    "seeds": [0],
+    "dictionary": [{"kind": "canonical"}, {"kind": "bottleneck", "layer": "1", "basis": "identity"}],
+    "train": {"epochs": 1},
+}
 
 SPEC = """\
 name: o
@@ -29,29 +33,59 @@ train: {epochs: 1}
 
 
 def test_parse_values():
-    got = {o.key: o.value for o in parse(["tau=0.1,0.2", "seeds=0-4", "train.epochs=3", "dictionary.0.basis=pca",
-                                          "train.lr=1e-3", "control=none", "train.steps=null", "x=[1, 2]",
-                                          "dictionary.1={kind: canonical}", "more=0-2,7", "name='a,b'", "flag=true"])}
-    assert got == {"tau": [0.1, 0.2], "seeds": [0, 1, 2, 3, 4], "train.epochs": 3, "dictionary.0.basis": "pca",
-                   "train.lr": 0.001, "control": "none", "train.steps": None, "x": [1, 2],
-                   "dictionary.1": {"kind": "canonical"}, "more": [0, 1, 2, 7], "name": "a,b", "flag": True}
+    got = {
+        o.key: o.value
+        for o in parse(
+            [
+                "tau=0.1,0.2",
+                "seeds=0-4",
+                "train.epochs=3",
+                "dictionary.0.basis=pca",
+                "train.lr=1e-3",
+                "control=none",
+                "train.steps=null",
+                "x=[1, 2]",
+                "dictionary.1={kind: canonical}",
+                "more=0-2,7",
+                "name='a,b'",
+                "flag=true",
+            ]
+        )
+    }
+    assert got == {
+        "tau": [0.1, 0.2],
+        "seeds": [0, 1, 2, 3, 4],
+        "train.epochs": 3,
+        "dictionary.0.basis": "pca",
+        "train.lr": 0.001,
+        "control": "none",
+        "train.steps": None,
+        "x": [1, 2],
+        "dictionary.1": {"kind": "canonical"},
+        "more": [0, 1, 2, 7],
+        "name": "a,b",
+        "flag": True,
+    }
     (o,) = parse(["dictionary.0.basis=pca"])
     assert o.path == ("dictionary", 0, "basis") and str(o) == "dictionary.0.basis=pca"
     assert parse([]) == []
 
 
-@pytest.mark.parametrize("item,needle", [
-    ("tau", "expected PATH=VALUE"),
-    ("=3", "expected PATH=VALUE"),
-    ("train..lr=1", "is not a key or a list index"),
-    ("tau=", "no value"),
-    ("0.basis=pca", "starts with a spec key"),
-    ("seeds=4-0", "needs low ≤ high"),
-    ("seeds=0-1000000", "needs low ≤ high"),
-    ("tau=0.1,,0.2", "empty element"),
-    ("x=[1,", "not a YAML list"),
-    ("tau=0.1,[2]", "not a scalar"),
-])
+@pytest.mark.parametrize(
+    "item,needle",
+    [
+        ("tau", "expected PATH=VALUE"),
+        ("=3", "expected PATH=VALUE"),
+        ("train..lr=1", "is not a key or a list index"),
+        ("tau=", "no value"),
+        ("0.basis=pca", "starts with a spec key"),
+        ("seeds=4-0", "needs low ≤ high"),
+        ("seeds=0-1000000", "needs low ≤ high"),
+        ("tau=0.1,,0.2", "empty element"),
+        ("x=[1,", "not a YAML list"),
+        ("tau=0.1,[2]", "not a scalar"),
+    ],
+)
 def test_bad_items_are_one_line_naming_the_item(item, needle):
     with pytest.raises(OverrideError) as e:
         parse(["seeds=0-1", item])
@@ -78,13 +112,19 @@ def test_index_0_of_a_single_mapping_is_that_mapping():
         apply(one, parse(["dictionary.1.basis=pca"]))
 
 
-@pytest.mark.parametrize("item,message", [
-    ("dictionary.3.basis=pca", "dictionary.3: the spec has 2 dictionaries (indices 0…1)"),
-    ("seeds.1=4", "seeds.1: the spec has 1 seed (index 0)"),
-    ("dictionary.basis=pca", "dictionary.basis: dictionary is a list of 2; index it first, e.g. dictionary.0.basis"),
-    ("tau.x=1", "tau.x: tau is 0.2, not a mapping"),
-    ("train.epochs.0=1", "train.epochs.0: epochs is 1, not a list to index"),
-])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("dictionary.3.basis=pca", "dictionary.3: the spec has 2 dictionaries (indices 0…1)"),
+        ("seeds.1=4", "seeds.1: the spec has 1 seed (index 0)"),
+        (
+            "dictionary.basis=pca",
+            "dictionary.basis: dictionary is a list of 2; index it first, e.g. dictionary.0.basis",
+        ),
+        ("tau.x=1", "tau.x: tau is 0.2, not a mapping"),
+        ("train.epochs.0=1", "train.epochs.0: epochs is 1, not a list to index"),
+    ],
+)
 def test_bad_paths_are_one_line_naming_the_field(item, message):
     with pytest.raises(OverrideError) as e:
         apply(RAW, parse([item]))
@@ -125,13 +165,16 @@ def test_spec_applies_overrides_and_parses_back_to_the_same_sweep():
     assert len(more.trials) == 2 * 3 and yaml.safe_load(more.text)["overrides"] == [*items, "tau=0.3"]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["tau"], "override 'tau': expected PATH=VALUE"),
-    (["dictionary.3.basis=pca"], "dictionary.3: the spec has 2 dictionaries"),
-    (["tau=2"], "tau"),  # validated like the YAML: τ above 1
-    (["train.speed=3"], "train.speed: unknown key"),
-    (["seeds=0,0"], "distinct"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["tau"], "override 'tau': expected PATH=VALUE"),
+        (["dictionary.3.basis=pca"], "dictionary.3: the spec has 2 dictionaries"),
+        (["tau=2"], "tau"),  # validated like the YAML: τ above 1
+        (["train.speed=3"], "train.speed: unknown key"),
+        (["seeds=0,0"], "distinct"),
+    ],
+)
 def test_cli_bad_override_exits_2_one_line_nothing_written(argv, message, tmp_path, capsys, monkeypatch):
     import ray
 

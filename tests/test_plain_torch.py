@@ -50,8 +50,10 @@ class PlainMLP(nn.Module):
     def pruned(self) -> dict[str, torch.Tensor]:
         """The weights under the mask, by glth's names (layer indices of its nn.Sequential)."""
         glth_name = {"fc1": "1", "fc2": "3", "fc3": "5"}
-        return {f"{glth_name[n.split('.')[0]]}.{n.split('.')[1]}": (v * self.masks[n]).detach()
-                for n, v in self.named_parameters()}
+        return {
+            f"{glth_name[n.split('.')[0]]}.{n.split('.')[1]}": (v * self.masks[n]).detach()
+            for n, v in self.named_parameters()
+        }
 
     def next_masks(self) -> None:
         """Global magnitude pruning over every parameter: drop round(τ·n) of the n survivors with
@@ -133,8 +135,16 @@ def train_plain(net: PlainMLP, init: dict, x, y, optimizer: dict, round_index: i
 @pytest.mark.parametrize("dictionary", ["canonical", "bottleneck"])
 def test_imp_equals_a_plain_masked_module_trained_by_torch_optim(digits, optimizer, dictionary):
     spec = {"kind": "canonical"} if dictionary == "canonical" else BOTTLENECK
-    cfg = TrajectoryConfig(dataset="digits", model="mlp_300_100", dictionary=spec, tau=TAU, rounds=ROUNDS, seed=SEED,
-                           rewind="init", train=TrainConfig(steps=STEPS, batch_size=BATCH, **OPTIMIZERS[optimizer]))
+    cfg = TrajectoryConfig(
+        dataset="digits",
+        model="mlp_300_100",
+        dictionary=spec,
+        tau=TAU,
+        rounds=ROUNDS,
+        seed=SEED,
+        rewind="init",
+        train=TrainConfig(steps=STEPS, batch_size=BATCH, **OPTIMIZERS[optimizer]),
+    )
     traj = Trajectory(cfg, data=digits)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)  # glth's rule for a trajectory's initialization: the seed, then the model
@@ -150,14 +160,18 @@ def test_imp_equals_a_plain_masked_module_trained_by_torch_optim(digits, optimiz
         assert ours.keys() == theirs.keys()
         for name in theirs:
             assert torch.allclose(ours[name], theirs[name], rtol=0, atol=1e-6), (
-                f"round {t}, {name}: max |glth − plain| = {(ours[name] - theirs[name]).abs().max():.3g}")
+                f"round {t}, {name}: max |glth − plain| = {(ours[name] - theirs[name]).abs().max():.3g}"
+            )
         with torch.no_grad():
             logits = net(digits.test_x)
-        assert record["test_accuracy"] * len(digits.test_y) == pytest.approx(int((logits.argmax(1) == digits.test_y).sum()))
+        assert record["test_accuracy"] * len(digits.test_y) == pytest.approx(
+            int((logits.argmax(1) == digits.test_y).sum())
+        )
         assert record["test_loss"] == pytest.approx(F.cross_entropy(logits, digits.test_y).item(), abs=1e-5)
         if t + 1 < ROUNDS:
             net.next_masks()
-            plain_mask = (torch.cat([m.flatten() for m in net.masks.values()]) if dictionary == "canonical"
-                          else net.mask_vector())
+            plain_mask = (
+                torch.cat([m.flatten() for m in net.masks.values()]) if dictionary == "canonical" else net.mask_vector()
+            )
             assert torch.equal(traj.state.mask, plain_mask), f"round {t + 1}'s mask"
     assert traj.done and int(traj.state.mask.sum()) < traj.dictionary.size  # it pruned, and twice

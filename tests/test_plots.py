@@ -42,11 +42,25 @@ def fake_rows(seeds=(0, 1, 2), rounds=6) -> pd.DataFrame:
             for seed in seeds:
                 for r in range(rounds):
                     acc = 0.9 - (0.05 * r if control != "none" else 0.01 * max(0, r - 3)) + rng.normal(0, 0.005)
-                    out.append({"dataset": "digits", "model": "mlp", "dictionary": dictionary, "control": control,
-                                "tau": 0.5, "rewind": "init", "seed": seed, "round": r, "status": "ok",
-                                "test_accuracy": acc, "val_accuracy": acc, "compression": 1 - 0.5**r,
-                                "density": 0.5**r, "trial_id": f"{dictionary}-{control}-{seed}",
-                                "rank": 64 * 0.5**r if dictionary.startswith("bottleneck") else None})
+                    out.append(
+                        {
+                            "dataset": "digits",
+                            "model": "mlp",
+                            "dictionary": dictionary,
+                            "control": control,
+                            "tau": 0.5,
+                            "rewind": "init",
+                            "seed": seed,
+                            "round": r,
+                            "status": "ok",
+                            "test_accuracy": acc,
+                            "val_accuracy": acc,
+                            "compression": 1 - 0.5**r,
+                            "density": 0.5**r,
+                            "trial_id": f"{dictionary}-{control}-{seed}",
+                            "rank": 64 * 0.5**r if dictionary.startswith("bottleneck") else None,
+                        }
+                    )
     return pd.DataFrame(out)
 
 
@@ -82,8 +96,17 @@ def test_two_models_get_no_averaged_dense_line():
     """Each curve's threshold is against its own round 0: a line at the mean of two networks' dense
     accuracies would be neither's baseline."""
     one = fake_rows().query("control == 'none'")
-    two = pd.concat([one, one.assign(model="conv4", trial_id=one.trial_id + "-b",
-                                     test_accuracy=one.test_accuracy - 0.2, val_accuracy=one.val_accuracy - 0.2)])
+    two = pd.concat(
+        [
+            one,
+            one.assign(
+                model="conv4",
+                trial_id=one.trial_id + "-b",
+                test_accuracy=one.test_accuracy - 0.2,
+                val_accuracy=one.val_accuracy - 0.2,
+            ),
+        ]
+    )
     for rows, dense_lines in ((one, 1), (two, 0)):
         fig = plots.accuracy_figure(rows, delta=0.005)
         ax = fig.axes[0]
@@ -91,7 +114,9 @@ def test_two_models_get_no_averaged_dense_line():
         flat = [line for line in ax.get_lines() if line.get_label().startswith("dense, round 0")]
         plt.close(fig)
         assert len(flat) == dense_lines, labels
-        assert any(lab.startswith("dense: each curve's round 0 (the models differ)") for lab in labels) == (dense_lines == 0)
+        assert any(lab.startswith("dense: each curve's round 0 (the models differ)") for lab in labels) == (
+            dense_lines == 0
+        )
 
 
 def test_band_is_a_95_percent_t_interval():
@@ -125,8 +150,13 @@ def test_kept_coordinates_and_basis_grid(tmp_path):
 # -- `glth plot` on a real sweep -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def plotted(paper_sweep):
-    proc = subprocess.run([GLTH, "plot", paper_sweep["sweep_id"], "--out", "out", "--tracking-uri", paper_sweep["uri"]],
-                          cwd=paper_sweep["cwd"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [GLTH, "plot", paper_sweep["sweep_id"], "--out", "out", "--tracking-uri", paper_sweep["uri"]],
+        cwd=paper_sweep["cwd"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 
@@ -157,8 +187,13 @@ def test_controls_run_and_are_separate_curves(paper_sweep):
 def test_glth_plot_writes_the_figures(paper_sweep, plotted):
     plots_dir = paper_sweep["sweep_dir"] / "plots"
     names = {p.name for p in plots_dir.glob("*.png")}
-    assert {"accuracy_vs_compression.png", "rank_vs_round.png", "dct_basis.png",
-            "kept_inputs_bottleneck-identity.png", "kept_frequencies_bottleneck-dct.png"} <= names
+    assert {
+        "accuracy_vs_compression.png",
+        "rank_vs_round.png",
+        "dct_basis.png",
+        "kept_inputs_bottleneck-identity.png",
+        "kept_frequencies_bottleneck-dct.png",
+    } <= names
     for p in plots_dir.glob("*.png"):
         check_png(p)
         assert f"plot: {p}" in plotted.stdout
@@ -177,7 +212,22 @@ def test_plots_are_logged_to_the_parent_run(paper_sweep, plotted):
 
 @pytest.mark.slow
 def test_plot_round_and_log_scale(paper_sweep):
-    proc = subprocess.run([GLTH, "plot", paper_sweep["sweep_id"], "--out", "out", "--round", "2", "--log-remaining",
-                           "--tracking-uri", paper_sweep["uri"]], cwd=paper_sweep["cwd"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            GLTH,
+            "plot",
+            paper_sweep["sweep_id"],
+            "--out",
+            "out",
+            "--round",
+            "2",
+            "--log-remaining",
+            "--tracking-uri",
+            paper_sweep["uri"],
+        ],
+        cwd=paper_sweep["cwd"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     check_png(paper_sweep["sweep_dir"] / "plots" / "accuracy_vs_remaining_log.png")

@@ -59,15 +59,24 @@ def string_dispatch(path: Path) -> list[str]:
             literals = set().union(*(_strings(s) for s in sides))
             if literals and ("control" in read or ("kind" in read and literals & kinds)):
                 found.append(f"{where}: {ast.unparse(node)}")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-              and len(node.args) >= 2 and _strings(node.args[1]) & PROBED):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and _strings(node.args[1]) & PROBED
+        ):
             found.append(f"{where}: {ast.unparse(node)}")
     return found
 
 
 def test_controls_and_kinds_are_chosen_only_inside_their_registries():
-    files = [p for tree in ("glth_core", "orchestrator") for p in sorted((ROOT / tree).rglob("*.py"))
-             if not any(reg in p.parents for reg in REGISTRIES)]
+    files = [
+        p
+        for tree in ("glth_core", "orchestrator")
+        for p in sorted((ROOT / tree).rglob("*.py"))
+        if not any(reg in p.parents for reg in REGISTRIES)
+    ]
     assert len(files) > 40
     found = [hit for p in files for hit in string_dispatch(p)]
     assert found == [], "string dispatch outside the registries:\n" + "\n".join(found)
@@ -75,9 +84,11 @@ def test_controls_and_kinds_are_chosen_only_inside_their_registries():
 
 def test_the_scan_finds_what_it_forbids(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text('a = config.control == "reinit"\nb = spec.get("kind") != "bottleneck"\n'
-                     'c = getattr(d, "tau_segments", None)\nd = row["control"] in ("none", None)\n'
-                     'e = trial.kind == "imp"\n')
+    probe.write_text(
+        'a = config.control == "reinit"\nb = spec.get("kind") != "bottleneck"\n'
+        'c = getattr(d, "tau_segments", None)\nd = row["control"] in ("none", None)\n'
+        'e = trial.kind == "imp"\n'
+    )
     found = string_dispatch(probe)
     assert [f.split(":")[1] for f in found] == ["1", "2", "3", "4"]  # a trial kind ("imp") is no dictionary
 
@@ -99,8 +110,9 @@ class Inverse(Control):
 def test_a_control_registered_in_one_line_runs_imp(monkeypatch):
     monkeypatch.setitem(controls.CONTROLS, Inverse.name, Inverse)
     train = TrainConfig(steps=5, batch_size=64, lr=0.05)
-    config = TrajectoryConfig(dataset="digits", model="mlp_300_100", tau=0.25, rounds=2, seed=3, train=train,
-                              control="inverse")
+    config = TrajectoryConfig(
+        dataset="digits", model="mlp_300_100", tau=0.25, rounds=2, seed=3, train=train, control="inverse"
+    )
     config.check()
     assert config.extra_seeds()["inverse"] == 3
     assert EXPERIMENT.run_name(config).startswith("canonical-inverse-tau0.25-")

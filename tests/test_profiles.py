@@ -64,8 +64,13 @@ def test_profile_keys_are_validated_like_the_spec():
 
 def test_cli_unknown_profile_exits_2(tmp_path):
     (tmp_path / "s.yaml").write_text(TEXT)
-    proc = subprocess.run([GLTH, "run", "s.yaml", "--profile", "nope", "--out", "out"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [GLTH, "run", "s.yaml", "--profile", "nope", "--out", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "glth: error: profile: 'nope' is not one of quick, only_id"
     assert not (tmp_path / "out").exists()
@@ -86,12 +91,20 @@ def test_strong_ticket_example_specs_parse(mnist_dir, monkeypatch):
     strong = spec.load(REPO / "examples" / "specs" / "strong_digits.yaml")
     assert {t.kind for t in strong.trials} == {"strong"} and len(strong.trials) == 4 * 2  # dictionaries × seeds
     assert {t.config.densities for t in strong.trials} == {(1.0, 0.5, 0.3, 0.1)}
-    assert {(t.config.select, t.config.scores, t.config.init) for t in strong.trials} == {("global", "fresh", "default")}
-    anchor = spec.load(REPO / "examples" / "specs" / "strong_digits.yaml", profile="anchor")  # hidden-networks' settings
-    assert len(anchor.trials) == 2 and {(t.config.select, t.config.scores, t.config.init) for t in anchor.trials} == \
-        {("per_layer", "fresh", "signed_constant")}
+    assert {(t.config.select, t.config.scores, t.config.init) for t in strong.trials} == {
+        ("global", "fresh", "default")
+    }
+    anchor = spec.load(
+        REPO / "examples" / "specs" / "strong_digits.yaml", profile="anchor"
+    )  # hidden-networks' settings
+    assert len(anchor.trials) == 2 and {(t.config.select, t.config.scores, t.config.init) for t in anchor.trials} == {
+        ("per_layer", "fresh", "signed_constant")
+    }
     assert {t.config.dictionary["scope"] for t in anchor.trials} == {"weights"}
     construct = spec.load(REPO / "examples" / "specs" / "construct_mnist.yaml")
-    assert {t.kind for t in construct.trials} == {"construct"} and len(construct.trials) == 4 * 2 * 2  # n × distribution × signs
-    assert {(t.config.n, t.config.distribution, t.config.signs) for t in construct.trials} == \
-        {(n, d, s) for n in (6, 12, 15, 21) for d in ("uniform", "hyperbolic") for s in ("iid", "paired")}
+    assert {t.kind for t in construct.trials} == {"construct"} and len(
+        construct.trials
+    ) == 4 * 2 * 2  # n × distribution × signs
+    assert {(t.config.n, t.config.distribution, t.config.signs) for t in construct.trials} == {
+        (n, d, s) for n in (6, 12, 15, 21) for d in ("uniform", "hyperbolic") for s in ("iid", "paired")
+    }

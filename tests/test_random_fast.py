@@ -118,8 +118,10 @@ def test_plain_dft_planes_would_leave_exact_zeros_the_phases_remove():
     z[0, 0] = 1.0
     plain = torch.view_as_real(torch.fft.fft2(z, norm="ortho"))
     assert (plain[..., 1] == 0).all()
-    phase = torch.polar(torch.ones(8, 12, dtype=torch.float64), torch.rand(8, 12, dtype=torch.float64,
-                                                                             generator=torch.Generator().manual_seed(0)) * 6.28)
+    phase = torch.polar(
+        torch.ones(8, 12, dtype=torch.float64),
+        torch.rand(8, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 6.28,
+    )
     assert torch.view_as_real(torch.fft.fft2(z * phase, norm="ortho")).abs().min() > 1e-3
 
 
@@ -142,8 +144,10 @@ def test_a_spec_without_version_is_version_1_and_builds_it(cnn):
     assert isinstance(dictionaries.build({"kind": "random"}, cnn).segments[0].op, FastRotation)
     assert isinstance(dictionaries.build({"kind": "random", "version": 2}, cnn).segments[0].op, FastRotation2)
     same = torch.randn(28_950)
-    assert torch.equal(dictionaries.build({"kind": "random", "seed": 4}, cnn).synthesize(same),
-                       dictionaries.build({"kind": "random", "seed": 4, "version": 1}, cnn).synthesize(same))
+    assert torch.equal(
+        dictionaries.build({"kind": "random", "seed": 4}, cnn).synthesize(same),
+        dictionaries.build({"kind": "random", "seed": 4, "version": 1}, cnn).synthesize(same),
+    )
 
 
 #: trial ids of random-fast trajectories: the stored ones (no version) must never change
@@ -167,18 +171,31 @@ def test_with_current_version_records_2_on_random_fast_specs_only():
     for spec in ({"kind": "random", "method": "haar"}, {"kind": "canonical"}, {"kind": "bottleneck", "layer": "1"}):
         assert with_current_version(spec) == spec
     composite = {"kind": "composite", "parts": [{"kind": "random", "scope": ["1.*"]}, {"kind": "canonical"}]}
-    assert with_current_version(composite)["parts"] == [{"kind": "random", "scope": ["1.*"], "version": 2}, {"kind": "canonical"}]
+    assert with_current_version(composite)["parts"] == [
+        {"kind": "random", "scope": ["1.*"], "version": 2},
+        {"kind": "canonical"},
+    ]
     new = with_current_version({"kind": "random", "method": "fast", "seed": 1})
-    assert TrajectoryConfig(model="cnn_paper", dictionary=new).content_hash() != \
-        TrajectoryConfig(model="cnn_paper", dictionary={"kind": "random", "method": "fast", "seed": 1}).content_hash()
+    assert (
+        TrajectoryConfig(model="cnn_paper", dictionary=new).content_hash()
+        != TrajectoryConfig(
+            model="cnn_paper", dictionary={"kind": "random", "method": "fast", "seed": 1}
+        ).content_hash()
+    )
 
 
 def test_without_default_version_makes_version_1_the_spec_stored_before_versions():
-    assert without_default_version({"kind": "random", "method": "fast", "version": 1}) == {"kind": "random", "method": "fast"}
+    assert without_default_version({"kind": "random", "method": "fast", "version": 1}) == {
+        "kind": "random",
+        "method": "fast",
+    }
     assert without_default_version({"kind": "random", "version": 2}) == {"kind": "random", "version": 2}
     old = TrajectoryConfig(model="cnn_paper", dictionary={"kind": "random", "method": "fast"}, seed=2)
-    explicit = TrajectoryConfig(model="cnn_paper", seed=2,
-                                dictionary=without_default_version({"kind": "random", "method": "fast", "version": 1}))
+    explicit = TrajectoryConfig(
+        model="cnn_paper",
+        seed=2,
+        dictionary=without_default_version({"kind": "random", "method": "fast", "version": 1}),
+    )
     assert explicit.content_hash() == old.content_hash() == "c91e7843aafa"
     composite = {"kind": "composite", "parts": [{"kind": "random", "version": 1}, {"kind": "canonical"}]}
     assert without_default_version(composite)["parts"] == [{"kind": "random"}, {"kind": "canonical"}]

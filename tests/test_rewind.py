@@ -34,12 +34,18 @@ def _config(**kw) -> TrajectoryConfig:
 
 
 def _same(a, b) -> bool:
-    return torch.equal(a.coeffs, b.coeffs) and a.free.keys() == b.free.keys() and all(torch.equal(a.free[k], b.free[k]) for k in a.free)
+    return (
+        torch.equal(a.coeffs, b.coeffs)
+        and a.free.keys() == b.free.keys()
+        and all(torch.equal(a.free[k], b.free[k]) for k in a.free)
+    )
 
 
 # -- fine-tuning -----------------------------------------------------------------------------------
 def test_finetuning_at_a_zero_final_rate_is_refused_in_one_line():
-    with pytest.raises(ValueError, match=r"^train.finetune_lr: rewind none fine-tunes at train.schedule cosine's final rate"):
+    with pytest.raises(
+        ValueError, match=r"^train.finetune_lr: rewind none fine-tunes at train.schedule cosine's final rate"
+    ):
         _config(rewind="none")
     with pytest.raises(ValueError, match="train.finetune_lr"):
         _config(rewind="none", train=TrainConfig(schedule="step", gamma=0.0))
@@ -58,8 +64,9 @@ def test_finetune_rate_is_the_final_rate_or_finetune_lr():
 
 def test_finetuning_changes_the_weights(digits):
     """Today's bug: fine-tuning pinned lr at lr_at(T, T) = 0 under cosine, so round 1 'trained' nothing."""
-    traj = Trajectory(_config(rewind="none", train=TrainConfig(epochs=1, lr=0.05, schedule="cosine", finetune_lr=0.01)),
-                      data=digits)
+    traj = Trajectory(
+        _config(rewind="none", train=TrainConfig(epochs=1, lr=0.05, schedule="cosine", finetune_lr=0.01)), data=digits
+    )
     traj.run_round()
     before = traj.state.last.masked(traj.state.mask)  # the pruned weights fine-tuning starts from
     (job,) = traj.round_jobs()
@@ -79,8 +86,11 @@ def test_late_rewinding_repeats_steps_k_to_T_bit_for_bit(digits, rewind, k, opti
     weights w_k, the schedule from k and the data order from k (k = 25 is inside the second epoch)
     are restored. The optimizer is not: open_lth saves weights only, so every training that passes k,
     round 0 included, starts a fresh optimizer there; the round-0 reference is the same."""
-    train = SGD_COSINE if optimizer == "sgd" else TrainConfig(epochs=2, batch_size=64, optimizer="adam", lr=1e-3,
-                                                              schedule="cosine", warmup_steps=5)
+    train = (
+        SGD_COSINE
+        if optimizer == "sgd"
+        else TrainConfig(epochs=2, batch_size=64, optimizer="adam", lr=1e-3, schedule="cosine", warmup_steps=5)
+    )
     traj = Trajectory(_config(rewind=rewind, train=train), data=digits)
     first = traj.run_round()
     dense = traj.state.last.clone()
@@ -91,7 +101,9 @@ def test_late_rewinding_repeats_steps_k_to_T_bit_for_bit(digits, rewind, k, opti
     second = traj.run_round()
     assert _same(traj.state.last, dense)
     assert second["test_accuracy"] == first["test_accuracy"] and second["train_loss"] == first["train_loss"]
-    assert second["epochs"] == pytest.approx((42 - k) * 64 / N_TRAIN) and first["epochs"] == pytest.approx(42 * 64 / N_TRAIN)
+    assert second["epochs"] == pytest.approx((42 - k) * 64 / N_TRAIN) and first["epochs"] == pytest.approx(
+        42 * 64 / N_TRAIN
+    )
 
 
 def test_the_rewind_point_is_round_0_after_k_steps(digits):
@@ -103,8 +115,16 @@ def test_the_rewind_point_is_round_0_after_k_steps(digits):
     traj = Trajectory(_config(rewind={"step": 7}), data=digits)
     traj.run_round()
     seen = {}
-    train(traj.param, traj.state.init, torch.ones_like(traj.state.mask), traj.inputs["train"], digits.train_y, SGD_COSINE,
-          round_generator(0, 0), on_step=lambda n, w: seen.setdefault(n, w.clone()))
+    train(
+        traj.param,
+        traj.state.init,
+        torch.ones_like(traj.state.mask),
+        traj.inputs["train"],
+        digits.train_y,
+        SGD_COSINE,
+        round_generator(0, 0),
+        on_step=lambda n, w: seen.setdefault(n, w.clone()),
+    )
     assert _same(traj.state.rewind_point, seen[7])
     assert not _same(traj.state.rewind_point, seen[6]) and not _same(traj.state.rewind_point, seen[8])
 
@@ -126,7 +146,12 @@ def test_rewind_steps_are_checked_against_the_round():
         with pytest.raises(ValueError, match="^rewind: "):
             _config(rewind=bad)
     assert [rewind_label(r) for r in ("init", {"step": 5}, {"epoch": 2}, {"lr_step": 5}, {"lr_epoch": 1})] == [
-        "init", "step5", "epoch2", "lrstep5", "lrepoch1"]
+        "init",
+        "step5",
+        "epoch2",
+        "lrstep5",
+        "lrepoch1",
+    ]
 
 
 # -- learning-rate rewinding -------------------------------------------------------------------------
@@ -135,7 +160,9 @@ def test_lr_step_0_is_lr_rewinding_from_the_start(digits):
     b = Trajectory(_config(rewind={"lr_step": 0}, rounds=3), data=digits)
     for _ in range(3):
         ra, rb = a.run_round(), b.run_round()
-        assert {k: v for k, v in ra.items() if k not in TIMING_COLUMNS} == {k: v for k, v in rb.items() if k not in TIMING_COLUMNS}
+        assert {k: v for k, v in ra.items() if k not in TIMING_COLUMNS} == {
+            k: v for k, v in rb.items() if k not in TIMING_COLUMNS
+        }
         assert torch.equal(a.state.mask, b.state.mask)
 
 
@@ -170,8 +197,9 @@ def test_warmup_is_validated_and_multiplies_the_schedule():
 
 
 # -- the reinit control follows the rewind mode --------------------------------------------------------
-@pytest.mark.parametrize("rewind, start_step, steps", [({"step": 25}, 25, 17), ("init", 0, 42), ("none", 0, 42),
-                                                       ({"lr_step": 30}, 0, 42)])
+@pytest.mark.parametrize(
+    "rewind, start_step, steps", [({"step": 25}, 25, 17), ("init", 0, 42), ("none", 0, 42), ({"lr_step": 30}, 0, 42)]
+)
 def test_reinit_trains_the_steps_the_ticket_trains(digits, rewind, start_step, steps):
     train = SGD_COSINE if rewind != "none" else TrainConfig(epochs=2, batch_size=64, lr=0.05, finetune_lr=0.01)
     traj = Trajectory(_config(rewind=rewind, control="reinit", train=train), data=digits)

@@ -27,8 +27,10 @@ SKIP_DIRS = {".venv", ".git"}
 
 PATTERNS: list[tuple[str, re.Pattern]] = [
     ("AWS access key id", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])")),
-    ("AWS secret access key",
-     re.compile(r"(?i)aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])")),
+    (
+        "AWS secret access key",
+        re.compile(r"(?i)aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])"),
+    ),
     ("private key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
     ("GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b")),
     ("Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
@@ -102,7 +104,9 @@ def scan_file(path: Path, label: str) -> list[str]:
 def repo_files(root: Path) -> list[str]:
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=root, capture_output=True, check=True,
+        cwd=root,
+        capture_output=True,
+        check=True,
     ).stdout.decode("utf-8", errors="surrogateescape")
     return sorted({p for p in out.split("\0") if p and not (set(Path(p).parts) & SKIP_DIRS)})
 
@@ -149,8 +153,20 @@ def _fake(kind: str) -> str:
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["aws_secret", "private_key", "openssh_key", "github", "slack",
-                                  "yaml_password", "py_token", "json_secret", "env_password"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "aws_secret",
+        "private_key",
+        "openssh_key",
+        "github",
+        "slack",
+        "yaml_password",
+        "py_token",
+        "json_secret",
+        "env_password",
+    ],
+)
 def test_scanner_detects(kind, tmp_path):
     f = tmp_path / "planted.txt"
     f.write_text("first line\n" + _fake(kind) + "\n")
@@ -158,23 +174,26 @@ def test_scanner_detects(kind, tmp_path):
     assert findings and all(x.startswith("planted.txt:2: ") for x in findings), findings
 
 
-@pytest.mark.parametrize("line", [
-    'MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_TRACKING_PASSWORD"',
-    "export RAY_AUTH_TOKEN_PATH=$HOME/.glth/ray_token",
-    'RAY_AUTH_TOKEN="$(cat ~/.glth/ray_token)"',
-    "password: ${{ secrets.MLFLOW_PASSWORD }}",
-    'token = os.environ["GLTH_TOKEN"]',
-    "token = secrets.token_urlsafe(32)",
-    "password: <your-admin-password>",
-    'api_key = "REPLACE_WITH_YOUR_KEY_1234567"',
-    "token_path: ~/.glth/ray_token",
-    "secret_key_file: /home/ubuntu/mlflow/flask_secret_key",
-    "password = args.mlflow_password_file",
-    "tokenizer: bert-base-uncased-v2",
-    "token: short1",
-    'MLFLOW_TRACKING_PASSWORD=%s',
-    "access_key: aaaaaaaaaaaaaaaa1111111111",  # long but low entropy
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_TRACKING_PASSWORD"',
+        "export RAY_AUTH_TOKEN_PATH=$HOME/.glth/ray_token",
+        'RAY_AUTH_TOKEN="$(cat ~/.glth/ray_token)"',
+        "password: ${{ secrets.MLFLOW_PASSWORD }}",
+        'token = os.environ["GLTH_TOKEN"]',
+        "token = secrets.token_urlsafe(32)",
+        "password: <your-admin-password>",
+        'api_key = "REPLACE_WITH_YOUR_KEY_1234567"',
+        "token_path: ~/.glth/ray_token",
+        "secret_key_file: /home/ubuntu/mlflow/flask_secret_key",
+        "password = args.mlflow_password_file",
+        "tokenizer: bert-base-uncased-v2",
+        "token: short1",
+        "MLFLOW_TRACKING_PASSWORD=%s",
+        "access_key: aaaaaaaaaaaaaaaa1111111111",  # long but low entropy
+    ],
+)
 def test_scanner_ignores_references_and_placeholders(line):
     assert scan_text("x", line) == []
 
@@ -195,7 +214,9 @@ def test_binary_files_are_skipped(tmp_path):
 
 # Names of files that hold a credential whatever their content: the Ray token and MLflow env file
 # cluster.yaml mounts from ~/.glth, SSH/TLS keys, .env and .netrc files.
-SECRET_FILE = re.compile(r"(?:^|/)(?:ray_token|auth_token|mlflow\.env|\.env|\.netrc|id_(?:rsa|ed25519|ecdsa)|[^/]*\.pem|[^/]*\.key)$")
+SECRET_FILE = re.compile(
+    r"(?:^|/)(?:ray_token|auth_token|mlflow\.env|\.env|\.netrc|id_(?:rsa|ed25519|ecdsa)|[^/]*\.pem|[^/]*\.key)$"
+)
 
 
 def test_no_secret_bearing_file_is_in_the_repository():
@@ -208,7 +229,18 @@ def test_no_secret_bearing_file_is_in_the_repository():
     assert [f for f in files if SECRET_FILE.search(f)] == []
 
 
-@pytest.mark.parametrize("name", ["ray_token", ".glth/ray_token", "auth_token", "mlflow.env", ".env", "deploy/id_rsa", "ray-autoscaler_us-west-2.pem"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ray_token",
+        ".glth/ray_token",
+        "auth_token",
+        "mlflow.env",
+        ".env",
+        "deploy/id_rsa",
+        "ray-autoscaler_us-west-2.pem",
+    ],
+)
 def test_secret_file_names_are_git_ignored(name, tmp_path):
     """A token or key file dropped into the checkout by mistake is ignored, so `git add -A` skips it."""
     if shutil.which("git") is None:

@@ -17,10 +17,25 @@ def rows_of(curves: dict[int, list[tuple[float, float]]], dictionary="canonical"
     out = []
     for seed, points in curves.items():
         for rnd, (val, test) in enumerate(points):
-            out.append({"dataset": "digits", "model": "m", "dictionary": dictionary, "control": "none", "tau": 0.5,
-                        "rewind": "init", "round": rnd, "seed": seed, "trial_id": f"t{seed}", "status": "ok",
-                        "val_accuracy": val, "test_accuracy": test, "compression": 1 - 0.5 ** rnd,
-                        "density": 0.5 ** rnd, "kind": "imp"})
+            out.append(
+                {
+                    "dataset": "digits",
+                    "model": "m",
+                    "dictionary": dictionary,
+                    "control": "none",
+                    "tau": 0.5,
+                    "rewind": "init",
+                    "round": rnd,
+                    "seed": seed,
+                    "trial_id": f"t{seed}",
+                    "status": "ok",
+                    "val_accuracy": val,
+                    "test_accuracy": test,
+                    "compression": 1 - 0.5**rnd,
+                    "density": 0.5**rnd,
+                    "kind": "imp",
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -64,18 +79,26 @@ def test_thresholds_carry_their_spread_over_seeds():
     u = threshold_uncertainty(rows_of(seeds), delta=0.01).iloc[0]
     own = [1 - 0.5 ** (s + 1) for s in range(3)]
     assert u.threshold_seeds == 3
-    assert u.threshold_seed_mean == pytest.approx(np.mean(own)) and u.threshold_seed_std == pytest.approx(np.std(own, ddof=1))
+    assert u.threshold_seed_mean == pytest.approx(np.mean(own)) and u.threshold_seed_std == pytest.approx(
+        np.std(own, ddof=1)
+    )
     # an independent bootstrap of the seed-mean curve's threshold
     acc = np.array([[p[0] for p in seeds[s]] for s in range(3)])
-    comp = np.array([1 - 0.5 ** r for r in range(6)])
+    comp = np.array([1 - 0.5**r for r in range(6)])
 
     def stat(idx):
         mean = acc[np.asarray(idx, dtype=int)].mean(axis=0)
         bad = np.flatnonzero(mean < mean[0] - 0.01 - 1e-12)
         return comp[max(bad[0] - 1, 0)] if len(bad) else comp[-1]
 
-    ref = stats.bootstrap((np.arange(3),), stat, vectorized=False, n_resamples=999, method="percentile",
-                          random_state=np.random.default_rng(0))
+    ref = stats.bootstrap(
+        (np.arange(3),),
+        stat,
+        vectorized=False,
+        n_resamples=999,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    )
     assert (u.threshold_ci_low, u.threshold_ci_high) == pytest.approx(tuple(ref.confidence_interval))
     assert u.threshold_ci_low <= u.threshold_seed_mean <= u.threshold_ci_high
 

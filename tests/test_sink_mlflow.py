@@ -21,26 +21,63 @@ from orchestrator.sinks import parquet
 SPEC = "name: tiny\nexperiment: glth-test\nrounds: ROUNDS\n"
 
 
-def trial_rows(sweep_id: str, trial_id: str, rounds: int, dictionary: str = "canonical", upto: int | None = None,
-               failed_at: int | None = None) -> list[dict]:
-    config = {"dataset": "digits", "tau": 0.2, "rounds": rounds, "seed": int(trial_id[-1]), "rewind": "init",
-              "control": "none", "dictionary": {"kind": dictionary}, "train": {"lr": 0.05, "epochs": 1},
-              "trial_id": trial_id}
+def trial_rows(
+    sweep_id: str,
+    trial_id: str,
+    rounds: int,
+    dictionary: str = "canonical",
+    upto: int | None = None,
+    failed_at: int | None = None,
+) -> list[dict]:
+    config = {
+        "dataset": "digits",
+        "tau": 0.2,
+        "rounds": rounds,
+        "seed": int(trial_id[-1]),
+        "rewind": "init",
+        "control": "none",
+        "dictionary": {"kind": dictionary},
+        "train": {"lr": 0.05, "epochs": 1},
+        "trial_id": trial_id,
+    }
     rows = []
     for r in range(rounds if upto is None else upto):
-        kept = int(100 * 0.8 ** r)
-        rows.append({
-            "sweep_id": sweep_id, "trial_id": trial_id, "seed": config["seed"], "dataset": "digits",
-            "model": "mlp_300_100", "dictionary": dictionary, "dictionary_kind": dictionary, "basis": "", "tau": 0.2,
-            "rewind": "init", "control": "none", "round": r, "kept": kept, "total": 100, "density": kept / 100,
-            "compression": 1 - kept / 100, "test_accuracy": 0.9 - 0.01 * r, "test_loss": 0.3, "val_accuracy": 0.9,
-            "train_accuracy": 0.95, "train_loss": 0.2, "epochs": 1.0, "wall_seconds": 0.5, "eval_seconds": 0.1,
-            "rank": 10 - r if dictionary == "bottleneck" else None, "status": "ok",
-            "config": json.dumps(config, sort_keys=True),
-        })
+        kept = int(100 * 0.8**r)
+        rows.append(
+            {
+                "sweep_id": sweep_id,
+                "trial_id": trial_id,
+                "seed": config["seed"],
+                "dataset": "digits",
+                "model": "mlp_300_100",
+                "dictionary": dictionary,
+                "dictionary_kind": dictionary,
+                "basis": "",
+                "tau": 0.2,
+                "rewind": "init",
+                "control": "none",
+                "round": r,
+                "kept": kept,
+                "total": 100,
+                "density": kept / 100,
+                "compression": 1 - kept / 100,
+                "test_accuracy": 0.9 - 0.01 * r,
+                "test_loss": 0.3,
+                "val_accuracy": 0.9,
+                "train_accuracy": 0.95,
+                "train_loss": 0.2,
+                "epochs": 1.0,
+                "wall_seconds": 0.5,
+                "eval_seconds": 0.1,
+                "rank": 10 - r if dictionary == "bottleneck" else None,
+                "status": "ok",
+                "config": json.dumps(config, sort_keys=True),
+            }
+        )
     if failed_at is not None:
-        rows.append({**rows[0], "round": failed_at, "status": "failed: loss is NaN", "density": None,
-                     "test_accuracy": None})
+        rows.append(
+            {**rows[0], "round": failed_at, "status": "failed: loss is NaN", "density": None, "test_accuracy": None}
+        )
     return rows
 
 
@@ -48,8 +85,10 @@ def runs_of(uri: str, experiment: str) -> tuple[list, list]:
     """(parents, children) as MLflow's own search finds them by their tags."""
     c = MlflowClient(uri)
     [exp_id] = [e.experiment_id for e in c.search_experiments(filter_string=f"name = '{experiment}'")]
-    found = {q: c.search_runs([exp_id], q, max_results=1000)
-             for q in ("tags.`glth.role` = 'parent'", "tags.`mlflow.parentRunId` LIKE '%'")}
+    found = {
+        q: c.search_runs([exp_id], q, max_results=1000)
+        for q in ("tags.`glth.role` = 'parent'", "tags.`mlflow.parentRunId` LIKE '%'")
+    }
     return tuple(found.values())
 
 
@@ -97,7 +136,7 @@ def test_live_logging_twice_gives_one_parent_two_children_and_three_steps(sqlite
 
     # finishing is idempotent too
     child = children[0].info.run_id
-    art = Path(sqlite_uri[len("sqlite:///"):]).parent / "t.parquet"
+    art = Path(sqlite_uri[len("sqlite:///") :]).parent / "t.parquet"
     art.write_bytes(b"rows")
     assert sink.finish_child(c, child, "ok", {"rounds.parquet": str(art)}) is True
     assert sink.finish_child(c, child, "ok", {"rounds.parquet": str(art)}) is False
@@ -125,8 +164,12 @@ def test_more_than_a_batch_of_metrics_is_chunked_by_whole_rounds(sqlite_uri):
 
 def test_sync_sweep_backfills_from_parquet_exactly_once(sqlite_uri, tmp_path):
     sweep = "sw-sync"
-    for tid, rows in (("t0", trial_rows(sweep, "t0", 3)), ("t1", trial_rows(sweep, "t1", 3, "bottleneck")),
-                      ("t2", trial_rows(sweep, "t2", 3, upto=2, failed_at=2)), ("t3", trial_rows(sweep, "t3", 3, upto=2))):
+    for tid, rows in (
+        ("t0", trial_rows(sweep, "t0", 3)),
+        ("t1", trial_rows(sweep, "t1", 3, "bottleneck")),
+        ("t2", trial_rows(sweep, "t2", 3, upto=2, failed_at=2)),
+        ("t3", trial_rows(sweep, "t3", 3, upto=2)),
+    ):
         parquet.write_trial(tmp_path, sweep, tid, rows[0]["dictionary"], rows)
     df = parquet.read_rounds(tmp_path, sweep)
     artifacts = {tid: {"rounds.parquet": str(p)} for tid, p in parquet.trial_files(tmp_path, sweep).items()}
@@ -140,7 +183,11 @@ def test_sync_sweep_backfills_from_parquet_exactly_once(sqlite_uri, tmp_path):
     assert len(parents) == 1 and len(children) == 4
     by_trial = {ch.data.tags["glth.trial_id"]: ch for ch in children}
     assert {t: r.info.status for t, r in by_trial.items()} == {
-        "t0": "FINISHED", "t1": "FINISHED", "t2": "FAILED", "t3": "RUNNING"}
+        "t0": "FINISHED",
+        "t1": "FINISHED",
+        "t2": "FAILED",
+        "t3": "RUNNING",
+    }
     assert by_trial["t2"].data.tags["glth.status"] == "failed: loss is NaN"
     assert by_trial["t0"].info.run_name == "canonical-tau0.2-init-s0"
     assert by_trial["t0"].data.params["rounds"] == "3"
@@ -161,7 +208,14 @@ def test_search_children_and_bad_filters(sqlite_uri, tmp_path):
     rows = trial_rows("sw-q", "t0", 2)
     sink.sync_sweep(sqlite_uri, "query", "sw-q", SPEC, rows)
     df = sink.search_children(sqlite_uri, "query", "params.tau = '0.2'")
-    assert list(df.columns) == ["run_name", "status", "metrics.test_accuracy", "metrics.compression", "params.tau", "run_id"]
+    assert list(df.columns) == [
+        "run_name",
+        "status",
+        "metrics.test_accuracy",
+        "metrics.compression",
+        "params.tau",
+        "run_id",
+    ]
     assert len(df) == 1 and df["metrics.test_accuracy"].item() == pytest.approx(0.89)
     assert sink.search_children(sqlite_uri, "query", "params.tau = '0.5'").empty
     with pytest.raises(sink.BadFilter):
@@ -177,6 +231,7 @@ def test_a_file_store_is_refused(tmp_path):
 
 
 # -- a real tracking server that goes down and comes back -------------------------------------------
+
 
 @pytest.mark.slow
 def test_real_server_outage_is_fast_and_sync_completes_without_duplicates(tmp_path):
@@ -220,7 +275,11 @@ def test_real_server_outage_is_fast_and_sync_completes_without_duplicates(tmp_pa
         counts = sink.sync_sweep(server.uri, "glth-http", sweep, SPEC, df, artifacts)
         assert counts == {"parents_created": 0, "children_created": 0, "steps_logged": 4, "children_finished": 2}
         assert sink.sync_sweep(server.uri, "glth-http", sweep, SPEC, df, artifacts) == {
-            "parents_created": 0, "children_created": 0, "steps_logged": 0, "children_finished": 0}
+            "parents_created": 0,
+            "children_created": 0,
+            "steps_logged": 0,
+            "children_finished": 0,
+        }
 
         parents, children = runs_of(server.uri, "glth-http")
         assert len(parents) == 1 and len(children) == 2 and parents[0].info.status == "FINISHED"

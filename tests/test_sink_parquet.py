@@ -17,15 +17,35 @@ SWEEP = "sweep-abc"
 
 
 def record(trial_id: str, rnd: int, dictionary: str, status: str = "ok", **extra) -> dict:
-    kept = int(1000 * 0.8 ** rnd)
+    kept = int(1000 * 0.8**rnd)
     return {
-        "sweep_id": SWEEP, "trial_id": trial_id, "seed": 0, "dataset": "digits", "model": "mlp_300_100",
-        "dictionary": dictionary, "dictionary_kind": dictionary.split("-")[0], "basis": "", "tau": 0.2,
-        "rewind": "init", "control": "none", "round": rnd, "kept": kept, "total": 1000, "density": kept / 1000,
-        "compression": 1 - kept / 1000, "test_accuracy": 0.9 - 0.01 * rnd, "test_loss": 0.3, "val_accuracy": 0.9,
-        "train_accuracy": 0.95, "train_loss": 0.2, "epochs": 2.0, "wall_seconds": 1.5,
-        "rank": 10 - rnd if dictionary.startswith("bottleneck") else None, "status": status,
-        "config": json.dumps({"rounds": 3, "trial": trial_id}), "kept_inputs": [1, 2],  # an extra key: ignored
+        "sweep_id": SWEEP,
+        "trial_id": trial_id,
+        "seed": 0,
+        "dataset": "digits",
+        "model": "mlp_300_100",
+        "dictionary": dictionary,
+        "dictionary_kind": dictionary.split("-")[0],
+        "basis": "",
+        "tau": 0.2,
+        "rewind": "init",
+        "control": "none",
+        "round": rnd,
+        "kept": kept,
+        "total": 1000,
+        "density": kept / 1000,
+        "compression": 1 - kept / 1000,
+        "test_accuracy": 0.9 - 0.01 * rnd,
+        "test_loss": 0.3,
+        "val_accuracy": 0.9,
+        "train_accuracy": 0.95,
+        "train_loss": 0.2,
+        "epochs": 2.0,
+        "wall_seconds": 1.5,
+        "rank": 10 - rnd if dictionary.startswith("bottleneck") else None,
+        "status": status,
+        "config": json.dumps({"rounds": 3, "trial": trial_id}),
+        "kept_inputs": [1, 2],  # an extra key: ignored
         **extra,
     }
 
@@ -100,8 +120,11 @@ def test_readers_never_see_a_partial_file_while_a_writer_rewrites(tmp_path):
     stop = threading.Event()
 
     def reader():
-        readers = (lambda: parquet.read_rounds(tmp_path, SWEEP), lambda: pd.read_parquet(tmp_path / SWEEP / "rounds"),
-                   lambda: duck(tmp_path))
+        readers = (
+            lambda: parquet.read_rounds(tmp_path, SWEEP),
+            lambda: pd.read_parquet(tmp_path / SWEEP / "rounds"),
+            lambda: duck(tmp_path),
+        )
         i = 0
         while not stop.is_set():
             try:
@@ -147,7 +170,9 @@ def test_a_crashed_writers_temp_file_is_ignored(two_trials):
 def test_completed_trials_need_every_round_ok(tmp_path):
     write(tmp_path, "done", "canonical", range(3))
     write(tmp_path, "short", "canonical", range(2))
-    rows = [record("failed", r, "canonical") for r in range(2)] + [record("failed", 2, "canonical", status="failed: NaN loss")]
+    rows = [record("failed", r, "canonical") for r in range(2)] + [
+        record("failed", 2, "canonical", status="failed: NaN loss")
+    ]
     parquet.write_trial(tmp_path, SWEEP, "failed", "canonical", rows)
     assert parquet.completed_trials(tmp_path, SWEEP, 3) == {"done"}
     assert parquet.completed_trials(tmp_path, SWEEP, 2) == {"done", "short", "failed"}

@@ -45,8 +45,13 @@ def test_trial_roundtrips_through_dict():
 
 def _spec_with(**changes) -> str:
     lines = {
-        "name": "bad", "dataset": "digits", "model": "mlp_300_100", "dictionary": "{kind: canonical}",
-        "tau": "0.2", "seeds": "[0]", "rounds": "2",
+        "name": "bad",
+        "dataset": "digits",
+        "model": "mlp_300_100",
+        "dictionary": "{kind: canonical}",
+        "tau": "0.2",
+        "seeds": "[0]",
+        "rounds": "2",
     }
     lines.update(changes)
     return "\n".join(f"{k}: {v}" for k, v in lines.items() if v is not None) + "\n"
@@ -91,13 +96,16 @@ def test_bad_spec_exits_2_with_one_line_and_writes_nothing(case, tmp_path, capsy
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["run"], "spec"),
-    (["run", "missing.yaml"], "missing.yaml"),
-    (["results", "nosuch", "--out", "."], "nosuch"),
-    (["frobnicate"], "frobnicate"),
-    (["results", "x", "--format", "xml"], "format"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["run"], "spec"),
+        (["run", "missing.yaml"], "missing.yaml"),
+        (["results", "nosuch", "--out", "."], "nosuch"),
+        (["frobnicate"], "frobnicate"),
+        (["results", "x", "--format", "xml"], "format"),
+    ],
+)
 def test_bad_cli_arguments_exit_2_one_line(argv, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = cli.main(argv)

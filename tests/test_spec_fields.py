@@ -44,8 +44,11 @@ VALUES = {
     "epsilon": (0.02, 2.0),
     "augment": ("crop_flip", "mixup"),
 }
-BASE = {"imp": "name: f\nseeds: [0]\nrounds: 2\ndataset: digits\n", "strong": "name: f\nkind: strong\nseeds: [0]\ndataset: digits\n",
-        "construct": "name: f\nkind: construct\nseeds: [0]\ndataset: digits\nmodel: mlp_500_nobias\n"}
+BASE = {
+    "imp": "name: f\nseeds: [0]\nrounds: 2\ndataset: digits\n",
+    "strong": "name: f\nkind: strong\nseeds: [0]\ndataset: digits\n",
+    "construct": "name: f\nkind: construct\nseeds: [0]\ndataset: digits\nmodel: mlp_500_nobias\n",
+}
 SCALARS = (int, float, bool)
 
 

@@ -60,8 +60,12 @@ BAD = {
     "negative dictionary seed": _with(dictionary={"kind": "random", "seed": -1}),
     "unknown dictionary key": _with(dictionary={"kind": "canonical", "seed": 1}),
     "bottleneck without basis": _with(dictionary={"kind": "bottleneck", "layer": "1"}),
-    "composite part tau out of range": _with(dictionary={"kind": "composite", "parts": [{"kind": "canonical", "tau": 1.5}]}),
-    "composite in a composite": _with(dictionary={"kind": "composite", "parts": [{"kind": "composite", "parts": [{"kind": "canonical"}]}]}),
+    "composite part tau out of range": _with(
+        dictionary={"kind": "composite", "parts": [{"kind": "canonical", "tau": 1.5}]}
+    ),
+    "composite in a composite": _with(
+        dictionary={"kind": "composite", "parts": [{"kind": "composite", "parts": [{"kind": "canonical"}]}]}
+    ),
     "unknown top-level key": _with(epochs=3),
     "no seeds": _with(seeds=None),
     "imp without rounds": _with(rounds=None),

@@ -39,13 +39,15 @@ def store(request, tmp_path):
         server = request.getfixturevalue("s3_env")
         bucket = server.make_bucket()
         s = Storage.resolve(f"s3://{bucket}/pre/fix")
-        _RAW_KEYS[s.uri] = lambda: [k.removeprefix("pre/fix/") for k in server.keys(bucket, "pre/fix/")
-                                    if not k.endswith("/")]
+        _RAW_KEYS[s.uri] = lambda: [
+            k.removeprefix("pre/fix/") for k in server.keys(bucket, "pre/fix/") if not k.endswith("/")
+        ]
     yield s
     _RAW_KEYS.pop(s.uri)
 
 
 # -- the setting ---------------------------------------------------------------------------------
+
 
 def test_resolve_names_and_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -56,9 +58,16 @@ def test_resolve_names_and_defaults(tmp_path, monkeypatch):
     assert Storage.resolve("rel").uri == str(tmp_path / "rel")  # the setting wins over the env
     assert Storage.resolve(f"file://{tmp_path}/a/").uri == str(tmp_path / "a")
     s3 = Storage.resolve("s3://my-bucket//runs/x/")
-    assert (s3.uri, s3.is_local, s3.bucket, s3.fs_path("a", "b.txt")) == \
-        ("s3://my-bucket/runs/x", False, "my-bucket", "my-bucket/runs/x/a/b.txt")
-    assert s3.uri_of("tune") == "s3://my-bucket/runs/x/tune" and s3.child("s1", "rounds").uri == "s3://my-bucket/runs/x/s1/rounds"
+    assert (s3.uri, s3.is_local, s3.bucket, s3.fs_path("a", "b.txt")) == (
+        "s3://my-bucket/runs/x",
+        False,
+        "my-bucket",
+        "my-bucket/runs/x/a/b.txt",
+    )
+    assert (
+        s3.uri_of("tune") == "s3://my-bucket/runs/x/tune"
+        and s3.child("s1", "rounds").uri == "s3://my-bucket/runs/x/s1/rounds"
+    )
     assert Storage.resolve("s3://my-bucket").fs_path("k") == "my-bucket/k"
     local = Storage.resolve(str(tmp_path))
     assert local.is_local and local.fs_path("a/b", "c") == str(tmp_path / "a" / "b" / "c")
@@ -67,15 +76,21 @@ def test_resolve_names_and_defaults(tmp_path, monkeypatch):
             local.fs_path(bad)
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("gs://x", "storage: 'gs://x': unknown scheme; allowed: a local path, file://, s3://"),
-    ("HTTP://host/x", "storage: 'HTTP://host/x': unknown scheme; allowed: a local path, file://, s3://"),
-    ("  ", "storage: '  ': empty; allowed: a local path, file://, s3://"),
-    ("file://host/x", "storage: 'file://host/x': file:// takes an absolute path (file:///abs/path)"),
-    ("s3://Bad_Bucket/x", "storage: 's3://Bad_Bucket/x': 'Bad_Bucket' is not a valid S3 bucket name"),
-    ("s3://b/x?endpoint_override=1", "storage: 's3://b/x?endpoint_override=1': no query options; the endpoint "
-                                     "comes from GLTH_S3_ENDPOINT / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("gs://x", "storage: 'gs://x': unknown scheme; allowed: a local path, file://, s3://"),
+        ("HTTP://host/x", "storage: 'HTTP://host/x': unknown scheme; allowed: a local path, file://, s3://"),
+        ("  ", "storage: '  ': empty; allowed: a local path, file://, s3://"),
+        ("file://host/x", "storage: 'file://host/x': file:// takes an absolute path (file:///abs/path)"),
+        ("s3://Bad_Bucket/x", "storage: 's3://Bad_Bucket/x': 'Bad_Bucket' is not a valid S3 bucket name"),
+        (
+            "s3://b/x?endpoint_override=1",
+            "storage: 's3://b/x?endpoint_override=1': no query options; the endpoint "
+            "comes from GLTH_S3_ENDPOINT / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL",
+        ),
+    ],
+)
 def test_bad_settings_are_refused_in_one_line(setting, message):
     with pytest.raises(StorageError) as e:
         Storage.resolve(setting)
@@ -90,6 +105,7 @@ def test_credentials_in_the_setting_are_refused_without_echoing_them():
 
 
 # -- files ---------------------------------------------------------------------------------------
+
 
 def test_round_trip(store):
     assert not store.exists() and store.list() == []
@@ -158,8 +174,9 @@ def test_list_and_delete(store):
         store.delete_dir("")
 
 
-SCHEMA = pa.schema([("trial_id", pa.string()), ("round", pa.int64()), ("density", pa.float64()),
-                    ("dictionary", pa.string())])
+SCHEMA = pa.schema(
+    [("trial_id", pa.string()), ("round", pa.int64()), ("density", pa.float64()), ("dictionary", pa.string())]
+)
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != "dictionary"])
 PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field("dictionary")]), flavor="hive")
 
@@ -167,8 +184,10 @@ PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field("dictionary")]), flavor="
 def test_dataset_of_parquet_written_through_it(store):
     assert store.open_dataset("rounds", SCHEMA, PARTITIONING).to_table().num_rows == 0  # no directory yet
     for label, trial, rounds in (("canonical", "t1", 3), ("canonical", "t2", 2), ("007", "t3", 4)):
-        table = pa.table({"trial_id": [trial] * rounds, "round": list(range(rounds)),
-                          "density": [0.5 ** r for r in range(rounds)]}, schema=FILE_SCHEMA)
+        table = pa.table(
+            {"trial_id": [trial] * rounds, "round": list(range(rounds)), "density": [0.5**r for r in range(rounds)]},
+            schema=FILE_SCHEMA,
+        )
         store.write_parquet(f"rounds/dictionary={label}/{trial}.parquet", table)
     with store.filesystem.open_output_stream(store.fs_path("rounds/dictionary=007/.t9.parquet.ab.tmp")) as f:
         f.write(b"PAR1 not really")  # hidden: must be skipped, or reading would fail
@@ -193,6 +212,7 @@ def test_tune_storage(store):
 
 # -- check_writable ------------------------------------------------------------------------------
 
+
 def test_check_writable_accepts_and_writes_nothing(store):
     store.check_writable()
     assert raw_keys(store) == []
@@ -209,13 +229,17 @@ def _refusal(storage: Storage) -> str:
 
 def test_check_writable_refuses_a_missing_parent_and_a_file(tmp_path):
     missing = tmp_path / "not-mounted" / "glth"
-    assert _refusal(Storage.resolve(str(missing))) == \
-        f"storage: {missing}: parent directory {missing.parent} does not exist"
+    assert (
+        _refusal(Storage.resolve(str(missing)))
+        == f"storage: {missing}: parent directory {missing.parent} does not exist"
+    )
     assert not missing.parent.exists()
     (tmp_path / "f").write_text("x")
     assert _refusal(Storage.resolve(str(tmp_path / "f"))) == f"storage: {tmp_path / 'f'}: exists and is not a directory"
-    assert _refusal(Storage.resolve(str(tmp_path / "f" / "g"))) == \
-        f"storage: {tmp_path / 'f' / 'g'}: parent directory {tmp_path / 'f'} is not a directory"
+    assert (
+        _refusal(Storage.resolve(str(tmp_path / "f" / "g")))
+        == f"storage: {tmp_path / 'f' / 'g'}: parent directory {tmp_path / 'f'} is not a directory"
+    )
 
 
 CHECK = "from orchestrator.storage import *\ntry: Storage.resolve({!r}).check_writable()\nexcept StorageError as e: print(e)\n"
@@ -230,7 +254,7 @@ def test_check_writable_refuses_a_read_only_directory(tmp_path):
             pytest.skip(f"root ignores permission bits, and {why}")
         # root writes through permission bits: make it truly read-only, a read-only bind mount in a
         # private mount namespace (nothing outside the subprocess sees it)
-        script = f"mount --bind -o ro {ro} {ro} && exec {sys.executable} -c \"$0\""
+        script = f'mount --bind -o ro {ro} {ro} && exec {sys.executable} -c "$0"'
         outs = {}
         for target in (ro, ro / "runs"):
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, CHECK.format(str(target))]
@@ -240,7 +264,10 @@ def test_check_writable_refuses_a_read_only_directory(tmp_path):
     else:
         ro.chmod(0o555)
         try:
-            assert _refusal(Storage.resolve(str(ro / "runs"))) == f"storage: {ro / 'runs'}: {ro} is not writable (permission denied)"
+            assert (
+                _refusal(Storage.resolve(str(ro / "runs")))
+                == f"storage: {ro / 'runs'}: {ro} is not writable (permission denied)"
+            )
         finally:
             ro.chmod(0o755)
     assert sorted(p.name for p in ro.iterdir()) == ["old.txt"]
@@ -248,10 +275,14 @@ def test_check_writable_refuses_a_read_only_directory(tmp_path):
 
 
 def test_check_writable_refuses_a_missing_bucket(s3_env):
-    assert _refusal(Storage.resolve("s3://nope-glth/x")) == "storage: s3://nope-glth/x: bucket 'nope-glth' does not exist"
+    assert (
+        _refusal(Storage.resolve("s3://nope-glth/x")) == "storage: s3://nope-glth/x: bucket 'nope-glth' does not exist"
+    )
 
 
-@pytest.mark.parametrize("key, secret", [("AKIA" + "UNKNOWN0" * 2, None), (None, "wrong-secret")])  # a key id no one has
+@pytest.mark.parametrize(
+    "key, secret", [("AKIA" + "UNKNOWN0" * 2, None), (None, "wrong-secret")]
+)  # a key id no one has
 def test_check_writable_refuses_bad_credentials(s3_env, monkeypatch, key, secret):
     bucket = s3_env.make_bucket()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key or s3_env.access_key)

@@ -39,7 +39,9 @@ max_concurrent: 2
 
 def write_spec(tmp: Path, rounds: int = 3, epochs: int = 1, name: str = "small") -> Path:
     p = tmp / f"{name}.yaml"
-    p.write_text(SPEC.replace("ROUNDS", str(rounds)).replace("EPOCHS", str(epochs)).replace("name: small", f"name: {name}"))
+    p.write_text(
+        SPEC.replace("ROUNDS", str(rounds)).replace("EPOCHS", str(epochs)).replace("name: small", f"name: {name}")
+    )
     return p
 
 
@@ -123,8 +125,13 @@ def _cwd_name(p: psutil.Process) -> str | None:
 def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = write_spec(tmp_path, rounds=6, epochs=6, name="kill")
-    proc = subprocess.Popen([GLTH, "run", str(spec), "--out", "out", "--tracking-uri", uri], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [GLTH, "run", str(spec), "--out", "out", "--tracking-uri", uri],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed = None
     deadline = time.monotonic() + 300
     try:
@@ -153,7 +160,11 @@ def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
     print(f"injected: SIGKILL of trial worker pid {killed[0]} with rows per trial {killed[1]}")
     assert proc.returncode == 0, stderr[-3000:]
     assert "RECOVERING" in stderr
-    resumed = [int(line.rsplit("resumed at round ", 1)[1].split()[0]) for line in stderr.splitlines() if "resumed at round" in line]
+    resumed = [
+        int(line.rsplit("resumed at round ", 1)[1].split()[0])
+        for line in stderr.splitlines()
+        if "resumed at round" in line
+    ]
     assert resumed and min(resumed) >= 2, stderr[-3000:]  # continued from its checkpoint, not from round 0
     rows = parquet.read_rounds(tmp_path / "out", sweep_id)
     print(f"found: {len(rows)} rows, duplicates {int(rows.duplicated(['trial_id', 'round']).sum())}")

@@ -48,11 +48,23 @@ def run(tmp: Path, name: str, dictionary: str, rounds: str, lr: str) -> dict:
     (tmp / f"{name}.yaml").write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    proc = subprocess.run([GLTH, "run", f"{name}.yaml", "--out", "out", "--tracking-uri", uri], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [GLTH, "run", f"{name}.yaml", "--out", "out", "--tracking-uri", uri],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     (sweep_dir,) = [d for d in (tmp / "out").iterdir() if d.name.startswith(name)]
-    return {"proc": proc, "tmp": tmp, "uri": uri, "env": env, "sweep_dir": sweep_dir,
-            "rows": parquet.read_rounds(tmp / "out", sweep_dir.name)}
+    return {
+        "proc": proc,
+        "tmp": tmp,
+        "uri": uri,
+        "env": env,
+        "sweep_dir": sweep_dir,
+        "rows": parquet.read_rounds(tmp / "out", sweep_dir.name),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +108,14 @@ def test_results_give_one_curve_per_configuration(axes_sweep, want):
     other = axes_sweep["tmp"] / "elsewhere"
     other.mkdir()
     # from another directory, without --tracking-uri: the store is the one sweep.json names
-    proc = subprocess.run([GLTH, "results", str(sweep_dir), "--format", "csv"], cwd=other, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [GLTH, "results", str(sweep_dir), "--format", "csv"],
+        cwd=other,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no MLflow parent run" not in proc.stderr and not (other / "mlflow.db").exists()
     got = pd.read_csv(io.StringIO(proc.stdout), keep_default_na=False)
@@ -116,8 +134,10 @@ def test_analysis_thresholds_and_overlap_per_curve(axes_sweep, want):
     assert len(two_rounds) == 4
     for r in two_rounds.itertuples():  # the Jaccard of the curve's two seeds, from the raw ticket files
         tids = [t for t, c in zip(ok["trial_id"], ok["config"]) if text_of(*fields(c)) == r.axes]
-        masks = [torch.load(axes_sweep["sweep_dir"] / "tickets" / t / "round-0001.pt", weights_only=True)["mask"].numpy()
-                 for t in sorted(set(tids))]
+        masks = [
+            torch.load(axes_sweep["sweep_dir"] / "tickets" / t / "round-0001.pt", weights_only=True)["mask"].numpy()
+            for t in sorted(set(tids))
+        ]
         a, b = (set(np.flatnonzero(m)) for m in masks)
         assert r.overlap_seeds == 2 and r.jaccard_mean == pytest.approx(len(a & b) / len(a | b))
 
@@ -143,7 +163,7 @@ def test_the_parent_run_has_each_curve(axes_sweep, want):
 
 
 def test_a_sweep_whose_every_trial_failed_exits_3_with_the_failures(tmp_path):
-    s = run(tmp_path, "diverge", '{kind: canonical}', "2", "1000")
+    s = run(tmp_path, "diverge", "{kind: canonical}", "2", "1000")
     proc = s["proc"]
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -33,7 +33,9 @@ def test_gpu_options_do_not_change_cpu_results(precision):
     results = []
     for cfg in (TrainConfig(steps=5), TrainConfig(steps=5, precision=precision, channels_last=True)):
         t = Trajectory(TrajectoryConfig(model="cnn_paper", train=cfg), data=digits)
-        trained, _ = train(t.param, t.state.init, t.state.mask, t.inputs["train"], digits.train_y, cfg, round_generator(0, 0))
+        trained, _ = train(
+            t.param, t.state.init, t.state.mask, t.inputs["train"], digits.train_y, cfg, round_generator(0, 0)
+        )
         results.append(trained)
     assert torch.equal(results[0].coeffs, results[1].coeffs)
     assert all(torch.equal(results[0].free[n], results[1].free[n]) for n in results[0].free)

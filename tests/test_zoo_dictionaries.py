@@ -34,10 +34,13 @@ def digits():
 @pytest.fixture(scope="module")
 def digits32(digits):
     """digits' 8×8 images upsampled to 32×32 (VGG pools five times)."""
+
     def up(x):
         return F.interpolate(x, size=(32, 32), mode="nearest")
-    return dataclasses.replace(digits, input_shape=(1, 32, 32), train_x=up(digits.train_x), val_x=up(digits.val_x),
-                               test_x=up(digits.test_x))
+
+    return dataclasses.replace(
+        digits, input_shape=(1, 32, 32), train_x=up(digits.train_x), val_x=up(digits.val_x), test_x=up(digits.test_x)
+    )
 
 
 @pytest.mark.parametrize("model", list(BOTTLENECK))
@@ -46,8 +49,10 @@ def test_imp_rounds_on_the_cifar_networks(digits, digits32, model, spec):
     if spec == "bottleneck":
         spec = {"kind": "bottleneck", "layer": BOTTLENECK[model], "basis": "dct"}
     data = digits if model.startswith("cifar_resnet") else digits32
-    traj = Trajectory(TrajectoryConfig(dataset="digits", model=model, tau=0.3, rounds=3, seed=0, train=TRAIN,
-                                       dictionary=spec), data=data)
+    traj = Trajectory(
+        TrajectoryConfig(dataset="digits", model=model, tau=0.3, rounds=3, seed=0, train=TRAIN, dictionary=spec),
+        data=data,
+    )
     records = traj.run()
     params = dict(traj.model.named_parameters())
     scope = traj.dictionary.scope_names
@@ -59,16 +64,20 @@ def test_imp_rounds_on_the_cifar_networks(digits, digits32, model, spec):
     assert traj.state.mask.numel() == traj.dictionary.size == sum(params[n].numel() for n in scope)
     assert [r["density"] for r in records] == pytest.approx([1.0, 0.7, 0.49], abs=0.04)  # whole groups: ± one
     network = traj.network_params(traj.ticket)
-    assert {n: tuple(t.shape) for n, t in network.items() if n in params} == {n: tuple(p.shape) for n, p in params.items()}
+    assert {n: tuple(t.shape) for n, t in network.items() if n in params} == {
+        n: tuple(p.shape) for n, p in params.items()
+    }
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in records)
 
 
-@pytest.mark.parametrize("layer, where", [("conv", "blocks.0"), ("blocks.0.conv2", "blocks.0"),
-                                          ("blocks.1.shortcut.0", "blocks.1")])
+@pytest.mark.parametrize(
+    "layer, where", [("conv", "blocks.0"), ("blocks.0.conv2", "blocks.0"), ("blocks.1.shortcut.0", "blocks.1")]
+)
 def test_channels_out_is_refused_where_it_feeds_a_residual_sum(layer, where):
     net = models.build("cifar_resnet_8_2", (1, 8, 8), 10)
-    with pytest.raises(DictionarySpecError, match=f"^dictionary.layer: '{layer}' \\(per: out\\) feeds the residual sum "
-                                                  f"in '{where}'") as e:
+    with pytest.raises(
+        DictionarySpecError, match=f"^dictionary.layer: '{layer}' \\(per: out\\) feeds the residual sum in '{where}'"
+    ) as e:
         dictionaries.validate({"kind": "channels", "layer": layer, "per": "out"}, net)
     assert "\n" not in str(e.value)
 
@@ -76,10 +85,21 @@ def test_channels_out_is_refused_where_it_feeds_a_residual_sum(layer, where):
 @pytest.mark.parametrize("model, layer", [("cifar_resnet_8_2", "blocks.1.conv1"), ("cifar_vgg_11_4", "layers.4.conv")])
 def test_channels_inside_a_block_run(digits, digits32, model, layer):
     data = digits if model.startswith("cifar_resnet") else digits32
-    traj = Trajectory(TrajectoryConfig(dataset="digits", model=model, tau=0.5, rounds=2, seed=0, train=TRAIN,
-                                       dictionary={"kind": "channels", "layer": layer, "per": "out"}), data=data)
+    traj = Trajectory(
+        TrajectoryConfig(
+            dataset="digits",
+            model=model,
+            tau=0.5,
+            rounds=2,
+            seed=0,
+            train=TRAIN,
+            dictionary={"kind": "channels", "layer": layer, "per": "out"},
+        ),
+        data=data,
+    )
     records = traj.run()
     units = dict(traj.model.named_modules())[layer].out_channels
     assert records[-1]["rank"] == units // 2  # half of the filters kept
-    dictionaries.validate({"kind": "channels", "layer": "blocks.1.conv2", "per": "in"},
-                          models.build("cifar_resnet_8_2", (1, 8, 8), 10))  # conv2's inputs are internal
+    dictionaries.validate(
+        {"kind": "channels", "layer": "blocks.1.conv2", "per": "in"}, models.build("cifar_resnet_8_2", (1, 8, 8), 10)
+    )  # conv2's inputs are internal

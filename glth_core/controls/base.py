@@ -86,8 +86,9 @@ class Control:
         return []
 
     # -- the rule -----------------------------------------------------------------------------------
-    def next_mask(self, mask: torch.Tensor, trained: torch.Tensor, dense: torch.Tensor | None,
-                  next_round: int) -> torch.Tensor:
+    def next_mask(
+        self, mask: torch.Tensor, trained: torch.Tensor, dense: torch.Tensor | None, next_round: int
+    ) -> torch.Tensor:
         """The mask of round ``next_round`` from this round's ``mask`` and trained coefficients;
         ``dense``: the dense round's trained coefficients."""
         cfg = self.config

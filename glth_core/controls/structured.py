@@ -28,7 +28,9 @@ class Structured(Control):
     @classmethod
     def check(cls, config) -> None:
         if config.pruning != "global" or config.layer_tau:
-            raise ValueError("control: structured keeps one fixed order of units; use pruning: global without layer_tau")
+            raise ValueError(
+                "control: structured keeps one fixed order of units; use pruning: global without layer_tau"
+            )
 
     @classmethod
     def extra_seeds(cls, config) -> dict:
@@ -37,8 +39,9 @@ class Structured(Control):
     def __init__(self, config, dictionary, segments):
         super().__init__(config, dictionary, segments)
         if segments:
-            raise ValueError("control: structured keeps one order of units at one rate; this composite gives "
-                             "its parts their own tau")
+            raise ValueError(
+                "control: structured keeps one order of units at one rate; this composite gives its parts their own tau"
+            )
         order = unit_order(config, dictionary)
         scores = torch.empty(order.numel(), dtype=torch.float64)
         scores[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)  # first in order: highest

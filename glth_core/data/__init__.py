@@ -60,7 +60,13 @@ def load(
         raise DatasetError(str(e)) from None
     raw, where = source.read(data_dir)
     return make_dataset(
-        name, raw, source.input_shape, source.num_classes,
-        val_fraction=val_fraction, split_seed=split_seed, device=device,
-        data_dir=None if where is None else str(where), normalize=normalize,
+        name,
+        raw,
+        source.input_shape,
+        source.num_classes,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        device=device,
+        data_dir=None if where is None else str(where),
+        normalize=normalize,
     )

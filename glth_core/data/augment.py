@@ -58,8 +58,9 @@ def pad(x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def crop_flip(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flips: torch.Tensor,
-              fill: torch.Tensor) -> torch.Tensor:
+def crop_flip(
+    x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flips: torch.Tensor, fill: torch.Tensor
+) -> torch.Tensor:
     """Image i of ``x`` padded (``pad``), cropped to H×W at (``rows[i]``, ``cols[i]``) and mirrored
     left–right where ``flips[i]``: one gather over the flattened padded images for the whole batch
     (a flip reverses the columns read). Faster on CPU than 4-D advanced indexing or unfold + index."""

@@ -24,8 +24,11 @@ EXPECTED = f"{FOLDER}/ with data_batch_1..5 and test_batch, or {ARCHIVE}"
 _NUMPY_GLOBALS = {
     (module, name)
     for core in ("numpy.core", "numpy._core")
-    for module, name in ((f"{core}.multiarray", "_reconstruct"), (f"{core}.multiarray", "scalar"),
-                         (f"{core}.numeric", "_frombuffer"))
+    for module, name in (
+        (f"{core}.multiarray", "_reconstruct"),
+        (f"{core}.multiarray", "scalar"),
+        (f"{core}.numeric", "_frombuffer"),
+    )
 } | {("numpy", "ndarray"), ("numpy", "dtype")}
 
 
@@ -86,8 +89,9 @@ def _check_pickle(path: Path) -> None:
         f.seek(max(0, size - 2))
         tail = f.read(2)
     if head not in _PICKLE_HEADS or tail not in _PICKLE_TAILS:
-        raise DatasetError(f"{path}: truncated or not a CIFAR-10 pickle ({size} bytes, "
-                           f"not a whole pickled dict: it ends in {tail!r})")
+        raise DatasetError(
+            f"{path}: truncated or not a CIFAR-10 pickle ({size} bytes, not a whole pickled dict: it ends in {tail!r})"
+        )
 
 
 def _check_archive(archive: Path) -> None:
@@ -104,8 +108,10 @@ def _check_archive(archive: Path) -> None:
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"{archive}: truncated or not a tar.gz archive ({one_line(e)})") from None
     if isize == 0 or isize % tarfile.BLOCKSIZE:
-        raise DatasetError(f"{archive}: truncated or not a tar.gz archive (its gzip trailer gives "
-                           f"{isize} bytes, not a whole number of {tarfile.BLOCKSIZE}-byte tar blocks)")
+        raise DatasetError(
+            f"{archive}: truncated or not a tar.gz archive (its gzip trailer gives "
+            f"{isize} bytes, not a whole number of {tarfile.BLOCKSIZE}-byte tar blocks)"
+        )
 
 
 def _blobs_from_folder(folder: Path) -> dict[str, bytes]:

@@ -111,10 +111,10 @@ class IdxSource:
             images = read_idx(images_path, IMAGES_MAGIC, 3)
             labels = read_idx(labels_path, LABELS_MAGIC, 1)
             if images.shape[1:] != self.input_shape[1:]:
-                raise DatasetError(
-                    f"{images_path}: images are {images.shape[1]}×{images.shape[2]} (expected 28×28)"
-                )
+                raise DatasetError(f"{images_path}: images are {images.shape[1]}×{images.shape[2]} (expected 28×28)")
             if len(labels) != len(images):
-                raise DatasetError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
+                raise DatasetError(
+                    f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}"
+                )
             arrays += [images[:, None], labels]
         return Raw(*arrays), root

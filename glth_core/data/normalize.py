@@ -24,8 +24,9 @@ KEYS = ("mean", "std")
 
 
 def _fail(why: str):
-    raise ValueError(f"dataset.normalize: {why}; allowed: train, none, or {{mean: [...], std: [...]}} "
-                     "with one value per channel")
+    raise ValueError(
+        f"dataset.normalize: {why}; allowed: train, none, or {{mean: [...], std: [...]}} with one value per channel"
+    )
 
 
 def check_normalize(normalize, channels: int | None = None) -> None:

@@ -16,8 +16,22 @@ from glth_core.dictionaries.composite import Composite
 from glth_core.dictionaries.options import Spec, parse
 from glth_core.dictionaries.registry import PART_KINDS
 
-__all__ = ["Dictionary", "DictionarySpecError", "ScopeEntry", "Spec", "KINDS", "build", "validate", "label_of",
-           "resolve_scope", "seed_dependent", "varies_with_seed", "seeded", "transforms_inputs", "kind_of"]
+__all__ = [
+    "Dictionary",
+    "DictionarySpecError",
+    "ScopeEntry",
+    "Spec",
+    "KINDS",
+    "build",
+    "validate",
+    "label_of",
+    "resolve_scope",
+    "seed_dependent",
+    "varies_with_seed",
+    "seeded",
+    "transforms_inputs",
+    "kind_of",
+]
 
 #: kind name → its class (the builder): every kind of ``registry.PART_KINDS``, and the composite of them
 KINDS: dict[str, type] = {**PART_KINDS, "composite": Composite}

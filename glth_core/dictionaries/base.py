@@ -41,12 +41,18 @@ SCOPE_PRESETS = ("weights", "weights_but_output")
 
 def preset_names(model: nn.Module, preset: str) -> list[str]:
     """The parameter names a scope preset stands for on ``model``, in model order."""
-    names = [f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    names = [
+        f"{n}.weight" if n else "weight" for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
     if not names:
-        raise DictionarySpecError(f"dictionary.scope: {preset!r} needs an nn.Linear or nn.Conv2d layer; the model has none")
+        raise DictionarySpecError(
+            f"dictionary.scope: {preset!r} needs an nn.Linear or nn.Conv2d layer; the model has none"
+        )
     if preset == "weights_but_output":
         if len(names) < 2:
-            raise DictionarySpecError(f"dictionary.scope: {preset!r} leaves nothing: the model's only weight is {names[0]}")
+            raise DictionarySpecError(
+                f"dictionary.scope: {preset!r} leaves nothing: the model's only weight is {names[0]}"
+            )
         names = names[:-1]
     return names
 
@@ -57,8 +63,12 @@ NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 def normalization_names(model: nn.Module) -> set[str]:
     """The parameter names of ``model``'s normalization layers (``NORM_TYPES``)."""
-    return {f"{m}.{p}" if m else p for m, module in model.named_modules() if isinstance(module, NORM_TYPES)
-            for p, _ in module.named_parameters(recurse=False)}
+    return {
+        f"{m}.{p}" if m else p
+        for m, module in model.named_modules()
+        if isinstance(module, NORM_TYPES)
+        for p, _ in module.named_parameters(recurse=False)
+    }
 
 
 def resolve_scope(model: nn.Module, patterns: list[str] | None) -> tuple[ScopeEntry, ...]:
@@ -113,10 +123,14 @@ def layer_of(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
         linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
         what = "is not in the model" if layer is None else f"is a {type(layer).__name__}, not an nn.Linear or nn.Conv2d"
-        listing = f"Linear layers: {', '.join(linears) or 'none'}" + (f"; Conv2d layers: {', '.join(convs)}" if convs else "")
+        listing = f"Linear layers: {', '.join(linears) or 'none'}" + (
+            f"; Conv2d layers: {', '.join(convs)}" if convs else ""
+        )
         raise DictionarySpecError(f"dictionary.layer: {name!r} {what}; {listing}")
     if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-        raise DictionarySpecError(f"dictionary.layer: {name!r} is a grouped Conv2d (groups={layer.groups}); only groups=1 is supported")
+        raise DictionarySpecError(
+            f"dictionary.layer: {name!r} is a grouped Conv2d (groups={layer.groups}); only groups=1 is supported"
+        )
     return layer
 
 
@@ -293,8 +307,9 @@ class Dictionary(Movable):
         cannot share it, e.g. a PCA of a hidden layer's inputs)."""
         return False
 
-    def export_plan(self, net: nn.Module, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str,
-                    fold_previous: bool):
+    def export_plan(
+        self, net: nn.Module, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str, fold_previous: bool
+    ):
         """The physical form of this dictionary's ticket for ``glth export`` (an
         ``export_layers.Plan`` on the masked network ``net``): by default masked-dense."""
         from glth_core.export_layers import Plan

@@ -183,7 +183,9 @@ class Bottleneck(BlockDictionary):
         layer = layer_of(model, name)
         weight = f"{name}.weight"
         if opts["scope"] is not None and opts["scope"] != [weight]:
-            raise DictionarySpecError(f"dictionary.scope: a bottleneck's scope is its layer's weight, {[weight]!r}; leave it out")
+            raise DictionarySpecError(
+                f"dictionary.scope: a bottleneck's scope is its layer's weight, {[weight]!r}; leave it out"
+            )
         image = getattr(model, "input_shape", None)
         image = tuple(image) if image is not None else None
         if opts["basis"] == "dct" and isinstance(layer, nn.Linear):
@@ -211,7 +213,9 @@ class Bottleneck(BlockDictionary):
             op = MatrixRows(haar(d_in, opts["seed"]).unsqueeze(0))
         else:
             if train_x is None:
-                raise DictionarySpecError(f"dictionary.basis: pca needs the training inputs (train_x) to see layer {opts['layer']!r}'s inputs")
+                raise DictionarySpecError(
+                    f"dictionary.basis: pca needs the training inputs (train_x) to see layer {opts['layer']!r}'s inputs"
+                )
             op = MatrixRows(_pca_basis(model, layer, train_x).unsqueeze(0))
         d = cls((ScopeEntry(f"{opts['layer']}.weight", shape, 0),), [Segment(0, d_out, d_in, op)])
         d.layer, d.basis, d.d_in, d.d_out, d.image = opts["layer"], basis, d_in, d_out, image

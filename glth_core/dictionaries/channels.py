@@ -39,9 +39,11 @@ class Channels(Dictionary):
     def scope_of(cls, opts: dict, model: nn.Module) -> tuple[ScopeEntry, ...]:
         name, layer = opts["layer"], layer_of(model, opts["layer"])
         if opts["per"] == "out" and (where := residual_sum(model, name)) is not None:
-            raise DictionarySpecError(f"dictionary.layer: {name!r} (per: out) feeds the residual sum in {where!r}, whose "
-                                      "skip connection would still carry a removed channel; use a layer whose outputs "
-                                      "stay inside a block (a block's conv1)")
+            raise DictionarySpecError(
+                f"dictionary.layer: {name!r} (per: out) feeds the residual sum in {where!r}, whose "
+                "skip connection would still carry a removed channel; use a layer whose outputs "
+                "stay inside a block (a block's conv1)"
+            )
         entries = [ScopeEntry(f"{name}.weight", tuple(layer.weight.shape), 0)]
         if opts["per"] == "out" and layer.bias is not None:
             entries.append(ScopeEntry(f"{name}.bias", tuple(layer.bias.shape), layer.weight.numel()))

@@ -49,7 +49,7 @@ def _in_part(i: int, err: DictionarySpecError) -> DictionarySpecError:
     """The part's error with its field named as ``dictionary.parts[i].<field>``."""
     msg = str(err)
     if msg.startswith("dictionary"):
-        msg = f"dictionary.parts[{i}]" + msg[len("dictionary"):]
+        msg = f"dictionary.parts[{i}]" + msg[len("dictionary") :]
     return DictionarySpecError(msg)
 
 
@@ -61,7 +61,9 @@ def parse_parts(key, value) -> tuple[Part, ...]:
     parts = []
     for i, spec in enumerate(value):
         if not isinstance(spec, dict):
-            raise DictionarySpecError(f"dictionary.{key}[{i}]: must be a mapping such as {{kind: canonical}}, got {spec!r}")
+            raise DictionarySpecError(
+                f"dictionary.{key}[{i}]: must be a mapping such as {{kind: canonical}}, got {spec!r}"
+            )
         if spec.get("kind") == "composite":
             raise DictionarySpecError(f"dictionary.{key}[{i}].kind: a composite's parts cannot be composites")
         spec = dict(spec)
@@ -75,8 +77,11 @@ def parse_parts(key, value) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-PARTS = Option("parts", read=parse_parts,
-               doc="a list of dictionary specs, e.g. [{kind: bottleneck, layer: '1', basis: dct}, {kind: canonical}]")
+PARTS = Option(
+    "parts",
+    read=parse_parts,
+    doc="a list of dictionary specs, e.g. [{kind: bottleneck, layer: '1', basis: dct}, {kind: canonical}]",
+)
 
 
 class Composite(Dictionary):
@@ -100,8 +105,10 @@ class Composite(Dictionary):
 
     @classmethod
     def spec_pieces(cls, opts: dict, model: nn.Module) -> list[tuple[str, type, tuple[ScopeEntry, ...]]]:
-        return [(f"part {i} (kind {p.opts['kind']})", p.cls, scope)
-                for i, (p, _, scope) in enumerate(cls.resolved_parts(opts, model))]
+        return [
+            (f"part {i} (kind {p.opts['kind']})", p.cls, scope)
+            for i, (p, _, scope) in enumerate(cls.resolved_parts(opts, model))
+        ]
 
     @classmethod
     def resolved_parts(cls, opts: dict, model: nn.Module) -> list[tuple[Part, dict, tuple[ScopeEntry, ...]]]:
@@ -111,8 +118,10 @@ class Composite(Dictionary):
         resolved: list = [None] * len(parts)
         rest = [i for i, p in enumerate(parts) if p.cls.SCOPE_DEFAULTS_TO_ALL and p.opts.get("scope") is None]
         if len(rest) > 1:
-            raise DictionarySpecError(f"dictionary.parts: parts {rest[0]} and {rest[1]} both leave out scope; "
-                                      "only one part may take the parameters the others do not claim")
+            raise DictionarySpecError(
+                f"dictionary.parts: parts {rest[0]} and {rest[1]} both leave out scope; "
+                "only one part may take the parameters the others do not claim"
+            )
         for i, p in enumerate(parts):
             if i in rest:
                 continue
@@ -126,14 +135,17 @@ class Composite(Dictionary):
         for i, item in enumerate(resolved):
             for e in item[2] if item is not None else ():
                 if e.name in owner:
-                    raise DictionarySpecError(f"dictionary.parts: parts {owner[e.name]} and {i} both claim parameter "
-                                              f"{e.name!r}; part scopes must be disjoint")
+                    raise DictionarySpecError(
+                        f"dictionary.parts: parts {owner[e.name]} and {i} both claim parameter "
+                        f"{e.name!r}; part scopes must be disjoint"
+                    )
                 owner[e.name] = i
         for i in rest:
             left = [n for n, _ in model.named_parameters() if n not in owner]
             if not left:
-                raise DictionarySpecError(f"dictionary.parts[{i}].scope: no parameter is left for this part; "
-                                          "the other parts claim them all")
+                raise DictionarySpecError(
+                    f"dictionary.parts[{i}].scope: no parameter is left for this part; the other parts claim them all"
+                )
             popts = {**parts[i].opts, "scope": left}
             try:
                 parts[i].cls.check(popts, model)
@@ -173,8 +185,11 @@ class Composite(Dictionary):
         self.starts = starts
         self.sizes = [d.size for d in parts]
         self.groups = self._groups()
-        self.tau_segments = None if all(t is None for t in taus) else tuple(
-            TauSegment(s, s + n, t) for s, n, t in zip(starts, self.sizes, taus))
+        self.tau_segments = (
+            None
+            if all(t is None for t in taus)
+            else tuple(TauSegment(s, s + n, t) for s, n, t in zip(starts, self.sizes, taus))
+        )
 
     def _groups(self) -> torch.Tensor | None:
         """Each part's groups offset past the previous parts', singletons for ungrouped parts;

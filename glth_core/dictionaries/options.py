@@ -87,7 +87,9 @@ def _names(key, value, option):
         return None
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        raise DictionarySpecError(f"dictionary.{key}: must be a parameter name pattern or a list of them, got {value!r}")
+        raise DictionarySpecError(
+            f"dictionary.{key}: must be a parameter name pattern or a list of them, got {value!r}"
+        )
     return list(names)
 
 
@@ -118,8 +120,15 @@ def _parts(key, value, option):
     return option.read(key, value)
 
 
-CHECKS = {"choice": _choice, "seed": _seed, "names": _names, "layer": _layer, "label": _label,
-          "fraction": _fraction, "parts": _parts}
+CHECKS = {
+    "choice": _choice,
+    "seed": _seed,
+    "names": _names,
+    "layer": _layer,
+    "label": _label,
+    "fraction": _fraction,
+    "parts": _parts,
+}
 
 
 def parse(spec, kinds: dict) -> tuple[type, dict]:

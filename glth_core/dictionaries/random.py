@@ -39,8 +39,12 @@ CURRENT_VERSION = 2
 class RandomRotation(BlockDictionary):
     kind = "random"
     variant_attr = "method"
-    FIELDS = {"method": one_of("fast", "haar", default="fast"), "seed": SEED, "scope": SCOPE,
-              "version": one_of(*VERSIONS, default=1)}
+    FIELDS = {
+        "method": one_of("fast", "haar", default="fast"),
+        "seed": SEED,
+        "scope": SCOPE,
+        "version": one_of(*VERSIONS, default=1),
+    }
     LABEL = "random-{method}"
 
     @classmethod
@@ -52,7 +56,9 @@ class RandomRotation(BlockDictionary):
         scope = super().check(opts, model)
         size = sum(e.numel for e in scope)
         if opts["method"] == "haar" and opts["version"] != 1:
-            raise DictionarySpecError(f"dictionary.version: {opts['version']} is for method: fast; method: haar has only 1")
+            raise DictionarySpecError(
+                f"dictionary.version: {opts['version']} is for method: fast; method: haar has only 1"
+            )
         if opts["method"] == "haar" and size > HAAR_MAX:
             raise DictionarySpecError(
                 f"dictionary.method: haar needs a dense {size}×{size} matrix; scopes above {HAAR_MAX:,} "
@@ -135,7 +141,9 @@ def fft_layout(width: int) -> tuple[list[tuple[int, int]], int]:
 
 def _haar64(n: int, seeds: list[int]) -> torch.Tensor:
     """``transforms.haar_stack`` in float64, so the rotation is orthogonal to float64 precision."""
-    gauss = torch.stack([torch.randn(n, n, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds])
+    gauss = torch.stack(
+        [torch.randn(n, n, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
+    )
     q, r = torch.linalg.qr(gauss)
     return q * torch.where(torch.diagonal(r, dim1=-2, dim2=-1) >= 0, 1.0, -1.0).to(q.dtype).unsqueeze(-2)
 

@@ -36,12 +36,16 @@ def residual_sum(model: nn.Module, layer: str) -> str | None:
             if user in seen:
                 continue
             seen.add(user)
-            if (user.op == "call_function" and user.target in SUMS) or (user.op == "call_method" and user.target in SUM_METHODS):
+            if (user.op == "call_function" and user.target in SUMS) or (
+                user.op == "call_method" and user.target in SUM_METHODS
+            ):
                 stack = user.meta.get("nn_module_stack") or {}
                 return next(reversed(stack), None) or user.name
-            channelwise = ((user.op == "call_module" and isinstance(modules.get(user.target), CHANNELWISE_MODULES))
-                           or (user.op == "call_function" and user.target in CHANNELWISE_FUNCTIONS)
-                           or (user.op == "call_method" and user.target in CHANNELWISE_METHODS))
+            channelwise = (
+                (user.op == "call_module" and isinstance(modules.get(user.target), CHANNELWISE_MODULES))
+                or (user.op == "call_function" and user.target in CHANNELWISE_FUNCTIONS)
+                or (user.op == "call_method" and user.target in CHANNELWISE_METHODS)
+            )
             if channelwise:
                 frontier.append(user)
     return None

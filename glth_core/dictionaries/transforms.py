@@ -202,7 +202,9 @@ def haar_stack(n: int, seeds: list[int]) -> torch.Tensor:
     QR of a seeded float64 Gaussian, with Q·diag(sign(diag R)) so the distribution is Haar
     (plain QR is biased by the sign convention of the factorization).
     """
-    gauss = torch.stack([torch.randn(n, n, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds])
+    gauss = torch.stack(
+        [torch.randn(n, n, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
+    )
     q, r = torch.linalg.qr(gauss)
     sign = torch.where(torch.diagonal(r, dim1=-2, dim2=-1) >= 0, 1.0, -1.0).to(q.dtype)
     return (q * sign.unsqueeze(-2)).float()
@@ -350,8 +352,15 @@ class FastRotation(Orthogonal):
         perms = []
         for s in seeds:
             g = torch.Generator().manual_seed(s)
-            perms.append([(torch.randperm(width, generator=g), torch.randint(0, 2, (width,), generator=g) * 2.0 - 1.0) for _ in range(stages)])
-        signed_perms = [Gather(torch.stack([p[i][0] for p in perms]), torch.stack([p[i][1] for p in perms])) for i in range(stages)]
+            perms.append(
+                [
+                    (torch.randperm(width, generator=g), torch.randint(0, 2, (width,), generator=g) * 2.0 - 1.0)
+                    for _ in range(stages)
+                ]
+            )
+        signed_perms = [
+            Gather(torch.stack([p[i][0] for p in perms]), torch.stack([p[i][1] for p in perms])) for i in range(stages)
+        ]
         synth, anal = [], []
         for g in signed_perms:
             synth += [g, *dct_forward]

@@ -38,9 +38,7 @@ def check_input(name: str, input_shape: Sequence[int], num_classes: int, min_sid
         raise ModelSpecError(f"model {name}: num_classes {num_classes} must be at least 1")
     _, h, w = shape
     if min(h, w) < min_side:
-        raise ModelSpecError(
-            f"model {name}: input {h}×{w} is too small (needs at least {min_side}×{min_side})"
-        )
+        raise ModelSpecError(f"model {name}: input {h}×{w} is too small (needs at least {min_side}×{min_side})")
     return shape
 
 

@@ -32,7 +32,9 @@ class Block(nn.Module):
         self.conv2 = nn.Conv2d(f_out, f_out, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(f_out)
         if downsample or f_in != f_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(f_in, f_out, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(f_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(f_in, f_out, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(f_out)
+            )
         else:
             self.shortcut = nn.Sequential()
 
@@ -70,11 +72,15 @@ def parse(name: str):
     """The builder for ``cifar_resnet_N[_W]``, or a one-line ModelSpecError saying why not."""
     match = _NAME.match(name)
     if match is None:
-        raise ModelSpecError(f"model: {name!r} is not cifar_resnet_N or cifar_resnet_N_W (N = 6D + 2 layers, W the width)")
+        raise ModelSpecError(
+            f"model: {name!r} is not cifar_resnet_N or cifar_resnet_N_W (N = 6D + 2 layers, W the width)"
+        )
     depth, width = int(match[1]), int(match[2] or 16)
     if depth < 8 or (depth - 2) % 6:
-        raise ModelSpecError(f"model: {name!r}: a CIFAR ResNet has N = 6D + 2 layers (D ≥ 1 blocks per segment; "
-                             f"20, 32, 44, 56 and 110 are the usual ones), got N = {depth}")
+        raise ModelSpecError(
+            f"model: {name!r}: a CIFAR ResNet has N = 6D + 2 layers (D ≥ 1 blocks per segment; "
+            f"20, 32, 44, 56 and 110 are the usual ones), got N = {depth}"
+        )
     if width < 1:
         raise ModelSpecError(f"model: {name!r}: the width W must be at least 1")
     blocks = (depth - 2) // 6

@@ -63,7 +63,9 @@ def parse(name: str):
     match = _NAME.match(name)
     depths = ", ".join(map(str, PLANS))
     if match is None or int(match[1]) not in PLANS:
-        raise ModelSpecError(f"model: {name!r} is not cifar_vgg_N or cifar_vgg_N_W with N one of {depths} (W the first width)")
+        raise ModelSpecError(
+            f"model: {name!r} is not cifar_vgg_N or cifar_vgg_N_W with N one of {depths} (W the first width)"
+        )
     width = int(match[2] or 64)
     if width < 1:
         raise ModelSpecError(f"model: {name!r}: the width W must be at least 1")

@@ -20,7 +20,9 @@ def cnn_paper(input_shape: Sequence[int], num_classes: int) -> nn.Sequential:
     for width in (16, 8, 4):
         convs += [nn.Conv2d(c, width, kernel_size=3), nn.ReLU()]
         c, h, w = width, h - 2, w - 2
-    return tagged(nn.Sequential(*convs, nn.Flatten(), *dense_head(c * h * w, (), num_classes)), input_shape, num_classes)
+    return tagged(
+        nn.Sequential(*convs, nn.Flatten(), *dense_head(c * h * w, (), num_classes)), input_shape, num_classes
+    )
 
 
 def mlp_300_100(input_shape: Sequence[int], num_classes: int) -> nn.Sequential:

@@ -121,9 +121,21 @@ class Construction:
     def summary(self) -> dict:
         """A JSON-friendly record of the stats."""
         keys = (
-            "epsilon", "n", "distribution", "signs", "objective", "seed", "max_weight_error", "mean_weight_error",
-            "over_epsilon", "kept_weights", "target_weights", "random_weights", "candidate_weights",
-            "wall_seconds", "solve_seconds",
+            "epsilon",
+            "n",
+            "distribution",
+            "signs",
+            "objective",
+            "seed",
+            "max_weight_error",
+            "mean_weight_error",
+            "over_epsilon",
+            "kept_weights",
+            "target_weights",
+            "random_weights",
+            "candidate_weights",
+            "wall_seconds",
+            "solve_seconds",
         )
         out = {k: getattr(self, k) for k in keys}
         out.update(
@@ -271,8 +283,13 @@ def construct(
         expand, combine = _random_pair(d_in, d_out, n, sign_groups, distribution, generator, low)
         t0 = time.perf_counter()
         keep_u, keep_v = _solve_layer(
-            module.weight.detach().cpu(), _diagonal(expand.weight.detach()).T, combine.weight.detach(),
-            negative_half, objective, epsilon, batch_elements,
+            module.weight.detach().cpu(),
+            _diagonal(expand.weight.detach()).T,
+            combine.weight.detach(),
+            negative_half,
+            objective,
+            epsilon,
+            batch_elements,
         )
         solve_seconds += time.perf_counter() - t0
         expand_name, combine_name = f"{len(modules)}.weight", f"{len(modules) + 2}.weight"
@@ -282,12 +299,22 @@ def construct(
         u = _diagonal(expand.weight.detach()) * _diagonal(keep_u)
         err = _effective_pair(u.T, combine.weight.detach() * keep_v, negative_half).error(module.weight)
         errors.append(err.flatten())
-        layers.append(LayerReport(
-            index, expand_name, combine_name, d_in, d_out, keep_u.shape[0] // d_in, negative_half,
-            kept_u=int(keep_u.sum()), kept_v=int(keep_v.sum()),
-            max_weight_error=float(err.max()), mean_weight_error=float(err.mean()),
-            over_epsilon=int((err > epsilon).sum()),
-        ))
+        layers.append(
+            LayerReport(
+                index,
+                expand_name,
+                combine_name,
+                d_in,
+                d_out,
+                keep_u.shape[0] // d_in,
+                negative_half,
+                kept_u=int(keep_u.sum()),
+                kept_v=int(keep_v.sum()),
+                max_weight_error=float(err.max()),
+                mean_weight_error=float(err.mean()),
+                over_epsilon=int((err > epsilon).sum()),
+            )
+        )
 
     random_net = nn.Sequential(*modules)
     all_err = torch.cat(errors)

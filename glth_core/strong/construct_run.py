@@ -79,9 +79,18 @@ class ConstructConfig(Config):
         return {"random_network": self.seed}
 
     def target_config(self) -> TrajectoryConfig:
-        return TrajectoryConfig(dataset=self.dataset, data_dir=self.data_dir, model=self.model, rounds=1,
-                                seed=self.seed, train=self.train, val_fraction=self.val_fraction,
-                                split_seed=self.split_seed, normalize=self.normalize, device=self.device)
+        return TrajectoryConfig(
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            model=self.model,
+            rounds=1,
+            seed=self.seed,
+            train=self.train,
+            val_fraction=self.val_fraction,
+            split_seed=self.split_seed,
+            normalize=self.normalize,
+            device=self.device,
+        )
 
 
 def train_target(config: ConstructConfig, data: datasets.Dataset) -> tuple[nn.Module, dict]:
@@ -101,10 +110,18 @@ class ConstructState(State):
 
 
 class ConstructRun:
-    def __init__(self, config: ConstructConfig, data: datasets.Dataset | None = None, state: ConstructState | None = None):
+    def __init__(
+        self, config: ConstructConfig, data: datasets.Dataset | None = None, state: ConstructState | None = None
+    ):
         self.config = config
-        self.data = data or datasets.load(config.dataset, config.data_dir, val_fraction=config.val_fraction,
-                                          split_seed=config.split_seed, device=config.device, normalize=config.normalize)
+        self.data = data or datasets.load(
+            config.dataset,
+            config.data_dir,
+            val_fraction=config.val_fraction,
+            split_seed=config.split_seed,
+            device=config.device,
+            normalize=config.normalize,
+        )
         self.state = state or ConstructState()
         self.ticket = None  # a construction is not a dictionary ticket
         self.construction = None
@@ -117,8 +134,9 @@ class ConstructRun:
         cfg, d = self.config, self.data
         t0 = time.perf_counter()
         target, target_record = train_target(cfg, d)
-        built = construct(target, epsilon=cfg.epsilon, n=cfg.n, c=cfg.c, distribution=cfg.distribution,
-                          signs=cfg.signs, seed=cfg.seed)
+        built = construct(
+            target, epsilon=cfg.epsilon, n=cfg.n, c=cfg.c, distribution=cfg.distribution, signs=cfg.signs, seed=cfg.seed
+        )
         self.construction = built
         pruned = built.pruned_net
         ev = {s: evaluate(pruned, getattr(d, f"{s}_x"), getattr(d, f"{s}_y")) for s in ("train", "val", "test")}
@@ -129,9 +147,11 @@ class ConstructRun:
             "total": built.random_weights,
             "density": built.kept_weights / built.random_weights,
             "compression": 1.0 - built.kept_weights / built.random_weights,
-            "test_accuracy": ev["test"][0], "test_loss": ev["test"][1],
+            "test_accuracy": ev["test"][0],
+            "test_loss": ev["test"][1],
             "val_accuracy": ev["val"][0],
-            "train_accuracy": ev["train"][0], "train_loss": ev["train"][1],
+            "train_accuracy": ev["train"][0],
+            "train_loss": ev["train"][1],
             "epochs": target_record["epochs"],
             "wall_seconds": time.perf_counter() - t0,
             "rank": None,
@@ -139,13 +159,15 @@ class ConstructRun:
             "accuracy_gap": ev["test"][0] - target_record["test_accuracy"],
             "max_weight_error": built.max_weight_error,
             "mean_weight_error": built.mean_weight_error,
-            "max_output_error": out_max, "mean_output_error": out_mean,
+            "max_output_error": out_max,
+            "mean_output_error": out_mean,
             "kept_per_target": built.kept_per_target,
             "random_per_target": built.random_per_target,
             "candidate_per_target": built.candidate_per_target,
             "target_weights": built.target_weights,
             "over_epsilon": built.over_epsilon,
-            "n": built.n, "epsilon": cfg.epsilon,
+            "n": built.n,
+            "epsilon": cfg.epsilon,
             "construct_seconds": built.wall_seconds,
             "solve_seconds": built.solve_seconds,
         }
@@ -155,18 +177,44 @@ class ConstructRun:
 
 
 def _describe(c: ConstructConfig) -> dict:
-    return {"dictionary": c.label, "dictionary_kind": "subset_sum", "basis": c.signs, "tau": None, "rewind": "none",
-            "control": "none", "distribution": c.distribution, "signs": c.signs}
+    return {
+        "dictionary": c.label,
+        "dictionary_kind": "subset_sum",
+        "basis": c.signs,
+        "tau": None,
+        "rewind": "none",
+        "control": "none",
+        "distribution": c.distribution,
+        "signs": c.signs,
+    }
 
 
 EXPERIMENT = Experiment(
-    name="construct", config_cls=ConstructConfig, state_cls=ConstructState,
+    name="construct",
+    config_cls=ConstructConfig,
+    state_cls=ConstructState,
     runner=lambda config, state=None, data=None: ConstructRun(config, data=data, state=state),
     run_name=lambda c: f"subsetsum-{c.distribution}-{c.signs}-eps{c.epsilon:g}-n{c.n or 'auto'}-c{c.c:g}-s{c.seed}",
-    describe=_describe, has_threshold=False, summary="construction",
-    columns={"distribution": str, "epsilon": float, "n": int, "target_accuracy": float, "accuracy_gap": float,
-             "max_weight_error": float, "mean_weight_error": float, "max_output_error": float,
-             "mean_output_error": float, "kept_per_target": float, "random_per_target": float,
-             "candidate_per_target": float, "target_weights": int, "over_epsilon": int, "signs": str,
-             "construct_seconds": float, "solve_seconds": float},
+    describe=_describe,
+    has_threshold=False,
+    summary="construction",
+    columns={
+        "distribution": str,
+        "epsilon": float,
+        "n": int,
+        "target_accuracy": float,
+        "accuracy_gap": float,
+        "max_weight_error": float,
+        "mean_weight_error": float,
+        "max_output_error": float,
+        "mean_output_error": float,
+        "kept_per_target": float,
+        "random_per_target": float,
+        "candidate_per_target": float,
+        "target_weights": int,
+        "over_epsilon": int,
+        "signs": str,
+        "construct_seconds": float,
+        "solve_seconds": float,
+    },
 )

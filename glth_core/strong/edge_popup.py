@@ -64,8 +64,19 @@ from glth_core.train import (
 )
 from glth_core.trajectory import build_model
 
-__all__ = ["SELECTS", "SCORE_STARTS", "INITS", "StrongConfig", "StrongState", "StrongSearch", "MaskSelector", "top_k",
-           "apportion", "run_search", "check_selection"]
+__all__ = [
+    "SELECTS",
+    "SCORE_STARTS",
+    "INITS",
+    "StrongConfig",
+    "StrongState",
+    "StrongSearch",
+    "MaskSelector",
+    "top_k",
+    "apportion",
+    "run_search",
+    "check_selection",
+]
 
 #: where each level's scores start: the same fresh scores for every level, or the previous level's
 SCORE_STARTS = ("fresh", "carry")
@@ -137,7 +148,11 @@ class StrongSearch(RoundRunner):
     def __init__(self, config: StrongConfig, data: datasets.Dataset | None = None, state: StrongState | None = None):
         self.config = config
         self.data = data or datasets.load(
-            config.dataset, config.data_dir, val_fraction=config.val_fraction, split_seed=config.split_seed, device=config.device,
+            config.dataset,
+            config.data_dir,
+            val_fraction=config.val_fraction,
+            split_seed=config.split_seed,
+            device=config.device,
             normalize=config.normalize,
         )
         self.model = build_model(config, self.data, config.seed)
@@ -186,8 +201,9 @@ class StrongSearch(RoundRunner):
             start, data_round = self.initial_scores(0), 0
         scores, steps = self.train_scores(start, density, round_generator(cfg.seed, data_round))
         mask = self.selector.mask(scores, density)
-        record = round_record(self.param, self.inputs, self.data, self.init, mask, level, steps, cfg.train,
-                              time.perf_counter() - t0)
+        record = round_record(
+            self.param, self.inputs, self.data, self.init, mask, level, steps, cfg.train, time.perf_counter() - t0
+        )
         self.ticket = Ticket.of(level, mask, self.init)
         st.scores, st.mask = scores, mask
         st.records.append(record)
@@ -266,9 +282,15 @@ def _describe(c: StrongConfig) -> dict:
 
 
 EXPERIMENT = Experiment(
-    name="strong", config_cls=StrongConfig, state_cls=StrongState,
+    name="strong",
+    config_cls=StrongConfig,
+    state_cls=StrongState,
     runner=lambda config, state=None, data=None: StrongSearch(config, data=data, state=state),
-    run_name=lambda c: (f"{dictionaries.label_of(c.dictionary_spec)}{variant_label(c, select=False)}"
-                        f"-edgepopup-{c.select}-s{c.seed}"),
-    describe=_describe, has_threshold=False, check_config=check_selection, columns=VIEW_COLUMNS,
+    run_name=lambda c: (
+        f"{dictionaries.label_of(c.dictionary_spec)}{variant_label(c, select=False)}-edgepopup-{c.select}-s{c.seed}"
+    ),
+    describe=_describe,
+    has_threshold=False,
+    check_config=check_selection,
+    columns=VIEW_COLUMNS,
 )

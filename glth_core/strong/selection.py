@@ -80,7 +80,11 @@ class MaskSelector:
             raise ValueError(f"select: {select!r} is not one of {', '.join(SELECTS)}")
         self.select = select
         groups = dictionary.groups
-        device = torch.device(device) if device is not None else (groups.device if groups is not None else torch.device("cpu"))
+        device = (
+            torch.device(device)
+            if device is not None
+            else (groups.device if groups is not None else torch.device("cpu"))
+        )
         self.groups = None if groups is None else groups.to(device)
         self.num_units = dictionary.size if groups is None else dictionary.num_groups
         if select == "global":
@@ -88,8 +92,9 @@ class MaskSelector:
         else:
             entry = tensor_index(dictionary, "select")  # element → its scope tensor; refuses mixed coefficients
             if groups is not None:  # group → its scope tensor (``tensor_index`` checked it is one)
-                entry = torch.full((self.num_units,), -1).scatter_reduce(0, groups.cpu(), entry, reduce="amax",
-                                                                         include_self=False)
+                entry = torch.full((self.num_units,), -1).scatter_reduce(
+                    0, groups.cpu(), entry, reduce="amax", include_self=False
+                )
             parts = [(entry == i).nonzero().flatten() for i in range(len(dictionary.scope))]
         self.parts = [p.to(device) for p in parts if p.numel()]
         self.sizes = [int(p.numel()) for p in self.parts]
@@ -104,7 +109,9 @@ class MaskSelector:
     def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
         if self.groups is None:
             return scores.abs()
-        return torch.zeros(self.num_units, dtype=scores.dtype, device=scores.device).index_add(0, self.groups, scores.abs())
+        return torch.zeros(self.num_units, dtype=scores.dtype, device=scores.device).index_add(
+            0, self.groups, scores.abs()
+        )
 
     def hard_units(self, unit_scores: torch.Tensor, density: float) -> torch.Tensor:
         keep = torch.zeros(self.num_units, dtype=torch.bool, device=unit_scores.device)

@@ -56,9 +56,7 @@ def _bits(h: int) -> torch.Tensor:
 def _search_rows(sorted_rows: np.ndarray, sorted_queries: np.ndarray, side: str = "left") -> np.ndarray:
     """Row-wise searchsorted of sorted queries [B, Q] into sorted rows [B, L]."""
     if sorted_queries.shape[1] < LOOP_SEARCH_FROM:  # short rows: one batched call beats a Python loop
-        return torch.searchsorted(
-            torch.from_numpy(sorted_rows), torch.from_numpy(sorted_queries), side=side
-        ).numpy()
+        return torch.searchsorted(torch.from_numpy(sorted_rows), torch.from_numpy(sorted_queries), side=side).numpy()
     out = np.empty(sorted_queries.shape, dtype=np.intp)
     for row in range(len(out)):  # sorted queries let numpy resume each search where the last one ended
         out[row] = np.searchsorted(sorted_rows[row], sorted_queries[row], side=side)

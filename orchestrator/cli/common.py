@@ -17,9 +17,11 @@ EXIT_BAD_INPUT = 2
 EXIT_ALL_FAILED = 3
 EXIT_BUSY = 4  # another driver runs the sweep now
 #: the exit statuses, as the CLI help and docs/reading-results.md list them
-EXIT_STATUSES = ("exit status: 0 every trial complete; 1 some trials failed (the others are analysed); "
-                 "2 bad input (nothing run); 3 every trial failed (nothing to analyse); "
-                 "4 another driver runs this sweep now (nothing run); 130 interrupted")
+EXIT_STATUSES = (
+    "exit status: 0 every trial complete; 1 some trials failed (the others are analysed); "
+    "2 bad input (nothing run); 3 every trial failed (nothing to analyse); "
+    "4 another driver runs this sweep now (nothing run); 130 interrupted"
+)
 
 
 class BadInput(Exception):
@@ -132,8 +134,10 @@ def find_sweep(key: str, storage: str | None) -> Path | str:
             return inside
         raise BadInput(f"sweep: {key} is a directory but not a sweep (it has no spec.yaml)")
     if not root.is_dir():
-        raise BadInput(f"sweep: {key!r} is not a sweep directory, and --storage {root} does not exist "
-                       f"(pass the sweep's directory, or --storage DIR holding it)")
+        raise BadInput(
+            f"sweep: {key!r} is not a sweep directory, and --storage {root} does not exist "
+            f"(pass the sweep's directory, or --storage DIR holding it)"
+        )
     dirs = sorted(d.name for d in root.iterdir() if _is_sweep_dir(d))
     return (root / _match(key, dirs, lambda n: _spec_name(root / n), root)).resolve()
 
@@ -164,6 +168,7 @@ def _remote(what: str, fn):
 
 def _find_in_store(key: str, store: Storage) -> str:
     """A sweep id / prefix / name under an object-store root; its URI."""
+
     def spec_name(name: str) -> str | None:
         try:
             raw = yaml.safe_load(store.read_text(f"{name}/spec.yaml"))

@@ -6,9 +6,23 @@ import sys
 
 from orchestrator.cli.common import BadInput
 
-REPORTED = ("target_accuracy", "test_accuracy", "accuracy_gap", "max_weight_error", "mean_weight_error",
-            "max_output_error", "mean_output_error", "kept", "target_weights", "kept_per_target", "total",
-            "random_per_target", "n", "construct_seconds", "wall_seconds")
+REPORTED = (
+    "target_accuracy",
+    "test_accuracy",
+    "accuracy_gap",
+    "max_weight_error",
+    "mean_weight_error",
+    "max_output_error",
+    "mean_output_error",
+    "kept",
+    "target_weights",
+    "kept_per_target",
+    "total",
+    "random_per_target",
+    "n",
+    "construct_seconds",
+    "wall_seconds",
+)
 
 
 def add_parsers(sub, parents) -> None:
@@ -31,9 +45,16 @@ def cmd_construct(args) -> int:
     from glth_core.strong.construct_run import TARGET_TRAIN, ConstructConfig, ConstructRun
 
     try:
-        cfg = ConstructConfig(dataset=args.dataset, data_dir=args.data_dir, epsilon=args.epsilon, n=args.n, c=args.c,
-                              distribution=args.distribution, seed=args.seed,
-                              train=dataclasses.replace(TARGET_TRAIN, epochs=args.epochs))
+        cfg = ConstructConfig(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            epsilon=args.epsilon,
+            n=args.n,
+            c=args.c,
+            distribution=args.distribution,
+            seed=args.seed,
+            train=dataclasses.replace(TARGET_TRAIN, epochs=args.epochs),
+        )
         from glth_core import data as datasets
 
         datasets.check(cfg.dataset, cfg.data_dir)

@@ -11,12 +11,15 @@ from orchestrator.cli.common import BadInput, load_sweep, resolve_storage, stora
 
 def add_parsers(sub, parents) -> None:
     job = parents["job"]
-    p = sub.add_parser("submit", parents=[parents["storage"], parents["tracking"], job],
-                       help="run a sweep spec as a Ray Job on a cluster; prints the job id. Storage: --storage > "
-                            "the spec's storage: > $GLTH_STORAGE > ./glth-runs; an s3:// one is checked from here "
-                            "(this machine's AWS credentials), a path by the job on the cluster before any trial "
-                            "(a relative path is made absolute here; '~/…' is the cluster's home); "
-                            "--tracking-uri defaults as for glth run here")
+    p = sub.add_parser(
+        "submit",
+        parents=[parents["storage"], parents["tracking"], job],
+        help="run a sweep spec as a Ray Job on a cluster; prints the job id. Storage: --storage > "
+        "the spec's storage: > $GLTH_STORAGE > ./glth-runs; an s3:// one is checked from here "
+        "(this machine's AWS credentials), a path by the job on the cluster before any trial "
+        "(a relative path is made absolute here; '~/…' is the cluster's home); "
+        "--tracking-uri defaults as for glth run here",
+    )
     p.add_argument("spec")
     p.set_defaults(func=cmd_submit)
 
@@ -26,13 +29,22 @@ def add_parsers(sub, parents) -> None:
 
     p = sub.add_parser("logs", parents=[job], help="a Ray Job's logs")
     p.add_argument("job")
-    p.add_argument("--follow", action="store_true", help="stream the logs until the job ends; exit 0 only if it succeeded")
+    p.add_argument(
+        "--follow", action="store_true", help="stream the logs until the job ends; exit 0 only if it succeeded"
+    )
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("stop", parents=[job], help="stop a Ray Job (its finished rounds stay stored; glth run or submit resumes it)")
+    p = sub.add_parser(
+        "stop", parents=[job], help="stop a Ray Job (its finished rounds stay stored; glth run or submit resumes it)"
+    )
     p.add_argument("job")
-    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
-                   help="how long to wait for the job to end after asking (default 30; 0: do not wait)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the job to end after asking (default 30; 0: do not wait)",
+    )
     p.set_defaults(func=cmd_stop)
 
 
@@ -66,8 +78,11 @@ def cmd_submit(args) -> int:
         job_id, out = cluster.submit(Path(args.spec), sweep.sweep_id, out, args.tracking_uri)
     print(job_id)
     where = f" --address {cluster.address}" if args.address else ""
-    print(f"glth: sweep {sweep.sweep_id} submitted; rows go to {out}/{sweep.sweep_id} on the cluster. "
-          f"Follow it: glth status {job_id}{where}; glth logs {job_id} --follow{where}", file=sys.stderr)
+    print(
+        f"glth: sweep {sweep.sweep_id} submitted; rows go to {out}/{sweep.sweep_id} on the cluster. "
+        f"Follow it: glth status {job_id}{where}; glth logs {job_id} --follow{where}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -27,17 +27,27 @@ def _parent() -> argparse.ArgumentParser:
 
 def storage_parent() -> argparse.ArgumentParser:
     p = _parent()
-    p.add_argument("--storage", "--out", dest="storage", default=None, metavar="DIR",
-                   help="where sweeps live, one directory per sweep: a path, a shared filesystem or s3://bucket/prefix "
-                        "(default: the spec's storage:, else $GLTH_STORAGE, else ./glth-runs)")
+    p.add_argument(
+        "--storage",
+        "--out",
+        dest="storage",
+        default=None,
+        metavar="DIR",
+        help="where sweeps live, one directory per sweep: a path, a shared filesystem or s3://bucket/prefix "
+        "(default: the spec's storage:, else $GLTH_STORAGE, else ./glth-runs)",
+    )
     return p
 
 
 def tracking_parent() -> argparse.ArgumentParser:
     p = _parent()
-    p.add_argument("--tracking-uri", default=None, metavar="URI",
-                   help="MLflow tracking URI (default: for a sweep, the one its run recorded in sweep.json; else "
-                        "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        metavar="URI",
+        help="MLflow tracking URI (default: for a sweep, the one its run recorded in sweep.json; else "
+        "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)",
+    )
     return p
 
 
@@ -50,10 +60,19 @@ def job_parent() -> argparse.ArgumentParser:
 
 def analysis_parent() -> argparse.ArgumentParser:
     p = _parent()
-    p.add_argument("--delta", type=float, default=0.5, metavar="POINTS",
-                   help="winning-ticket tolerance in accuracy points below round 0 (default 0.5)")
-    p.add_argument("--select-on", choices=["val", "test"], default="val",
-                   help="the split that picks the winning ticket (default val); test accuracy is reported")
+    p.add_argument(
+        "--delta",
+        type=float,
+        default=0.5,
+        metavar="POINTS",
+        help="winning-ticket tolerance in accuracy points below round 0 (default 0.5)",
+    )
+    p.add_argument(
+        "--select-on",
+        choices=["val", "test"],
+        default="val",
+        help="the split that picks the winning ticket (default val); test accuracy is reported",
+    )
     return p
 
 
@@ -62,8 +81,12 @@ def build_parser() -> Parser:
 
     parser = Parser(prog="glth", description="Generalized Lottery Ticket Hypothesis sweeps on Ray Tune")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    parents = {"storage": storage_parent(), "tracking": tracking_parent(), "job": job_parent(),
-               "analysis": analysis_parent()}
+    parents = {
+        "storage": storage_parent(),
+        "tracking": tracking_parent(),
+        "job": job_parent(),
+        "analysis": analysis_parent(),
+    }
     for group in (run_cmd, read_cmds, construct_cmd, job_cmds, schema_cmd):
         group.add_parsers(sub, parents)
     return parser

@@ -18,45 +18,73 @@ from orchestrator.cli.common import BadInput, find_sweep, outputs_dir, read_rows
 from orchestrator.cli.summary import has_own_summary, render_results
 from orchestrator.results import THRESHOLD_RULE
 
-SWEEP_HELP = ("the sweep: its directory (as glth run printed it) or URI (s3://bucket/prefix/<sweep id>), "
-              "its id, a unique prefix, or the spec's name (under --storage)")
+SWEEP_HELP = (
+    "the sweep: its directory (as glth run printed it) or URI (s3://bucket/prefix/<sweep id>), "
+    "its id, a unique prefix, or the spec's name (under --storage)"
+)
 
 
 def add_parsers(sub, parents) -> None:
     storage, tracking, analysis = parents["storage"], parents["tracking"], parents["analysis"]
 
-    p = sub.add_parser("results", parents=[storage, tracking, analysis],
-                       help="mean ± std over seeds per dictionary × τ × round, and the per-curve analysis")
+    p = sub.add_parser(
+        "results",
+        parents=[storage, tracking, analysis],
+        help="mean ± std over seeds per dictionary × τ × round, and the per-curve analysis",
+    )
     p.add_argument("sweep", help=SWEEP_HELP)
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
-    p.add_argument("--analysis", action="store_true",
-                   help="csv/json: print the per-curve analysis (threshold, peak, overlap) instead of the rounds")
+    p.add_argument(
+        "--analysis",
+        action="store_true",
+        help="csv/json: print the per-curve analysis (threshold, peak, overlap) instead of the rounds",
+    )
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("plot", parents=[storage, tracking, analysis],
-                       help="the paper's figures for a sweep: PNGs under <sweep dir>/plots/ (a sweep on S3: "
-                            "./glth-outputs/<sweep id>/plots/), logged to MLflow")
+    p = sub.add_parser(
+        "plot",
+        parents=[storage, tracking, analysis],
+        help="the paper's figures for a sweep: PNGs under <sweep dir>/plots/ (a sweep on S3: "
+        "./glth-outputs/<sweep id>/plots/), logged to MLflow",
+    )
     p.add_argument("sweep", help=SWEEP_HELP)
-    p.add_argument("--round", type=int, default=None, help="round of the kept-coordinate maps (default: each curve's winning-ticket round)")
+    p.add_argument(
+        "--round",
+        type=int,
+        default=None,
+        help="round of the kept-coordinate maps (default: each curve's winning-ticket round)",
+    )
     p.add_argument("--log-remaining", action="store_true", help="x-axis: remaining fraction on a log scale")
     p.add_argument("--title", default=None, help="title of the accuracy figure (default: model and dataset)")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("export", parents=[storage, tracking],
-                       help="one round's ticket as a plain PyTorch module (pruned where the dictionary allows)")
+    p = sub.add_parser(
+        "export",
+        parents=[storage, tracking],
+        help="one round's ticket as a plain PyTorch module (pruned where the dictionary allows)",
+    )
     p.add_argument("sweep", help=SWEEP_HELP)
     p.add_argument("--trial", required=True, help="trial id (or a unique prefix)")
     p.add_argument("--round", type=int, default=None, help="round to export (default: the trial's last)")
-    p.add_argument("-o", "--output", required=True, help="where to torch.save the module (metadata goes to the same name .json)")
-    p.add_argument("--bench", action="store_true", help="time dense vs exported on test images; log to the trial's MLflow run")
-    p.add_argument("--mlflow", action="store_true",
-                   help="also log the exported module as an MLflow model (signature, input example) on the trial's run")
+    p.add_argument(
+        "-o", "--output", required=True, help="where to torch.save the module (metadata goes to the same name .json)"
+    )
+    p.add_argument(
+        "--bench", action="store_true", help="time dense vs exported on test images; log to the trial's MLflow run"
+    )
+    p.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also log the exported module as an MLflow model (signature, input example) on the trial's run",
+    )
     p.add_argument("--images", type=int, default=1000, help="--bench batch size (default 1000 test images)")
     p.add_argument("--repeats", type=int, default=30, help="--bench repeats (the median is reported)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the export and the bench (default 1)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("sync", parents=[storage, tracking], help="backfill MLflow from a sweep's Parquet rows (exactly once)")
+    p = sub.add_parser(
+        "sync", parents=[storage, tracking], help="backfill MLflow from a sweep's Parquet rows (exactly once)"
+    )
     p.add_argument("sweep", help=SWEEP_HELP)
     p.set_defaults(func=cmd_sync)
 
@@ -88,8 +116,16 @@ def cmd_results(args) -> int:
     if has_own_summary(rows):
         print(render_results(rows, args.format))
         return 0
-    a = analysis.publish(rows, d, _sweep_id(d), analysis.experiment_of(d), _tracking_uri(args, d),
-                         args.delta / 100.0, args.select_on, out_dir=outputs_dir(d))
+    a = analysis.publish(
+        rows,
+        d,
+        _sweep_id(d),
+        analysis.experiment_of(d),
+        _tracking_uri(args, d),
+        args.delta / 100.0,
+        args.select_on,
+        out_dir=outputs_dir(d),
+    )
     if args.analysis and args.format in ("csv", "json"):
         print(render(a.curves, args.format))
         return 0
@@ -106,8 +142,16 @@ def cmd_plot(args) -> int:
 
     d = find_sweep(args.sweep, args.storage)
     rows = read_rows(d)
-    pngs = plots.plot_sweep(rows, d, args.round, args.log_remaining, args.delta / 100.0, title=args.title,
-                            select_on=args.select_on, out_dir=outputs_dir(d) / "plots")
+    pngs = plots.plot_sweep(
+        rows,
+        d,
+        args.round,
+        args.log_remaining,
+        args.delta / 100.0,
+        title=args.title,
+        select_on=args.select_on,
+        out_dir=outputs_dir(d) / "plots",
+    )
     for png in pngs:
         print(f"plot: {png}")
     uri = _tracking_uri(args, d)
@@ -125,9 +169,19 @@ def cmd_export(args) -> int:
     d = find_sweep(args.sweep, args.storage)
     rows = read_rows(d)
     try:
-        export_cmd.export_trial(d, rows, args.trial, args.round, Path(args.output), bench=args.bench,
-                                bench_images=args.images, repeats=args.repeats, threads=args.threads,
-                                tracking_uri=_tracking_uri(args, d), to_mlflow=args.mlflow)
+        export_cmd.export_trial(
+            d,
+            rows,
+            args.trial,
+            args.round,
+            Path(args.output),
+            bench=args.bench,
+            bench_images=args.images,
+            repeats=args.repeats,
+            threads=args.threads,
+            tracking_uri=_tracking_uri(args, d),
+            to_mlflow=args.mlflow,
+        )
     except export_cmd.ExportError as e:
         raise BadInput(str(e)) from None
     return 0

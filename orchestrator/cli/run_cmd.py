@@ -33,24 +33,43 @@ from orchestrator.results import THRESHOLD_RULE
 
 def add_parsers(sub, parents) -> None:
     shared = [parents["storage"], parents["tracking"], parents["analysis"]]
-    p = sub.add_parser("run", parents=shared, help="run a sweep spec (rerunning it resumes; finished trials are kept)",
-                       epilog=EXIT_STATUSES)
+    p = sub.add_parser(
+        "run",
+        parents=shared,
+        help="run a sweep spec (rerunning it resumes; finished trials are kept)",
+        epilog=EXIT_STATUSES,
+    )
     p.add_argument("spec")
-    p.add_argument("overrides", nargs="*", metavar="PATH=VALUE",
-                   help="spec overrides, validated like the YAML and recorded in the sweep's spec.yaml: "
-                        "tau=0.1,0.2 (a list = a grid axis), seeds=0-4, train.epochs=3, dictionary.0.basis=pca")
-    p.add_argument("--profile", default=None, help="merge the spec's profiles.<NAME> over it (e.g. quick = CPU-sized, full = GPU cluster)")
-    p.add_argument("--resume", action="store_true",
-                   help="require that this sweep has been started (exit 2 if its directory is missing); "
-                        "rerunning a spec resumes it with or without this flag")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the expanded trials (varying axes, done / partial / pending, rounds left) and what a run "
-                        "would compute; starts no Ray and writes nothing")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="PATH=VALUE",
+        help="spec overrides, validated like the YAML and recorded in the sweep's spec.yaml: "
+        "tau=0.1,0.2 (a list = a grid axis), seeds=0-4, train.epochs=3, dictionary.0.basis=pca",
+    )
+    p.add_argument(
+        "--profile",
+        default=None,
+        help="merge the spec's profiles.<NAME> over it (e.g. quick = CPU-sized, full = GPU cluster)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="require that this sweep has been started (exit 2 if its directory is missing); "
+        "rerunning a spec resumes it with or without this flag",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the expanded trials (varying axes, done / partial / pending, rounds left) and what a run "
+        "would compute; starts no Ray and writes nothing",
+    )
     _ray_options(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", parents=shared, help="a small built-in sweep on digits: table and plot",
-                       epilog=EXIT_STATUSES)
+    p = sub.add_parser(
+        "demo", parents=shared, help="a small built-in sweep on digits: table and plot", epilog=EXIT_STATUSES
+    )
     p.add_argument("--dry-run", action="store_true", help="as for run: the plan only")
     _ray_options(p)
     p.set_defaults(func=cmd_demo)
@@ -74,8 +93,9 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     storage = resolve_storage(args.storage, sweep.spec.storage, check=True)
     setting = storage_setting(args.storage, sweep.spec.storage)[1]
     if getattr(args, "resume", False) and not storage.exists(f"{sweep.sweep_id}/spec.yaml"):
-        raise BadInput(f"--resume: no sweep {sweep.sweep_id} under {storage.uri} to resume "
-                       f"(without --resume, glth run starts it)")
+        raise BadInput(
+            f"--resume: no sweep {sweep.sweep_id} under {storage.uri} to resume (without --resume, glth run starts it)"
+        )
     if args.dry_run:
         print(dry_run_text(sweep, storage, args.force))
         return 0
@@ -96,15 +116,21 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     if not rows.empty or result.failed:
         print(render_results(rows, delta=args.delta / 100.0, select_on=args.select_on))
         if analysed and not has_own_summary(rows):
-            _print_analysis(rows, result.out_dir, sweep.spec.experiment, result.tracking_uri, args.delta, args.select_on)
+            _print_analysis(
+                rows, result.out_dir, sweep.spec.experiment, result.tracking_uri, args.delta, args.select_on
+            )
     if result.failed:
         print(f"\n{render_failures(result.failed, rows)}")
-    print(f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir}/rounds")
+    print(
+        f"sweep {result.sweep_id}: {result.computed} trials computed, {result.reused} reused; rows in {result.out_dir}/rounds"
+    )
     if result.mlflow_url:
         print(f"MLflow runs: {result.mlflow_url}")
     elif result.experiment_id is not None:
-        print(f"MLflow: mlflow ui --backend-store-uri {result.tracking_uri}  (then the experiment's runs, "
-              f"#/experiments/{result.experiment_id}/runs?workflowType=machine_learning)")
+        print(
+            f"MLflow: mlflow ui --backend-store-uri {result.tracking_uri}  (then the experiment's runs, "
+            f"#/experiments/{result.experiment_id}/runs?workflowType=machine_learning)"
+        )
     if result.failed:
         print(f"failed trials: {', '.join(result.failed)}", file=sys.stderr)
         return EXIT_ALL_FAILED if len(result.failed) == len(sweep.trials) else 1
@@ -125,19 +151,30 @@ def check_gpu_here(sweep, address: str | None) -> None:
     here = f"this machine has no CUDA GPU (torch {torch.__version__} sees none) and no --address names a cluster"
     if spec.device == "cuda":
         raise BadInput(f"device: cuda: {here}; use device: cpu or auto, or run on a cluster with --address")
-    raise BadInput(f"resources.gpu: {spec.resources.gpu:g}: {here} (a local Ray would never schedule the trials); "
-                   f"use resources.gpu: 0, or run on a cluster with --address")
+    raise BadInput(
+        f"resources.gpu: {spec.resources.gpu:g}: {here} (a local Ray would never schedule the trials); "
+        f"use resources.gpu: 0, or run on a cluster with --address"
+    )
 
 
-def _print_analysis(rows, sweep_dir, experiment: str, tracking_uri: str | None, delta_points: float,
-                    select_on: str = "val") -> None:
+def _print_analysis(
+    rows, sweep_dir, experiment: str, tracking_uri: str | None, delta_points: float, select_on: str = "val"
+) -> None:
     """After a run: the per-curve analysis table; analysis.parquet (``outputs_dir``) and the MLflow
     parent run get it too."""
     from orchestrator import analysis
     from orchestrator.layout import SweepDir
 
-    a = analysis.publish(rows, sweep_dir, SweepDir.at(sweep_dir).sweep_id, experiment, defaults.tracking_uri(tracking_uri),
-                         delta_points / 100.0, select_on, out_dir=outputs_dir(sweep_dir))
+    a = analysis.publish(
+        rows,
+        sweep_dir,
+        SweepDir.at(sweep_dir).sweep_id,
+        experiment,
+        defaults.tracking_uri(tracking_uri),
+        delta_points / 100.0,
+        select_on,
+        out_dir=outputs_dir(sweep_dir),
+    )
     print(f"\n{THRESHOLD_RULE.format(delta=delta_points, split=select_on)}:")
     print(analysis.render_curves(a.curves))
 
@@ -169,7 +206,10 @@ def _node_reads(storage, name: str, token: str) -> tuple[str, str | None]:
     try:
         seen = storage.read_text(name)
     except FileNotFoundError:
-        return ip, "does not see what this driver wrote there (a directory of this machine only, not one every node mounts)"
+        return (
+            ip,
+            "does not see what this driver wrote there (a directory of this machine only, not one every node mounts)",
+        )
     except OSError as e:
         return ip, f"cannot read it: {aws_cause(e)}"
     return ip, None if seen == token else "reads other content there than this driver wrote"
@@ -192,13 +232,20 @@ def check_nodes_reach(storage, setting: str = "storage", timeout_s: float = 120.
     storage.write_text(name, token)
     try:
         probe = ray.remote(_node_reads)
-        refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(storage, name, token) for n in ray.nodes() if n["Alive"]]
+        refs = [
+            probe.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(storage, name, token)
+            for n in ray.nodes()
+            if n["Alive"]
+        ]
         done, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         bad = [(ip, why) for ip, why in ray.get(done) if why]
         if late:
-            print(f"[glth] {len(late)} Ray node(s) did not answer the storage check in {timeout_s:g} s; going on",
-                  file=sys.stderr)
+            print(
+                f"[glth] {len(late)} Ray node(s) did not answer the storage check in {timeout_s:g} s; going on",
+                file=sys.stderr,
+            )
     finally:
         storage.delete(name)
         if made_root:
@@ -206,8 +253,10 @@ def check_nodes_reach(storage, setting: str = "storage", timeout_s: float = 120.
                 Path(storage.root).rmdir()
     if bad:
         nodes = ", ".join(sorted({ip for ip, _ in bad}))
-        raise BadInput(f"{setting}: {storage.uri}: Ray node {nodes} {bad[0][1]}; on a cluster use a filesystem "
-                       f"every node mounts or s3://")
+        raise BadInput(
+            f"{setting}: {storage.uri}: Ray node {nodes} {bad[0][1]}; on a cluster use a filesystem "
+            f"every node mounts or s3://"
+        )
 
 
 # -- the dry run ------------------------------------------------------------------------------
@@ -240,8 +289,12 @@ def dry_run_text(sweep, storage, force: bool) -> str:
     storage = storage if isinstance(storage, Storage) else Storage.resolve(str(storage))
     rows = stored_rows(sweep, storage, force)
     plan = dry_run.plan([t.plan_entry() for t in sweep.trials], rows)
-    head = (f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials, up to {sweep.rounds} rounds each → "
-            f"{storage.uri_of(sweep.sweep_id)}\n(dry run: Ray not started, nothing written)\n")
+    head = (
+        f"sweep {sweep.sweep_id}: {len(sweep.trials)} trials, up to {sweep.rounds} rounds each → "
+        f"{storage.uri_of(sweep.sweep_id)}\n(dry run: Ray not started, nothing written)\n"
+    )
     text = head + dry_run.render(plan, dry_run.seconds_per_round(rows), sweep.spec.max_concurrent)
     left = dict(zip(plan["trial_id"], plan["rounds_left"].where(plan["status"] != "done", 0)))
-    return "\n".join([text, *compute.describe([(t.config, int(left[t.trial_id])) for t in sweep.trials], sweep.spec.device)])
+    return "\n".join(
+        [text, *compute.describe([(t.config, int(left[t.trial_id])) for t in sweep.trials], sweep.spec.device)]
+    )

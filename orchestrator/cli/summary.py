@@ -32,7 +32,9 @@ def render_failures(failed: list[str], rows: pd.DataFrame) -> str:
 
     def why(trial: str) -> str:
         status = last.get(trial)
-        return str(status) if status is not None and status != "ok" else f"incomplete: {int(ok.get(trial, 0))} rounds ok"
+        return (
+            str(status) if status is not None and status != "ok" else f"incomplete: {int(ok.get(trial, 0))} rounds ok"
+        )
 
     table = pd.DataFrame({"trial": failed, "status": [why(t) for t in failed]})
     return f"failed trials ({len(failed)}):\n{table.to_string(index=False)}"

@@ -31,8 +31,16 @@ from orchestrator.storage import Storage
 PARTITION = "dictionary"
 _ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string()}
 #: columns of every row that the orchestrator adds (the trial's identity and status)
-META = {"sweep_id": str, "trial_id": str, "kind": str, "run_name": str, "rows_expected": int, "seed": int,
-        "dataset": str, "model": str}
+META = {
+    "sweep_id": str,
+    "trial_id": str,
+    "kind": str,
+    "run_name": str,
+    "rows_expected": int,
+    "seed": int,
+    "dataset": str,
+    "model": str,
+}
 TAIL = {"status": str, "config": str}
 #: the schema follows from the trial kinds' declared columns (``glth_core.kinds.columns``)
 SCHEMA = pa.schema([(name, _ARROW[t]) for name, t in {**META, **kinds.columns(), **TAIL}.items()])
@@ -115,8 +123,10 @@ class DamagedRows(ValueError):
         first, cause = next(iter(self.files.items()))
         more = f" and {len(self.files) - 1} more" if len(self.files) > 1 else ""
         spec = store.uri_of("spec.yaml") if store.is_local else f"SPEC (as run: {store.uri_of('spec.yaml')})"
-        super().__init__(f"rows file {store.uri_of(first)}{more} unreadable ({cause}); rebuild it from its trial's "
-                         f"resume state by rerunning the sweep: glth run {spec} --storage {store.uri.rpartition('/')[0]}")
+        super().__init__(
+            f"rows file {store.uri_of(first)}{more} unreadable ({cause}); rebuild it from its trial's "
+            f"resume state by rerunning the sweep: glth run {spec} --storage {store.uri.rpartition('/')[0]}"
+        )
 
 
 def _one_line(e: BaseException) -> str:
@@ -140,7 +150,9 @@ def damaged_files(out_dir, sweep_id: str) -> dict[str, str]:
         try:
             pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
         except (pa.ArrowException, OSError) as e:
-            damaged[rel] = _one_line(e).removeprefix("Could not open Parquet input source '<Buffer>': ") or type(e).__name__
+            damaged[rel] = (
+                _one_line(e).removeprefix("Could not open Parquet input source '<Buffer>': ") or type(e).__name__
+            )
     return damaged
 
 
@@ -162,8 +174,18 @@ def read_rounds(out_dir, sweep_id: str, skip_damaged: bool = False) -> pd.DataFr
         if not skip_damaged:
             raise DamagedRows(store, damaged) from None
         good = [store.fs_path(rel) for rel in _trial_rels(store).values() if rel not in damaged]
-        df = ds.dataset(good, schema=SCHEMA, format="parquet", filesystem=store.filesystem, partitioning=_PARTITIONING,
-                        partition_base_dir=store.fs_path(ROUNDS)).to_table().to_pandas()
+        df = (
+            ds.dataset(
+                good,
+                schema=SCHEMA,
+                format="parquet",
+                filesystem=store.filesystem,
+                partitioning=_PARTITIONING,
+                partition_base_dir=store.fs_path(ROUNDS),
+            )
+            .to_table()
+            .to_pandas()
+        )
     if df.empty:
         return _empty()
     return df.sort_values(["trial_id", "round"], kind="stable").reset_index(drop=True)[SCHEMA.names]
@@ -199,8 +221,10 @@ def read_trial(out_dir, sweep_id: str, trial_id: str, dictionary_label: str) -> 
 def trial_files(out_dir, sweep_id: str) -> dict[str, Path | str]:
     """trial_id → its Parquet file (a local Path, or a URI on an object store)."""
     store = sweep_store(out_dir, sweep_id)
-    return {tid: Path(store.fs_path(rel)) if store.is_local else store.uri_of(rel)
-            for tid, rel in _trial_rels(store).items()}
+    return {
+        tid: Path(store.fs_path(rel)) if store.is_local else store.uri_of(rel)
+        for tid, rel in _trial_rels(store).items()
+    }
 
 
 def completed_trials(out_dir, sweep_id: str, rounds: int | None = None) -> set[str]:

@@ -62,8 +62,13 @@ def _model(kind: str, extra: dict[str, Option], suffix: str) -> type[BaseModel]:
     options = {**cls.FIELDS, **COMMON, **extra}
     fields = {key: _field(option) for key, option in options.items()}
     name = f"{cls.__name__}{suffix}"
-    return create_model(name, __base__=KindSpec, __doc__=(cls.__doc__ or "").strip().split("\n")[0] or None,
-                        kind=(Literal[kind], ...), **fields)
+    return create_model(
+        name,
+        __base__=KindSpec,
+        __doc__=(cls.__doc__ or "").strip().split("\n")[0] or None,
+        kind=(Literal[kind], ...),
+        **fields,
+    )
 
 
 @functools.cache

@@ -95,8 +95,16 @@ def expand(spec, kind: str) -> list[Trial]:
             raise SpecError(str(e)) from None
         fields = dict(zip(axes, values))
         try:
-            config = config_cls(**fields, dataset=ds.name, data_dir=ds.data_dir, val_fraction=ds.val_fraction,
-                                split_seed=ds.split_seed, normalize=ds.normalize, seed=seed, device=spec.device)
+            config = config_cls(
+                **fields,
+                dataset=ds.name,
+                data_dir=ds.data_dir,
+                val_fraction=ds.val_fraction,
+                split_seed=ds.split_seed,
+                normalize=ds.normalize,
+                seed=seed,
+                device=spec.device,
+            )
             net = models.build(config.model, info.input_shape, info.num_classes)
             experiment.check(config, net)
             if spec.batch_seeds > 1:
@@ -115,7 +123,9 @@ def _check_new_point(points: dict, trial_id: str, point: dict) -> None:
     other = points.setdefault(trial_id, point)
     if other is not point:
         names = [k for k in point if point[k] != other[k]]
-        raise SpecError(f"{', '.join(names)}: {other[names[0]]!r} and {point[names[0]]!r} are the same trial; list it once")
+        raise SpecError(
+            f"{', '.join(names)}: {other[names[0]]!r} and {point[names[0]]!r} are the same trial; list it once"
+        )
 
 
 def check_batches(spec, kind: str, trials: list[Trial]) -> None:

@@ -144,7 +144,10 @@ def sweep_model(kind: str) -> type[BaseModel]:
 
 #: keys of a spec file that are read before validation (``spec.text``): profiles and overrides
 FILE_KEYS = {
-    "profiles": (Union[dict[str, dict[str, Any]], None], Field(None, description="name → spec keys merged over the spec by --profile NAME")),
+    "profiles": (
+        Union[dict[str, dict[str, Any]], None],
+        Field(None, description="name → spec keys merged over the spec by --profile NAME"),
+    ),
     "profile": (Union[str, None], Field(None, description="the profile to use when --profile is not given")),
     "overrides": (Union[list[str], None], Field(None, description="PATH=VALUE overrides recorded by glth run")),
 }
@@ -153,7 +156,9 @@ FILE_KEYS = {
 def spec_file_model() -> type[BaseModel]:
     """A sweep spec file of any kind: the kinds' models (``kind`` tells them apart; imp when left
     out) with the file's own keys (profiles, overrides). Its JSON Schema is ``glth schema``."""
-    members = tuple(create_model(f"{sweep_model(k).__name__}File", __base__=sweep_model(k), **FILE_KEYS) for k in kinds.KINDS)
+    members = tuple(
+        create_model(f"{sweep_model(k).__name__}File", __base__=sweep_model(k), **FILE_KEYS) for k in kinds.KINDS
+    )
     return RootModel[Union[members]]
 
 

@@ -47,8 +47,10 @@ def format_error(err: ValidationError, model: type[BaseModel]) -> str:
         for part in loc.split(".")[:-1]:
             ann = owner.model_fields.get(part)
             inner = getattr(ann, "annotation", None)
-            owner = next((a for a in getattr(inner, "__args__", (inner,)) if isinstance(a, type) and issubclass(a, BaseModel)),
-                         inner if isinstance(inner, type) and issubclass(inner, BaseModel) else owner)
+            owner = next(
+                (a for a in getattr(inner, "__args__", (inner,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                inner if isinstance(inner, type) and issubclass(inner, BaseModel) else owner,
+            )
         return f"{loc}: unknown key; allowed: {', '.join(owner.model_fields)}"
     if e["type"] == "missing":
         return f"{loc}: required"

@@ -49,8 +49,14 @@ class Trial:
         """Columns shared by every row of the trial."""
         c = self.config
         return {
-            "kind": self.kind, "sweep_id": sweep_id, "trial_id": self.trial_id, "run_name": self.run_name,
-            "rows_expected": self.rows_expected, "seed": c.seed, "dataset": c.dataset, "model": c.model,
+            "kind": self.kind,
+            "sweep_id": sweep_id,
+            "trial_id": self.trial_id,
+            "run_name": self.run_name,
+            "rows_expected": self.rows_expected,
+            "seed": c.seed,
+            "dataset": c.dataset,
+            "model": c.model,
             **self.describe,
             # the flat config: MLflow params (``params.tau``) and the Parquet config column
             "config": canonical_json({**c.to_dict(), "seeds": c.seeds(), "trial_id": self.trial_id}),
@@ -66,8 +72,13 @@ class Trial:
 
     def plan_entry(self) -> dict:
         """What ``orchestrator.dry_run.plan`` reads."""
-        return {"trial_id": self.trial_id, "kind": self.kind, "run_name": self.run_name,
-                "rows_expected": self.rows_expected, "config": self.config.to_dict()}
+        return {
+            "trial_id": self.trial_id,
+            "kind": self.kind,
+            "run_name": self.run_name,
+            "rows_expected": self.rows_expected,
+            "config": self.config.to_dict(),
+        }
 
 
 @dataclass(frozen=True)

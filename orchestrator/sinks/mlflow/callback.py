@@ -44,8 +44,16 @@ class MlflowWriter(Callback):
     curves complete too. Pickles (Tune saves callbacks with its experiment state): the client is
     rebuilt after unpickling, the caches are kept."""
 
-    def __init__(self, tracking_uri: str, experiment: str, experiment_id: str | None, parent_run_id: str | None,
-                 sweep_id: str, metas: Iterable[dict] = (), out_dir=None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        experiment_id: str | None,
+        parent_run_id: str | None,
+        sweep_id: str,
+        metas: Iterable[dict] = (),
+        out_dir=None,
+    ):
         self.tracking_uri, self.experiment, self.sweep_id = tracking_uri, experiment, sweep_id
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.out_dir = out_dir  # what orchestrator.sinks.parquet takes: a path, a storage URI or a Storage
@@ -102,9 +110,11 @@ class MlflowWriter(Callback):
         except Exception as e:  # never end the sweep for its dashboard: sync_sweep retries at the end
             self.off = True
             why = "unavailable" if isinstance(e, MlflowUnavailable) else f"failed ({type(e).__name__})"
-            print(f"[glth] MLflow at {self.tracking_uri} {why}: {str(e).splitlines()[0][:200] if str(e) else ''}; "
-                  f"live logging off, rows go to Parquet and the sweep's end (or `glth sync`) backfills",
-                  file=sys.stderr)
+            print(
+                f"[glth] MLflow at {self.tracking_uri} {why}: {str(e).splitlines()[0][:200] if str(e) else ''}; "
+                f"live logging off, rows go to Parquet and the sweep's end (or `glth sync`) backfills",
+                file=sys.stderr,
+            )
 
     def write(self, rows: list[dict], system_metrics: dict | None = None, labels: Iterable[str] | None = None) -> None:
         """Log ``rows`` (new rows of one or more trials) to their child runs, then the curves: one
@@ -120,8 +130,16 @@ class MlflowWriter(Callback):
             if tid not in self._runs:
                 config = row_config(last)
                 self._runs[tid], created = _find_or_create_child(
-                    c, self.experiment_id, self.parent_run_id, tid, config, _run_name(last, config),
-                    known=self._children_found(c), dataset=last.get("dataset"), params_out=params)
+                    c,
+                    self.experiment_id,
+                    self.parent_run_id,
+                    tid,
+                    config,
+                    _run_name(last, config),
+                    known=self._children_found(c),
+                    dataset=last.get("dataset"),
+                    params_out=params,
+                )
                 self._logged[tid] = set() if created else None
                 if created:
                     self._fresh.add(tid)

@@ -43,8 +43,11 @@ TAG_PARENT = "mlflow.parentRunId"
 
 # Fail fast when the server is down, and no "🏃 View run … at" line on stdout for every run
 # ended (glth prints its own summary). Values the user already exported win.
-HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 
 class MlflowUnavailable(RuntimeError):
@@ -82,8 +85,14 @@ def _short_http() -> Iterator[None]:
                     os.environ.pop(k, None)
 
 
-_UNAVAILABLE_TEXT = ("failed with exception", "failed with timeout exception", "max retries exceeded",
-                     "connection refused", "connection aborted", "database is locked")
+_UNAVAILABLE_TEXT = (
+    "failed with exception",
+    "failed with timeout exception",
+    "max retries exceeded",
+    "connection refused",
+    "connection aborted",
+    "database is locked",
+)
 
 
 def _is_unavailable(e: BaseException) -> bool:
@@ -92,8 +101,9 @@ def _is_unavailable(e: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
             return True
-        if isinstance(e, MlflowException) and (e.get_http_status_code() in (502, 503, 504)
-                                               or e.error_code == "TEMPORARILY_UNAVAILABLE"):
+        if isinstance(e, MlflowException) and (
+            e.get_http_status_code() in (502, 503, 504) or e.error_code == "TEMPORARILY_UNAVAILABLE"
+        ):
             return True
         if any(t in str(e).lower() for t in _UNAVAILABLE_TEXT):
             return True
@@ -119,10 +129,12 @@ def _guarded(fn):
     def wrapper(*args, **kwargs):
         with _guard():
             return fn(*args, **kwargs)
+
     return wrapper
 
 
 # -- small helpers -----------------------------------------------------------------------------
+
 
 def _quoted(value: str) -> str:
     value = str(value)
@@ -145,14 +157,15 @@ def _now_ms() -> int:
 
 def _chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time ASC"])
+        page = client.search_runs(
+            [experiment_id], filter_string, max_results=1000, page_token=token, order_by=["attributes.start_time ASC"]
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -169,7 +182,7 @@ def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
             continue
         text = json.dumps(v, sort_keys=True) if isinstance(v, (list, tuple, dict)) else str(v)
         if len(text) > MAX_PARAM_VALUE:
-            text = text[:MAX_PARAM_VALUE - len(TRUNCATED)] + TRUNCATED
+            text = text[: MAX_PARAM_VALUE - len(TRUNCATED)] + TRUNCATED
         out[key] = text
     return out
 
@@ -183,7 +196,7 @@ def _artifact_root(tracking_uri: str) -> str | None:
     """For a sqlite store: ``<db dir>/mlartifacts`` (MLflow would otherwise use ``./mlruns``)."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    db = Path(tracking_uri[len("sqlite:///"):]).expanduser().resolve()
+    db = Path(tracking_uri[len("sqlite:///") :]).expanduser().resolve()
     return (db.parent / "mlartifacts").as_uri()
 
 
@@ -206,6 +219,7 @@ def _add_missing_tags(client, run, tags: dict) -> None:
 
 
 # -- the experiment and its runs ---------------------------------------------------------------
+
 
 @_guarded
 def client(tracking_uri: str) -> MlflowClient:
@@ -238,8 +252,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
 
 
 def _find_or_create_parent(client, experiment_id, sweep_id, spec_text, tags) -> tuple[str, bool]:
-    found = _search_all(client, experiment_id,
-                        f"tags.`{TAG_SWEEP}` = {_quoted(sweep_id)} and tags.`{TAG_ROLE}` = 'parent'")
+    found = _search_all(
+        client, experiment_id, f"tags.`{TAG_SWEEP}` = {_quoted(sweep_id)} and tags.`{TAG_ROLE}` = 'parent'"
+    )
     wanted = {**meta.source_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
     if found:
         run, created = found[0], False
@@ -256,8 +271,9 @@ def _find_or_create_parent(client, experiment_id, sweep_id, spec_text, tags) -> 
 
 
 @_guarded
-def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_id: str, spec_text: str,
-                         tags: dict | None = None) -> str:
+def get_or_create_parent(
+    client: MlflowClient, experiment_id: str, sweep_id: str, spec_text: str, tags: dict | None = None
+) -> str:
     """The sweep's parent run (tag ``glth.sweep_id``); a new one gets ``tags``, the source tags
     (``mlflow.source.*``) and ``spec.yaml``."""
     return _find_or_create_parent(client, experiment_id, sweep_id, spec_text, tags)[0]
@@ -280,9 +296,17 @@ def _log_params(client, run_id: str, params: dict[str, str], existing: dict[str,
         client.log_batch(run_id, params=chunk, synchronous=True)
 
 
-def _find_or_create_child(client, experiment_id, parent_run_id, trial_id, params, run_name,
-                          known: dict | None = None, dataset: str | None = None,
-                          params_out: list | None = None) -> tuple[str, bool]:
+def _find_or_create_child(
+    client,
+    experiment_id,
+    parent_run_id,
+    trial_id,
+    params,
+    run_name,
+    known: dict | None = None,
+    dataset: str | None = None,
+    params_out: list | None = None,
+) -> tuple[str, bool]:
     """``known``: the parent's children when the caller already searched them. ``dataset``: the
     dataset's name, logged as the run's input (its digest from the dataset keys of ``params``).
     ``params_out``: a new run's params go there instead of into their own ``log_batch`` (the
@@ -310,8 +334,14 @@ def _find_or_create_child(client, experiment_id, parent_run_id, trial_id, params
 
 
 @_guarded
-def get_or_create_child(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str,
-                        params: dict, run_name: str | None = None, dataset: str | None = None) -> str:
+def get_or_create_child(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    trial_id: str,
+    params: dict,
+    run_name: str | None = None,
+    dataset: str | None = None,
+) -> str:
     """The trial's child run (tag ``glth.trial_id`` under the parent); params = the flattened config."""
-    return _find_or_create_child(client, experiment_id, parent_run_id, trial_id, params, run_name,
-                                 dataset=dataset)[0]
+    return _find_or_create_child(client, experiment_id, parent_run_id, trial_id, params, run_name, dataset=dataset)[0]

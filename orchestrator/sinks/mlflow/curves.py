@@ -75,8 +75,9 @@ def _rewind_text(v: str) -> str:
 
 def varying(fields: Iterable[tuple]) -> tuple[str, ...]:
     fields = list(fields)
-    return tuple(k for i, k in enumerate(CURVE) if k in ("dataset", "model", "tau", "rewind")
-                 and len({f[i] for f in fields}) > 1)
+    return tuple(
+        k for i, k in enumerate(CURVE) if k in ("dataset", "model", "tau", "rewind") and len({f[i] for f in fields}) > 1
+    )
 
 
 def label_of(fields: tuple, vary: tuple[str, ...]) -> str:
@@ -188,8 +189,14 @@ class CurveBook:
         return out if key(label, PROBE) in out else {}
 
 
-def log_ready(client, parent_run_id: str, book: CurveBook, logged: dict[str, set[int]],
-              labels: Iterable[str] | None = None, timestamp_ms: int | None = None) -> int:
+def log_ready(
+    client,
+    parent_run_id: str,
+    book: CurveBook,
+    logged: dict[str, set[int]],
+    labels: Iterable[str] | None = None,
+    timestamp_ms: int | None = None,
+) -> int:
     """Log every ready (curve, round) not yet on the parent; ``logged`` caches label → steps
     (filled from the probe's history on first use). Returns how many steps were logged."""
     from orchestrator.sinks.mlflow.client import MAX_METRICS_PER_BATCH, _now_ms

@@ -23,8 +23,9 @@ INPUT_CONTEXT = "training"
 def git_commit() -> str | None:
     """The commit of the glth checkout this code runs from, or None (not a git checkout)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     commit = out.stdout.strip()
@@ -53,8 +54,14 @@ def dataset_entity(name: str, config: dict) -> Dataset:
         source_type, source = "local", {"uri": str(config["data_dir"])}
     else:
         source_type, source = "code", {"tags": {"glth.loader": "glth_core.data", "glth.dataset": name}}
-    return Dataset(name=name, digest=digest, source_type=source_type, source=json.dumps(source, sort_keys=True),
-                   schema=None, profile=json.dumps({k: v for k, v in keys.items() if k != "dataset"}, sort_keys=True))
+    return Dataset(
+        name=name,
+        digest=digest,
+        source_type=source_type,
+        source=json.dumps(source, sort_keys=True),
+        schema=None,
+        profile=json.dumps({k: v for k, v in keys.items() if k != "dataset"}, sort_keys=True),
+    )
 
 
 def dataset_inputs(name: str, config: dict) -> list[DatasetInput]:
@@ -64,7 +71,7 @@ def dataset_inputs(name: str, config: dict) -> list[DatasetInput]:
 def has_input(run, dataset_input: DatasetInput) -> bool:
     """Whether ``run`` (as get_run or search_runs returned it) already has this dataset input."""
     inputs = getattr(run, "inputs", None)
-    for d in (getattr(inputs, "dataset_inputs", None) or []):
+    for d in getattr(inputs, "dataset_inputs", None) or []:
         if d.dataset.name == dataset_input.dataset.name and d.dataset.digest == dataset_input.dataset.digest:
             return True
     return False

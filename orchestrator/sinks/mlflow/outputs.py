@@ -86,12 +86,19 @@ def log_exported_model(tracking_uri: str, run_id: str, module, input_example, na
     if run.data.tags.get(TAG_MODEL) == digest and run.data.tags.get(TAG_MODEL_URI):
         return run.data.tags[TAG_MODEL_URI]
     # the logged model goes in the run's experiment (left to itself, MLflow picks the fluent one)
-    model = c.create_logged_model(experiment_id=run.info.experiment_id, name=name, source_run_id=run_id,
-                                  tags={TAG_MODEL: digest})
+    model = c.create_logged_model(
+        experiment_id=run.info.experiment_id, name=name, source_run_id=run_id, tags={TAG_MODEL: digest}
+    )
     with _fluent_uri(tracking_uri):
-        info = mlflow.pytorch.log_model(module, name=name, signature=infer_signature(x, y), input_example=x,
-                                        run_id=run_id, model_id=model.model_id,
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        info = mlflow.pytorch.log_model(
+            module,
+            name=name,
+            signature=infer_signature(x, y),
+            input_example=x,
+            run_id=run_id,
+            model_id=model.model_id,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
     c.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
     c.set_tag(run_id, TAG_MODEL, digest)
     return info.model_uri

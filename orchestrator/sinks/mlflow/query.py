@@ -49,16 +49,24 @@ def search_children(tracking_uri: str, experiment: str, filter_string: str = "",
         if _is_unavailable(e):
             raise
         raise BadFilter(str(e).splitlines()[0]) from None
-    rows = [{
-        "run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
-        "trial_id": r.data.tags.get(TAG_TRIAL),
-        **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
-        **{f"params.{k}": v for k, v in r.data.params.items()},
-    } for r in runs]
+    rows = [
+        {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            "trial_id": r.data.tags.get(TAG_TRIAL),
+            **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
+            **{f"params.{k}": v for k, v in r.data.params.items()},
+        }
+        for r in runs
+    ]
     df = pd.DataFrame(rows)
     if df.empty or full:
         return df
-    named = [f"params.{m}" for m in re.findall(r"params\.`?([\w.\-/ ]+?)`?\s*(?:=|!=|<|>|LIKE|ILIKE|IN)", filter_string, re.I)]
+    named = [
+        f"params.{m}"
+        for m in re.findall(r"params\.`?([\w.\-/ ]+?)`?\s*(?:=|!=|<|>|LIKE|ILIKE|IN)", filter_string, re.I)
+    ]
     keep = ["run_name", "status", "metrics.test_accuracy", "metrics.compression", *named, "run_id"]
     return df[[k for k in dict.fromkeys(keep) if k in df.columns]]
 
@@ -66,12 +74,14 @@ def search_children(tracking_uri: str, experiment: str, filter_string: str = "",
 def _store_exists(tracking_uri: str) -> bool:
     """False for a sqlite store whose file is missing: looking runs up must not create one."""
     if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri[len("sqlite:///"):]).expanduser().is_file()
+        return Path(tracking_uri[len("sqlite:///") :]).expanduser().is_file()
     return not _file_store(tracking_uri)
 
 
 @_guarded
-def find_runs(tracking_uri: str, experiment: str, sweep_id: str, trial_id: str | None = None) -> tuple[str | None, str | None]:
+def find_runs(
+    tracking_uri: str, experiment: str, sweep_id: str, trial_id: str | None = None
+) -> tuple[str | None, str | None]:
     """(the sweep's parent run id, ``trial_id``'s child run id under it), each None when absent.
     Creates nothing (not even the store)."""
     if not _store_exists(tracking_uri):
@@ -80,8 +90,9 @@ def find_runs(tracking_uri: str, experiment: str, sweep_id: str, trial_id: str |
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         return None, None
-    parents = _search_all(c, exp.experiment_id,
-                          f"tags.`{TAG_SWEEP}` = {_quoted(sweep_id)} and tags.`{TAG_ROLE}` = 'parent'")
+    parents = _search_all(
+        c, exp.experiment_id, f"tags.`{TAG_SWEEP}` = {_quoted(sweep_id)} and tags.`{TAG_ROLE}` = 'parent'"
+    )
     if not parents:
         return None, None
     parent_id = parents[0].info.run_id
@@ -92,8 +103,14 @@ def find_runs(tracking_uri: str, experiment: str, sweep_id: str, trial_id: str |
 
 
 @_guarded
-def log_extra(tracking_uri: str, run_id: str, metrics: Iterable[tuple[str, float, int]] = (),
-              tags: dict | None = None, artifacts: dict | None = None, once_tag: tuple[str, str] | None = None) -> bool:
+def log_extra(
+    tracking_uri: str,
+    run_id: str,
+    metrics: Iterable[tuple[str, float, int]] = (),
+    tags: dict | None = None,
+    artifacts: dict | None = None,
+    once_tag: tuple[str, str] | None = None,
+) -> bool:
     """Add metrics (key, value, step), tags and artifacts (name → local file) to an existing run,
     finished or not. With ``once_tag = (key, value)`` nothing is logged when the run already has
     that tag value (the caller's digest of what it logs), and the tag is set last. True if logged."""
@@ -115,8 +132,15 @@ def log_extra(tracking_uri: str, run_id: str, metrics: Iterable[tuple[str, float
     return True
 
 
-def log_to_parent(tracking_uri: str, experiment: str, sweep_id: str, metrics=(), artifacts: dict | None = None,
-                  tags: dict | None = None, once_tag: tuple[str, str] | None = None) -> str | None:
+def log_to_parent(
+    tracking_uri: str,
+    experiment: str,
+    sweep_id: str,
+    metrics=(),
+    artifacts: dict | None = None,
+    tags: dict | None = None,
+    once_tag: tuple[str, str] | None = None,
+) -> str | None:
     """``log_extra`` on the sweep's parent run; None (nothing logged) when the sweep has none there."""
     parent_id, _ = find_runs(tracking_uri, experiment, sweep_id)
     if parent_id is not None:

@@ -45,16 +45,54 @@ from orchestrator.sinks.mlflow.client import (
 )
 
 # logged at step = round; rank only for grouped dictionaries (None otherwise)
-ROUND_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "train_accuracy", "train_loss",
-                 "density", "compression", "kept", "rank", "wall_seconds", "eval_seconds")
+ROUND_METRICS = (
+    "test_accuracy",
+    "test_loss",
+    "val_accuracy",
+    "train_accuracy",
+    "train_loss",
+    "density",
+    "compression",
+    "kept",
+    "rank",
+    "wall_seconds",
+    "eval_seconds",
+)
 #: constructive strong tickets only (absent values are skipped)
-CONSTRUCT_METRICS = ("target_accuracy", "max_weight_error", "mean_weight_error", "max_output_error",
-                     "kept_per_target", "random_per_target", "construct_seconds")
+CONSTRUCT_METRICS = (
+    "target_accuracy",
+    "max_weight_error",
+    "mean_weight_error",
+    "max_output_error",
+    "kept_per_target",
+    "random_per_target",
+    "construct_seconds",
+)
 METRICS = ROUND_METRICS + CONSTRUCT_METRICS  # the usual ones; any other number in a row is logged too
 #: columns that say which trial and round a row is, never metrics (even where they are numbers)
-IDENTITY = frozenset({"sweep_id", "trial_id", "kind", "run_name", "rows_expected", "config", "round", "status",
-                      "dataset", "model", "dictionary", "dictionary_kind", "basis", "control", "tau", "rewind",
-                      "seed", "node_id", "resumed_from"})
+IDENTITY = frozenset(
+    {
+        "sweep_id",
+        "trial_id",
+        "kind",
+        "run_name",
+        "rows_expected",
+        "config",
+        "round",
+        "status",
+        "dataset",
+        "model",
+        "dictionary",
+        "dictionary_kind",
+        "basis",
+        "control",
+        "tau",
+        "rewind",
+        "seed",
+        "node_id",
+        "resumed_from",
+    }
+)
 PROBE_METRIC = "density"  # every ok round has it; its history says which rounds are logged
 SYSTEM_PREFIX = "system/"
 
@@ -90,8 +128,9 @@ def _round_metrics(row: dict, step: int, timestamp: int, extra: dict | None = No
     return [Metric(k, v, timestamp, step) for k, v in values.items()]
 
 
-def _pending_rounds(client, run_id, records, known_logged_rounds,
-                    extra: dict | None = None) -> tuple[set[int], list[list[Metric]], set[int]]:
+def _pending_rounds(
+    client, run_id, records, known_logged_rounds, extra: dict | None = None
+) -> tuple[set[int], list[list[Metric]], set[int]]:
     """(rounds already logged, the metrics of each round not yet logged, those rounds).
     ``extra``: system metrics (name → value) logged with every new round, under ``system/``."""
     logged = set(known_logged_rounds) if known_logged_rounds is not None else logged_rounds(client, run_id)
@@ -123,8 +162,9 @@ def _send(client, run_id: str, rounds: list[list[Metric]], params: list = (), ta
         batches[-1].extend(metrics)
     for i, batch in enumerate(batches):
         if batch or (i == 0 and (params or tags)):
-            client.log_batch(run_id, metrics=batch, params=params if i == 0 else [], tags=tags if i == 0 else [],
-                             synchronous=True)
+            client.log_batch(
+                run_id, metrics=batch, params=params if i == 0 else [], tags=tags if i == 0 else [], synchronous=True
+            )
 
 
 def _log_new_rounds(client, run_id, records, known_logged_rounds, extra: dict | None = None) -> tuple[set[int], int]:
@@ -135,8 +175,9 @@ def _log_new_rounds(client, run_id, records, known_logged_rounds, extra: dict | 
 
 
 @_guarded
-def log_rounds(client: MlflowClient, run_id: str, records: Iterable[dict],
-               known_logged_rounds: set[int] | None = None) -> set[int]:
+def log_rounds(
+    client: MlflowClient, run_id: str, records: Iterable[dict], known_logged_rounds: set[int] | None = None
+) -> set[int]:
     """Log the rounds not yet in the run (step = round); returns every round now logged.
 
     ``known_logged_rounds`` (what an earlier call returned, in the same process) skips the
@@ -185,6 +226,7 @@ def finish_child(client: MlflowClient, run_id: str, status: str, artifacts: dict
 
 # -- what a trial's rows say about its run ---------------------------------------------------------
 
+
 def _records(rows) -> list[dict]:
     if isinstance(rows, pd.DataFrame):
         return rows.to_dict("records")
@@ -228,9 +270,16 @@ def _trial_outcome(rows: list[dict], config: dict) -> str | None:
 
 
 @_guarded
-def sync_sweep(tracking_uri: str, experiment: str, sweep_id: str, spec_text: str, records,
-               artifacts_by_trial: dict | None = None, parent_tags: dict | None = None,
-               metas: Iterable[dict] | None = None) -> dict:
+def sync_sweep(
+    tracking_uri: str,
+    experiment: str,
+    sweep_id: str,
+    spec_text: str,
+    records,
+    artifacts_by_trial: dict | None = None,
+    parent_tags: dict | None = None,
+    metas: Iterable[dict] | None = None,
+) -> dict:
     """Create or complete every run of a sweep from its Parquet rows; a second call adds nothing.
 
     A trial's run ends FINISHED once its ok rows cover ``rows_expected`` rounds, FAILED when its
@@ -260,8 +309,9 @@ def sync_sweep(tracking_uri: str, experiment: str, sweep_id: str, spec_text: str
             # ended (by the live writer) after its rounds were logged: no history to read, at most artifacts
             counts["children_finished"] += int(_finish(c, done, outcome, (artifacts_by_trial or {}).get(tid)))
             continue
-        run_id, created = _find_or_create_child(c, exp_id, parent_id, tid, config, _run_name(last, config),
-                                                known=existing, dataset=last.get("dataset"))
+        run_id, created = _find_or_create_child(
+            c, exp_id, parent_id, tid, config, _run_name(last, config), known=existing, dataset=last.get("dataset")
+        )
         _, n_new = _log_new_rounds(c, run_id, rows, set() if created else None)
         counts["children_created"] += int(created)
         counts["steps_logged"] += n_new
