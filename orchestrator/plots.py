@@ -435,6 +435,8 @@ def plot_sweep(
     rows = with_axes(rows)  # once, over every trial: each figure draws the same curves
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     ok = ok.assign(**{k: "none" for k in ("control",) if k not in ok})
+    if ok.empty:  # every trial failed: nothing to draw (the caller says so)
+        return []
     construct = construct_vs_n(ok, out / "construct_vs_n.png")
     if construct is not None:  # a construction sweep has no pruning curve to draw
         return [construct]

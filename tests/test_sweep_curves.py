@@ -173,3 +173,16 @@ def test_a_sweep_whose_every_trial_failed_exits_3_with_the_failures(tmp_path):
     assert len(trials) == 2 and "ok" not in set(s["rows"]["status"])
     for tid in trials:
         assert "failed: training loss became" in next(ln for ln in listed if tid in ln)
+    # nothing to draw: glth plot says so in one line and exits 3, no traceback, no figure
+    plot = subprocess.run(
+        [GLTH, "plot", str(s["sweep_dir"]), "--tracking-uri", s["uri"]],
+        cwd=tmp_path,
+        env=s["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert plot.returncode == 3, plot.stderr[-3000:]
+    assert "Traceback" not in plot.stderr + plot.stdout
+    assert "no completed trial to draw" in plot.stdout
+    assert not list(tmp_path.rglob("*.png"))

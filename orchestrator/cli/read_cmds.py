@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from orchestrator import defaults
-from orchestrator.cli.common import BadInput, find_sweep, outputs_dir, read_rows, spec_text_of
+from orchestrator.cli.common import EXIT_ALL_FAILED, BadInput, find_sweep, outputs_dir, read_rows, spec_text_of
 from orchestrator.cli.summary import has_own_summary, render_results
 from orchestrator.results import THRESHOLD_RULE
 
@@ -152,6 +152,9 @@ def cmd_plot(args) -> int:
         select_on=args.select_on,
         out_dir=outputs_dir(d) / "plots",
     )
+    if not pngs:
+        print(f"plot: {_sweep_id(d)} has no completed trial to draw (every trial failed; glth results lists them)")
+        return EXIT_ALL_FAILED
     for png in pngs:
         print(f"plot: {png}")
     uri = _tracking_uri(args, d)
