@@ -48,19 +48,7 @@ class Trajectory(RoundRunner):
         """``shared``: a trajectory on the same data and dictionary (another seed, as in
         ``glth_core.batched``) whose data, dictionary and prepared inputs this one reuses."""
         self.config = config
-        self.data = (
-            shared.data
-            if shared is not None
-            else data
-            or datasets.load(
-                config.dataset,
-                config.data_dir,
-                val_fraction=config.val_fraction,
-                split_seed=config.split_seed,
-                device=config.device,
-                normalize=config.normalize,
-            )
-        )
+        self.data = shared.data if shared is not None else data or datasets.load_for(config)
         self.model = build_model(config, self.data, config.seed)
         if shared is not None:
             self.dictionary = shared.dictionary

@@ -25,7 +25,17 @@ DATASETS: dict[str, Source] = {
     "cifar10": Cifar10(),
 }
 
-__all__ = ["DATASETS", "NORMALIZES", "Dataset", "DatasetError", "DatasetInfo", "check", "check_normalize", "load"]
+__all__ = [
+    "DATASETS",
+    "NORMALIZES",
+    "Dataset",
+    "DatasetError",
+    "DatasetInfo",
+    "check",
+    "check_normalize",
+    "load",
+    "load_for",
+]
 
 
 def _source(name: str) -> Source:
@@ -69,4 +79,17 @@ def load(
         device=device,
         data_dir=None if where is None else str(where),
         normalize=normalize,
+    )
+
+
+def load_for(config) -> Dataset:
+    """The dataset a trial's config names: its ``dataset``, ``data_dir``, ``val_fraction``,
+    ``split_seed``, ``device`` and ``normalize`` (every trial kind has these fields)."""
+    return load(
+        config.dataset,
+        config.data_dir,
+        val_fraction=config.val_fraction,
+        split_seed=config.split_seed,
+        device=config.device,
+        normalize=config.normalize,
     )

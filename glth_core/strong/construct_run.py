@@ -114,14 +114,7 @@ class ConstructRun:
         self, config: ConstructConfig, data: datasets.Dataset | None = None, state: ConstructState | None = None
     ):
         self.config = config
-        self.data = data or datasets.load(
-            config.dataset,
-            config.data_dir,
-            val_fraction=config.val_fraction,
-            split_seed=config.split_seed,
-            device=config.device,
-            normalize=config.normalize,
-        )
+        self.data = data or datasets.load_for(config)
         self.state = state or ConstructState()
         self.ticket = None  # a construction is not a dictionary ticket
         self.construction = None

@@ -147,14 +147,7 @@ class StrongSearch(RoundRunner):
 
     def __init__(self, config: StrongConfig, data: datasets.Dataset | None = None, state: StrongState | None = None):
         self.config = config
-        self.data = data or datasets.load(
-            config.dataset,
-            config.data_dir,
-            val_fraction=config.val_fraction,
-            split_seed=config.split_seed,
-            device=config.device,
-            normalize=config.normalize,
-        )
+        self.data = data or datasets.load_for(config)
         self.model = build_model(config, self.data, config.seed)
         apply_init(self.model, config.init, config.seed)
         self.dictionary = dictionaries.build(config.dictionary_spec, self.model, train_x=self.data.train_x)
