@@ -125,6 +125,7 @@ class Lease:
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._made: list[str] = []
 
     # -- reading ------------------------------------------------------------------------------
     def holder(self) -> dict | None:
@@ -171,6 +172,7 @@ class Lease:
     def acquire(self) -> "Lease":
         """Take the lease (LeaseHeld if a live driver has it) and start the heartbeat."""
         stale = self.check()
+        self._made = self._missing_dirs()
         self._write()
         owner = self.holder()
         if owner is None or owner.get("token") != self.me["token"]:  # another driver wrote it just now
@@ -216,6 +218,19 @@ class Lease:
             owner = self.holder()
             if owner is not None and owner.get("token") == self.me["token"]:
                 self.store.delete(LEASE)
+        for d in self._made:  # a run refused after the lease was taken leaves no directory behind
+            with contextlib.suppress(OSError):
+                os.rmdir(d)  # only if empty: what a run wrote there stays
+
+    def _missing_dirs(self) -> list[str]:
+        """The local directories writing the lease will make, innermost first (none on S3)."""
+        if not self.store.is_local:
+            return []
+        made, d = [], os.path.abspath(self.store.root)
+        while not os.path.exists(d) and os.path.dirname(d) != d:
+            made.append(d)
+            d = os.path.dirname(d)
+        return made
 
     def __enter__(self) -> "Lease":
         return self

@@ -150,7 +150,19 @@ def test_a_bad_timeout_setting_is_one_line(tmp_path, monkeypatch, value):
 
 
 def test_lost_lease_default_stops_the_driver_as_ctrl_c(tmp_path):
-    """The default reaction interrupts the main thread, as Ctrl-C would (ray_session then stops Ray)."""
+    """The default reaction interrupts the main thread, as Ctrl-C would (ray_session then stops Ray).
+    Python's own SIGINT handler for the test: an earlier in-process ``tuner.fit`` of the suite leaves
+    Tune's handler installed (glth's driver turns it off, ``ray_local``), which would swallow the interrupt."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _lost_lease_interrupts(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _lost_lease_interrupts(tmp_path):
     store = Storage.resolve(str(tmp_path)).child("sweep-3")
     held = lease.Lease(store, heartbeat_s=3600).acquire()
     write_owner(store, token="thief")
@@ -276,3 +288,15 @@ def test_two_real_drivers_the_second_refused_then_a_rerun_takes_over_the_killed_
     kept = rows[rows["round"].isin(before["round"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, before.reset_index(drop=True), check_exact=True)  # not recomputed
     assert not store.exists(lease.LEASE)  # released at the clean end
+
+
+def test_a_released_lease_leaves_no_directory_it_made_unless_something_was_written(tmp_path):
+    """A run refused after taking the lease (say, a cluster node cannot see the storage) writes nothing."""
+    refused = Storage.resolve(str(tmp_path / "runs")).child("sweep-r")
+    with lease.hold(refused):
+        assert (tmp_path / "runs" / "sweep-r" / lease.LEASE).exists()
+    assert not (tmp_path / "runs").exists()
+    ran = Storage.resolve(str(tmp_path / "runs")).child("sweep-w")
+    with lease.hold(ran):
+        ran.write_text("spec.yaml", "name: w\n")
+    assert sorted(p.name for p in (tmp_path / "runs" / "sweep-w").iterdir()) == ["spec.yaml"]

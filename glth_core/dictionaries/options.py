@@ -71,7 +71,8 @@ PART_KEYS = {"tau": TAU}
 
 # -- the library's reading of the declarations ----------------------------------------------------
 def _choice(key, value, option):
-    if isinstance(value, bool) or value not in option.choices:
+    # by type too: 2.0 == 2 and True == 1 in Python, but a spec that says 2.0 did not say 2
+    if not any(type(value) is type(c) and value == c for c in option.choices):
         raise DictionarySpecError(f"dictionary.{key}: {value!r} is not one of {', '.join(map(str, option.choices))}")
     return value
 
