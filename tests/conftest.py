@@ -17,6 +17,20 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 torch.set_num_threads(1)  # tests run next to Ray workers on 2 cores
 
 
+#: session fixtures costly enough (a whole sweep) that their users share one xdist worker
+SHARED_SESSION_FIXTURES = ("paper_sweep",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
+def pytest_collection_modifyitems(config, items):
+    """``make test`` runs the suite on two xdist workers with ``--dist loadgroup``: a module's tests
+    stay on one worker (its module fixtures start once), and so do the users of a shared session
+    fixture."""
+    for item in items:
+        shared = [f for f in SHARED_SESSION_FIXTURES if f in getattr(item, "fixturenames", ())]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.module.__name__))
+
+
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
         pytest.skip(f"{what} not found at {path}")
