@@ -55,7 +55,10 @@ def plan(trials: list[dict], rows: pd.DataFrame) -> pd.DataFrame:
                 "rounds_left": expected - done,
             }
         )
-    return pd.DataFrame(out, columns=[*FIXED, *axes, *COUNTS])
+    df = pd.DataFrame(out, columns=[*FIXED, *axes, *COUNTS])
+    for a in axes:  # as given: an axis set in some trials only stays 0, not 0.0 beside a missing cell
+        df[a] = pd.Series([r[a] for r in out], index=df.index, dtype=object)
+    return df
 
 
 def seconds_per_round(rows: pd.DataFrame) -> float | None:
