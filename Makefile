@@ -15,11 +15,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/glth demo
 
+# two xdist workers: most tests wait on Ray, MLflow or a subprocess, so two keep both cores busy;
+# --dist loadgroup keeps a module (and a shared session sweep's users) on one worker (tests/conftest.py)
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(XDIST)
 
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow"
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(XDIST) -m "not slow"
 
 # ruff's settings are in pyproject.toml; `ruff check --fix` and `ruff format` repair most findings
 lint: $(STAMP)
