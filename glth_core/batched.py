@@ -37,7 +37,7 @@ from glth_core.ticket import Ticket
 from glth_core.train import (
     Evaluation,
     Parameterization,
-    Plan,
+    SchedulePlan,
     TrainConfig,
     Weights,
     batch_indices,
@@ -130,7 +130,7 @@ def train_batched(
     cfg: TrainConfig,
     generators: list[torch.Generator],
     *,
-    plan: Plan = Plan(),
+    plan: SchedulePlan = SchedulePlan(),
     on_steps: list[Callable[[int, Weights], None] | None] | None = None,
     names: list[str] | None = None,
     vectorize: bool | None = None,

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from glth_core.controls import control_of
-from glth_core.schedule import Plan, TrainConfig
+from glth_core.schedule import SchedulePlan, TrainConfig
 
 if TYPE_CHECKING:
     from glth_core.train import Weights
@@ -77,7 +77,7 @@ class TrainJob(NamedTuple):
     a step callback, and the round whose data order it draws (``streams.round_generator(seed, data_round)``)."""
 
     start: "Weights"
-    plan: Plan
+    plan: SchedulePlan
     on_step: Callable[[int, "Weights"], None] | None
     data_round: int
 
@@ -220,23 +220,23 @@ def round_jobs(
                 if step == k:
                     capture(w.clone())
 
-        plan = Plan(restart_at=k) if late and k > 0 else Plan()
+        plan = SchedulePlan(restart_at=k) if late and k > 0 else SchedulePlan()
         ticket = TrainJob(state.init, plan, on_step, 0)
     elif late:
-        ticket = TrainJob(state.rewind_point, Plan(start_step=k), None, 0)
+        ticket = TrainJob(state.rewind_point, SchedulePlan(start_step=k), None, 0)
     elif rewind == "init":
-        ticket = TrainJob(state.init, Plan(), None, t)
+        ticket = TrainJob(state.init, SchedulePlan(), None, t)
     elif rewind == "none":
-        ticket = TrainJob(state.last, Plan(lr=config.train.finetune_rate()), None, t)
+        ticket = TrainJob(state.last, SchedulePlan(lr=config.train.finetune_rate()), None, t)
     else:  # lr rewinding from step k (``lr``: k = 0)
-        ticket = TrainJob(state.last, Plan(start_step=k), None, t)
+        ticket = TrainJob(state.last, SchedulePlan(start_step=k), None, t)
     rescale = bool(segments) and t > 0 and not continues_trained(rewind)
     if rescale:
         ticket = ticket._replace(start=preserve_norm(ticket.start, state.mask, segments))
     jobs = [ticket]
     for start in control_of(config.control).extra_starts(state):  # reinit: the mask from a fresh init
         if continues_trained(rewind):
-            jobs.append(TrainJob(start, Plan(), None, t))
+            jobs.append(TrainJob(start, SchedulePlan(), None, t))
         else:
             fresh = preserve_norm(start, state.mask, segments) if rescale else start
             jobs.append(TrainJob(fresh, ticket.plan, None, ticket.data_round))

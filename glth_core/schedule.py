@@ -1,8 +1,8 @@
 """How one round trains: ``TrainConfig`` (optimizer, learning-rate schedule, warmup, the
-fine-tuning rate) and ``Plan``, which steps of that schedule one training runs.
+fine-tuning rate) and ``SchedulePlan``, which steps of that schedule one training runs.
 
 The schedule spans the round's T steps (``total_steps``). A training normally runs steps 0…T−1;
-a ``Plan`` may start it at step k (late rewinding and learning-rate rewinding resume the
+a ``SchedulePlan`` may start it at step k (late rewinding and learning-rate rewinding resume the
 schedule *and* the data order there, as open_lth's ``start_step`` does), pin the rate
 (fine-tuning) or restart the optimizer at a step (open_lth rewinds weights only, so every
 training that passes a rewind point starts a fresh optimizer there).
@@ -121,7 +121,7 @@ class TrainConfig(Config):
 
 
 @dataclass(frozen=True)
-class Plan:
+class SchedulePlan:
     """Which steps of the round's schedule one training runs, and how.
 
     ``start_step``: the schedule position (and data-order position) the training starts at; it

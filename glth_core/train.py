@@ -21,7 +21,7 @@ from glth_core.data.augment import Augment, batch_stream
 from glth_core.dictionaries import Dictionary
 from glth_core.loss import training_loss
 from glth_core.precision import forward_precision, input_format, matmul_precision, on_cuda
-from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, Plan, TrainConfig
+from glth_core.schedule import OPTIMIZERS, PRECISIONS, SCHEDULES, SchedulePlan, TrainConfig
 
 __all__ = [
     "DivergedError",
@@ -29,7 +29,7 @@ __all__ = [
     "Parameterization",
     "Evaluation",
     "TrainConfig",
-    "Plan",
+    "SchedulePlan",
     "OPTIMIZERS",
     "SCHEDULES",
     "PRECISIONS",
@@ -257,12 +257,12 @@ def run_steps(
     total: int,
     losses_at: Callable[[int], torch.Tensor],
     *,
-    plan: Plan = Plan(),
+    plan: SchedulePlan = SchedulePlan(),
     on_step: Callable[[int], None] | None = None,
     who: Callable[[int], str] | None = None,
 ) -> None:
     """Steps ``plan.start_step`` … ``total`` − 1 of a ``total``-step schedule on ``leaves``
-    (see ``Plan``). ``losses_at(step)`` gives the batch loss of each trajectory being trained (a
+    (see ``SchedulePlan``). ``losses_at(step)`` gives the batch loss of each trajectory being trained (a
     scalar for one, shape [K] for K); their sum is minimized, so each trajectory gets its own
     gradient. ``on_step(n)`` runs after step n − 1 (so n steps of the schedule are behind it).
     ``who(i)`` names trajectory i in a DivergedError."""
@@ -298,7 +298,7 @@ def train(
     cfg: TrainConfig,
     generator: torch.Generator,
     *,
-    plan: Plan = Plan(),
+    plan: SchedulePlan = SchedulePlan(),
     on_step=None,
     augment: Augment | None = None,
 ) -> tuple[Weights, int]:
