@@ -42,7 +42,7 @@ initial ones, so they shrink less (digits, mlp_300_100, 1 epoch a round: ‖P w_
 measured 0.353 and 0.351). ``tensor`` rescales the kept coefficients of each scope tensor by
 ‖a_0,T‖ / ‖(a_0 ⊙ m)_T‖, so every rewound tensor has its initial norm (in model coordinates too:
 each tensor's elements are orthonormal within it), which needs coefficients that belong to one
-tensor each (``glth_core.layer_views``); ``part`` rescales each composite part (or the whole
+tensor each (``glth_core.layer_density``); ``part`` rescales each composite part (or the whole
 dictionary) as one. Free parameters are never rescaled. It applies to every rewound start of a
 round ≥ 1 (the init, a late rewinding point w_k: its own norm, and the reinit control's fresh
 init, which trains the same mask); fine-tuning and lr rewinding continue from trained weights,
@@ -160,7 +160,7 @@ def norm_segments(dictionary, mode: str) -> list[tuple[int, int]]:
     """The coefficient ranges [start, stop) that ``rewind_norm: mode`` rescales as one: each scope
     tensor's (``tensor``; a one-line ValueError where a dictionary part mixes tensors), each
     composite part's or the whole dictionary's (``part``), none (``none``)."""
-    from glth_core.layer_views import tensor_segments
+    from glth_core.layer_density import tensor_segments
 
     if mode == "none":
         return []
