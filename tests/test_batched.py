@@ -201,7 +201,7 @@ def test_divergence_names_the_seed(digits):
 
 
 def test_a_diverged_round_leaves_every_state_as_it_was_so_the_rest_can_go_on(digits):
-    """What ``orchestrator.trainable.run_group`` relies on to fail a diverged seed alone: the round
+    """What ``orchestrator.trainable.run_tune_trial`` relies on to fail a diverged seed alone: the round
     that raised changed no member's state, so the other seeds, rebatched from their states,
     give the results of separate runs."""
     wild = _configs(rounds=2, train=TrainConfig(steps=8, batch_size=64, lr=1e6, momentum=0.9))
