@@ -137,9 +137,9 @@ def haar_cost_dictionary(model: torch.nn.Module, exact: bool = False):
     """A whole-scope ``random: haar`` dictionary over ``model``; unless ``exact``, its matrix is
     ``dense_orthogonal`` (same cost per step) instead of a drawn Haar matrix."""
     from glth_core import dictionaries
-    from glth_core.dictionaries.base import resolve_scope
     from glth_core.dictionaries.blocks import Segment
     from glth_core.dictionaries.random import RandomRotation
+    from glth_core.dictionaries.scope import resolve_scope
     from glth_core.dictionaries.transforms import MatrixRows
 
     if exact:

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from glth_core.dictionaries.base import Movable
+from glth_core.dictionaries.movable import Movable
 
 
 # -- gathers and FFT steps -----------------------------------------------------------------------

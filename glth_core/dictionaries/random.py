@@ -24,11 +24,10 @@ import math
 
 import torch
 
-from glth_core.dictionaries.base import DictionarySpecError
 from glth_core.dictionaries.blocks import BlockDictionary, Segment
 from glth_core.dictionaries.dct import Gather
 from glth_core.dictionaries.haar import haar
-from glth_core.dictionaries.options import SCOPE, SEED, one_of
+from glth_core.dictionaries.options import SCOPE, SEED, DictionarySpecError, one_of
 from glth_core.dictionaries.transforms import FastRotation, MatrixRows, Orthogonal
 
 HAAR_MAX = 40_000

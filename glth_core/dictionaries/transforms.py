@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from glth_core.dictionaries.base import Movable
 from glth_core.dictionaries.dct import Chain, Gather, dct, dct2, dct_ops, idct, idct2, smooth_split
+from glth_core.dictionaries.movable import Movable
 
 
 class _Transpose(torch.autograd.Function):
