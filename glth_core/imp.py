@@ -20,7 +20,9 @@ from glth_core import data as datasets
 from glth_core import dictionaries
 from glth_core.controls import control_of
 from glth_core.data.augment import augmenter
+from glth_core.evaluation import Evaluation
 from glth_core.lmc import copy_generators, instability
+from glth_core.parameterization import Parameterization, Weights
 from glth_core.pruning import mask_rule
 from glth_core.records import round_record
 from glth_core.rewind import TrainJob, is_late, norm_segments, rewind_step, round_jobs
@@ -28,7 +30,7 @@ from glth_core.rounds import RoundRunner
 from glth_core.schedule import SchedulePlan
 from glth_core.streams import round_generator
 from glth_core.ticket import Ticket
-from glth_core.train import Evaluation, Parameterization, Weights, train
+from glth_core.train import train
 from glth_core.trajectory import TrajectoryConfig, TrajectoryState, build_model
 
 __all__ = ["Trajectory", "run_trajectory"]

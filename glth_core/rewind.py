@@ -61,7 +61,7 @@ from glth_core.controls import control_of
 from glth_core.schedule import SchedulePlan, TrainConfig
 
 if TYPE_CHECKING:
-    from glth_core.train import Weights
+    from glth_core.parameterization import Weights
     from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
 REWINDS = ("init", "none", "lr")
@@ -182,7 +182,7 @@ def preserve_norm(start: "Weights", mask: torch.Tensor, segments) -> "Weights":
     pruned are left alone, free parameters too. A new ``Weights``; ``start`` is not changed."""
     if not segments:
         return start
-    from glth_core.train import Weights
+    from glth_core.parameterization import Weights
 
     a = start.coeffs.detach().clone()
     keep = mask.to(torch.bool)

@@ -50,7 +50,7 @@ class TrainConfig(Config):
     gamma: float = 0.1
     eval_batch_size: int = 2048
     #: train accuracy and loss (and the LMC train barrier) on a fixed subset of this many training
-    #: images, the same every round and seed; 0: the whole train split (``train.train_eval_split``)
+    #: images, the same every round and seed; 0: the whole train split (``evaluation.train_eval_split``)
     train_eval_size: int = 0
     precision: str = "fp32"
     #: conv models on CUDA: inputs and 4-D weights in NHWC memory format (a no-op on CPU)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glth_core import data as datasets
-from glth_core.batched import train_batched
+from glth_core.batched_train import train_batched
 from glth_core.data.augment import (
     PAD,
     Augment,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from glth_core import data as datasets
-from glth_core.batched import BatchedTrajectory, evaluate_batched, train_batched
+from glth_core.batched import BatchedTrajectory
+from glth_core.batched_train import evaluate_batched, train_batched
 from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory
 from glth_core.streams import round_generator
