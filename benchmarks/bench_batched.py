@@ -24,7 +24,8 @@ from common import (
 )
 
 from glth_core import data as datasets
-from glth_core.batched import BatchedTrajectory, prefers_vmap, train_batched
+from glth_core.batched import BatchedTrajectory
+from glth_core.batched_train import prefers_vmap, train_batched
 from glth_core.imp import Trajectory
 from glth_core.streams import round_generator
 from glth_core.train import TrainConfig, train

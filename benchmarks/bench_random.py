@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from common import dense_orthogonal, interleaved, parser, set_threads, timed
 
+from glth_core.dictionaries.haar import haar
 from glth_core.dictionaries.random import FastRotation2
-from glth_core.dictionaries.transforms import FastRotation, MatrixRows, haar
+from glth_core.dictionaries.transforms import FastRotation, MatrixRows
 
 
 def stepper(op, d: int, steps: int):

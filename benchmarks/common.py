@@ -122,7 +122,7 @@ def dense_orthogonal(n: int, chunk: int = 1024) -> torch.Tensor:
     """A dense n×n orthonormal float32 matrix (the DCT matrix, built in O(n² log n) by chunks): the
     same memory and per-step cost as a Haar matrix of that size, whose QR draw costs O(n³)
     (~3·10¹³ flops at n = 28,950: far too long for a benchmark on 2 cores)."""
-    from glth_core.dictionaries.transforms import dct
+    from glth_core.dictionaries.dct import dct
 
     q = torch.empty(n, n)
     for start in range(0, n, chunk):
@@ -137,9 +137,9 @@ def haar_cost_dictionary(model: torch.nn.Module, exact: bool = False):
     """A whole-scope ``random: haar`` dictionary over ``model``; unless ``exact``, its matrix is
     ``dense_orthogonal`` (same cost per step) instead of a drawn Haar matrix."""
     from glth_core import dictionaries
-    from glth_core.dictionaries.base import resolve_scope
     from glth_core.dictionaries.blocks import Segment
     from glth_core.dictionaries.random import RandomRotation
+    from glth_core.dictionaries.scope import resolve_scope
     from glth_core.dictionaries.transforms import MatrixRows
 
     if exact:

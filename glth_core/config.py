@@ -114,7 +114,7 @@ class Config:
         return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
 
     def seedless_key(self) -> str:
-        """Equal for configs that differ only in ``seed`` (a batch of seeds is one such group)."""
+        """Equal for configs that differ only in ``seed`` (the seeds of one batch are such configs)."""
         return dataclasses.replace(self, seed=0).content_hash()  # type: ignore[call-arg]
 
     @classmethod

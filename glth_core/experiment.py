@@ -7,8 +7,9 @@ the registry (``glth_core.kinds``); adding a kind is one file that defines an ``
 one line in the registry.
 
 A runner has ``done``, ``run_round() -> record``, ``state`` (saved between rounds) and ``ticket``
-(the last finished round's, or None). A *group* runs several runners of one kind in lockstep
-(``glth_core.batched`` trains K seeds at once); a single trial is a group of one.
+(the last finished round's, or None). A *seed batch* runs several runners of one kind that differ
+only in seed in lockstep (``glth_core.batched`` trains K seeds at once); a single trial is a batch
+of one.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def dictionary_columns(spec: dict) -> dict[str, Any]:
     return {"dictionary": dictionaries.label_of(spec), "dictionary_kind": spec["kind"], "basis": str(variant)}
 
 
-class SingleGroup:
-    """One runner as a group of one (the same interface as ``glth_core.batched.BatchedTrajectory``)."""
+class BatchOfOne:
+    """One runner as a seed batch of one (the same interface as ``glth_core.batched.BatchedTrajectory``)."""
 
     def __init__(self, runner):
         self.runner = runner
@@ -99,7 +100,7 @@ class Experiment:
     describe: Callable[[Any], dict]
     #: row columns this kind adds to ROUND_COLUMNS and DESCRIBE_COLUMNS, with their types
     columns: dict[str, type] = field(default_factory=dict)
-    #: (configs, states) → a group runner for K > 1 configs differing only in seed; None: no batching
+    #: (configs, states) → a batch runner for K > 1 configs differing only in seed; None: no batching
     batch: Callable[[list, list], Any] | None = None
     #: (configs) → raise ValueError unless they can run as one batch
     check_batch: Callable[[list], None] | None = None
@@ -110,13 +111,13 @@ class Experiment:
     #: (config, model) → raise ValueError: a kind's own check beyond its dictionary spec
     check_config: Callable[[Any, Any], None] | None = None
 
-    def group(self, configs: list, states: list | None = None, batched: bool = False):
-        """A group runner over ``configs`` (with their saved states, or None to start); ``batched``
+    def batch_runner(self, configs: list, states: list | None = None, batched: bool = False):
+        """A seed-batch runner over ``configs`` (with their saved states, or None to start); ``batched``
         keeps the batch runner for what is left of a batch (one member, say) so that it goes on
         as it began."""
         states = states or [None] * len(configs)
         if len(configs) == 1 and not (batched and self.batch is not None):
-            return SingleGroup(self.runner(configs[0], state=states[0]))
+            return BatchOfOne(self.runner(configs[0], state=states[0]))
         if self.batch is None:
             raise ValueError(f"batch_seeds: kind {self.name} does not batch seeds")
         return self.batch(configs, states)

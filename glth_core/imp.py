@@ -20,15 +20,17 @@ from glth_core import data as datasets
 from glth_core import dictionaries
 from glth_core.controls import control_of
 from glth_core.data.augment import augmenter
+from glth_core.evaluation import Evaluation
 from glth_core.lmc import copy_generators, instability
+from glth_core.parameterization import Parameterization, Weights
 from glth_core.pruning import mask_rule
 from glth_core.records import round_record
 from glth_core.rewind import TrainJob, is_late, norm_segments, rewind_step, round_jobs
 from glth_core.rounds import RoundRunner
-from glth_core.schedule import Plan
+from glth_core.schedule import SchedulePlan
 from glth_core.streams import round_generator
 from glth_core.ticket import Ticket
-from glth_core.train import Evaluation, Parameterization, Weights, train
+from glth_core.train import train
 from glth_core.trajectory import TrajectoryConfig, TrajectoryState, build_model
 
 __all__ = ["Trajectory", "run_trajectory"]
@@ -96,7 +98,7 @@ class Trajectory(RoundRunner):
         start, plan = job.start, job.plan
         if self.state.round == 0 and is_late(cfg.rewind):
             k = rewind_step(cfg.rewind, cfg.train, self.inputs["train"].shape[0])
-            start, plan = self._rewind_point, Plan(start_step=k)
+            start, plan = self._rewind_point, SchedulePlan(start_step=k)
         targets = {split: getattr(self.data, f"{split}_y") for split in ("train", "test")}
         out = instability(
             self.param,

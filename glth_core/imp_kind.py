@@ -8,7 +8,7 @@ from glth_core.batched import BatchedTrajectory, check_batchable
 from glth_core.controls import control_of
 from glth_core.experiment import Experiment, dictionary_columns, json_or_str
 from glth_core.imp import Trajectory
-from glth_core.layer_views import mixing_part
+from glth_core.layer_density import mixing_part
 from glth_core.lmc import LMC_COLUMNS
 from glth_core.records import VIEW_COLUMNS
 from glth_core.rewind import rewind_label

@@ -32,9 +32,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from glth_core.schedule import Plan, TrainConfig
+from glth_core.evaluation import eval_batches, evaluate, train_eval_split
+from glth_core.parameterization import Parameterization, Weights
+from glth_core.schedule import SchedulePlan, TrainConfig
 from glth_core.streams import LMC_STREAMS, round_generator
-from glth_core.train import Parameterization, Weights, eval_batches, evaluate, train, train_eval_split
+from glth_core.train import train
 
 __all__ = ["LMC_COLUMNS", "check_lmc", "error_barrier", "interpolate", "path_errors", "copy_generators", "instability"]
 
@@ -150,7 +152,7 @@ def instability(
     cfg: TrainConfig,
     generators: Sequence[torch.Generator],
     points: int,
-    plan: Plan = Plan(),
+    plan: SchedulePlan = SchedulePlan(),
     augment=None,
 ) -> dict:
     """Train two copies from ``start`` under ``mask`` over ``plan``'s steps, one on each of

@@ -1,4 +1,4 @@
-"""The training loss, written once: every trainer (``train.train``, ``batched.train_batched`` and
+"""The training loss, written once: every trainer (``train.train``, ``batched_train.train_batched`` and
 the strong-ticket score search, ``strong.edge_popup``) minimizes ``training_loss`` of its batch."""
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ import time
 import torch
 
 from glth_core import data as datasets
+from glth_core.evaluation import Evaluation, evaluate, train_eval_split
 from glth_core.flops import ticket_flops
-from glth_core.layer_views import layer_density_json
+from glth_core.layer_density import layer_density_json
+from glth_core.parameterization import Parameterization, Weights
+from glth_core.schedule import TrainConfig
 from glth_core.ticket import Ticket
-from glth_core.train import Evaluation, Parameterization, TrainConfig, Weights, evaluate, train_eval_split
 
 #: the columns ``round_record`` adds to ``experiment.ROUND_COLUMNS`` (declared by the imp kind)
 VIEW_COLUMNS: dict[str, type] = {"layer_density": str, "flops": int, "flops_dense": int}
@@ -40,7 +42,7 @@ def round_record(
     parameterization sees them (``prepare_inputs``). ``evaluations`` ({split: Evaluation}) are used
     instead when given (batched seeds evaluate together; ``eval_seconds`` is then their share of that
     time, else the evaluation here is timed). ``layer_density``: the kept fraction of each
-    parameter tensor as JSON (``glth_core.layer_views``); ``flops`` / ``flops_dense``: the exported
+    parameter tensor as JSON (``glth_core.layer_density``); ``flops`` / ``flops_dense``: the exported
     ticket's and the dense model's FLOPs on one input (``glth_core.flops``)."""
     dictionary = param.dictionary
     ev = evaluations

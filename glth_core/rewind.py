@@ -42,7 +42,7 @@ initial ones, so they shrink less (digits, mlp_300_100, 1 epoch a round: ‖P w_
 measured 0.353 and 0.351). ``tensor`` rescales the kept coefficients of each scope tensor by
 ‖a_0,T‖ / ‖(a_0 ⊙ m)_T‖, so every rewound tensor has its initial norm (in model coordinates too:
 each tensor's elements are orthonormal within it), which needs coefficients that belong to one
-tensor each (``glth_core.layer_views``); ``part`` rescales each composite part (or the whole
+tensor each (``glth_core.layer_density``); ``part`` rescales each composite part (or the whole
 dictionary) as one. Free parameters are never rescaled. It applies to every rewound start of a
 round ≥ 1 (the init, a late rewinding point w_k: its own norm, and the reinit control's fresh
 init, which trains the same mask); fine-tuning and lr rewinding continue from trained weights,
@@ -58,10 +58,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from glth_core.controls import control_of
-from glth_core.schedule import Plan, TrainConfig
+from glth_core.schedule import SchedulePlan, TrainConfig
 
 if TYPE_CHECKING:
-    from glth_core.train import Weights
+    from glth_core.parameterization import Weights
     from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
 REWINDS = ("init", "none", "lr")
@@ -77,7 +77,7 @@ class TrainJob(NamedTuple):
     a step callback, and the round whose data order it draws (``streams.round_generator(seed, data_round)``)."""
 
     start: "Weights"
-    plan: Plan
+    plan: SchedulePlan
     on_step: Callable[[int, "Weights"], None] | None
     data_round: int
 
@@ -160,7 +160,7 @@ def norm_segments(dictionary, mode: str) -> list[tuple[int, int]]:
     """The coefficient ranges [start, stop) that ``rewind_norm: mode`` rescales as one: each scope
     tensor's (``tensor``; a one-line ValueError where a dictionary part mixes tensors), each
     composite part's or the whole dictionary's (``part``), none (``none``)."""
-    from glth_core.layer_views import tensor_segments
+    from glth_core.layer_density import tensor_segments
 
     if mode == "none":
         return []
@@ -182,7 +182,7 @@ def preserve_norm(start: "Weights", mask: torch.Tensor, segments) -> "Weights":
     pruned are left alone, free parameters too. A new ``Weights``; ``start`` is not changed."""
     if not segments:
         return start
-    from glth_core.train import Weights
+    from glth_core.parameterization import Weights
 
     a = start.coeffs.detach().clone()
     keep = mask.to(torch.bool)
@@ -220,23 +220,23 @@ def round_jobs(
                 if step == k:
                     capture(w.clone())
 
-        plan = Plan(restart_at=k) if late and k > 0 else Plan()
+        plan = SchedulePlan(restart_at=k) if late and k > 0 else SchedulePlan()
         ticket = TrainJob(state.init, plan, on_step, 0)
     elif late:
-        ticket = TrainJob(state.rewind_point, Plan(start_step=k), None, 0)
+        ticket = TrainJob(state.rewind_point, SchedulePlan(start_step=k), None, 0)
     elif rewind == "init":
-        ticket = TrainJob(state.init, Plan(), None, t)
+        ticket = TrainJob(state.init, SchedulePlan(), None, t)
     elif rewind == "none":
-        ticket = TrainJob(state.last, Plan(lr=config.train.finetune_rate()), None, t)
+        ticket = TrainJob(state.last, SchedulePlan(lr=config.train.finetune_rate()), None, t)
     else:  # lr rewinding from step k (``lr``: k = 0)
-        ticket = TrainJob(state.last, Plan(start_step=k), None, t)
+        ticket = TrainJob(state.last, SchedulePlan(start_step=k), None, t)
     rescale = bool(segments) and t > 0 and not continues_trained(rewind)
     if rescale:
         ticket = ticket._replace(start=preserve_norm(ticket.start, state.mask, segments))
     jobs = [ticket]
     for start in control_of(config.control).extra_starts(state):  # reinit: the mask from a fresh init
         if continues_trained(rewind):
-            jobs.append(TrainJob(start, Plan(), None, t))
+            jobs.append(TrainJob(start, SchedulePlan(), None, t))
         else:
             fresh = preserve_norm(start, state.mask, segments) if rescale else start
             jobs.append(TrainJob(fresh, ticket.plan, None, ticket.data_round))

@@ -1,8 +1,8 @@
 """How one round trains: ``TrainConfig`` (optimizer, learning-rate schedule, warmup, the
-fine-tuning rate) and ``Plan``, which steps of that schedule one training runs.
+fine-tuning rate) and ``SchedulePlan``, which steps of that schedule one training runs.
 
 The schedule spans the round's T steps (``total_steps``). A training normally runs steps 0…T−1;
-a ``Plan`` may start it at step k (late rewinding and learning-rate rewinding resume the
+a ``SchedulePlan`` may start it at step k (late rewinding and learning-rate rewinding resume the
 schedule *and* the data order there, as open_lth's ``start_step`` does), pin the rate
 (fine-tuning) or restart the optimizer at a step (open_lth rewinds weights only, so every
 training that passes a rewind point starts a fresh optimizer there).
@@ -50,7 +50,7 @@ class TrainConfig(Config):
     gamma: float = 0.1
     eval_batch_size: int = 2048
     #: train accuracy and loss (and the LMC train barrier) on a fixed subset of this many training
-    #: images, the same every round and seed; 0: the whole train split (``train.train_eval_split``)
+    #: images, the same every round and seed; 0: the whole train split (``evaluation.train_eval_split``)
     train_eval_size: int = 0
     precision: str = "fp32"
     #: conv models on CUDA: inputs and 4-D weights in NHWC memory format (a no-op on CPU)
@@ -121,7 +121,7 @@ class TrainConfig(Config):
 
 
 @dataclass(frozen=True)
-class Plan:
+class SchedulePlan:
     """Which steps of the round's schedule one training runs, and how.
 
     ``start_step``: the schedule position (and data-order position) the training starts at; it

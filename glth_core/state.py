@@ -13,7 +13,7 @@ import io
 import torch
 
 from glth_core.config import MISSING, field_default
-from glth_core.train import Weights
+from glth_core.parameterization import Weights
 
 _WEIGHTS = "__weights__"
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from glth_core.train import Weights
+from glth_core.parameterization import Weights
 
 
 @dataclass

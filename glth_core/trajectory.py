@@ -17,12 +17,12 @@ from glth_core import dictionaries, models
 from glth_core.config import Config, SeededDictionary
 from glth_core.controls import REINIT_SEED_OFFSET, control_of
 from glth_core.lmc import check_lmc
+from glth_core.parameterization import Weights
 from glth_core.pruning import check_pruning
 from glth_core.rewind import check_rewind, check_rewind_norm, check_with_train
 from glth_core.schedule import TrainConfig
 from glth_core.sparsify import ROUNDINGS
 from glth_core.state import State
-from glth_core.train import Weights
 
 __all__ = ["TrajectoryConfig", "TrajectoryState", "build_model", "REINIT_SEED_OFFSET"]
 

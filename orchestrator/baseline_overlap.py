@@ -18,8 +18,8 @@ import pandas as pd
 
 from glth_core import controls
 from glth_core.controls.structured import Structured
-from orchestrator.analysis import group_mask, jaccard
 from orchestrator.results import CURVE, curve_rows
+from orchestrator.seed_overlap import group_mask, jaccard
 
 BASELINE = Structured.name
 COLUMNS = ["jaccard_vs_structured", "group_jaccard_vs_structured"]

@@ -5,7 +5,7 @@
       spec.yaml                       the spec as run (profile and overrides recorded)
       rounds/dictionary=<label>/<trial_id>.parquet   one row per round (orchestrator.sinks.parquet)
       tickets/<trial_id>/round-<r>.pt  each finished round's mask and trained weights
-      state/<group_id>.pt              a Tune trial's resume state: its members' states, failed rows
+      state/<batch_id>.pt              a Tune trial's resume state: its members' states, failed rows
       lease.json                       the driver running the sweep now (orchestrator.lease)
       tune/                            Ray Tune's own bookkeeping (the driver's; never read by glth)
       analysis.parquet, plots/         written by `glth results` / `glth plot`
@@ -54,7 +54,7 @@ def _load(data: bytes):
 
 
 @dataclass
-class GroupState:
+class BatchState:
     """What a Tune trial (one trial, or a batch of seeds) leaves between rounds."""
 
     states: dict = field(default_factory=dict)  # trial_id → the runner's state (glth_core.state.State)
@@ -147,26 +147,26 @@ class SweepDir:
 
     # -- resume state -------------------------------------------------------------------------
     @staticmethod
-    def _state(group_id: str) -> str:
-        return f"state/{group_id}.pt"
+    def _state(batch_id: str) -> str:
+        return f"state/{batch_id}.pt"
 
-    def save_group(self, group_id: str, group: GroupState) -> None:
-        payload = {"states": {tid: s.to_dict() for tid, s in group.states.items()}, "failed": group.failed}
-        self.store.write_bytes(self._state(group_id), _save(payload))
+    def save_batch_state(self, batch_id: str, batch: BatchState) -> None:
+        payload = {"states": {tid: s.to_dict() for tid, s in batch.states.items()}, "failed": batch.failed}
+        self.store.write_bytes(self._state(batch_id), _save(payload))
 
-    def has_group(self, group_id: str) -> bool:
-        return self.store.exists(self._state(group_id))
+    def has_batch_state(self, batch_id: str) -> bool:
+        return self.store.exists(self._state(batch_id))
 
-    def load_group(self, group_id: str, state_cls) -> GroupState:
-        """The group's saved state (empty when it has none); UnreadableState, one line naming the
+    def load_batch_state(self, batch_id: str, state_cls) -> BatchState:
+        """The seed batch's saved state (empty when it has none); UnreadableState, one line naming the
         file, when what is there cannot be decoded (its trial then restarts from round 0)."""
-        rel = self._state(group_id)
+        rel = self._state(batch_id)
         if not self.store.exists(rel):
-            return GroupState()
+            return BatchState()
         data = self.store.read_bytes(rel)  # a storage error is not the file's fault: raised as it is
         try:
             payload = _load(data)
-            return GroupState(
+            return BatchState(
                 {tid: state_cls.from_dict(d) for tid, d in payload["states"].items()}, dict(payload["failed"])
             )
         except Exception as e:  # torch's zip reader, its unpickler or the state class: each refuses damage its way

@@ -1,7 +1,7 @@
 """Figures of the per-layer views and the cost of a sweep's tickets, drawn from its Parquet rows.
 
 * ``layer_density_vs_round`` — the kept fraction of each parameter tensor (the rows' JSON
-  ``layer_density`` column, ``glth_core.layer_views``) against the round, one panel per curve, mean
+  ``layer_density`` column, ``glth_core.layer_density``) against the round, one panel per curve, mean
   over seeds; tensors that stay dense in every round of a curve (outside the dictionary's scope) and
   tensors a rotation mixes (absent from the column) are not drawn, and each panel says how many;
 * ``flops_vs_compression`` — the exported ticket's FLOPs on one input as a fraction of the dense

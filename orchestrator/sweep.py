@@ -31,9 +31,9 @@ from orchestrator.sinks import mlflow as mlflow_sink
 from orchestrator.sinks import parquet
 from orchestrator.sinks.mlflow.callback import MlflowWriter
 from orchestrator.sinks.parquet_writer import ParquetWriter
-from orchestrator.spec import Sweep, groups
+from orchestrator.spec import Sweep, seed_sets
 from orchestrator.storage import Storage
-from orchestrator.trainable import run_group
+from orchestrator.trainable import run_tune_trial
 from orchestrator.tune_trial import TrialCarry
 
 TUNE_NAME = "trials"
@@ -141,7 +141,7 @@ def grid_entries(trials: list, batch_seeds: int) -> list[dict]:
     if batch_seeds <= 1:
         return [TrialCarry.of([t]).to_dict() for t in trials]
     entries = []
-    for members in groups(trials).values():
+    for members in seed_sets(trials).values():
         for i in range(0, len(members), batch_seeds):
             entries.append(TrialCarry.of(members[i : i + batch_seeds]).to_dict())
     return entries
@@ -206,7 +206,7 @@ def _run_leased(
         # directory (a relative dataset.data_dir, kept relative in the trial id, is resolved against it)
         live = {"completed": sorted(done), "cwd": os.getcwd()}
         entries = grid_entries(pending, sweep.spec.batch_seeds)
-        saved = [e["trial_id"] for e in entries if sweep_dir.has_group(e["trial_id"])]
+        saved = [e["trial_id"] for e in entries if sweep_dir.has_batch_state(e["trial_id"])]
         if saved:
             print(
                 f"[glth] resuming {len(saved)} trial(s) from their saved state in {sweep_dir.uri}/state",
@@ -217,7 +217,7 @@ def _run_leased(
         with ray_session(address, num_cpus):
             # inside the session: with_parameters puts ``live`` in this Ray's object store
             trainable = tune.with_resources(
-                tune.with_parameters(run_group, live=live), {"cpu": res.cpu, "gpu": res.gpu}
+                tune.with_parameters(run_tune_trial, live=live), {"cpu": res.cpu, "gpu": res.gpu}
             )
             tuner = tune.Tuner(
                 trainable,

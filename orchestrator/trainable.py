@@ -1,8 +1,8 @@
-"""The one Tune trainable: restore → run a group of runners → report each round's new rows.
+"""The one Tune trainable: restore → run a seed batch of runners → report each round's new rows.
 
-A Tune trial runs a *group*: one trial (a group of one) or ``batch_seeds: K`` seeds of one
+A Tune trial runs a *seed batch*: one trial (a batch of one) or ``batch_seeds: K`` seeds of one
 configuration trained at once (``glth_core.batched``), still written as K trials. After every
-round the worker writes each member's ticket and the group's resume state to the sweep directory
+round the worker writes each member's ticket and the batch's resume state to the sweep directory
 (``orchestrator.layout``: atomic on every backend), then reports only that round's rows; the
 driver's callbacks write Parquet and MLflow. A restarted trial (a crash, a lost node, a new
 driver) resumes from that state and first re-reports the rows the state holds, so a row is never
@@ -10,7 +10,7 @@ lost between the state write and the report (rows are keyed by trial and round: 
 same row).
 
 A member whose loss diverges fails alone, as a separate trial would: its failed row is kept in the
-state, and the other members go on as a group of K − 1 from the start of the round, which they
+state, and the other members go on as a batch of K − 1 from the start of the round, which they
 had not finished: their results are those of separate runs.
 """
 
@@ -24,7 +24,7 @@ import torch
 from ray import tune
 
 from glth_core.train import DivergedError
-from orchestrator.layout import MARKER, GroupState, SweepDir, UnreadableState
+from orchestrator.layout import MARKER, BatchState, SweepDir, UnreadableState
 from orchestrator.storage import Storage
 from orchestrator.tune_trial import TrialCarry
 
@@ -50,7 +50,7 @@ def _numbers(record: dict) -> dict:
     return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def run_group(config: dict, live: dict | None = None) -> None:
+def run_tune_trial(config: dict, live: dict | None = None) -> None:
     """Tune function trainable. ``config = {"trial": TrialCarry.to_dict(), "sweep": {"sweep_id",
     "storage", "threads"}}``.
 
@@ -61,7 +61,7 @@ def run_group(config: dict, live: dict | None = None) -> None:
     sweep = config["sweep"]
     torch.set_num_threads(max(1, int(sweep.get("threads", 1))))
     carry = TrialCarry.from_dict(config["trial"])
-    group_id, members = carry.trial_id, carry.members
+    batch_id, members = carry.trial_id, carry.members
     ids = [t.trial_id for t in members]
     if set(ids) <= set(live.get("completed", ())):
         return
@@ -76,9 +76,9 @@ def run_group(config: dict, live: dict | None = None) -> None:
     configs = [resolve_device(with_data_dir_from(t.config, live.get("cwd"))) for t in members]
     notice = None  # told once, with the first report: a damaged resume state is not resumed from
     try:
-        saved = sweep_dir.load_group(group_id, experiment.state_cls)
+        saved = sweep_dir.load_batch_state(batch_id, experiment.state_cls)
     except UnreadableState as e:
-        saved, notice = GroupState(), f"{e}; trial {group_id} restarts from round 0"
+        saved, notice = BatchState(), f"{e}; trial {batch_id} restarts from round 0"
     failed = dict(saved.failed)
     active = [k for k, tid in enumerate(ids) if tid not in failed]
     states = [saved.states.get(ids[k]) for k in active]
@@ -88,9 +88,9 @@ def run_group(config: dict, live: dict | None = None) -> None:
     pending += [{**metas[k], **r, "status": "ok"} for k, s in zip(active, states) if s is not None for r in s.records]
     node_id = ray.get_runtime_context().get_node_id()
     batched = len(members) > 1
-    group = experiment.group([configs[k] for k in active], states, batched) if active else None
+    batch = experiment.batch_runner([configs[k] for k in active], states, batched) if active else None
     sampler = None
-    if sweep.get("system_metrics") and group is not None:  # MLflow's monitors, imported only when asked
+    if sweep.get("system_metrics") and batch is not None:  # MLflow's monitors, imported only when asked
         from orchestrator.sinks.mlflow.system import SystemSampler
 
         sampler = SystemSampler().start()
@@ -101,32 +101,32 @@ def run_group(config: dict, live: dict | None = None) -> None:
             metrics["system_metrics"] = sampler.take()
         if notice:
             metrics["notice"], notice = notice, None
-        tune.report({**metrics, "trial_id": group_id, "resumed_from": resumed_from, "node_id": node_id})
+        tune.report({**metrics, "trial_id": batch_id, "resumed_from": resumed_from, "node_id": node_id})
 
     try:
-        while active and not group.done:
-            round_index = group.states[0].round
+        while active and not batch.done:
+            round_index = batch.states[0].round
             try:
-                records = group.run_round()
+                records = batch.run_round()
             except DivergedError as e:
                 # deterministic: retrying would diverge again, so record it and go on without it
                 culprits = list(active) if e.index is None else [active[e.index]]
-                unfinished = dict(zip(active, group.states))  # a failed round leaves every state as it was
+                unfinished = dict(zip(active, batch.states))  # a failed round leaves every state as it was
                 for k in culprits:
                     failed[ids[k]] = [{**metas[k], "round": round_index, "status": f"failed: {e}"}]
                     pending += failed[ids[k]]
                 active = [k for k in active if k not in culprits]
-                sweep_dir.save_group(group_id, GroupState({ids[k]: unfinished[k] for k in active}, failed))
+                sweep_dir.save_batch_state(batch_id, BatchState({ids[k]: unfinished[k] for k in active}, failed))
                 if not active:
                     report({"round": round_index, "new_rows": pending, "failed": str(e)})
                     return
-                group = experiment.group([configs[k] for k in active], [unfinished[k] for k in active], batched)
+                batch = experiment.batch_runner([configs[k] for k in active], [unfinished[k] for k in active], batched)
                 continue
             for j, k in enumerate(active):
                 pending.append({**metas[k], **records[j], "status": "ok"})
-                if group.tickets[j] is not None:
-                    sweep_dir.save_ticket(ids[k], group.tickets[j])
-            sweep_dir.save_group(group_id, GroupState({ids[k]: s for k, s in zip(active, group.states)}, failed))
+                if batch.tickets[j] is not None:
+                    sweep_dir.save_ticket(ids[k], batch.tickets[j])
+            sweep_dir.save_batch_state(batch_id, BatchState({ids[k]: s for k, s in zip(active, batch.states)}, failed))
             report({**_numbers(records[0]), "new_rows": pending})
             pending = []
         if pending:  # a restored trial that had already finished: its rows, once more

@@ -2,8 +2,8 @@
 (``orchestrator.sweep.grid_entries``) and read back by the trainable (``orchestrator.trainable``)
 and the progress display (``orchestrator.progress``), so the three agree on one shape.
 
-A Tune trial runs a group: one trial, or ``batch_seeds: K`` seeds of one configuration trained at
-once. Its id is the member's trial id for a group of one, else ``batch-`` and a hash of the
+A Tune trial runs a seed batch: one trial, or ``batch_seeds: K`` seeds of one configuration trained
+at once. Its id is the member's trial id for a batch of one, else ``batch-`` and a hash of the
 members' ids (the name of its resume state, ``state/<id>.pt``: it must not change).
 """
 
@@ -28,8 +28,8 @@ class TrialCarry:
     def of(cls, members: list[Trial]) -> TrialCarry:
         """The Tune trial that runs ``members`` (one trial, or seeds of one configuration)."""
         ids = [t.trial_id for t in members]
-        group_id = ids[0] if len(ids) == 1 else "batch-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:8]
-        return cls(group_id, tuple(members))
+        batch_id = ids[0] if len(ids) == 1 else "batch-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:8]
+        return cls(batch_id, tuple(members))
 
     @property
     def size(self) -> int:

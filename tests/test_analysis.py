@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator import analysis
+from orchestrator import seed_overlap
 
 GLTH = str(Path(sys.executable).with_name("glth"))
 
@@ -27,10 +27,10 @@ def test_jaccard_of_three_masks_against_sets():
     masks = [torch.from_numpy(rng.random(500) < p) for p in (0.3, 0.5, 0.7)]
     sets = [set(np.flatnonzero(m.numpy())) for m in masks]
     want = [len(a & b) / len(a | b) for a, b in itertools.combinations(sets, 2)]
-    mean, lo, hi = analysis.pairwise(masks)
+    mean, lo, hi = seed_overlap.pairwise(masks)
     assert mean == pytest.approx(sum(want) / 3) and lo == pytest.approx(min(want)) and hi == pytest.approx(max(want))
-    assert analysis.jaccard(torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)) == 1.0
-    assert all(math.isnan(v) for v in analysis.pairwise(masks[:1]))
+    assert seed_overlap.jaccard(torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)) == 1.0
+    assert all(math.isnan(v) for v in seed_overlap.pairwise(masks[:1]))
 
 
 def test_chance_level_matches_random_masks():
@@ -40,18 +40,18 @@ def test_chance_level_matches_random_masks():
         a, b = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
         a[torch.randperm(n, generator=g)[:k]] = True
         b[torch.randperm(n, generator=g)[:k]] = True
-        assert analysis.jaccard(a, b) == pytest.approx(analysis.chance(k / n), abs=0.005)
+        assert seed_overlap.jaccard(a, b) == pytest.approx(seed_overlap.chance(k / n), abs=0.005)
 
 
 def test_overlap_needs_one_dictionary_for_all_seeds():
     def cfg(seed, **dic):
         return {"dataset": "digits", "model": "mlp_300_100", "dictionary": {**dic, "seed": seed}}
 
-    same = [analysis.basis_key(cfg(s, kind="bottleneck", layer="1", basis="dct")) for s in (0, 1)]
+    same = [seed_overlap.basis_key(cfg(s, kind="bottleneck", layer="1", basis="dct")) for s in (0, 1)]
     assert same[0] == same[1]  # the seed a dct bottleneck carries is unused
-    drawn = [analysis.basis_key(cfg(s, kind="random", method="fast")) for s in (0, 1)]
+    drawn = [seed_overlap.basis_key(cfg(s, kind="random", method="fast")) for s in (0, 1)]
     assert drawn[0] != drawn[1]  # a rotation drawn from each trial's seed: masks are not comparable
-    fixed = [analysis.basis_key({**cfg(0, kind="random", method="fast"), "seed": s}) for s in (0, 1)]
+    fixed = [seed_overlap.basis_key({**cfg(0, kind="random", method="fast"), "seed": s}) for s in (0, 1)]
     assert fixed[0] == fixed[1]
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glth_core import data as datasets
-from glth_core.batched import train_batched
+from glth_core.batched_train import train_batched
 from glth_core.data.augment import (
     PAD,
     Augment,
@@ -19,7 +19,7 @@ from glth_core.data.augment import (
 )
 from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory, TrajectoryConfig, TrajectoryState, round_generator
-from glth_core.train import Plan, TrainConfig, train
+from glth_core.train import SchedulePlan, TrainConfig, train
 
 AUGMENTED = TrainConfig(steps=12, batch_size=64, lr=0.05, momentum=0.9, augment="crop_flip")
 
@@ -124,7 +124,7 @@ def test_a_late_rewind_replays_the_augmented_steps_k_to_T_bit_for_bit(digits):
 
 
 def test_training_from_step_k_sees_the_batches_a_run_from_0_sees(digits):
-    """``train`` with Plan(start_step=k) from w_k ends where the run from 0 ends (SGD without
+    """``train`` with SchedulePlan(start_step=k) from w_k ends where the run from 0 ends (SGD without
     momentum: no optimizer state to carry), for the same data stream's augmentation."""
     traj = Trajectory(
         _config(train=TrainConfig(steps=12, batch_size=64, lr=0.05, momentum=0.0, augment="crop_flip")), data=digits
@@ -143,7 +143,15 @@ def test_training_from_step_k_sees_the_batches_a_run_from_0_sees(digits):
         on_step=lambda n, w: seen.setdefault(n, w.clone()) if n == 7 else None,
     )
     rest, steps = train(
-        traj.param, seen[7], mask, x, y, cfg, round_generator(0, 0), plan=Plan(start_step=7), augment=traj.augment
+        traj.param,
+        seen[7],
+        mask,
+        x,
+        y,
+        cfg,
+        round_generator(0, 0),
+        plan=SchedulePlan(start_step=7),
+        augment=traj.augment,
     )
     assert steps == 5 and _same(full, rest)
 

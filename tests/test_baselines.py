@@ -11,7 +11,7 @@ import torch
 
 from glth_core import data as datasets
 from glth_core import dictionaries, models
-from glth_core.dictionaries.transforms import dct_matrix
+from glth_core.dictionaries.dct import dct_matrix
 from glth_core.imp import Trajectory
 from glth_core.sparsify import Segment, sparsify, sparsify_segments
 from glth_core.train import TrainConfig

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from glth_core import data as datasets
-from glth_core.batched import BatchedTrajectory, evaluate_batched, train_batched
+from glth_core.batched import BatchedTrajectory
+from glth_core.batched_train import evaluate_batched, train_batched
 from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory
 from glth_core.streams import round_generator
@@ -201,7 +202,7 @@ def test_divergence_names_the_seed(digits):
 
 
 def test_a_diverged_round_leaves_every_state_as_it_was_so_the_rest_can_go_on(digits):
-    """What ``orchestrator.trainable.run_group`` relies on to fail a diverged seed alone: the round
+    """What ``orchestrator.trainable.run_tune_trial`` relies on to fail a diverged seed alone: the round
     that raised changed no member's state, so the other seeds, rebatched from their states,
     give the results of separate runs."""
     wild = _configs(rounds=2, train=TrainConfig(steps=8, batch_size=64, lr=1e6, momentum=0.9))

@@ -315,7 +315,9 @@ def _stored_rounds(storage: Path, tid: str) -> int:
 def _states(where: SweepDir) -> dict[str, int]:
     """trial id → the round its saved state resumes at (absent: no state yet)."""
     cls = SWEEP.trials[0].experiment.state_cls
-    return {tid: where.load_group(tid, cls).states[tid].round for tid in IDS if where.store.exists(f"state/{tid}.pt")}
+    return {
+        tid: where.load_batch_state(tid, cls).states[tid].round for tid in IDS if where.store.exists(f"state/{tid}.pt")
+    }
 
 
 def test_d_worker_node_loss_mid_trial(cluster, shared_run):

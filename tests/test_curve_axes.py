@@ -148,7 +148,7 @@ def test_the_mlflow_curve_book_has_one_curve_per_learning_rate(lr_rows):
 
 
 def test_a_sweep_of_failed_trials_only_gives_empty_tables(tmp_path):
-    from orchestrator import analysis
+    from orchestrator import analysis, analysis_report
     from orchestrator.cli.summary import render_failures, render_results
 
     ms = metas()
@@ -157,7 +157,7 @@ def test_a_sweep_of_failed_trials_only_gives_empty_tables(tmp_path):
     )  # as Parquet has them
     rows = pd.DataFrame([{**m, **nan, "round": 0, "status": "failed: training loss became nan at step 5"} for m in ms])
     a = analysis.analyze(rows, tmp_path)  # a sweep directory without tickets: there are none
-    assert a.rounds.empty and a.curves.empty and analysis.render_curves(a.curves).startswith("(no rows")
+    assert a.rounds.empty and a.curves.empty and analysis_report.render_curves(a.curves).startswith("(no rows")
     assert render_results(rows).endswith("(no rows: no trial has a round with status ok)")
     assert analysis.write(a, tmp_path).exists()
     listed = render_failures([m["trial_id"] for m in ms], rows).splitlines()

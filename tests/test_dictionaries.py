@@ -15,8 +15,10 @@ from torch.func import functional_call
 
 from glth_core import dictionaries
 from glth_core.dictionaries import DictionarySpecError, build, label_of, validate
-from glth_core.dictionaries.base import Movable
-from glth_core.dictionaries.transforms import FastRotation, dct, dct2, dct_matrix, haar, idct, idct2, smooth_split
+from glth_core.dictionaries.dct import dct, dct2, dct_matrix, idct, idct2, smooth_split
+from glth_core.dictionaries.haar import haar
+from glth_core.dictionaries.movable import Movable
+from glth_core.dictionaries.transforms import FastRotation
 
 torch.set_num_threads(1)
 IMAGE = (3, 32, 32)

@@ -18,7 +18,7 @@ from glth_core.imp import Trajectory
 from glth_core.lmc import copy_generators, error_barrier, instability, interpolate, path_errors
 from glth_core.streams import LMC_STREAMS, round_generator
 from glth_core.ticket import Ticket
-from glth_core.train import Plan, TrainConfig, Weights, train
+from glth_core.train import SchedulePlan, TrainConfig, Weights, train
 from glth_core.trajectory import TrajectoryConfig
 
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05)
@@ -164,12 +164,12 @@ def test_round_zero_of_late_rewinding_measures_from_w_k(digits):
         TRAIN,
         (one, round_generator(0, 0, 4)),
         3,
-        Plan(start_step=10),
+        SchedulePlan(start_step=10),
     )
     assert same == {"lmc_barrier_test": 0.0, "lmc_barrier_train": 0.0}
     recorded = traj.state.records[0]["lmc_barrier_test"]
     again = instability(
-        traj.param, wk, mask, traj.inputs, _targets(traj), TRAIN, copy_generators(0, 0), 3, Plan(start_step=10)
+        traj.param, wk, mask, traj.inputs, _targets(traj), TRAIN, copy_generators(0, 0), 3, SchedulePlan(start_step=10)
     )
     assert again["lmc_barrier_test"] == recorded
 

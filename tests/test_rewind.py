@@ -13,7 +13,7 @@ from glth_core import data as datasets
 from glth_core.experiment import TIMING_COLUMNS
 from glth_core.imp import Trajectory
 from glth_core.rewind import rewind_label
-from glth_core.train import Plan, TrainConfig, run_steps
+from glth_core.train import SchedulePlan, TrainConfig, run_steps
 from glth_core.trajectory import TrajectoryConfig
 
 N_TRAIN, PER_EPOCH = 1293, 21  # digits' training split; ceil(1293 / 64) steps an epoch
@@ -70,7 +70,7 @@ def test_finetuning_changes_the_weights(digits):
     traj.run_round()
     before = traj.state.last.masked(traj.state.mask)  # the pruned weights fine-tuning starts from
     (job,) = traj.round_jobs()
-    assert job.start is traj.state.last and job.plan == Plan(lr=0.01)
+    assert job.start is traj.state.last and job.plan == SchedulePlan(lr=0.01)
     traj.run_round()
     after = traj.state.last
     moved = (after.coeffs - before.coeffs)[traj.ticket.mask].abs()
@@ -170,11 +170,11 @@ def test_lr_rewinding_keeps_the_trained_weights_and_replays_from_k(digits):
     traj = Trajectory(_config(rewind={"lr_step": 30}), data=digits)
     traj.run_round()
     (job,) = traj.round_jobs()
-    assert job.start is traj.state.last and job.plan == Plan(start_step=30) and job.data_round == 1
+    assert job.start is traj.state.last and job.plan == SchedulePlan(start_step=30) and job.data_round == 1
     assert traj.run_round()["epochs"] == pytest.approx(12 * 64 / N_TRAIN)
 
 
-@pytest.mark.parametrize("plan", [Plan(), Plan(start_step=13), Plan(lr=0.01)])
+@pytest.mark.parametrize("plan", [SchedulePlan(), SchedulePlan(start_step=13), SchedulePlan(lr=0.01)])
 def test_the_rates_a_plan_runs_equal_the_schedule_written_out(plan):
     """Plain SGD on L(w) = w (gradient 1): after steps k…T-1, w = -Σ lr_s, so the sum of the rates a
     plan used is read off the final weight; the schedule is written out here independently."""

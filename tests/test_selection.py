@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from orchestrator import analysis, results
+from orchestrator import analysis, analysis_report, results
 from orchestrator.uncertainty import threshold_uncertainty
 
 
@@ -112,4 +112,4 @@ def test_kinds_without_a_dense_baseline_get_no_threshold_nor_its_spread():
     strong = rows_of({0: [(0.1, 0.1), (0.8, 0.8)], 1: [(0.1, 0.1), (0.7, 0.7)]}).assign(kind="strong")
     curves = analysis.analyze(strong, delta=0.01).curves
     assert (curves.threshold_round == -1).all() and "threshold_ci_low" not in curves
-    assert "±" not in analysis.render_curves(curves)
+    assert "±" not in analysis_report.render_curves(curves)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, resolve_scope
+from glth_core.dictionaries.base import Dictionary
 from glth_core.dictionaries.composite import Composite
-from glth_core.dictionaries.options import Spec, parse
+from glth_core.dictionaries.options import DictionarySpecError, Spec, parse
 from glth_core.dictionaries.registry import PART_KINDS
+from glth_core.dictionaries.scope import ScopeEntry, resolve_scope
 
 __all__ = [
     "Dictionary",

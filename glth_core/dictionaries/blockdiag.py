@@ -11,16 +11,9 @@ otherwise). The blocks of one tensor are mapped together, never one Python call 
 from __future__ import annotations
 
 from glth_core.dictionaries.blocks import BlockDictionary, Segment
+from glth_core.dictionaries.haar import block_seed, haar_stack
 from glth_core.dictionaries.options import SCOPE, SEED, one_of
-from glth_core.dictionaries.transforms import (
-    BlockDCT,
-    DCTRows,
-    FastRotation,
-    IdentityRows,
-    MatrixRows,
-    block_seed,
-    haar_stack,
-)
+from glth_core.dictionaries.transforms import BlockDCT, DCTRows, FastRotation, IdentityRows, MatrixRows
 
 HAAR_MAX_BLOCK = 1024
 #: a tensor's stack of per-unit Haar matrices holds at most this many entries (128 MiB float32);

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from glth_core.dictionaries.base import Dictionary, Movable, ScopeEntry
+from glth_core.dictionaries.base import Dictionary
+from glth_core.dictionaries.movable import Movable
+from glth_core.dictionaries.scope import ScopeEntry
 from glth_core.dictionaries.transforms import Orthogonal
 
 

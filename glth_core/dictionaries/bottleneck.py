@@ -23,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glth_core.dictionaries.base import DictionarySpecError, ScopeEntry, layer_of
 from glth_core.dictionaries.blocks import BlockDictionary, Segment
-from glth_core.dictionaries.options import LAYER, SCOPE, SEED, one_of
-from glth_core.dictionaries.transforms import DCTRows, IdentityRows, MatrixRows, dct_matrix, haar
+from glth_core.dictionaries.dct import dct_matrix
+from glth_core.dictionaries.haar import haar
+from glth_core.dictionaries.options import LAYER, SCOPE, SEED, DictionarySpecError, one_of
+from glth_core.dictionaries.scope import ScopeEntry, layer_of
+from glth_core.dictionaries.transforms import DCTRows, IdentityRows, MatrixRows
 
 PCA_BATCH = 4096
 #: a Conv2d's PCA reads at most this many im2col patches (whole images, evenly spaced over the

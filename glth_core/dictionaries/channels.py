@@ -22,9 +22,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, layer_of
-from glth_core.dictionaries.options import LAYER, one_of
+from glth_core.dictionaries.base import Dictionary
+from glth_core.dictionaries.options import LAYER, DictionarySpecError, one_of
 from glth_core.dictionaries.residual import residual_sum
+from glth_core.dictionaries.scope import ScopeEntry, layer_of
 
 
 class Channels(Dictionary):

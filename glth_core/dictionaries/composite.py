@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from glth_core.dictionaries.base import Dictionary, DictionarySpecError, ScopeEntry, TauSegment
-from glth_core.dictionaries.options import CHECKS, SEED, TAU, Option, parse
+from glth_core.dictionaries.base import Dictionary, TauSegment
+from glth_core.dictionaries.options import CHECKS, SEED, TAU, DictionarySpecError, Option, parse
 from glth_core.dictionaries.registry import PART_KINDS
+from glth_core.dictionaries.scope import ScopeEntry
 
 
 @dataclass(frozen=True)

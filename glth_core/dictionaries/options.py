@@ -21,7 +21,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from glth_core.dictionaries.base import DictionarySpecError
+
+class DictionarySpecError(ValueError):
+    """A dictionary spec that cannot be built; the message names the field and allowed values."""
+
 
 REQUIRED = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 #: the value types an option can have

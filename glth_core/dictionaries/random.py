@@ -24,10 +24,11 @@ import math
 
 import torch
 
-from glth_core.dictionaries.base import DictionarySpecError
 from glth_core.dictionaries.blocks import BlockDictionary, Segment
-from glth_core.dictionaries.options import SCOPE, SEED, one_of
-from glth_core.dictionaries.transforms import FastRotation, Gather, MatrixRows, Orthogonal, haar
+from glth_core.dictionaries.dct import Gather
+from glth_core.dictionaries.haar import haar
+from glth_core.dictionaries.options import SCOPE, SEED, DictionarySpecError, one_of
+from glth_core.dictionaries.transforms import FastRotation, MatrixRows, Orthogonal
 
 HAAR_MAX = 40_000
 #: the fast algorithms by version; a spec without ``version`` means 1
@@ -140,7 +141,7 @@ def fft_layout(width: int) -> tuple[list[tuple[int, int]], int]:
 
 
 def _haar64(n: int, seeds: list[int]) -> torch.Tensor:
-    """``transforms.haar_stack`` in float64, so the rotation is orthogonal to float64 precision."""
+    """``haar.haar_stack`` in float64, so the rotation is orthogonal to float64 precision."""
     gauss = torch.stack(
         [torch.randn(n, n, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
     )

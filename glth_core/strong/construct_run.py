@@ -25,10 +25,10 @@ from glth_core import data as datasets
 from glth_core.config import Config
 from glth_core.experiment import Experiment
 from glth_core.imp import Trajectory
+from glth_core.schedule import TrainConfig
 from glth_core.state import State
 from glth_core.strong.construct import DISTRIBUTIONS, SIGNS, construct
 from glth_core.strong.evaluate import evaluate, output_error
-from glth_core.train import TrainConfig
 from glth_core.trajectory import TrajectoryConfig
 
 TARGET_TRAIN = TrainConfig(epochs=3, batch_size=128, optimizer="adam", lr=1e-3)

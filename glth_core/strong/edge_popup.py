@@ -3,7 +3,7 @@
 The random network is never trained. Its coefficients a_0 = Dᵀ w_0 and the free parameters (outside the
 scope) stay at their initialization; what is learned is one score s_i per dictionary element. The forward
 pass uses the hard mask m = top-k(|s|) (or, for a grouped dictionary, the top-k groups by Σ|s| over the
-group), the network's parameters are D (a_0 ⊙ m) plus the free ones (``train.Parameterization``), and the
+group), the network's parameters are D (a_0 ⊙ m) plus the free ones (``parameterization.Parameterization``), and the
 backward pass is straight-through: the gradient of the top-k is taken as the identity, so
 ∂L/∂|s_i| = ∂L/∂m_i = a_0,i · ∂L/∂a_i with a = a_0 ⊙ m (and a group's score gets the sum over its
 elements). The straight-through estimate is applied to |s|, not s, as in the authors' code: the chain
@@ -47,21 +47,16 @@ from glth_core.config import Config, SeededDictionary
 from glth_core.data.augment import augmenter, batch_stream
 from glth_core.experiment import Experiment, dictionary_columns
 from glth_core.loss import training_loss
+from glth_core.parameterization import Parameterization
+from glth_core.precision import forward_precision, input_format, matmul_precision
 from glth_core.records import VIEW_COLUMNS, round_record
 from glth_core.rounds import RoundRunner
+from glth_core.schedule import TrainConfig
 from glth_core.state import State
 from glth_core.streams import INIT_STREAM, SCORE_STREAM, round_generator
 from glth_core.strong.selection import SELECTS, MaskSelector, apportion, top_k
 from glth_core.ticket import Ticket
-from glth_core.train import (
-    Parameterization,
-    TrainConfig,
-    batch_indices,
-    forward_precision,
-    input_format,
-    matmul_precision,
-    run_steps,
-)
+from glth_core.train import batch_indices, run_steps
 from glth_core.trajectory import build_model
 
 __all__ = [

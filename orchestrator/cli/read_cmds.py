@@ -108,7 +108,7 @@ def _sweep_id(d) -> str:
 
 
 def cmd_results(args) -> int:
-    from orchestrator import analysis
+    from orchestrator import analysis, analysis_report
     from orchestrator.results import render
 
     d = find_sweep(args.sweep, args.storage)
@@ -132,7 +132,7 @@ def cmd_results(args) -> int:
     print(render(a.rounds, args.format))
     if args.format in ("table", "markdown"):
         print(f"\n{THRESHOLD_RULE.format(delta=args.delta, split=args.select_on)}; jaccard: mask overlap across seeds:")
-        print(analysis.render_curves(a.curves, args.format))
+        print(analysis_report.render_curves(a.curves, args.format))
     return 0
 
 

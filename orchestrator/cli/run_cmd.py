@@ -162,7 +162,7 @@ def _print_analysis(
 ) -> None:
     """After a run: the per-curve analysis table; analysis.parquet (``outputs_dir``) and the MLflow
     parent run get it too."""
-    from orchestrator import analysis
+    from orchestrator import analysis, analysis_report
     from orchestrator.layout import SweepDir
 
     a = analysis.publish(
@@ -176,7 +176,7 @@ def _print_analysis(
         out_dir=outputs_dir(sweep_dir),
     )
     print(f"\n{THRESHOLD_RULE.format(delta=delta_points, split=select_on)}:")
-    print(analysis.render_curves(a.curves))
+    print(analysis_report.render_curves(a.curves))
 
 
 def cmd_demo(args) -> int:

@@ -12,12 +12,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from glth_core import kinds
-from orchestrator.spec.grid import check_batches, expand, groups
+from orchestrator.spec.grid import check_batches, expand, seed_sets
 from orchestrator.spec.schema import sweep_model
 from orchestrator.spec.text import SpecError, raw_spec
 from orchestrator.spec.trials import Sweep, Trial
 
-__all__ = ["SpecError", "Sweep", "Trial", "parse", "load", "groups", "sweep_model"]
+__all__ = ["SpecError", "Sweep", "Trial", "parse", "load", "seed_sets", "sweep_model"]
 
 
 def parse(text: str, overrides: list[str] | None = None, profile: str | None = None) -> Sweep:

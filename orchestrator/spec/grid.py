@@ -129,21 +129,21 @@ def _check_new_point(points: dict, trial_id: str, point: dict) -> None:
 
 
 def check_batches(spec, kind: str, trials: list[Trial]) -> None:
-    """``batch_seeds > 1``: the kind must batch, and each group of seeds must be batchable."""
+    """``batch_seeds > 1``: the kind must batch, and each set of seeds must be batchable."""
     from glth_core import kinds
 
     experiment = kinds.get(kind)
     if experiment.check_batch is None:
         batching = ", ".join(k for k, e in kinds.KINDS.items() if e.check_batch is not None)
         raise SpecError(f"batch_seeds: kind {kind} does not batch seeds (kinds that do: {batching})")
-    for configs in groups(trials).values():
+    for configs in seed_sets(trials).values():
         try:
             experiment.check_batch([t.config for t in configs])
         except ValueError as e:
             raise SpecError(f"batch_seeds: {str(e).splitlines()[0]}") from None
 
 
-def groups(trials: list[Trial]) -> dict[str, list[Trial]]:
+def seed_sets(trials: list[Trial]) -> dict[str, list[Trial]]:
     """Trials that differ only in their seed, by their seedless key (in grid order)."""
     out: dict[str, list[Trial]] = {}
     for t in trials:

@@ -1,4 +1,4 @@
-"""Per-tensor views of a mask over a dictionary: which coefficients belong to which parameter
+"""Per-layer density of a mask over a dictionary: which coefficients belong to which parameter
 tensor, and the kept fraction of each tensor (the ``layer_density`` of every round row).
 
 A coefficient *belongs to one tensor* when its dictionary element lives inside that tensor: every

@@ -1,4 +1,4 @@
-"""Per-layer views: every round row's ``layer_density`` (the kept fraction of each parameter tensor,
+"""Per-layer density: every round row's ``layer_density`` (the kept fraction of each parameter tensor,
 as JSON) against independent counts, absent where a rotation mixes tensors; its column in the
 Parquet schema; and the layerwise figures ``glth plot`` draws from it."""
 
@@ -16,7 +16,7 @@ from glth_core import kinds
 from glth_core.export import masked_model
 from glth_core.imp import Trajectory
 from glth_core.imp_kind import EXPERIMENT
-from glth_core.layer_views import layer_density, mixing_part, tensor_segments
+from glth_core.layer_density import layer_density, mixing_part, tensor_segments
 from glth_core.train import TrainConfig
 from glth_core.trajectory import TrajectoryConfig
 

@@ -1,0 +1,134 @@
+"""Training over Span(D_t): scope parameters live as masked coefficients a, the rest as
+ordinary tensors, and the model runs through ``torch.func.functional_call``.
+
+Everything here is functional: a ``Parameterization`` turns (coefficients, mask, free
+parameters) into the parameter dict of the model, so a later caller can vmap over stacked
+coefficients of several seeds without a rewrite. ``Weights`` is the state of one network.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from glth_core.dictionaries import Dictionary
+
+
+@dataclass
+class Weights:
+    """The state of one network: scope coefficients plus the free parameters and the model's
+    buffers (BatchNorm's running statistics, which train without gradients), by name in ``free``."""
+
+    coeffs: torch.Tensor
+    free: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def clone(self) -> "Weights":
+        return Weights(self.coeffs.detach().clone(), {k: v.detach().clone() for k, v in self.free.items()})
+
+    def masked(self, mask: torch.Tensor) -> "Weights":
+        return Weights(self.coeffs.detach() * mask, {k: v.detach().clone() for k, v in self.free.items()})
+
+
+class Parameterization:
+    """(coefficients, mask, free parameters) → the model's parameter dict.
+
+    Two paths:
+    * general: ``w_scope = D.synthesize(a ⊙ mask)``, split back into tensors;
+    * input bottleneck: when a bottleneck dictionary sits on the first layer the dataset is
+      transformed once (x ↦ x U) and the layer's weight on the transformed input is the
+      coefficient matrix C itself; only the kept columns of U are used, so a step gets
+      cheaper as pruning proceeds.
+    """
+
+    def __init__(self, model: nn.Module, dictionary: Dictionary):
+        self.model = model
+        self.dictionary = dictionary
+        self.scope = set(dictionary.scope_names)
+        self.input_bottleneck = bool(dictionary.is_input_layer)
+        self.free_names = [n for n, _ in model.named_parameters() if n not in self.scope]
+        #: buffers (BatchNorm's running statistics): carried in ``Weights.free``, updated in place
+        #: by training-mode forwards, never given gradients
+        self.buffer_names = [n for n, _ in model.named_buffers()]
+
+    # -- building the starting point ---------------------------------------------------------
+    def weights_of(self, model: nn.Module) -> Weights:
+        params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        coeffs = self.dictionary.analyze(self.dictionary.flatten(params))
+        buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        return Weights(coeffs.detach().clone(), {**{n: params[n] for n in self.free_names}, **buffers})
+
+    def leaves(self, w: Weights) -> list[torch.Tensor]:
+        """What training differentiates: the coefficients and the free parameters (not the buffers),
+        set to require gradients."""
+        return [w.coeffs.requires_grad_(True), *(w.free[n].requires_grad_(True) for n in self.free_names)]
+
+    def mode(self, training: bool):
+        """A context in which the model runs in training (batch statistics, running ones updated)
+        or evaluation mode (running statistics), restored after."""
+        return _mode(self.model, training)
+
+    # -- data: what the network sees ----------------------------------------------------------
+    def prepare_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform a split once for the input-bottleneck path; identity otherwise."""
+        if self.input_bottleneck:
+            return self.dictionary.transform_inputs(x)
+        return x
+
+    def kept_columns(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """For the input bottleneck: indices of columns of U with any kept element (None when
+        every column is kept: selecting them all would copy the layer for nothing)."""
+        if not self.input_bottleneck:
+            return None
+        d = self.dictionary
+        columns = mask.view(d.d_out, d.d_in).any(dim=0)
+        return None if bool(columns.all()) else columns.nonzero().flatten()
+
+    # -- forward ------------------------------------------------------------------------------
+    def params(self, weights: Weights, mask: torch.Tensor | None, kept: torch.Tensor | None = None) -> dict:
+        """The parameter dict; ``mask`` None means every element is kept."""
+        a = weights.coeffs if mask is None else weights.coeffs * mask
+        if self.input_bottleneck:
+            d = self.dictionary
+            C = a.view(d.d_out, d.d_in)
+            scope_params = {f"{d.layer}.weight": C if kept is None else C.index_select(1, kept)}
+        else:
+            scope_params = self.dictionary.unflatten(self.dictionary.synthesize(a))
+        return {**weights.free, **scope_params}
+
+    def forward(
+        self,
+        weights: Weights,
+        mask: torch.Tensor,
+        x: torch.Tensor,
+        kept=None,
+        memory_format: torch.memory_format | None = None,
+    ) -> torch.Tensor:
+        """The model's output on ``x``; ``memory_format`` (channels_last on CUDA) is applied to
+        the inputs and every 4-D parameter."""
+        return self.apply(self.params(weights, mask, kept), x, kept, memory_format)
+
+    def apply(
+        self, params: dict, x: torch.Tensor, kept=None, memory_format: torch.memory_format | None = None
+    ) -> torch.Tensor:
+        """The model's output on ``x`` under a parameter dict made by ``params`` (built once, used
+        for many batches: evaluation synthesizes the scope once per split, not once per batch)."""
+        if kept is not None:
+            x = x.index_select(1, kept)
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
+            params = {k: v.contiguous(memory_format=memory_format) if v.dim() == 4 else v for k, v in params.items()}
+        return functional_call(self.model, params, (x,))
+
+
+@contextmanager
+def _mode(model: nn.Module, training: bool):
+    before = model.training
+    model.train(training)
+    try:
+        yield
+    finally:
+        model.train(before)
