@@ -33,7 +33,8 @@ from glth_core import dictionaries
 from glth_core.dictionaries import varies_with_seed
 from orchestrator import atomic
 from orchestrator.axes import with_axes
-from orchestrator.results import CURVE, curve_rows, is_strong_search, summarize, thresholds
+from orchestrator.kind_results import measures_threshold
+from orchestrator.results import CURVE, curve_rows, summarize, thresholds
 
 ANALYSIS_FILE = "analysis.parquet"
 OVERLAP = [
@@ -161,7 +162,7 @@ def analyze(
         summary = summary.merge(overlap(rows, sweep_dir), on=[*CURVE, "round"], how="left")
         summary = summary.merge(baseline_overlap(rows, Path(sweep_dir)), on=[*CURVE, "round"], how="left")
     curves = thresholds(summary, delta)
-    if not is_strong_search(rows):  # kinds without a dense baseline have no threshold to be unsure of
+    if measures_threshold(rows):  # kinds without a dense baseline have no threshold to be unsure of
         curves = curves.merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
     if "jaccard_mean" in summary:  # the overlap of the winning tickets themselves
         there = [

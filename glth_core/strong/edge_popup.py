@@ -48,6 +48,7 @@ from glth_core.data.augment import augmenter, batch_stream
 from glth_core.experiment import Experiment, dictionary_columns
 from glth_core.loss import training_loss
 from glth_core.records import VIEW_COLUMNS, round_record
+from glth_core.results_view import Curves
 from glth_core.rounds import RoundRunner
 from glth_core.state import State
 from glth_core.streams import INIT_STREAM, SCORE_STREAM, round_generator
@@ -283,7 +284,7 @@ EXPERIMENT = Experiment(
         f"{dictionaries.label_of(c.dictionary_spec)}{variant_label(c, select=False)}-edgepopup-{c.select}-s{c.seed}"
     ),
     describe=_describe,
-    has_threshold=False,
+    results=Curves(threshold=False, title="Strong tickets (edge-popup, no weight training)"),
     check_config=check_selection,
     columns=VIEW_COLUMNS,
 )
