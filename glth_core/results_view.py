@@ -1,4 +1,4 @@
-"""How a trial kind's results are read, declared as plain data on its ``Experiment`` (``results=``):
+"""How a trial kind's results are read, declared on its ``Experiment`` (``results=``) as data:
 the summary ``glth results`` and ``glth run`` print, the figures ``glth plot`` draws, and what the
 live progress display shows of each round.
 
