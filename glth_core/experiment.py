@@ -3,7 +3,8 @@
 An ``Experiment`` names a kind's config class (a ``glth_core.config.Config``), its state class
 (``glth_core.state.State``) and its runner, and says what its rows look like, how its trials are
 named and how its results are read. The orchestrator knows kinds only through this protocol and
-the registry (``glth_core.kinds``); adding a kind is one file that defines an ``EXPERIMENT`` and
+the registry (``glth_core.kinds``), and reads its results through what it declares
+(``results``: ``glth_core.results_view``); adding a kind is one file that defines an ``EXPERIMENT`` and
 one line in the registry.
 
 A runner has ``done``, ``run_round() -> record``, ``state`` (saved between rounds) and ``ticket``
@@ -21,6 +22,7 @@ from typing import Any
 
 from glth_core import dictionaries
 from glth_core.data.augment import check_images
+from glth_core.results_view import Curves, Results
 from glth_core.train import DivergedError
 
 #: every round row, whatever the kind (``glth_core.records.round_record`` makes them)
@@ -51,8 +53,6 @@ DESCRIBE_COLUMNS: dict[str, type] = {
     "rewind": str,
     "control": str,
 }
-#: how ``glth results`` and ``glth plot`` read a kind's rows
-SUMMARIES = ("curves", "construction")
 
 
 def dictionary_columns(spec: dict) -> dict[str, Any]:
@@ -104,10 +104,8 @@ class Experiment:
     batch: Callable[[list, list], Any] | None = None
     #: (configs) → raise ValueError unless they can run as one batch
     check_batch: Callable[[list], None] | None = None
-    #: whether round 0 is a dense baseline that a winning-ticket threshold is measured against
-    has_threshold: bool = True
-    #: how results are read: "curves" (accuracy against compression) or "construction"
-    summary: str = "curves"
+    #: how its results are read: summary, figures, progress fields (``glth_core.results_view``)
+    results: Results = Curves()
     #: (config, model) → raise ValueError: a kind's own check beyond its dictionary spec
     check_config: Callable[[Any, Any], None] | None = None
 

@@ -23,7 +23,8 @@ from orchestrator import atomic
 from orchestrator.analysis_report import log_to_mlflow
 from orchestrator.axes import with_axes
 from orchestrator.baseline_overlap import baseline_overlap
-from orchestrator.results import CURVE, is_strong_search, summarize, thresholds
+from orchestrator.kind_results import measures_threshold
+from orchestrator.results import CURVE, summarize, thresholds
 from orchestrator.seed_overlap import overlap
 
 ANALYSIS_FILE = "analysis.parquet"
@@ -56,7 +57,7 @@ def analyze(
         summary = summary.merge(overlap(rows, sweep_dir), on=[*CURVE, "round"], how="left")
         summary = summary.merge(baseline_overlap(rows, Path(sweep_dir)), on=[*CURVE, "round"], how="left")
     curves = thresholds(summary, delta)
-    if not is_strong_search(rows):  # kinds without a dense baseline have no threshold to be unsure of
+    if measures_threshold(rows):  # kinds without a dense baseline have no threshold to be unsure of
         curves = curves.merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
     if "jaccard_mean" in summary:  # the overlap of the winning tickets themselves
         there = [

@@ -10,7 +10,7 @@
 * ``lmc_barrier_vs_compression`` — the linear-mode-connectivity error barrier on test and train
   (``lmc_barrier_test``, ``lmc_barrier_train``, ``glth_core.lmc``) against compression per curve.
 
-``plot_layers(rows, out)`` draws those that apply (``orchestrator.plots.plot_sweep`` calls it).
+``plot_layers(rows, out)`` draws those that apply (``orchestrator.plots.FIGURES`` names it ``layer_views``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 
 from glth_core import controls
-from orchestrator import plots as base
 from orchestrator.axes import with_axes
+from orchestrator.plots_style import colors, plt, save
 from orchestrator.results import CURVE, curve_label, varying
 
-plt = base.plt
 MAX_PANELS = 12
 
 
@@ -83,7 +83,7 @@ def layer_density_vs_round(rows: pd.DataFrame, path) -> Path | None:
         ax.set_yscale("log")
         ax.set_xlabel("round")
         ax.set_ylabel("kept fraction (log)")
-        ax.xaxis.set_major_locator(base.matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         dense = len(table.columns) - len(pruned)
         note = (
             f"{dense} dense tensor(s) not drawn"
@@ -97,7 +97,7 @@ def layer_density_vs_round(rows: pd.DataFrame, path) -> Path | None:
         ax.axis("off")
     fig.suptitle("Kept fraction of each parameter tensor per round (mean over seeds)", fontsize=11)
     fig.tight_layout()
-    return base._save(fig, path)
+    return save(fig, path)
 
 
 def _per_curve(ax, curves, column: str, colors: dict, scale: float = 1.0) -> None:
@@ -124,9 +124,9 @@ def flops_vs_compression(rows: pd.DataFrame, path) -> Path | None:
     ok = ok[ok["flops"].notna() & ok["flops_dense"].notna()]
     ok = ok.assign(flops_fraction=ok["flops"].astype(float) / ok["flops_dense"].astype(float))
     curves = _curves(ok)
-    colors = base._colors([lab for lab, _ in curves])
+    palette = colors([lab for lab, _ in curves])
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    _per_curve(ax, curves, "flops_fraction", colors)
+    _per_curve(ax, curves, "flops_fraction", palette)
     per_model = ok.groupby("model")["flops_dense"].max() if "model" in ok else pd.Series({"": ok["flops_dense"].max()})
     dense = ", ".join(f"{m + ' ' if m else ''}{float(v):,.0f}" for m, v in per_model.items())
     ax.set_ylim(0, max(1.05, float(ok["flops_fraction"].max()) * 1.05))
@@ -140,7 +140,7 @@ def flops_vs_compression(rows: pd.DataFrame, path) -> Path | None:
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return base._save(fig, path)
+    return save(fig, path)
 
 
 def lmc_barrier_vs_compression(rows: pd.DataFrame, path) -> Path | None:
@@ -149,10 +149,10 @@ def lmc_barrier_vs_compression(rows: pd.DataFrame, path) -> Path | None:
         return None
     ok = ok[ok["lmc_barrier_test"].notna()]
     curves = _curves(ok)
-    colors = base._colors([lab for lab, _ in curves])
+    palette = colors([lab for lab, _ in curves])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, split in zip(axes, ("test", "train")):
-        _per_curve(ax, curves, f"lmc_barrier_{split}", colors, scale=100.0)
+        _per_curve(ax, curves, f"lmc_barrier_{split}", palette, scale=100.0)
         ax.axhline(2.0, color="grey", ls=":", lw=1, label="2% (Frankle et al.'s stability line)")
         ax.set_xlabel("compression (fraction of the dictionary pruned)")
         ax.set_title(f"{split} error barrier between two copies", fontsize=10)
@@ -164,7 +164,7 @@ def lmc_barrier_vs_compression(rows: pd.DataFrame, path) -> Path | None:
         fontsize=11,
     )
     fig.tight_layout()
-    return base._save(fig, path)
+    return save(fig, path)
 
 
 def plot_layers(rows: pd.DataFrame, out: Path) -> list[Path]:

@@ -17,6 +17,8 @@ import time
 
 from ray.tune import Callback
 
+from glth_core.results_view import PROGRESS
+from orchestrator.kind_results import progress_fields
 from orchestrator.tune_trial import TrialCarry
 
 #: redraw at most this often on Tune's loop steps (each result redraws at once)
@@ -29,6 +31,17 @@ def _carry(trial) -> tuple[str, int]:
     trajectories the Tune trial runs (K for a batch of seeds)."""
     carry = TrialCarry.from_dict(trial.config["trial"])
     return carry.trial_id, carry.size
+
+
+def _fields(trial) -> tuple[tuple[str, str], ...]:
+    """What the live display shows of a round of the Tune trial's kind (its members share one)."""
+    return progress_fields(TrialCarry.from_dict(trial.config["trial"]).members[0].kind)
+
+
+def shown(running: dict, sep: str) -> str:
+    """The fields of a round its kind shows (``fields``: (row column, label); the default ones when
+    absent), each value as ``{:.4f}``."""
+    return sep.join(f"{label} {float(running[column]):.4f}" for column, label in running.get("fields", PROGRESS))
 
 
 def clock(seconds: float | None) -> str:
@@ -52,17 +65,15 @@ def live_lines(
     width: int = 100,
 ) -> list[str]:
     """The live block. ``running``: one dict per running trial with trial_id, size, and (once it
-    has reported) round, rounds, test_accuracy, density. Every line is cut to ``width``."""
+    has reported) round, rounds, the kind's progress ``fields`` and their values (by default
+    test_accuracy and density). Every line is cut to ``width``."""
     trials = f"trials: {done} done, {sum(r.get('size', 1) for r in running)} running, {pending} pending"
     trials += f", {failed} failed" if failed else ""
     lines = [f"[glth {clock(elapsed)}] {rounds_done}/{rounds_total} rounds · {trials} · ETA {clock(eta)}"]
     for r in running[:MAX_RUNNING_SHOWN]:
         size = f" ×{r['size']}" if r.get("size", 1) > 1 else ""
         if "round" in r:
-            lines.append(
-                f"  {r['trial_id']}{size}  round {r['round']}/{r['rounds'] - 1}  "
-                f"test acc {r['test_accuracy']:.4f}  density {r['density']:.4f}"
-            )
+            lines.append(f"  {r['trial_id']}{size}  round {r['round']}/{r['rounds'] - 1}  {shown(r, '  ')}")
         else:
             lines.append(f"  {r['trial_id']}{size}  starting")
     if len(running) > MAX_RUNNING_SHOWN:
@@ -179,26 +190,23 @@ class Progress(Callback):
                 if resumed >= 0
                 else f"trial {tid} restarted at round 0 (it had no saved state yet)"
             )
-        if "test_accuracy" in result:
+        if "test_accuracy" in result:  # a round's report (every kind's rows have the round columns)
             rnd = int(result["round"])
             if rnd == 0:
                 self._say(f"trial {tid} runs on node {result.get('node_id', '?')}", live_too=False)
             before = self.rounds_done.get(tid, 0)
             self.rounds_done[tid] = (rnd + 1) * size
             self.rounds_this_run += max(0, self.rounds_done[tid] - before)
+            fields = _fields(trial)
             self.running[tid] = {
                 "trial_id": tid,
                 "size": size,
                 "round": rnd,
                 "rounds": self.rounds,
-                "test_accuracy": float(result["test_accuracy"]),
-                "density": float(result["density"]),
+                "fields": fields,
+                **{column: result.get(column, float("nan")) for column, _ in fields},
             }
-            self._say(
-                f"trial {tid} round {rnd}: test acc {result['test_accuracy']:.4f}, "
-                f"density {result['density']:.4f}   ({self._count()})",
-                live_too=False,
-            )
+            self._say(f"trial {tid} round {rnd}: {shown(self.running[tid], ', ')}   ({self._count()})", live_too=False)
             self._redraw()
 
     def on_trial_complete(self, iteration, trials, trial, **info):

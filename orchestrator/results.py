@@ -14,8 +14,9 @@ import json
 
 import pandas as pd
 
-from glth_core import controls, kinds
+from glth_core import controls
 from orchestrator.axes import AXES, with_axes
+from orchestrator.kind_results import measures_threshold
 
 FORMATS = ("table", "csv", "json", "markdown")
 #: which split chooses thresholds, peaks and rounds: validation by default; test only when asked
@@ -33,31 +34,6 @@ CURVE = ["dataset", "model", "dictionary", "control", "tau", "rewind", AXES]
 _CURVE_DEFAULTS = {"dataset": "?", "model": "?", "control": "none"}
 #: what an empty table says
 NO_ROWS = "no rows: no trial has a round with status ok"
-
-
-def _kinds_of(rows: pd.DataFrame) -> set[str]:
-    return set(rows["kind"].dropna()) if "kind" in rows and len(rows) else {kinds.DEFAULT}
-
-
-def is_strong_search(rows: pd.DataFrame) -> bool:
-    """Rows only of kinds without a dense baseline (edge-popup: the first level is the untrained
-    random network), so no winning-ticket threshold is measured against it."""
-    return not any(kinds.get(k).has_threshold for k in _kinds_of(rows))
-
-
-def summary_of(rows: pd.DataFrame) -> str:
-    """How the rows are read: "curves" or "construction" (``glth_core.experiment.SUMMARIES``)."""
-    found = {kinds.get(k).summary for k in _kinds_of(rows)}
-    return found.pop() if len(found) == 1 else "curves"
-
-
-def render_rows(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005, select_on: str = "val") -> str:
-    """The results table that fits the rows' kind (curves, or a construction table)."""
-    if rows.empty:
-        return f"({NO_ROWS})"
-    if summary_of(rows) == "construction":
-        return render_construct(construct_summary(rows), fmt)
-    return render(summarize(rows, delta, select_on), fmt)
 
 
 def summarize(rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val") -> pd.DataFrame:
@@ -82,7 +58,7 @@ def summarize(rows: pd.DataFrame, delta: float = 0.005, select_on: str = "val") 
     out[stds] = out[stds].fillna(0.0)
     out["winning"] = False
     out["selected_on"] = select_on
-    if is_strong_search(ok):
+    if not measures_threshold(ok):  # no dense baseline (a strong search): no threshold against it
         return out
     for _, curve in out.groupby(CURVE, sort=False, dropna=False):
         idx = threshold_index(curve, delta, select_on)
@@ -235,61 +211,4 @@ def render(summary: pd.DataFrame, fmt: str = "table") -> str:
     if fmt == "markdown":
         header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
         return header + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in view.itertuples(index=False))
-    return view.to_string(index=False)
-
-
-CONSTRUCT_KEYS = ["distribution", "epsilon", "n"]
-CONSTRUCT_METRICS = [
-    "test_accuracy",
-    "target_accuracy",
-    "max_weight_error",
-    "mean_weight_error",
-    "max_output_error",
-    "kept_per_target",
-    "random_per_target",
-    "construct_seconds",
-]
-
-
-def construct_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Constructive strong tickets: per sampling distribution × ε × n, mean and std over seeds."""
-    rows = rows[rows["status"] == "ok"]
-    rows = rows[rows["kind"].map(lambda k: kinds.get(k).summary == "construction")] if "kind" in rows else rows.iloc[:0]
-    if rows.empty:
-        return pd.DataFrame()
-    g = rows.groupby(CONSTRUCT_KEYS, sort=True)
-    out = (
-        g[CONSTRUCT_METRICS].mean().add_suffix("_mean").join(g[CONSTRUCT_METRICS].std().fillna(0.0).add_suffix("_std"))
-    )
-    out.insert(0, "seeds", g["seed"].nunique())
-    out["accuracy_gap_points"] = 100 * (out["test_accuracy_mean"] - out["target_accuracy_mean"])
-    return out.reset_index()
-
-
-def render_construct(summary: pd.DataFrame, fmt: str = "table") -> str:
-    if fmt in ("csv", "json"):
-        return (
-            summary.to_csv(index=False)
-            if fmt == "csv"
-            else json.dumps(summary.to_dict("records"), indent=1, default=float)
-        )
-    view = pd.DataFrame(
-        {
-            "distribution": summary["distribution"],
-            "epsilon": summary["epsilon"],
-            "n": summary["n"],
-            "seeds": summary["seeds"],
-            "pruned_acc": [
-                f"{100 * m:.2f} ± {100 * s:.2f}"
-                for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])
-            ],
-            "target_acc": [f"{100 * m:.2f}" for m in summary["target_accuracy_mean"]],
-            "gap_pts": [f"{g:+.2f}" for g in summary["accuracy_gap_points"]],
-            "max_w_err": [f"{v:.4f}" for v in summary["max_weight_error_mean"]],
-            "mean_w_err": [f"{v:.5f}" for v in summary["mean_weight_error_mean"]],
-            "kept/target": [f"{v:.2f}x" for v in summary["kept_per_target_mean"]],
-            "random/target": [f"{v:.1f}x" for v in summary["random_per_target_mean"]],
-            "seconds": [f"{v:.1f}" for v in summary["construct_seconds_mean"]],
-        }
-    )
     return view.to_string(index=False)

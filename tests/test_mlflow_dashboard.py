@@ -18,7 +18,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator.plots import _band
+from orchestrator.plots_style import band
 from orchestrator.sinks import mlflow as sink
 from orchestrator.sinks.mlflow import curves
 
@@ -215,7 +215,7 @@ def test_runs_carry_source_tags_and_the_dataset_input_once(uri):
 def expected_curve(dictionary: str, seeds: list[int], rnd: int) -> dict[str, float]:
     test = [acc(dictionary, s, rnd) for s in seeds]
     mean = statistics.fmean(test)
-    half = float(_band(np.array([mean]), np.array([statistics.stdev(test)]), np.array([len(test)]))[0])
+    half = float(band(np.array([mean]), np.array([statistics.stdev(test)]), np.array([len(test)]))[0])
     return {
         "test_accuracy_mean": mean,
         "val_accuracy_mean": statistics.fmean(t - 0.01 for t in test),

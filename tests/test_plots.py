@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from orchestrator import plots
+from orchestrator import plots_curves, plots_inputs, plots_style
 from orchestrator.results import summarize
 
 GLTH = str(Path(sys.executable).with_name("glth"))
@@ -68,7 +68,7 @@ def test_strong_ticket_rows_are_drawn_without_a_winning_ticket_threshold():
     """Strong trials have no τ (NaN): their curves must not be dropped, and a search's density
     1.0 is a random network, so no dense baseline or threshold is drawn against it."""
     rows = fake_rows(rounds=4).query("control == 'none'").assign(kind="strong", tau=np.nan, rewind="none")
-    fig = plots.accuracy_figure(rows, delta=0.005)
+    fig = plots_curves.accuracy_figure(rows, delta=0.005)
     ax = fig.axes[0]
     labels = ax.get_legend_handles_labels()[1]
     drawn = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
@@ -83,7 +83,7 @@ def test_strong_ticket_rows_are_drawn_without_a_winning_ticket_threshold():
 
 def test_accuracy_figure_has_one_curve_per_dictionary_and_control():
     rows = fake_rows()
-    fig = plots.accuracy_figure(rows, delta=0.005)
+    fig = plots_curves.accuracy_figure(rows, delta=0.005)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     plt.close(fig)
     for want in ("canonical", "canonical [random_mask]", "bottleneck-identity", "bottleneck-identity [random_mask]"):
@@ -108,7 +108,7 @@ def test_two_models_get_no_averaged_dense_line():
         ]
     )
     for rows, dense_lines in ((one, 1), (two, 0)):
-        fig = plots.accuracy_figure(rows, delta=0.005)
+        fig = plots_curves.accuracy_figure(rows, delta=0.005)
         ax = fig.axes[0]
         labels = ax.get_legend_handles_labels()[1]
         flat = [line for line in ax.get_lines() if line.get_label().startswith("dense, round 0")]
@@ -122,29 +122,29 @@ def test_two_models_get_no_averaged_dense_line():
 def test_band_is_a_95_percent_t_interval():
     from scipy import stats
 
-    half = plots._band(np.array([0.5]), np.array([0.1]), np.array([3]))
+    half = plots_style.band(np.array([0.5]), np.array([0.1]), np.array([3]))
     assert half[0] == pytest.approx(stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3))
-    assert plots._band(np.array([0.5]), np.array([0.0]), np.array([1]))[0] == 0.0
+    assert plots_style.band(np.array([0.5]), np.array([0.0]), np.array([1]))[0] == 0.0
 
 
 def test_fig2_png_linear_and_log(tmp_path):
     rows = fake_rows()
-    check_png(plots.accuracy_vs_compression(rows, tmp_path / "a.png"))
-    check_png(plots.accuracy_vs_compression(rows, tmp_path / "b.png", log_remaining=True))
-    check_png(plots.rank_vs_round(rows, tmp_path / "r.png"))
-    assert plots.rank_vs_round(rows[rows.dictionary == "canonical"].assign(rank=None), tmp_path / "none.png") is None
+    check_png(plots_curves.accuracy_vs_compression(rows, tmp_path / "a.png"))
+    check_png(plots_curves.accuracy_vs_compression(rows, tmp_path / "b.png", log_remaining=True))
+    check_png(plots_curves.rank_vs_round(rows, tmp_path / "r.png"))
+    assert plots_curves.rank_vs_round(rows[rows.dictionary == "canonical"].assign(rank=None), tmp_path / "none.png") is None
 
 
 def test_kept_coordinates_and_basis_grid(tmp_path):
     rng = np.random.default_rng(0)
     maps = (rng.random((2, 3, 32, 32)) < 0.05).astype(float)
-    w, h = check_png(plots.kept_coordinates(maps, tmp_path / "k.png", "kept", ["seed 0", "seed 1"]))
+    w, h = check_png(plots_inputs.kept_coordinates(maps, tmp_path / "k.png", "kept", ["seed 0", "seed 1"]))
     assert w > h  # R, G, B and their sum side by side
-    check_png(plots.kept_coordinates(maps[:, :1], tmp_path / "k1.png", "kept", ["seed 0", "seed 1"]))
+    check_png(plots_inputs.kept_coordinates(maps[:, :1], tmp_path / "k1.png", "kept", ["seed 0", "seed 1"]))
     from glth_core.dictionaries.bottleneck import _dct_basis
 
     U = _dct_basis((3, 32, 32)).numpy()
-    check_png(plots.dct_basis_grid(U, (3, 32, 32), tmp_path / "d.png", count=24, seed=0, kept=maps[0].reshape(-1) > 0))
+    check_png(plots_inputs.dct_basis_grid(U, (3, 32, 32), tmp_path / "d.png", count=24, seed=0, kept=maps[0].reshape(-1) > 0))
 
 
 # -- `glth plot` on a real sweep -------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_controls_run_and_are_separate_curves(paper_sweep):
     assert seeds["reinit"] is not None
     # `glth run` printed them as curves of their own
     assert "[random_mask]" in paper_sweep["stdout"] and "[reinit]" in paper_sweep["stdout"]
-    fig = plots.accuracy_figure(rows)
+    fig = plots_curves.accuracy_figure(rows)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     plt.close(fig)
     assert {"canonical [reinit]", "bottleneck-dct [random_mask]", "bottleneck-identity"} <= set(labels)

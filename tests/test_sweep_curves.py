@@ -143,7 +143,7 @@ def test_analysis_thresholds_and_overlap_per_curve(axes_sweep, want):
 
 
 def test_the_figure_has_one_line_per_curve_naming_what_varies(axes_sweep, want):
-    from orchestrator.plots import accuracy_figure
+    from orchestrator.plots_curves import accuracy_figure
 
     fig = accuracy_figure(axes_sweep["rows"])
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts() if "lr=" in t.get_text()]

@@ -25,6 +25,7 @@ from glth_core import data as datasets
 from glth_core.config import Config
 from glth_core.experiment import Experiment
 from glth_core.imp import Trajectory
+from glth_core.results_view import Shown, Table
 from glth_core.schedule import TrainConfig
 from glth_core.state import State
 from glth_core.strong.construct import DISTRIBUTIONS, SIGNS, construct
@@ -182,6 +183,33 @@ def _describe(c: ConstructConfig) -> dict:
     }
 
 
+#: per sampling distribution × ε × n, mean and std over seeds; its weight error and cost against n
+RESULTS = Table(
+    keys=("distribution", "epsilon", "n"),
+    metrics=(
+        "test_accuracy",
+        "target_accuracy",
+        "max_weight_error",
+        "mean_weight_error",
+        "max_output_error",
+        "kept_per_target",
+        "random_per_target",
+        "construct_seconds",
+    ),
+    derived={"accuracy_gap_points": lambda s: 100 * (s["test_accuracy_mean"] - s["target_accuracy_mean"])},
+    shown=(
+        Shown("pruned_acc", "test_accuracy_mean", "{:.2f}", scale=100, spread="test_accuracy_std"),
+        Shown("target_acc", "target_accuracy_mean", "{:.2f}", scale=100),
+        Shown("gap_pts", "accuracy_gap_points", "{:+.2f}"),
+        Shown("max_w_err", "max_weight_error_mean", "{:.4f}"),
+        Shown("mean_w_err", "mean_weight_error_mean", "{:.5f}"),
+        Shown("kept/target", "kept_per_target_mean", "{:.2f}x"),
+        Shown("random/target", "random_per_target_mean", "{:.1f}x"),
+        Shown("seconds", "construct_seconds_mean", "{:.1f}"),
+    ),
+    figures=("construct_vs_n",),
+)
+
 EXPERIMENT = Experiment(
     name="construct",
     config_cls=ConstructConfig,
@@ -189,8 +217,7 @@ EXPERIMENT = Experiment(
     runner=lambda config, state=None, data=None: ConstructRun(config, data=data, state=state),
     run_name=lambda c: f"subsetsum-{c.distribution}-{c.signs}-eps{c.epsilon:g}-n{c.n or 'auto'}-c{c.c:g}-s{c.seed}",
     describe=_describe,
-    has_threshold=False,
-    summary="construction",
+    results=RESULTS,
     columns={
         "distribution": str,
         "epsilon": float,

@@ -50,6 +50,7 @@ from glth_core.loss import training_loss
 from glth_core.parameterization import Parameterization
 from glth_core.precision import forward_precision, input_format, matmul_precision
 from glth_core.records import VIEW_COLUMNS, round_record
+from glth_core.results_view import Curves
 from glth_core.rounds import RoundRunner
 from glth_core.schedule import TrainConfig
 from glth_core.state import State
@@ -278,7 +279,7 @@ EXPERIMENT = Experiment(
         f"{dictionaries.label_of(c.dictionary_spec)}{variant_label(c, select=False)}-edgepopup-{c.select}-s{c.seed}"
     ),
     describe=_describe,
-    has_threshold=False,
+    results=Curves(threshold=False, title="Strong tickets (edge-popup, no weight training)"),
     check_config=check_selection,
     columns=VIEW_COLUMNS,
 )

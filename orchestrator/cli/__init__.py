@@ -8,7 +8,7 @@ now (``glth run``/``glth submit`` of it twice; orchestrator.lease) is refused th
 - common.py: BadInput, loading a spec, ``find_sweep`` (a sweep by path, id, prefix or name);
 - run_cmd.py: run, demo (and --dry-run); read_cmds.py: results, plot, export, sync, runs;
   job_cmds.py: submit, status, logs, stop; construct_cmd.py: construct; schema_cmd.py: schema;
-- summary.py: the one place that renders rows by trial kind.
+- summary.py: prints rows as their trial kind declares (RENDERERS: one line a form of results).
 """
 
 from __future__ import annotations

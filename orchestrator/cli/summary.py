@@ -1,26 +1,59 @@
 """What a sweep's rows look like on the terminal after ``glth run`` and in ``glth results``.
 
-Each trial kind says how its rows are read (``glth_core.experiment.Experiment.summary``): as
-curves (mean ± std over seeds per dictionary × τ × round, which orchestrator.analysis goes on
-to analyse) or with a table of its own (a construction: one line per ε × n × distribution).
-Trials that failed are listed with their status, never analysed.
+Each trial kind declares how its rows are read (``Experiment.results``, a form of
+``glth_core.results_view``), and ``RENDERERS`` prints each form: curves (mean ± std over seeds per
+dictionary × τ × round, which orchestrator.analysis goes on to analyse) or a table of the kind's
+own (construct: one line per ε × n × distribution). Trials that failed are listed with their
+status, never analysed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import pandas as pd
 
-from orchestrator.results import render_rows, summary_of
+from glth_core.results_view import Curves, Results, Table
+from orchestrator.kind_results import results_of
+from orchestrator.results import NO_ROWS, render, summarize
+from orchestrator.table_summary import render_table, summarize_table
+
+
+class Renderer(NamedTuple):
+    #: (results, rows, fmt, delta, select_on) → the printed summary
+    render: Callable[[Results, pd.DataFrame, str, float, str], str]
+    #: whether the rows go on to orchestrator.analysis (thresholds, peaks, overlap) after it
+    analysed: bool
+
+
+def _curves(_: Curves, rows: pd.DataFrame, fmt: str, delta: float, select_on: str) -> str:
+    return render(summarize(rows, delta, select_on), fmt)
+
+
+def _table(table: Table, rows: pd.DataFrame, fmt: str, delta: float, select_on: str) -> str:
+    return render_table(summarize_table(rows, table), table, fmt, empty=f"({NO_ROWS})")
+
+
+#: how each form of results is printed, by its class (a subclass finds its base's entry)
+RENDERERS: dict[type, Renderer] = {Curves: Renderer(_curves, analysed=True), Table: Renderer(_table, analysed=False)}
+
+
+def renderer_of(results: Results) -> Renderer:
+    return next(RENDERERS[c] for c in type(results).__mro__ if c in RENDERERS)
 
 
 def has_own_summary(rows: pd.DataFrame) -> bool:
-    """Rows whose trial kind renders itself instead of as accuracy-vs-compression curves."""
-    return len(rows) > 0 and summary_of(rows) != "curves"
+    """Rows whose trial kind prints a summary of its own, not curves that the analysis goes on with."""
+    return len(rows) > 0 and not renderer_of(results_of(rows)).analysed
 
 
 def render_results(rows: pd.DataFrame, fmt: str = "table", delta: float = 0.005, select_on: str = "val") -> str:
-    """The kind's own summary, or the curves' rounds (``delta``: winning-ticket tolerance as a fraction)."""
-    return render_rows(rows, fmt, delta, select_on)
+    """The summary the rows' kind declares (``delta``: winning-ticket tolerance as a fraction)."""
+    if rows.empty:
+        return f"({NO_ROWS})"
+    results = results_of(rows)
+    return renderer_of(results).render(results, rows, fmt, delta, select_on)
 
 
 def render_failures(failed: list[str], rows: pd.DataFrame) -> str:
