@@ -165,7 +165,11 @@ def drop_outputs(net: nn.Module, name: str, kept: torch.Tensor, info: dict, remo
     if found is not None and not (found.sums or found.other) and (found.output or not found.consumers):
         return ExportPlan("masked-dense", info, note=f"no layer after {name!r} to drop the removed units' inputs from")
     if found is None or found.sums or found.other:
-        why = "the network does not trace (torch.fx)" if found is None else f"they reach {(found.sums + found.other)[0]!r}"
+        why = (
+            "the network does not trace (torch.fx)"
+            if found is None
+            else f"they reach {(found.sums + found.other)[0]!r}"
+        )
         return ExportPlan("masked-dense", info, note=f"{name!r}'s removed units stay: {why}, which cannot lose them")
     constant = next((n for n in found.norms if f"{n}.weight" not in removed or f"{n}.bias" not in removed), None)
     if constant is not None:

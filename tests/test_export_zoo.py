@@ -9,6 +9,11 @@ that the BatchNorm turned into a constant (its shift β_k, its running mean) wou
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -121,3 +126,75 @@ def test_the_groups_of_a_channel_include_its_batchnorm_affine():
     c, per_filter = 4, 4 * 9
     assert d.size == c * per_filter + 2 * c and d.num_groups == c
     assert torch.equal(d.groups[c * per_filter :], torch.arange(c).repeat(2))
+
+
+# -- `glth export --bench` on a ResNet sweep ---------------------------------------------------------
+RESNET_SWEEP = """\
+name: resnet-export
+dataset: digits
+model: cifar_resnet_8_2
+dictionary:
+  - {kind: channels, layer: blocks.1.conv1, per: out}
+tau: 0.5
+seeds: [0]
+rounds: 2
+train: {steps: 2, batch_size: 32, lr: 0.05}
+resources: {cpu: 1}
+"""
+NUMBER = r"([\d,]+(?:\.\d+)?)"
+
+
+@pytest.mark.slow
+def test_glth_export_bench_times_the_exported_resnet_against_the_dense_one(tmp_path):
+    """A real sweep (one trial, two rounds of a few steps), then `glth export --bench` of its last
+    round: the channel ticket exports as fold-next and the bench prints the dense and the exported
+    network's parameters, latency and FLOPs (no timing is asserted)."""
+    import re
+
+    from orchestrator.sinks import parquet
+
+    glth = str(Path(sys.executable).with_name("glth"))
+    (tmp_path / "spec.yaml").write_text(RESNET_SWEEP)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = subprocess.run(
+        [glth, "run", "spec.yaml", "--out", "out", "--tracking-uri", uri],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.is_dir()]
+    (trial,) = parquet.read_rounds(tmp_path / "out", sweep_dir.name).trial_id.unique()
+    out = tmp_path / "ticket.pt"
+    argv = [glth, "export", sweep_dir.name, "--trial", trial, "-o", str(out), "--out", "out", "--tracking-uri", uri]
+    argv += ["--bench", "--repeats", "3", "--images", "50"]
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert (meta["form"], meta["round"], meta["next"], meta["norms"]) == (
+        "fold-next",
+        1,
+        "blocks.1.conv2",
+        ["blocks.1.bn1"],
+    )
+    dense = models.build("cifar_resnet_8_2", (1, 8, 8), 10)
+    removed = removed_parameters(dense, "blocks.1.conv1", "blocks.1.bn1", "blocks.1.conv2", 2)  # 2 of 4 filters
+    assert meta["parameters_dense"] == count_parameters(dense)
+    assert meta["parameters_dense"] - meta["parameters"] == removed
+    assert meta["max_abs_diff_vs_masked"] <= TOL and meta["flops"] < meta["flops_dense"]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        match = re.match(rf"^\s+(dense|exported)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", line)
+        if match:
+            rows[match[1]] = [float(v.replace(",", "")) for v in match.groups()[1:]]
+    bench = meta["bench"]
+    assert rows["dense"] == [
+        meta["parameters_dense"],
+        pytest.approx(bench["latency_ms_dense"], abs=1e-3),
+        meta["flops_dense"],
+    ]
+    assert rows["exported"] == [meta["parameters"], pytest.approx(bench["latency_ms"], abs=1e-3), meta["flops"]]
+    assert bench["latency_ms_dense"] > 0 and bench["latency_ms"] > 0 and bench["images"] == 50
+    module = torch.load(out, weights_only=False)
+    assert module.get_submodule("blocks.1.bn1").num_features == module.get_submodule("blocks.1.conv2").in_channels == 2

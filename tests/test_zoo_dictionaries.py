@@ -119,7 +119,10 @@ def test_channels_out_is_refused_where_it_feeds_a_residual_sum(layer, where):
 
 
 #: a channel layer's BatchNorm and the conv that reads its channels
-CHANNEL_NEIGHBOURS = {"blocks.1.conv1": ("blocks.1.bn1", "blocks.1.conv2"), "layers.4.conv": ("layers.4.bn", "layers.5.conv")}
+CHANNEL_NEIGHBOURS = {
+    "blocks.1.conv1": ("blocks.1.bn1", "blocks.1.conv2"),
+    "layers.4.conv": ("layers.4.bn", "layers.5.conv"),
+}
 
 
 @pytest.mark.parametrize("model, layer", [("cifar_resnet_8_2", "blocks.1.conv1"), ("cifar_vgg_11_4", "layers.4.conv")])

@@ -314,7 +314,9 @@ class Dictionary(Movable):
         ``export_layers.ExportPlan`` on the masked network ``net``): by default masked-dense."""
         from glth_core.export_layers import ExportPlan
 
-        return ExportPlan("masked-dense", note=f"a {self.kind} dictionary has no structure to remove: its weights stay dense")
+        return ExportPlan(
+            "masked-dense", note=f"a {self.kind} dictionary has no structure to remove: its weights stay dense"
+        )
 
     @property
     def num_groups(self) -> int | None:
