@@ -10,7 +10,8 @@ read, so plans over disjoint modules (the parts of a composite) compose exactly.
   conv holding C_kept and the bias); for U = I, input channels whose every kh×kw position was
   pruned go (``input-select`` / ``fold-previous``), the other pruned positions stay as zeros.
 * channels ``per: in``: the layer loses those input channels (``input-select``, or
-  ``fold-previous``: the conv/Linear before it, through channelwise modules, loses those filters).
+  ``fold-previous``: the conv/Linear whose output only this layer reads, through channelwise
+  operations, loses those filters, and a BatchNorm between them those channels).
 * channels ``per: out``: the layer loses those units or filters, any BatchNorm on the way loses
   those channels (the dictionary pruned its weight and bias with them), and the layers that read
   them (through operations that keep 0 at 0, and a flatten, in any ``torch.fx``-traceable model:
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from glth_core.dictionaries.channel_flow import flow
+from glth_core.dictionaries.channel_flow import flow, producer
 
 
 class IndexSelect(nn.Module):
@@ -42,10 +43,8 @@ class IndexSelect(nn.Module):
         return f"dim={self.dim}, kept={self.index.numel()}"
 
 
-#: modules that act elementwise: a unit dropped after them can be dropped before them
+#: modules that act elementwise (kept importable; the walks export uses are in dictionaries.channel_flow)
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SiLU, nn.Identity, nn.Dropout)
-#: modules that act on each channel alone (a channel dropped after them can be dropped before)
-CHANNELWISE = ELEMENTWISE + (nn.MaxPool2d, nn.AvgPool2d)
 
 
 @dataclass
@@ -67,11 +66,6 @@ class ExportPlan:
 def parent_of(root: nn.Module, name: str) -> tuple[nn.Module, str]:
     head, _, leaf = name.rpartition(".")
     return (root.get_submodule(head) if head else root), leaf
-
-
-def _sibling(name: str, leaf: str) -> str:
-    head, _, _ = name.rpartition(".")
-    return f"{head}.{leaf}" if head else leaf
 
 
 def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
@@ -112,35 +106,24 @@ def _bias(layer: nn.Module, index: torch.Tensor | None = None) -> torch.Tensor |
     return layer.bias.detach() if index is None else layer.bias.detach().index_select(0, index)
 
 
-def _previous(parent: nn.Module, leaf: str, kind: type) -> str | None:
-    """In a Sequential, the ``kind`` layer feeding ``leaf`` through channelwise modules only."""
-    if not isinstance(parent, nn.Sequential):
-        return None
-    names = list(parent._modules)
-    passes = CHANNELWISE if kind is nn.Conv2d else ELEMENTWISE
-    for name in reversed(names[: names.index(leaf)]):
-        module = parent._modules[name]
-        if type(module) is kind and getattr(module, "groups", 1) == 1:
-            return name
-        if not isinstance(module, passes):
-            return None
-    return None
-
-
 def drop_inputs(
     net: nn.Module, name: str, kept: torch.Tensor, weight: torch.Tensor, info: dict, fold_previous: bool
 ) -> ExportPlan:
     """Layer ``name`` keeps input channels ``kept`` (its new weight ``weight``): fold into the
-    previous layer, which loses those units, or select the kept inputs."""
-    parent, leaf = parent_of(net, name)
-    layer = getattr(parent, leaf)
-    prev = _previous(parent, leaf, type(layer)) if fold_previous else None
+    layer before it (``channel_flow.producer``: its output reaches only this layer, through
+    channelwise operations), which loses those filters or units, and any BatchNorm between those
+    channels; or select the kept inputs."""
+    layer = net.get_submodule(name)
+    found = producer(net, name) if fold_previous else None
     new = _like(layer, weight, _bias(layer))
-    if prev is not None:
-        p = getattr(parent, prev)
-        smaller = _like(p, p.weight.detach().index_select(0, kept), _bias(p, kept))
-        return ExportPlan("fold-previous", info, {_sibling(name, prev): smaller, name: new})
-    return ExportPlan("input-select", info, {name: nn.Sequential(IndexSelect(kept), new)})
+    if found is None:
+        return ExportPlan("input-select", info, {name: nn.Sequential(IndexSelect(kept), new)})
+    prev, norms = found
+    p = net.get_submodule(prev)
+    replace = {prev: _like(p, p.weight.detach().index_select(0, kept), _bias(p, kept))}
+    replace.update({n: sliced_norm(net.get_submodule(n), kept) for n in norms})
+    replace[name] = new
+    return ExportPlan("fold-previous", {**info, **({"norms": norms} if norms else {})}, replace)
 
 
 def sliced_norm(norm: nn.Module, kept: torch.Tensor) -> nn.Module:

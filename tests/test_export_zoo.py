@@ -198,3 +198,19 @@ def test_glth_export_bench_times_the_exported_resnet_against_the_dense_one(tmp_p
     assert bench["latency_ms_dense"] > 0 and bench["latency_ms"] > 0 and bench["images"] == 50
     module = torch.load(out, weights_only=False)
     assert module.get_submodule("blocks.1.bn1").num_features == module.get_submodule("blocks.1.conv2").in_channels == 2
+
+
+def test_a_resnet_blocks_conv2_inputs_go_with_conv1s_filters_and_bn1s_channels():
+    """``per: in`` on conv2: conv1's output feeds conv2 alone, so the pruned inputs take conv1's
+    filters and bn1's channels with them (fold-previous), whatever bn1 made of them."""
+    net = trained_looking("cifar_resnet_20_4", (3, 8, 8))
+    d = build({"kind": "channels", "layer": "blocks.4.conv2", "per": "in"}, net)
+    param = Parameterization(net, d)
+    drop = [0, 3, 7]
+    t = Ticket.of(1, ~torch.isin(d.groups, torch.tensor(drop)), param.weights_of(net))
+    ex, masked = agree(net, d, param, t, torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(5)))
+    assert (ex.form, ex.extra["norms"]) == ("fold-previous", ["blocks.4.bn1"])
+    assert count_parameters(masked) - count_parameters(ex.module) == removed_parameters(
+        net, "blocks.4.conv1", "blocks.4.bn1", "blocks.4.conv2", len(drop)
+    )
+    assert ex.module.get_submodule("blocks.4.conv1").out_channels == 8 - len(drop)

@@ -50,6 +50,9 @@ ZERO_KEEPING_FUNCTIONS = {
     F.dropout,
 }
 ZERO_KEEPING_METHODS = {"relu", "relu_"}
+#: channelwise operations that do not keep zeros (fine where the channels are removed whole)
+OTHER_CHANNELWISE_MODULES = (nn.Sigmoid,)
+OTHER_CHANNELWISE_FUNCTIONS = {torch.sigmoid, F.sigmoid}
 NORMS = (nn.modules.batchnorm._BatchNorm,)
 SUMS = {operator.add, operator.iadd, torch.add}
 SUM_METHODS = {"add", "add_"}
@@ -83,11 +86,20 @@ def _flattens(node: fx.Node, modules: dict) -> bool:
     return False
 
 
-def _keeps_zeros(node: fx.Node, modules: dict) -> bool:
+def _passes(node: fx.Node, modules: dict, keep_zeros: bool = True) -> bool:
+    """Whether ``node`` acts on each channel alone (and, with ``keep_zeros``, keeps zeros at zero)."""
+    module = modules.get(node.target) if node.op == "call_module" else None
     return (
-        (node.op == "call_module" and isinstance(modules.get(node.target), ZERO_KEEPING_MODULES))
+        isinstance(module, ZERO_KEEPING_MODULES)
         or (node.op == "call_function" and node.target in ZERO_KEEPING_FUNCTIONS)
         or (node.op == "call_method" and node.target in ZERO_KEEPING_METHODS)
+        or (
+            not keep_zeros
+            and (
+                isinstance(module, OTHER_CHANNELWISE_MODULES)
+                or (node.op == "call_function" and node.target in OTHER_CHANNELWISE_FUNCTIONS)
+            )
+        )
     )
 
 
@@ -101,12 +113,19 @@ def _sum_module(node: fx.Node) -> str | None:
     return None
 
 
-def flow(model: nn.Module, layer: str) -> Flow | None:
-    """Where the output channels of module ``layer`` go (see the module doc), or None where
-    ``torch.fx`` cannot trace the model."""
+def _graph(model: nn.Module) -> fx.Graph | None:
     try:
-        graph = fx.symbolic_trace(model).graph
+        return fx.symbolic_trace(model).graph
     except Exception:  # noqa: BLE001 - an untraceable model is simply not read
+        return None
+
+
+def flow(model: nn.Module, layer: str, keep_zeros: bool = True, graph: fx.Graph | None = None) -> Flow | None:
+    """Where the output channels of module ``layer`` go (see the module doc), or None where
+    ``torch.fx`` cannot trace the model. ``keep_zeros=False`` walks through every channelwise
+    operation (a sigmoid too): enough where the channels go whole, as for ``producer``."""
+    graph = graph or _graph(model)
+    if graph is None:
         return None
     modules = dict(model.named_modules())
     conv = isinstance(modules.get(layer), nn.Conv2d)
@@ -127,7 +146,7 @@ def flow(model: nn.Module, layer: str) -> Flow | None:
             elif isinstance(module, NORMS) and not flat:
                 out.norms.append(user.target)
                 frontier.append((user, flat))
-            elif _keeps_zeros(user, modules) and not flat:
+            elif _passes(user, modules, keep_zeros) and not flat:
                 frontier.append((user, flat))
             elif _flattens(user, modules) and not flat:
                 frontier.append((user, True))
@@ -140,6 +159,34 @@ def flow(model: nn.Module, layer: str) -> Flow | None:
                 if user.op == "call_function" and user.target is F.batch_norm:  # a sum past it still counts
                     frontier.append((user, flat))
     return out
+
+
+def producer(model: nn.Module, layer: str) -> tuple[str, list[str]] | None:
+    """(the Conv2d or Linear of ``layer``'s own type whose output channels are ``layer``'s input, through
+    channelwise operations and BatchNorms (listed), and feed nothing else), or None. Removing an
+    input channel of ``layer`` may then remove that producer's filter and those BatchNorms'
+    channel too, whatever they computed there."""
+    graph = _graph(model)
+    modules = dict(model.named_modules())
+    nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == layer] if graph is not None else []
+    if len(nodes) != 1 or not nodes[0].args or not isinstance(nodes[0].args[0], fx.Node):
+        return None
+    node, kind = nodes[0].args[0], type(modules[layer])
+    while not (node.op == "call_module" and type(modules.get(node.target)) is kind):
+        if not (
+            isinstance(modules.get(node.target) if node.op == "call_module" else None, NORMS)
+            or _passes(node, modules, False)
+        ):
+            return None
+        if not node.args or not isinstance(node.args[0], fx.Node):
+            return None
+        node = node.args[0]
+    if getattr(modules[node.target], "groups", 1) != 1:
+        return None
+    found = flow(model, node.target, keep_zeros=False, graph=graph)
+    if found.consumers != [(layer, False)] or found.sums or found.other or found.output:
+        return None
+    return node.target, found.norms
 
 
 def residual_sum(model: nn.Module, layer: str) -> str | None:
