@@ -11,9 +11,12 @@ The walk follows the channels through operations that act on each channel alone 
 of zeros at zero (ReLU and the other elementwise activations that vanish at 0, pooling, dropout,
 identity), through BatchNorm (recorded in ``norms``), and through a flatten (after which a Linear
 reads each channel as a run of features); it stops at a Conv2d or Linear that reads the channels
-(``consumers``), at a sum (``sums``), at the model's output (``output``) and at anything else (``other``; a functional ``batch_norm``,
-which has no module to prune, is walked past for the sums only). A model that does not trace
-is not read: ``flow`` returns None.
+(``consumers``), at a sum (``sums``), at the model's output (``output``) and at anything else
+(``other``; a functional ``batch_norm``, which has no module to prune, is walked past for the sums
+only). A model that does not trace is not read: ``flow`` returns None.
+
+``producer`` walks the other way, for ``channels`` ``per: in``: the layer whose filters are a
+layer's input channels and nothing else's, so that export can remove them with the inputs.
 """
 
 from __future__ import annotations
@@ -187,10 +190,3 @@ def producer(model: nn.Module, layer: str) -> tuple[str, list[str]] | None:
     if found.consumers != [(layer, False)] or found.sums or found.other or found.output:
         return None
     return node.target, found.norms
-
-
-def residual_sum(model: nn.Module, layer: str) -> str | None:
-    """The module (path) holding the residual sum that ``layer``'s output reaches through
-    channelwise operations only, or None (none, or a model ``torch.fx`` cannot trace)."""
-    found = flow(model, layer)
-    return found.sums[0] if found is not None and found.sums else None
