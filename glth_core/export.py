@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from glth_core.dictionaries import Dictionary
-from glth_core.export_layers import ELEMENTWISE, IndexSelect, Plan, plan_for  # noqa: F401  (ELEMENTWISE: kept importable here)
+from glth_core.export_layers import ELEMENTWISE, ExportPlan, IndexSelect, plan_for  # noqa: F401  (ELEMENTWISE: kept importable here)
 
 __all__ = ["IndexSelect", "Exported", "masked_model", "export", "count_parameters", "latency"]
 
@@ -96,7 +96,7 @@ def masked_model(model: nn.Module, dictionary: Dictionary, ticket) -> nn.Module:
 _CORE = ("layer", "kept_groups", "d_in", "d_out")
 
 
-def _exported(net: nn.Module, plan: Plan) -> Exported:
+def _exported(net: nn.Module, plan: ExportPlan) -> Exported:
     core = {k: plan.info.get(k) for k in _CORE}
     extra = {k: v for k, v in plan.info.items() if k not in _CORE}
     if plan.note:
@@ -128,7 +128,7 @@ def export(
         plan = plan_for(net, part, coeffs[start:stop], mask[start:stop], factorize, fold_previous)
         clash = next((n for n in plan.replace if n in owner), None)
         if clash is not None:
-            plan = Plan(
+            plan = ExportPlan(
                 "masked-dense",
                 plan.info,
                 note=f"would replace module {clash!r}, which part {owner[clash]} replaces already; left dense",

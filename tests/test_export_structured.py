@@ -207,17 +207,21 @@ def test_a_part_pruned_entirely_by_the_global_ordering_stays_dense():
 
 
 def test_channels_tickets_of_a_resnet_block_export_exactly():
-    """Inside a ResNet block: conv2's input channels go as an input-select (a smaller conv over the
-    kept inputs); conv1's filters stay masked-dense, with a note (bn1 maps a pruned filter's zeros
-    to its bias, so dropping them would not be exact; docs/models.md). Outputs equal in eval mode."""
+    """Inside a ResNet block: conv2's input channels go with conv1's filters and bn1's channels
+    (fold-previous: conv1's output feeds conv2 alone), or as an input-select (a smaller conv over the
+    kept inputs) when told not to fold; conv1's filters go with bn1's channels and conv2's inputs
+    (fold-next; the dictionary prunes bn1's weight and bias with them: tests/test_export_zoo.py).
+    Outputs equal in eval mode."""
     m = net("cifar_resnet_8_2", (3, 8, 8)).eval()
     d, param, t = ticket(m, {"kind": "channels", "layer": "blocks.0.conv2", "per": "in"}, steps=1)
-    ex, _ = check(m, d, param, t)
+    half = m.get_submodule("blocks.0.conv2").in_channels // 2
+    ex, _ = check(m, d, param, t, fold_previous=False)
     assert ex.form == "input-select"
-    assert (
-        ex.module.get_submodule("blocks.0.conv2")[1].weight.shape[1]
-        == m.get_submodule("blocks.0.conv2").in_channels // 2
-    )
+    assert ex.module.get_submodule("blocks.0.conv2")[1].weight.shape[1] == half
+    ex, _ = check(m, d, param, t)
+    assert ex.form == "fold-previous" and ex.extra["norms"] == ["blocks.0.bn1"]
+    block = ex.module.get_submodule("blocks.0")
+    assert block.conv1.out_channels == block.bn1.num_features == block.conv2.in_channels == half
     d, param, t = ticket(m, {"kind": "channels", "layer": "blocks.0.conv1", "per": "out"}, steps=1)
     ex, _ = check(m, d, param, t)
-    assert ex.form == "masked-dense" and "blocks.0.conv1" in ex.describe()["note"]
+    assert ex.form == "fold-next" and ex.extra["next"] == "blocks.0.conv2" and ex.extra["norms"] == ["blocks.0.bn1"]

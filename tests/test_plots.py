@@ -132,7 +132,10 @@ def test_fig2_png_linear_and_log(tmp_path):
     check_png(plots_curves.accuracy_vs_compression(rows, tmp_path / "a.png"))
     check_png(plots_curves.accuracy_vs_compression(rows, tmp_path / "b.png", log_remaining=True))
     check_png(plots_curves.rank_vs_round(rows, tmp_path / "r.png"))
-    assert plots_curves.rank_vs_round(rows[rows.dictionary == "canonical"].assign(rank=None), tmp_path / "none.png") is None
+    assert (
+        plots_curves.rank_vs_round(rows[rows.dictionary == "canonical"].assign(rank=None), tmp_path / "none.png")
+        is None
+    )
 
 
 def test_kept_coordinates_and_basis_grid(tmp_path):
@@ -144,7 +147,9 @@ def test_kept_coordinates_and_basis_grid(tmp_path):
     from glth_core.dictionaries.bottleneck import _dct_basis
 
     U = _dct_basis((3, 32, 32)).numpy()
-    check_png(plots_inputs.dct_basis_grid(U, (3, 32, 32), tmp_path / "d.png", count=24, seed=0, kept=maps[0].reshape(-1) > 0))
+    check_png(
+        plots_inputs.dct_basis_grid(U, (3, 32, 32), tmp_path / "d.png", count=24, seed=0, kept=maps[0].reshape(-1) > 0)
+    )
 
 
 # -- `glth plot` on a real sweep -------------------------------------------------------------------------

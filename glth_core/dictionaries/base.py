@@ -182,10 +182,12 @@ class Dictionary(Movable):
         self, net: nn.Module, coeffs: torch.Tensor, mask: torch.Tensor, factorize: str, fold_previous: bool
     ):
         """The physical form of this dictionary's ticket for ``glth export`` (an
-        ``export_layers.Plan`` on the masked network ``net``): by default masked-dense."""
-        from glth_core.export_layers import Plan
+        ``export_layers.ExportPlan`` on the masked network ``net``): by default masked-dense."""
+        from glth_core.export_layers import ExportPlan
 
-        return Plan("masked-dense", note=f"a {self.kind} dictionary has no structure to remove: its weights stay dense")
+        return ExportPlan(
+            "masked-dense", note=f"a {self.kind} dictionary has no structure to remove: its weights stay dense"
+        )
 
     @property
     def num_groups(self) -> int | None:
