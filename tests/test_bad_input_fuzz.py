@@ -329,6 +329,7 @@ FOUND = [
     _set(("a\x0cb",), [], ("'a\\x0cb'",)),  # an unknown key with a form feed: two lines
     _set((" ",), None, ("' '",)),  # a blank unknown key: a message starting ' : unknown key'
     _set(("\ud7fc",), None, ("\ud7fc",)),  # an unassigned code point: named quoted, as repr writes it
+    _set(("layer_tau",), [False], ("layer_tau",)),  # named layer_tau.list[nullable[dict[str,float]]]
 ]
 
 

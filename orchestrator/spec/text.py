@@ -39,7 +39,10 @@ def format_error(err: ValidationError, model: type[BaseModel]) -> str:
     own = message(e)
     if own is not None:
         return own
-    loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) and p not in ("list[...]",))
+    # pydantic's own union/type locations (``list[nullable[dict[str,float]]]``, nested) are not fields
+    loc = ".".join(
+        str(p) for p in e["loc"] if not isinstance(p, int) and not re.fullmatch(r"(list|dict|nullable)\[.*\]", str(p))
+    )
     loc = re.sub(r"\.?(str|int|float|bool|dict|none|(list|dict)\[[^\]]*\]|\w+Spec)(?=\.|$)", "", loc) or "spec"
     loc = loc if loc.isprintable() and loc.strip() == loc else repr(loc)  # a key such as 'a\x0cb' or ' ' quoted
     if e["type"] == "extra_forbidden":
