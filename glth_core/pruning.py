@@ -13,18 +13,14 @@ rates need coefficients that belong to one tensor each (``sparsify.tensor_index`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from glth_core.config import Config
 from glth_core.controls import CONTROLS, Control, control_of
 from glth_core.sparsify import Segment, tensor_index
-
-if TYPE_CHECKING:
-    from glth_core.trajectory import TrajectoryConfig
 
 PRUNINGS = ("global", "layerwise")
 
 
-def check_pruning(config: "TrajectoryConfig") -> None:
+def check_pruning(config: Config) -> None:
     """The dictionary-independent checks of a trajectory's pruning options (one line each)."""
     if config.pruning not in PRUNINGS:
         raise ValueError(f"pruning: {config.pruning!r} is not one of {', '.join(PRUNINGS)}")
@@ -37,7 +33,7 @@ def check_pruning(config: "TrajectoryConfig") -> None:
     control_of(config.control).check(config)
 
 
-def layer_segments(config: "TrajectoryConfig", dictionary) -> tuple | None:
+def layer_segments(config: Config, dictionary) -> tuple | None:
     """The segments ``sparsify_segments`` prunes by: None for one global ordering, a composite's
     ``tau_segments``, or one segment per scope tensor for layerwise pruning / ``layer_tau``."""
     own = dictionary.tau_segments
@@ -59,7 +55,7 @@ def layer_segments(config: "TrajectoryConfig", dictionary) -> tuple | None:
     return tuple(Segment(e.offset, e.offset + e.numel, rates.get(e.name, default)) for e in dictionary.scope)
 
 
-def mask_rule(config: "TrajectoryConfig", dictionary) -> Control:
+def mask_rule(config: Config, dictionary) -> Control:
     """The next-mask rule of one trajectory (config and dictionary fixed): its control, built over
     the segments it prunes by."""
     return control_of(config.control)(config, dictionary, layer_segments(config, dictionary))
