@@ -33,6 +33,7 @@ from glth_core import dictionaries
 from glth_core.dictionaries import varies_with_seed
 from orchestrator import atomic
 from orchestrator.axes import with_axes
+from orchestrator.layout import SweepDir
 from orchestrator.results import CURVE, curve_rows, is_strong_search, summarize, thresholds
 
 ANALYSIS_FILE = "analysis.parquet"
@@ -109,10 +110,8 @@ def group_mask(config: dict, mask: torch.Tensor) -> torch.Tensor | None:
     return mask.view(d_out, d_in).any(dim=0)
 
 
-def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
-    """Mask overlap across seeds per curve × round (see the module doc)."""
-    from orchestrator.layout import SweepDir
-
+def overlap(rows: pd.DataFrame, sweep_dir: SweepDir) -> pd.DataFrame:
+    """Mask overlap across seeds per curve × round (see the module doc); the tickets from ``sweep_dir``."""
     ok = curve_rows(rows)
     out = []
     for key, curve in ok.groupby(CURVE, sort=True, dropna=False):
@@ -122,7 +121,7 @@ def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
         tickets = {}
         if same_basis and len(configs) > 1:
             for tid in configs:
-                tickets[tid] = SweepDir.at(sweep_dir).tickets(tid)
+                tickets[tid] = sweep_dir.tickets(tid)
                 if not tickets[tid]:
                     print(f"[glth] analysis: trial {tid} has no tickets; left out of the mask overlap", file=sys.stderr)
         for rnd in sorted(curve["round"].unique()):
@@ -145,7 +144,7 @@ def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
 
 # -- the whole analysis ----------------------------------------------------------------------------
 def analyze(
-    rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.005, select_on: str = "val"
+    rows: pd.DataFrame, sweep_dir: SweepDir | None = None, delta: float = 0.005, select_on: str = "val"
 ) -> Analysis:
     """Thresholds, peaks and (when ``sweep_dir`` holds the tickets) mask overlap of a sweep's rows.
     ``delta`` is in accuracy units (0.005 = 0.5 points); ``select_on`` the split that chooses."""
@@ -159,7 +158,7 @@ def analyze(
         from orchestrator.baseline_overlap import baseline_overlap
 
         summary = summary.merge(overlap(rows, sweep_dir), on=[*CURVE, "round"], how="left")
-        summary = summary.merge(baseline_overlap(rows, Path(sweep_dir)), on=[*CURVE, "round"], how="left")
+        summary = summary.merge(baseline_overlap(rows, sweep_dir), on=[*CURVE, "round"], how="left")
     curves = thresholds(summary, delta)
     if not is_strong_search(rows):  # kinds without a dense baseline have no threshold to be unsure of
         curves = curves.merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
@@ -177,8 +176,8 @@ def analyze(
     return Analysis(summary, curves, delta)
 
 
-def write(analysis: Analysis, sweep_dir: Path) -> Path:
-    path = Path(sweep_dir) / ANALYSIS_FILE
+def write(analysis: Analysis, out_dir: Path) -> Path:
+    path = Path(out_dir) / ANALYSIS_FILE
     with atomic.writing(path) as tmp:
         analysis.table().to_parquet(tmp, index=False)
     return path
@@ -307,8 +306,7 @@ def log_to_mlflow(
 
 def publish(
     rows: pd.DataFrame,
-    sweep_dir: Path | str,
-    sweep_id: str,
+    sweep_dir: SweepDir,
     experiment: str,
     tracking_uri: str | None,
     delta: float = 0.005,
@@ -316,13 +314,14 @@ def publish(
     out_dir: Path | None = None,
 ) -> Analysis:
     """Analyze, write ``analysis.parquet`` and log it to MLflow (metrics, the file, and the
-    per-curve table as an MLflow table); a missing store only warns. ``sweep_dir`` (a path or URI)
-    holds the tickets; ``out_dir`` is where analysis.parquet goes (default ``sweep_dir``, which must
+    per-curve table as an MLflow table); a missing store only warns. ``sweep_dir`` holds the
+    tickets; ``out_dir`` is where analysis.parquet goes (default the sweep directory, which must
     then be local; the CLI passes ./glth-outputs/<sweep_id> for a sweep on an object store)."""
     from orchestrator.sinks import mlflow as mlflow_sink
 
+    sweep_id = sweep_dir.sweep_id
     analysis = analyze(rows, sweep_dir, delta, select_on)
-    path = write(analysis, out_dir if out_dir is not None else sweep_dir)
+    path = write(analysis, out_dir if out_dir is not None else Path(sweep_dir.store.root))
     if tracking_uri:
         try:
             if log_to_mlflow(analysis, sweep_id, experiment, tracking_uri, [path]) is None:
@@ -337,15 +336,12 @@ def publish(
     return analysis
 
 
-def experiment_of(sweep_dir: Path | str) -> str:
-    """The MLflow experiment a sweep logs to (its spec.yaml's ``experiment``, default glth);
-    ``sweep_dir`` a path or URI."""
+def experiment_of(sweep_dir: SweepDir) -> str:
+    """The MLflow experiment a sweep logs to (its spec.yaml's ``experiment``, default glth)."""
     import yaml
 
-    from orchestrator.layout import SweepDir
-
     try:
-        raw = yaml.safe_load(SweepDir.at(sweep_dir).spec_text()) or {}
+        raw = yaml.safe_load(sweep_dir.spec_text()) or {}
     except (OSError, yaml.YAMLError):
         return "glth"
     profile = (raw.get("profiles") or {}).get(raw.get("profile")) or {}

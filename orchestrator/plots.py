@@ -27,6 +27,7 @@ from scipy import stats  # noqa: E402
 
 from glth_core import controls  # noqa: E402
 from orchestrator.axes import with_axes  # noqa: E402
+from orchestrator.layout import SweepDir  # noqa: E402
 from orchestrator.results import CURVE, curve_label, is_strong_search, summarize, threshold_index, varying  # noqa: E402
 
 CHANNEL_NAMES = {1: ("",), 3: ("R", "G", "B")}
@@ -416,7 +417,7 @@ def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float, se
 
 def plot_sweep(
     rows: pd.DataFrame,
-    sweep_dir: Path | str,
+    sweep_dir: SweepDir,
     round_: int | None = None,
     log_remaining: bool = False,
     delta: float = 0.005,
@@ -427,11 +428,10 @@ def plot_sweep(
     out_dir: Path | None = None,
 ) -> list[Path]:
     """Every figure that applies to the sweep, under ``out_dir`` (default ``sweep_dir/plots``, the
-    sweep then local); returns the PNGs written. ``sweep_dir`` (a path or URI) holds the tickets."""
-    from orchestrator.layout import SweepDir
+    sweep then local); returns the PNGs written. ``sweep_dir`` holds the tickets."""
     from orchestrator.plots_layers import plot_layers
 
-    out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "plots"
+    out = Path(out_dir) if out_dir is not None else Path(sweep_dir.store.root) / "plots"
     rows = with_axes(rows)  # once, over every trial: each figure draws the same curves
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     ok = ok.assign(**{k: "none" for k in ("control",) if k not in ok})
@@ -459,7 +459,7 @@ def plot_sweep(
         maps, labels = [], []
         for r in seeds.itertuples():
             try:
-                ticket = SweepDir.at(sweep_dir).tickets(r.trial_id).get(rnd)
+                ticket = sweep_dir.tickets(r.trial_id).get(rnd)
             except FileNotFoundError:
                 ticket = None
             if ticket is None:
