@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.storage import DEFAULT as STORAGE_DEFAULT
-from orchestrator.storage import ENV as STORAGE_ENV
 from orchestrator.storage import Storage, StorageError
+from orchestrator.storage_setting import DEFAULT as STORAGE_DEFAULT
+from orchestrator.storage_setting import ENV as STORAGE_ENV
 
 EXIT_BAD_INPUT = 2
 #: ``glth run``: every trial of the sweep failed, so there is nothing to analyse (1: some failed)
@@ -159,7 +159,7 @@ def _match(key: str, names: list[str], spec_name, root) -> str:
 
 def _remote(what: str, fn):
     """``fn()``, an object store's OSError (no such bucket, refused credentials) as one line."""
-    from orchestrator.storage import aws_cause
+    from orchestrator.storage_check import aws_cause
 
     try:
         return fn()

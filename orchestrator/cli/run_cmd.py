@@ -199,7 +199,7 @@ def _node_reads(storage, name: str, token: str) -> tuple[str, str | None]:
     """On one node: (its address, None if it reads ``token`` from ``name`` in ``storage``, else why not)."""
     import ray
 
-    from orchestrator.storage import aws_cause
+    from orchestrator.storage_check import aws_cause
 
     ip = ray.util.get_node_ip_address()
     try:
