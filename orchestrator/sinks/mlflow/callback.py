@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from ray.tune import Callback
 
 from orchestrator.sinks.mlflow import curves
-from orchestrator.sinks.mlflow.client import MlflowUnavailable, _children, _find_or_create_child, _guard, client
+from orchestrator.sinks.mlflow.client import _children, _find_or_create_child, client
+from orchestrator.sinks.mlflow.guard import MlflowUnavailable, _guard
 from orchestrator.sinks.mlflow.sync import (
     _end_tags,
     _finish,
