@@ -126,6 +126,7 @@ def glth_run(spec: dict, tmp: Path):
     """(rows, {trial_id: [driver log time of round r, …]}, wall seconds) of one ``glth run``."""
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
     from orchestrator.sinks.mlflow.client import TAG_ROLE, TAG_TRIAL
 
@@ -147,7 +148,7 @@ def glth_run(spec: dict, tmp: Path):
     if proc.returncode != 0:
         raise SystemExit(f"round: glth run failed ({proc.returncode}): {(tmp / 'glth.log').read_text()[-2000:]}")
     (sweep_dir,) = [d for d in (tmp / "out").iterdir() if d.is_dir()]
-    rows = parquet.read_rounds(tmp / "out", sweep_dir.name)
+    rows = parquet.read_rounds(SweepDir.under(tmp / "out", sweep_dir.name))
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(spec["experiment"])
     logged = {}

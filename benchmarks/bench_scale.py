@@ -89,6 +89,7 @@ class Sampler(threading.Thread):
 def run_sampled(spec: dict, tmp: Path) -> dict:
     """``glth run`` of ``spec`` in ``tmp`` with its driver sampled: wall, driver CPU, peak RSS, rows."""
     from orchestrator import spec as specs
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
 
     path = tmp / f"{spec['name']}.yaml"
@@ -111,7 +112,7 @@ def run_sampled(spec: dict, tmp: Path) -> dict:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"scale: glth run failed ({proc.returncode}): {err[-2000:]}")
-    rows = parquet.read_rounds(tmp / "runs", sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(tmp / "runs", sweep_id))
     return {
         "wall": wall,
         "driver_cpu": sampler.cpu,
@@ -181,6 +182,7 @@ def one_size(n: int, fixed: dict, parallel: int, reads: bool = True) -> dict:
 
 def read_sweep(trials: int, rounds: int, s3: bool = True) -> dict:
     """``glth results`` on a synthetic sweep, local and (``s3``) on the loopback S3 server."""
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
 
     out = {"synthetic_trials": trials, "synthetic_rounds": rounds}
@@ -189,7 +191,7 @@ def read_sweep(trials: int, rounds: int, s3: bool = True) -> dict:
         t0 = time.perf_counter()
         sweep_id = synthetic_sweep.write(tmp / "runs", "scale-read", trials, rounds)
         out["synthetic_write_s"] = time.perf_counter() - t0
-        out["synthetic_rows"] = len(parquet.read_rounds(tmp / "runs", sweep_id))
+        out["synthetic_rows"] = len(parquet.read_rounds(SweepDir.under(tmp / "runs", sweep_id)))
         files = [p for p in (tmp / "runs" / sweep_id).rglob("*") if p.is_file()]  # before results adds its own
         uri = ["--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
         out["results_local_s"] = timed_cmd(["results", str(tmp / "runs" / sweep_id), *uri], tmp)

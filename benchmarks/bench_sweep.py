@@ -69,6 +69,7 @@ def sweep_spec(name: str, seeds: int, rounds: int, epochs: int, steps: int | Non
 def glth_run(spec: dict, tmp: Path, path: Path | None = None, profile: str | None = None) -> tuple[float, object]:
     """(wall seconds, rows) of ``glth run`` of ``spec`` (written to ``tmp``, or the file ``path``
     whose content ``spec`` is) in ``tmp``: its storage and MLflow there too."""
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
 
     if path is None:
@@ -91,7 +92,7 @@ def glth_run(spec: dict, tmp: Path, path: Path | None = None, profile: str | Non
         raise SystemExit(f"sweep: glth run failed ({done.returncode}): {done.stderr[-2000:]}")
     own = re.compile(re.escape(spec["name"]) + (f"-{re.escape(profile)}" if profile else "") + r"-[0-9a-f]{8}")
     sweep_ids = [d.name for d in (tmp / "runs").iterdir() if d.is_dir() and own.fullmatch(d.name)]
-    return wall, parquet.read_rounds(tmp / "runs", sweep_ids[0])
+    return wall, parquet.read_rounds(SweepDir.under(tmp / "runs", sweep_ids[0]))
 
 
 def eval_seconds_here(repeats: int = 5) -> float:

@@ -80,14 +80,13 @@ def write(storage, name: str, trials: int, rounds: int) -> str:
     from orchestrator import spec as specs
     from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
-    from orchestrator.storage import Storage
 
     text = spec_text(name, trials, rounds)
     sweep = specs.parse(text)
-    root = storage if isinstance(storage, Storage) else Storage.resolve(str(storage))
-    SweepDir(root, sweep.sweep_id).create(sweep.text)
+    where = SweepDir.under(storage, sweep.sweep_id)
+    where.create(sweep.text)
     for t in sweep.trials:
         meta = t.meta(sweep.sweep_id)
         records = [{**meta, **round_row(t.config.seed, float(meta["tau"]), r)} for r in range(rounds)]
-        parquet.write_trial(root, sweep.sweep_id, t.trial_id, t.dictionary_label, records)
+        parquet.write_trial(where, t.trial_id, t.dictionary_label, records)
     return sweep.sweep_id

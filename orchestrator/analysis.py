@@ -24,6 +24,7 @@ from orchestrator.analysis_report import log_to_mlflow
 from orchestrator.axes import with_axes
 from orchestrator.baseline_overlap import baseline_overlap
 from orchestrator.kind_results import measures_threshold
+from orchestrator.layout import SweepDir
 from orchestrator.results import CURVE, summarize, thresholds
 from orchestrator.seed_overlap import overlap
 
@@ -43,7 +44,7 @@ class Analysis:
 
 
 def analyze(
-    rows: pd.DataFrame, sweep_dir: Path | None = None, delta: float = 0.005, select_on: str = "val"
+    rows: pd.DataFrame, sweep_dir: SweepDir | None = None, delta: float = 0.005, select_on: str = "val"
 ) -> Analysis:
     """Thresholds, peaks and (when ``sweep_dir`` holds the tickets) mask overlap of a sweep's rows.
     ``delta`` is in accuracy units (0.005 = 0.5 points); ``select_on`` the split that chooses."""
@@ -55,7 +56,7 @@ def analyze(
         return Analysis(summary, summary[CURVE].assign(seeds=0), delta)  # the summary's column types
     if sweep_dir is not None:
         summary = summary.merge(overlap(rows, sweep_dir), on=[*CURVE, "round"], how="left")
-        summary = summary.merge(baseline_overlap(rows, Path(sweep_dir)), on=[*CURVE, "round"], how="left")
+        summary = summary.merge(baseline_overlap(rows, sweep_dir), on=[*CURVE, "round"], how="left")
     curves = thresholds(summary, delta)
     if measures_threshold(rows):  # kinds without a dense baseline have no threshold to be unsure of
         curves = curves.merge(threshold_uncertainty(rows, delta, select_on), on=CURVE, how="left")
@@ -73,8 +74,8 @@ def analyze(
     return Analysis(summary, curves, delta)
 
 
-def write(analysis: Analysis, sweep_dir: Path) -> Path:
-    path = Path(sweep_dir) / ANALYSIS_FILE
+def write(analysis: Analysis, out_dir: Path) -> Path:
+    path = Path(out_dir) / ANALYSIS_FILE
     with atomic.writing(path) as tmp:
         analysis.table().to_parquet(tmp, index=False)
     return path
@@ -82,8 +83,7 @@ def write(analysis: Analysis, sweep_dir: Path) -> Path:
 
 def publish(
     rows: pd.DataFrame,
-    sweep_dir: Path | str,
-    sweep_id: str,
+    sweep_dir: SweepDir,
     experiment: str,
     tracking_uri: str | None,
     delta: float = 0.005,
@@ -91,13 +91,14 @@ def publish(
     out_dir: Path | None = None,
 ) -> Analysis:
     """Analyze, write ``analysis.parquet`` and log it to MLflow (metrics, the file, and the
-    per-curve table as an MLflow table); a missing store only warns. ``sweep_dir`` (a path or URI)
-    holds the tickets; ``out_dir`` is where analysis.parquet goes (default ``sweep_dir``, which must
+    per-curve table as an MLflow table); a missing store only warns. ``sweep_dir`` holds the
+    tickets; ``out_dir`` is where analysis.parquet goes (default the sweep directory, which must
     then be local; the CLI passes ./glth-outputs/<sweep_id> for a sweep on an object store)."""
     from orchestrator.sinks import mlflow as mlflow_sink
 
+    sweep_id = sweep_dir.sweep_id
     analysis = analyze(rows, sweep_dir, delta, select_on)
-    path = write(analysis, out_dir if out_dir is not None else sweep_dir)
+    path = write(analysis, out_dir if out_dir is not None else Path(sweep_dir.store.root))
     if tracking_uri:
         try:
             if log_to_mlflow(analysis, sweep_id, experiment, tracking_uri, [path]) is None:
@@ -112,15 +113,12 @@ def publish(
     return analysis
 
 
-def experiment_of(sweep_dir: Path | str) -> str:
-    """The MLflow experiment a sweep logs to (its spec.yaml's ``experiment``, default glth);
-    ``sweep_dir`` a path or URI."""
+def experiment_of(sweep_dir: SweepDir) -> str:
+    """The MLflow experiment a sweep logs to (its spec.yaml's ``experiment``, default glth)."""
     import yaml
 
-    from orchestrator.layout import SweepDir
-
     try:
-        raw = yaml.safe_load(SweepDir.at(sweep_dir).spec_text()) or {}
+        raw = yaml.safe_load(sweep_dir.spec_text()) or {}
     except (OSError, yaml.YAMLError):
         return "glth"
     profile = (raw.get("profiles") or {}).get(raw.get("profile")) or {}

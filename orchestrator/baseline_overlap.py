@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 
 from glth_core import controls
 from glth_core.controls.structured import Structured
+from orchestrator.layout import SweepDir
 from orchestrator.results import CURVE, curve_rows
 from orchestrator.seed_overlap import group_mask, jaccard
 
@@ -26,10 +26,8 @@ COLUMNS = ["jaccard_vs_structured", "group_jaccard_vs_structured"]
 _TWIN = [k for k in CURVE if k != "control"]
 
 
-def baseline_overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
-    from orchestrator.layout import SweepDir
-
-    where = SweepDir.at(sweep_dir)
+def baseline_overlap(rows: pd.DataFrame, where: SweepDir) -> pd.DataFrame:
+    """Per curve × round, the overlap of its tickets (in ``where``) with their structured twins'."""
     ok = curve_rows(rows)
     out = []
     if "control" not in ok or not (ok["control"] == BASELINE).any():

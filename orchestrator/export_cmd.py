@@ -26,6 +26,7 @@ from glth_core import export as gexport
 from glth_core.flops import count_flops
 from orchestrator import atomic
 from orchestrator.analysis import experiment_of
+from orchestrator.layout import SweepDir
 
 #: exported and masked outputs must agree to this (float32 sums over up to d_in terms)
 TOLERANCE = 1e-4
@@ -66,7 +67,7 @@ def _accuracy(module, x, y, batch: int = 2048) -> float:
 
 
 def export_trial(
-    sweep_dir: Path | str,
+    sweep_dir: SweepDir,
     rows,
     trial_key: str,
     round_: int | None,
@@ -82,11 +83,11 @@ def export_trial(
     """Export one round's ticket to ``out`` (+ ``out.json``); returns the metadata written.
     ``to_mlflow``: also log the module as an MLflow model (input example, signature) on the
     trial's child run."""
-    from orchestrator.layout import LayoutError, SweepDir
+    from orchestrator.layout import LayoutError
 
     trial_id = pick_trial(rows, trial_key)
     trial_rows = rows[(rows["trial_id"] == trial_id) & (rows["status"] == "ok")].sort_values("round")
-    where = SweepDir.at(sweep_dir)
+    where = sweep_dir
     try:
         where.check_layout()
     except LayoutError as e:
@@ -220,7 +221,7 @@ def _bench(masked, module, x, repeats: int, threads: int) -> dict:
 
 
 def _log_bench(
-    sweep_dir: Path | str, sweep_id: str, trial_id: str, rnd: int, meta: dict, meta_path: Path, tracking_uri: str, log
+    sweep_dir: SweepDir, sweep_id: str, trial_id: str, rnd: int, meta: dict, meta_path: Path, tracking_uri: str, log
 ) -> None:
     from orchestrator.sinks import mlflow as mlflow_sink
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,9 @@ class SweepDir:
 
     @classmethod
     def at(cls, location) -> "SweepDir":
-        """The sweep directory at a path or URI (``glth-runs/<sweep_id>``, ``s3://b/p/<sweep_id>``)."""
+        """The sweep directory at a path or URI (``glth-runs/<sweep_id>``, ``s3://b/p/<sweep_id>``):
+        for the entry points that are given one (the CLI, ``run_sweep``); what they call takes the
+        ``SweepDir`` itself."""
         if isinstance(location, SweepDir):
             return location
         text = str(location).rstrip("/")
@@ -83,9 +86,27 @@ class SweepDir:
             parent, name = str(path.parent), path.name
         return cls(Storage.resolve(parent), name)
 
+    @classmethod
+    def under(cls, storage, sweep_id: str) -> "SweepDir":
+        """The sweep ``sweep_id`` under ``storage``: a ``Storage``, or a storage setting (a path or
+        URI; None: ``$GLTH_STORAGE``, else ``./glth-runs``). For entry points, as ``at``."""
+        root = storage if isinstance(storage, Storage) else Storage.resolve(None if storage is None else str(storage))
+        return cls(root, sweep_id)
+
     @property
     def uri(self) -> str:
         return self.store.uri
+
+    @property
+    def location(self) -> Path | str:
+        """Where it is, as a person names it: a local Path, or the URI on an object store."""
+        return Path(self.store.root) if self.store.is_local else self.store.uri
+
+    def siblings(self) -> Iterator["SweepDir"]:
+        """The other sweeps on the same storage that have rows (where a finished trial is reused from)."""
+        for name in self.storage.list():
+            if name != self.sweep_id and self.storage.exists(f"{name}/{ROUNDS}"):
+                yield SweepDir(self.storage, name)
 
     # -- the sweep --------------------------------------------------------------------------
     def create(self, spec_text: str, tracking_uri: str | None = None) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from orchestrator.axes import with_axes
 from orchestrator.kind_results import results_of
+from orchestrator.layout import SweepDir
 from orchestrator.plots_construct import construct_vs_n
 from orchestrator.plots_curves import accuracy_vs_compression, rank_vs_round
 from orchestrator.plots_inputs import input_maps
@@ -29,7 +30,7 @@ class PlotRequest:
     """What ``glth plot`` asks of every figure: where the tickets are and the PNGs go, and the
     options of the curves' figures."""
 
-    sweep_dir: Path | str  # a path or URI: it holds the tickets
+    sweep_dir: SweepDir  # it holds the tickets
     out: Path
     round_: int | None = None
     log_remaining: bool = False
@@ -65,7 +66,7 @@ FIGURES: dict[str, Callable[[pd.DataFrame, PlotRequest], list[Path]]] = {
 
 def plot_sweep(
     rows: pd.DataFrame,
-    sweep_dir: Path | str,
+    sweep_dir: SweepDir,
     round_: int | None = None,
     log_remaining: bool = False,
     delta: float = 0.005,
@@ -76,8 +77,8 @@ def plot_sweep(
     out_dir: Path | None = None,
 ) -> list[Path]:
     """Every figure that applies to the sweep, under ``out_dir`` (default ``sweep_dir/plots``, the
-    sweep then local); returns the PNGs written. ``sweep_dir`` (a path or URI) holds the tickets."""
-    out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "plots"
+    sweep then local); returns the PNGs written. ``sweep_dir`` holds the tickets."""
+    out = Path(out_dir) if out_dir is not None else Path(sweep_dir.store.root) / "plots"
     rows = with_axes(rows)  # once, over every trial: each figure draws the same curves
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     ok = ok.assign(**{k: "none" for k in ("control",) if k not in ok})

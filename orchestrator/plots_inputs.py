@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from glth_core import controls
+from orchestrator.layout import SweepDir
 from orchestrator.plots_style import plt, save
 from orchestrator.results import CURVE, curve_label, summarize, threshold_index, varying
 
@@ -161,7 +162,7 @@ def _chosen_round(curve_rows: pd.DataFrame, round_: int | None, delta: float, se
 
 def input_maps(
     ok: pd.DataFrame,
-    sweep_dir: Path | str,
+    sweep_dir: SweepDir,
     out: Path,
     round_: int | None = None,
     delta: float = 0.005,
@@ -171,8 +172,7 @@ def input_maps(
 ) -> list[Path]:
     """Figs. 3 and 4 for each IMP curve of ``ok`` (the ok rows, with their axes) whose dictionary is
     a bottleneck on the image input, at ``round_`` (default: the curve's winning-ticket round), from
-    the tickets under ``sweep_dir``; one DCT basis grid for the first DCT curve."""
-    from orchestrator.layout import SweepDir
+    the tickets in ``sweep_dir``; one DCT basis grid for the first DCT curve."""
 
     written = []
     basis_done = False
@@ -186,7 +186,7 @@ def input_maps(
         maps, labels = [], []
         for r in seeds.itertuples():
             try:
-                ticket = SweepDir.at(sweep_dir).tickets(r.trial_id).get(rnd)
+                ticket = sweep_dir.tickets(r.trial_id).get(rnd)
             except FileNotFoundError:
                 ticket = None
             if ticket is None:

@@ -14,13 +14,13 @@ import itertools
 import json
 import math
 import sys
-from pathlib import Path
 
 import pandas as pd
 import torch
 
 from glth_core import dictionaries
 from glth_core.dictionaries import varies_with_seed
+from orchestrator.layout import SweepDir
 from orchestrator.results import CURVE, curve_rows
 
 OVERLAP = [
@@ -83,10 +83,8 @@ def group_mask(config: dict, mask: torch.Tensor) -> torch.Tensor | None:
     return mask.view(d_out, d_in).any(dim=0)
 
 
-def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
-    """Mask overlap across seeds per curve × round (see the module doc)."""
-    from orchestrator.layout import SweepDir
-
+def overlap(rows: pd.DataFrame, sweep_dir: SweepDir) -> pd.DataFrame:
+    """Mask overlap across seeds per curve × round (see the module doc); the tickets from ``sweep_dir``."""
     ok = curve_rows(rows)
     out = []
     for key, curve in ok.groupby(CURVE, sort=True, dropna=False):
@@ -96,7 +94,7 @@ def overlap(rows: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
         tickets = {}
         if same_basis and len(configs) > 1:
             for tid in configs:
-                tickets[tid] = SweepDir.at(sweep_dir).tickets(tid)
+                tickets[tid] = sweep_dir.tickets(tid)
                 if not tickets[tid]:
                     print(f"[glth] analysis: trial {tid} has no tickets; left out of the mask overlap", file=sys.stderr)
         for rnd in sorted(curve["round"].unique()):

@@ -1,14 +1,9 @@
 """Where a sweep lives: a local directory, a filesystem every node mounts, or an S3 prefix.
 
-One ``storage`` setting names it (spec key / ``--storage`` / env ``GLTH_STORAGE``, default
-``glth-runs``): a plain path or ``file:///abs/path`` (local or EFS/NFS), or ``s3://bucket/prefix``.
-Everything of a sweep is read and written through a :class:`Storage`, over a pyarrow filesystem,
-so the same code serves a laptop and a cluster whose nodes share no disk.
-
-S3 credentials come only from the AWS chain (environment, ``~/.aws``, the instance profile), never
-from the setting; the endpoint from ``GLTH_S3_ENDPOINT``, ``AWS_ENDPOINT_URL_S3`` or
-``AWS_ENDPOINT_URL`` (an S3-compatible server; unset on AWS), the region from ``AWS_REGION`` /
-``AWS_DEFAULT_REGION`` or else the bucket's own.
+The ``storage`` setting (a path, ``file://``, ``s3://``) is read by ``orchestrator.storage_setting``;
+``check_writable`` is ``orchestrator.storage_check``'s. Everything of a sweep is read and written
+through a :class:`Storage`, over a pyarrow filesystem, so the same code serves a laptop and a
+cluster whose nodes share no disk.
 
 Atomic writes, per backend: a reader sees the old object or the new one, never part of one.
 - local: orchestrator.atomic (a hidden temporary name in the same directory, fsync, rename);
@@ -21,10 +16,6 @@ Atomic writes, per backend: a reader sees the old object or the new one, never p
 
 from __future__ import annotations
 
-import os
-import re
-import secrets
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -32,34 +23,11 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator import atomic
+from orchestrator import atomic, storage_setting
+from orchestrator.storage_check import check_writable
+from orchestrator.storage_setting import StorageError
 
-ENV = "GLTH_STORAGE"
-DEFAULT = "glth-runs"
-ALLOWED = "a local path, file://, s3://"
-ENDPOINT_ENVS = ("GLTH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_AWS_ERROR = re.compile(r"AWS Error (\w+) during (\w+) operation: ?(.*?)\s*(?:\(Request ID: [^)]*\))?\s*$", re.S)
-_REFUSED = {
-    "ACCESS_DENIED": "access denied (credentials refused, or no permission)",
-    "INVALID_ACCESS_KEY_ID": "credentials refused: the access key id is unknown",
-    "SIGNATURE_DOES_NOT_MATCH": "credentials refused: the secret key does not match",
-    "EXPIRED_TOKEN": "credentials refused: the session token has expired",
-    "INVALID_TOKEN": "credentials refused: invalid session token",
-}
-
-
-class StorageError(ValueError):
-    """Bad storage setting or unusable storage: one line naming the setting and the cause."""
-
-
-def _endpoint() -> str | None:
-    return next((os.environ[k] for k in ENDPOINT_ENVS if os.environ.get(k)), None)
-
-
-def _region() -> str | None:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+__all__ = ["Storage", "StorageError"]
 
 
 def _rel(parts: tuple[str, ...]) -> str:
@@ -69,19 +37,6 @@ def _rel(parts: tuple[str, ...]) -> str:
     if segs and (parts[0].startswith("/") or any(s in ("", ".", "..") for s in segs)):
         raise ValueError(f"storage path {'/'.join(map(str, parts))!r} is not a plain relative path")
     return "/".join(segs)
-
-
-def aws_cause(e: OSError) -> str:
-    """One line out of pyarrow's AWS error text."""
-    m = _AWS_ERROR.search(str(e))
-    if not m:
-        return " ".join(str(e).split())
-    code, op, msg = m.groups()
-    if code in _REFUSED:
-        return f"{_REFUSED[code]} ({op})"
-    if code == "NETWORK_CONNECTION":
-        return f"cannot reach the S3 endpoint ({' '.join(msg.split())[:200]})"
-    return f"{code} during {op}: {' '.join(msg.split())[:200]}"
 
 
 class Storage:
@@ -97,37 +52,9 @@ class Storage:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def resolve(cls, setting: str | None = None) -> "Storage":
-        """The storage named by ``setting``, else env GLTH_STORAGE, else ``glth-runs`` (in the cwd)."""
-        raw = setting if setting is not None else (os.environ.get(ENV) or DEFAULT)
-        value = str(raw).strip()
-        if not value:
-            raise StorageError(f"storage: {raw!r}: empty; allowed: {ALLOWED}")
-        m = _SCHEME.match(value)
-        if not m:
-            return cls("file", str(Path(value).expanduser().resolve()))
-        scheme = m.group(1).lower()
-        if scheme not in ("file", "s3"):
-            raise StorageError(f"storage: {value!r}: unknown scheme; allowed: {ALLOWED}")
-        parts = urlsplit(value)
-        if scheme == "file":
-            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/") or parts.query:
-                raise StorageError(f"storage: {value!r}: file:// takes an absolute path (file:///abs/path)")
-            return cls("file", str(Path(parts.path).resolve()))
-        if "@" in parts.netloc:  # never echo what may be a secret
-            raise StorageError(
-                "storage: s3://…@…: credentials are never read from the storage setting; "
-                "use the AWS chain (environment, ~/.aws, instance profile)"
-            )
-        if parts.query or parts.fragment:
-            raise StorageError(
-                f"storage: {value!r}: no query options; the endpoint comes from {' / '.join(ENDPOINT_ENVS)}"
-            )
-        bucket, prefix = parts.netloc, "/".join(s for s in parts.path.split("/") if s)
-        if not _BUCKET.fullmatch(bucket):
-            raise StorageError(f"storage: {value!r}: {bucket!r} is not a valid S3 bucket name")
-        if any(s in (".", "..") for s in prefix.split("/")):
-            raise StorageError(f"storage: {value!r}: '.' and '..' are not allowed in an S3 prefix")
-        return cls("s3", f"{bucket}/{prefix}" if prefix else bucket, _endpoint(), _region())
+        """The storage named by ``setting``, else env GLTH_STORAGE, else ``glth-runs`` (in the cwd);
+        StorageError, one line, for a bad setting (``orchestrator.storage_setting``)."""
+        return cls(*storage_setting.parse(setting))
 
     def child(self, *parts: str) -> "Storage":
         rel = _rel(parts)
@@ -179,7 +106,7 @@ class Storage:
         if self.endpoint:
             ep = urlsplit(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
             kw.update(endpoint_override=ep.netloc, scheme=ep.scheme or "https")
-        region = self.region or _region()
+        region = self.region or storage_setting.region()
         if region is None and not self.endpoint:
             try:
                 region = pafs.resolve_s3_region(self.bucket)
@@ -273,51 +200,6 @@ class Storage:
         )
 
     # -- checks ---------------------------------------------------------------------------------
-    def _refuse(self, cause: str) -> StorageError:
-        return StorageError(f"storage: {self.uri}: {cause}")
-
     def check_writable(self) -> None:
-        """Refuse (StorageError, one line) a root that cannot be written; writes nothing locally.
-
-        Local: the root, or if it does not exist yet its parent (which must exist: an unmounted
-        ``/mnt/efs/…`` is refused rather than made on the local disk), must be a directory this
-        process may write, on a filesystem mounted read-write. S3: the bucket must exist and a
-        probe object must be put and deleted under the prefix.
-        """
-        if self.is_local:
-            self._check_local()
-        else:
-            self._check_s3()
-
-    def _check_local(self) -> None:
-        root = Path(self.root)
-        if root.exists() or root.is_symlink():
-            if not root.is_dir():
-                raise self._refuse("exists and is not a directory")
-            target = root
-        else:
-            target = root.parent
-            if not target.is_dir():
-                what = "is not a directory" if target.exists() else "does not exist"
-                raise self._refuse(f"parent directory {target} {what}")
-        if os.statvfs(target).f_flag & os.ST_RDONLY:
-            raise self._refuse(f"{target} is on a read-only filesystem")
-        if not os.access(target, os.W_OK | os.X_OK):
-            raise self._refuse(f"{target} is not writable (permission denied)")
-
-    def _check_s3(self) -> None:
-        try:
-            info = self.filesystem.get_file_info(self.bucket)
-        except OSError as e:
-            raise self._refuse(aws_cause(e)) from None
-        if info.type == pafs.FileType.NotFound:
-            raise self._refuse(f"bucket {self.bucket!r} does not exist")
-        probe = self.fs_path(f".glth-probe-{secrets.token_hex(6)}")
-        try:
-            self._put(probe, b"glth storage probe\n")
-        except OSError as e:
-            raise self._refuse(f"cannot write: {aws_cause(e)}") from None
-        try:
-            self.filesystem.delete_file(probe)
-        except OSError as e:
-            raise self._refuse(f"cannot delete the probe object {probe}: {aws_cause(e)}") from None
+        """Refuse (StorageError, one line) a root that cannot be written (``orchestrator.storage_check``)."""
+        check_writable(self)

@@ -32,7 +32,6 @@ from orchestrator.sinks import parquet
 from orchestrator.sinks.mlflow.callback import MlflowWriter
 from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.spec import Sweep, seed_sets
-from orchestrator.storage import Storage
 from orchestrator.trainable import run_tune_trial
 from orchestrator.tune_trial import TrialCarry
 
@@ -60,14 +59,22 @@ def git_commit() -> str:
 
 @dataclass
 class SweepResult:
-    sweep_id: str
-    out_dir: Path | str  # the sweep directory (a local path, or a URI on an object store)
+    sweep_dir: SweepDir
     parent_run_id: str | None
     computed: int
     reused: int
     failed: list[str]
     experiment_id: str | None = None
     tracking_uri: str | None = None
+
+    @property
+    def sweep_id(self) -> str:
+        return self.sweep_dir.sweep_id
+
+    @property
+    def out_dir(self) -> Path | str:
+        """The sweep directory as a person names it: a local path, or a URI on an object store."""
+        return self.sweep_dir.location
 
     @property
     def mlflow_url(self) -> str | None:
@@ -78,25 +85,28 @@ class SweepResult:
         return f"{str(self.tracking_uri).rstrip('/')}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
 
 
-def as_storage(out_dir) -> Storage:
-    return out_dir if isinstance(out_dir, Storage) else Storage.resolve(None if out_dir is None else str(out_dir))
+def sweep_dir_of(sweep: Sweep, storage=None) -> SweepDir:
+    """The sweep's directory, resolved here once: ``storage`` a ``Storage``, a path or a URI (else
+    the spec's ``storage:``, else ``$GLTH_STORAGE``, else ``./glth-runs``), or the ``SweepDir``."""
+    if isinstance(storage, SweepDir):
+        return storage
+    return SweepDir.under(storage if storage is not None else sweep.spec.storage, sweep.sweep_id)
 
 
-def _reuse_completed(sweep: Sweep, storage: Storage, force: bool) -> set[str]:
-    """Trial ids with complete rows here or in another sweep on ``storage`` (copied in)."""
+def _reuse_completed(sweep: Sweep, here: SweepDir, force: bool) -> set[str]:
+    """Trial ids with complete rows here or in another sweep on the same storage (copied in)."""
     if force:
         return set()
-    done = parquet.completed_trials(storage, sweep.sweep_id)
+    done = parquet.completed_trials(here)
     wanted = {t.trial_id: t for t in sweep.trials}
-    here = SweepDir(storage, sweep.sweep_id)
-    for other in storage.list():
-        if other == sweep.sweep_id or not wanted.keys() - done or not storage.exists(f"{other}/rounds"):
-            continue
-        for tid in parquet.completed_trials(storage, other) & (wanted.keys() - done):
-            df = parquet.read_rounds(storage, other, skip_damaged=True)
+    for other in here.siblings():
+        if not wanted.keys() - done:
+            break
+        for tid in parquet.completed_trials(other) & (wanted.keys() - done):
+            df = parquet.read_rounds(other, skip_damaged=True)
             rows = df[df.trial_id == tid].assign(sweep_id=sweep.sweep_id).to_dict("records")
-            here.copy_tickets(SweepDir(storage, other), tid)
-            parquet.write_trial(storage, sweep.sweep_id, tid, rows[0]["dictionary"], rows)
+            here.copy_tickets(other, tid)
+            parquet.write_trial(here, tid, rows[0]["dictionary"], rows)
             done.add(tid)
     return done & wanted.keys()
 
@@ -122,7 +132,7 @@ def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
     return info
 
 
-def _mlflow_writer(sweep: Sweep, storage: Storage, info: dict) -> MlflowWriter:
+def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict) -> MlflowWriter:
     """The driver's MLflow writer: child runs per trial, the curves on the parent, live."""
     return MlflowWriter(
         info["tracking_uri"],
@@ -131,7 +141,7 @@ def _mlflow_writer(sweep: Sweep, storage: Storage, info: dict) -> MlflowWriter:
         info["parent_run_id"],
         sweep.sweep_id,
         metas=[t.meta(sweep.sweep_id) for t in sweep.trials],
-        out_dir=storage,
+        sweep_dir=sweep_dir,
     )
 
 
@@ -159,30 +169,29 @@ def run_sweep(
     force: bool = False,
     num_cpus: int | None = None,
 ) -> SweepResult:
-    """Run (or resume) ``sweep``; ``out_dir`` is its storage (a path, a URI, or a ``Storage``).
+    """Run (or resume) ``sweep``; ``out_dir`` is its storage (a path, a URI, or a ``Storage``; see
+    ``sweep_dir_of``), resolved here once into the ``SweepDir`` everything below is handed.
     Under the sweep's lease (``orchestrator.lease``: one driver per sweep; LeaseHeld if another
     driver runs it now)."""
-    storage = as_storage(out_dir if out_dir is not None else sweep.spec.storage)
-    with lease.hold(storage.child(sweep.sweep_id)):
-        return _run_leased(sweep, storage, tracking_uri, address, force, num_cpus)
+    sweep_dir = sweep_dir_of(sweep, out_dir)
+    with lease.hold(sweep_dir.store):
+        return _run_leased(sweep, sweep_dir, tracking_uri, address, force, num_cpus)
 
 
 def _run_leased(
-    sweep: Sweep, out_dir, tracking_uri: str | None, address: str | None, force: bool, num_cpus: int | None
+    sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str | None, address: str | None, force: bool, num_cpus: int | None
 ) -> SweepResult:
-    storage = as_storage(out_dir if out_dir is not None else sweep.spec.storage)
-    sweep_dir = SweepDir(storage, sweep.sweep_id)
     tracking_uri = absolute_uri(tracking_uri or default_tracking_uri())
     sweep_dir.create(sweep.text, tracking_uri)
     if force:
         sweep_dir.clear_states()
-    for uri, cause in parquet.drop_damaged(storage, sweep.sweep_id).items():
+    for uri, cause in parquet.drop_damaged(sweep_dir).items():
         print(
             f"[glth] rows file {uri} unreadable ({cause}): removed; this run rebuilds it from its trial's resume state",
             file=sys.stderr,
         )
 
-    done = _reuse_completed(sweep, storage, force)
+    done = _reuse_completed(sweep, sweep_dir, force)
     pending = [t for t in sweep.trials if t.trial_id not in done]
     mlflow_info = _start_mlflow(sweep, tracking_uri)
     progress = Progress(total_trials=len(sweep.trials), rounds=sweep.rounds, already_done=len(done), complete=done)
@@ -198,7 +207,6 @@ def _run_leased(
         res = sweep.spec.resources
         sweep_cfg = {
             "sweep_id": sweep.sweep_id,
-            "storage": storage.uri,
             "threads": max(1, int(res.cpu)),
             "system_metrics": bool(sweep.spec.system_metrics),
         }
@@ -215,9 +223,10 @@ def _run_leased(
         storage_path, filesystem = sweep_dir.store.tune_storage(TUNE)
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus):
-            # inside the session: with_parameters puts ``live`` in this Ray's object store
+            # inside the session: with_parameters puts ``live`` and the sweep directory in this
+            # Ray's object store (a worker rebuilds the storage's filesystem with its own credentials)
             trainable = tune.with_resources(
-                tune.with_parameters(run_tune_trial, live=live), {"cpu": res.cpu, "gpu": res.gpu}
+                tune.with_parameters(run_tune_trial, live=live, sweep_dir=sweep_dir), {"cpu": res.cpu, "gpu": res.gpu}
             )
             tuner = tune.Tuner(
                 trainable,
@@ -236,8 +245,8 @@ def _run_leased(
                     storage_filesystem=filesystem,
                     verbose=0,
                     callbacks=[
-                        ParquetWriter(storage, sweep.sweep_id),
-                        _mlflow_writer(sweep, storage, mlflow_info),
+                        ParquetWriter(sweep_dir),
+                        _mlflow_writer(sweep, sweep_dir, mlflow_info),
                         progress,
                         Notices(),
                     ],
@@ -247,14 +256,12 @@ def _run_leased(
             tuner.fit()
     # judged by what is on disk, not by Tune's result grid: a trial failed unless all its rows
     # are there and ok (a diverged loss leaves a failed row; a trial out of retries, missing rows)
-    complete = parquet.completed_trials(storage, sweep.sweep_id)
+    complete = parquet.completed_trials(sweep_dir)
     failed = sorted(t.trial_id for t in sweep.trials if t.trial_id not in complete)
 
-    sync_mlflow(sweep, storage, tracking_uri)
-    where = Path(sweep_dir.uri) if storage.is_local else sweep_dir.uri
+    sync_mlflow(sweep, sweep_dir, tracking_uri)
     return SweepResult(
-        sweep.sweep_id,
-        where,
+        sweep_dir,
         mlflow_info["parent_run_id"],
         len(pending),
         len(done),
@@ -264,13 +271,12 @@ def _run_leased(
     )
 
 
-def sync_mlflow(sweep: Sweep, out_dir, tracking_uri: str) -> dict | None:
+def sync_mlflow(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str) -> dict | None:
     """Backfill MLflow from the Parquet rows exactly once; a down server only postpones it."""
-    storage = as_storage(out_dir)
-    df = parquet.read_rounds(storage, sweep.sweep_id)
+    df = parquet.read_rounds(sweep_dir)
     if df.empty:
         return None
-    files = parquet.trial_files(storage, sweep.sweep_id)
+    files = parquet.trial_files(sweep_dir)
     artifacts = {tid: {"rounds.parquet": str(p)} for tid, p in files.items() if isinstance(p, Path)}
     try:
         return mlflow_sink.sync_sweep(

@@ -25,7 +25,6 @@ from ray import tune
 
 from glth_core.train import DivergedError
 from orchestrator.layout import MARKER, BatchState, SweepDir, UnreadableState
-from orchestrator.storage import Storage
 from orchestrator.tune_trial import TrialCarry
 
 
@@ -50,9 +49,10 @@ def _numbers(record: dict) -> dict:
     return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def run_tune_trial(config: dict, live: dict | None = None) -> None:
+def run_tune_trial(config: dict, live: dict | None = None, sweep_dir: SweepDir | None = None) -> None:
     """Tune function trainable. ``config = {"trial": TrialCarry.to_dict(), "sweep": {"sweep_id",
-    "storage", "threads"}}``.
+    "threads"}}``; ``sweep_dir``: the driver's ``SweepDir`` (``tune.with_parameters``), where the
+    tickets and the resume state go.
 
     ``live`` comes from the driver running now (``tune.with_parameters``): ``completed`` trials
     already have all their rows and end at once; ``cwd`` resolves relative data directories.
@@ -65,7 +65,6 @@ def run_tune_trial(config: dict, live: dict | None = None) -> None:
     ids = [t.trial_id for t in members]
     if set(ids) <= set(live.get("completed", ())):
         return
-    sweep_dir = SweepDir(Storage.resolve(sweep["storage"]), sweep["sweep_id"])
     if not sweep_dir.store.exists(MARKER):  # a node that does not share the driver's storage
         raise RuntimeError(
             f"storage {sweep_dir.uri}: node {ray.util.get_node_ip_address()} does not see the sweep "

@@ -78,6 +78,7 @@ def paper_sweep(tmp_path_factory):
     import subprocess
     import sys
 
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
 
     cwd = tmp_path_factory.mktemp("paper_sweep")
@@ -99,6 +100,6 @@ def paper_sweep(tmp_path_factory):
         "sweep_id": sweep_dir.name,
         "sweep_dir": sweep_dir,
         "uri": uri,
-        "rows": parquet.read_rounds(cwd / "out", sweep_dir.name),
+        "rows": parquet.read_rounds(SweepDir.under(cwd / "out", sweep_dir.name)),
         "stdout": proc.stdout,
     }

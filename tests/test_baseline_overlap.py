@@ -47,7 +47,7 @@ def test_overlap_with_the_structured_twin_of_each_seed(tmp_path):
                 where.save_ticket(tid, Ticket(rnd, torch.tensor(keep), torch.zeros(int(keep.sum())), {}))
                 rows.append(_row(tid, control, seed, rnd))
     rows.append(_row("other", "random_mask", 0, 1))  # another control: not a twin
-    got = baseline_overlap(pd.DataFrame(rows), where.store.fs_path())
+    got = baseline_overlap(pd.DataFrame(rows), where)
     assert list(got["round"]) == [0, 1] and (got["control"] == "none").all()
 
     def jac(a, b):
@@ -62,4 +62,4 @@ def test_overlap_with_the_structured_twin_of_each_seed(tmp_path):
 
 def test_no_structured_control_no_columns_filled(tmp_path):
     rows = pd.DataFrame([_row("imp0", "none", 0, 0)])
-    assert baseline_overlap(rows, tmp_path / "s-1").empty
+    assert baseline_overlap(rows, SweepDir.at(tmp_path / "s-1")).empty

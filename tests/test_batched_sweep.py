@@ -8,6 +8,7 @@ import pytest
 from test_sweep import SPEC, glth, metric_steps, mlflow_children
 
 from orchestrator import spec as specs
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ def _run(tmp_path, out: str, extra: str):
     proc = glth("run", f"{out}.yaml", "--out", out, "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_id = next((tmp_path / out).iterdir()).name
-    return parquet.read_rounds(tmp_path / out, sweep_id), uri
+    return parquet.read_rounds(SweepDir.under(tmp_path / out, sweep_id)), uri
 
 
 def test_batched_seeds_equal_separate_trials(tmp_path):
@@ -65,7 +66,7 @@ def test_a_diverging_seed_fails_alone_inside_its_batch(tmp_path):
     uri = f"sqlite:///{tmp_path / 'diverge.db'}"
     proc = glth("run", "diverge.yaml", "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
     sweep_id = next((tmp_path / "out").iterdir()).name
-    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))
     lr = rows.config.map(lambda c: json.loads(c)["train"]["lr"])
     last = rows.sort_values("round").groupby("trial_id").tail(1).set_index("trial_id")
     wild = sorted(set(rows.trial_id[lr > 1]))

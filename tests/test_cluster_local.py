@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from procs import LocalRayCluster, MlflowServer
 from test_sweep import glth, metric_steps, mlflow_children, write_spec
 
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
     print(f"trials ran on nodes: {sorted(nodes)}")
     assert len(nodes) == 2, proc.stderr[-3000:]
     sweep_id = next((tmp_path / "out").iterdir()).name
-    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))
     assert len(rows) == 4 * 2 and not rows.duplicated(["trial_id", "round"]).any()
 
 

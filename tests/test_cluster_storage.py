@@ -242,7 +242,7 @@ def test_a_without_the_check_the_worker_refuses_a_storage_it_cannot_see(cluster,
         tracking_uri=f"sqlite:///{cluster.base / 'lib'}.db",
     )
     assert sorted(result.failed) == sorted(IDS)
-    assert parquet.read_rounds(private, SWEEP.sweep_id).empty
+    assert parquet.read_rounds(SweepDir.under(private, SWEEP.sweep_id)).empty
     assert on_worker(private / SWEEP.sweep_id) == []  # nothing stranded on the worker's disk
     capsys.readouterr()
 
@@ -255,7 +255,7 @@ def shared_run(cluster):
     proc = glth_run(cluster, str(storage), "b")
     assert proc.returncode == 0, proc.stderr_text[-3000:]
     where = SweepDir(Storage.resolve(str(storage)), SWEEP.sweep_id)
-    return {"proc": proc, "storage": storage, "where": where, "rows": parquet.read_rounds(storage, SWEEP.sweep_id)}
+    return {"proc": proc, "storage": storage, "where": where, "rows": parquet.read_rounds(where)}
 
 
 def test_b_shared_directory_completes_on_the_worker(cluster, shared_run, capsys, monkeypatch):
@@ -279,7 +279,7 @@ def test_c_s3_completes_on_the_worker(cluster, shared_run, s3_env, capsys, monke
     assert proc.returncode == 0, proc.stderr_text[-3000:]
     assert nodes_of(proc.stderr_text) == {cluster.worker_nodes[0]}
     where = SweepDir(Storage.resolve(uri), SWEEP.sweep_id)
-    rows = parquet.read_rounds(where.storage, SWEEP.sweep_id)
+    rows = parquet.read_rounds(where)
     exactly_once(rows)
     cols = DETERMINISTIC
     assert rows[cols].equals(shared_run["rows"][cols])  # the same numbers as on a shared disk
@@ -355,7 +355,7 @@ def test_d_worker_node_loss_mid_trial(cluster, shared_run):
     for tid in interrupted:
         assert f"trial {tid} RECOVERING" in err and f"trial {tid} resumed at round {at_loss[tid]} " in err, err[-3000:]
     assert nodes_of(err) <= set(cluster.worker_nodes[-2:]) and cluster.worker_nodes[-2] in nodes_of(err)
-    rows = parquet.read_rounds(storage, SWEEP.sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(storage, SWEEP.sweep_id))
     exactly_once(rows)
     assert rows[DETERMINISTIC].equals(shared_run["rows"][DETERMINISTIC])
     same_tickets(where, shared_run["where"])
@@ -393,7 +393,7 @@ def test_e_local_ray_on_s3_survives_a_driver_kill(cluster, shared_run, s3_env, t
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert not [p.pid for p in family.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    before = parquet.read_rounds(where.storage, SWEEP.sweep_id)
+    before = parquet.read_rounds(where)
     assert 0 < len(before) < len(IDS) * ROUNDS, "the driver was not killed mid-sweep"
     at_kill = _states(where)
     complete = {tid for tid, r in at_kill.items() if (before.trial_id == tid).sum() == ROUNDS}
@@ -405,7 +405,7 @@ def test_e_local_ray_on_s3_survives_a_driver_kill(cluster, shared_run, s3_env, t
     for tid, r in at_kill.items():
         if tid not in complete and 0 < r < ROUNDS:
             assert f"trial {tid} resumed at round {r} " in again.stderr_text, again.stderr_text[-3000:]
-    rows = parquet.read_rounds(where.storage, SWEEP.sweep_id)
+    rows = parquet.read_rounds(where)
     exactly_once(rows)
     assert rows[DETERMINISTIC].equals(shared_run["rows"][DETERMINISTIC])
     same_tickets(where, shared_run["where"])

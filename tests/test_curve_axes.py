@@ -150,13 +150,14 @@ def test_the_mlflow_curve_book_has_one_curve_per_learning_rate(lr_rows):
 def test_a_sweep_of_failed_trials_only_gives_empty_tables(tmp_path):
     from orchestrator import analysis, analysis_report
     from orchestrator.cli.summary import render_failures, render_results
+    from orchestrator.layout import SweepDir
 
     ms = metas()
     nan = dict.fromkeys(
         ["test_accuracy", "val_accuracy", "compression", "density"], float("nan")
     )  # as Parquet has them
     rows = pd.DataFrame([{**m, **nan, "round": 0, "status": "failed: training loss became nan at step 5"} for m in ms])
-    a = analysis.analyze(rows, tmp_path)  # a sweep directory without tickets: there are none
+    a = analysis.analyze(rows, SweepDir.at(tmp_path))  # a sweep directory without tickets: there are none
     assert a.rounds.empty and a.curves.empty and analysis_report.render_curves(a.curves).startswith("(no rows")
     assert render_results(rows).endswith("(no rows: no trial has a round with status ok)")
     assert analysis.write(a, tmp_path).exists()

@@ -107,7 +107,7 @@ def test_glth_export_of_a_strong_sweeps_last_level(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.is_dir()]
-    rows = parquet.read_rounds(tmp_path / "out", sweep_dir.name)
+    rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_dir.name))
     assert len(rows) == 6 and set(rows.kind) == {"strong"}
     for trial_id, trial_rows in rows.groupby("trial_id"):
         last = trial_rows.sort_values("round").iloc[-1]

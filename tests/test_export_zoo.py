@@ -151,6 +151,7 @@ def test_glth_export_bench_times_the_exported_resnet_against_the_dense_one(tmp_p
     network's parameters, latency and FLOPs (no timing is asserted)."""
     import re
 
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
 
     glth = str(Path(sys.executable).with_name("glth"))
@@ -165,7 +166,7 @@ def test_glth_export_bench_times_the_exported_resnet_against_the_dense_one(tmp_p
     )
     assert run.returncode == 0, run.stderr[-3000:]
     (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.is_dir()]
-    (trial,) = parquet.read_rounds(tmp_path / "out", sweep_dir.name).trial_id.unique()
+    (trial,) = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_dir.name)).trial_id.unique()
     out = tmp_path / "ticket.pt"
     argv = [glth, "export", sweep_dir.name, "--trial", trial, "-o", str(out), "--out", "out", "--tracking-uri", uri]
     argv += ["--bench", "--repeats", "3", "--images", "50"]

@@ -38,6 +38,7 @@ from procs import MlflowServer
 
 from glth_core.experiment import TIMING_COLUMNS
 from orchestrator import spec as spec_mod
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
@@ -187,7 +188,7 @@ def sync_counts(stdout: str) -> dict:
 
 def rows_per_trial(out: Path, sweep_id: str) -> dict[str, int]:
     counts = {}
-    for tid, f in parquet.trial_files(out, sweep_id).items():
+    for tid, f in parquet.trial_files(SweepDir.under(out, sweep_id)).items():
         try:
             counts[tid] = pq.read_metadata(f).num_rows
         except (OSError, ValueError):  # replaced between the listing and the read: read it next time
@@ -369,7 +370,7 @@ def reference(tmp_path_factory):
         if run.returncode is None:
             run.wait(timeout=60)
     sweep_s = time.monotonic() - t0
-    rows = parquet.read_rounds(tmp / "out", sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(tmp / "out", sweep_id))
     server.start()
     syncs = [glth("sync", sweep_id, "--out", "out", "--tracking-uri", server.uri, cwd=tmp) for _ in range(2)]
     yield {
@@ -462,7 +463,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
             # of a trial (CheckpointConfig(num_to_keep=2)), so by now it holds one of this trial's
             partial = [t for t, n in counts.items() if 3 <= n <= ROUNDS - 2]
             if complete and partial:
-                mtimes = {t: parquet.trial_files(out, sweep_id)[t].stat().st_mtime_ns for t in complete}
+                mtimes = {t: parquet.trial_files(SweepDir.under(out, sweep_id))[t].stat().st_mtime_ns for t in complete}
                 killed = kill_tree(run.proc.pid)
     finally:
         if killed is None:
@@ -485,7 +486,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     resumed_at = {
         m.group(1): int(m.group(2)) for m in re.finditer(r"trial (\w+) resumed at round (\d+)", resumed.stderr)
     }
-    now = {t: parquet.trial_files(out, sweep_id)[t].stat().st_mtime_ns for t in mtimes}
+    now = {t: parquet.trial_files(SweepDir.under(out, sweep_id))[t].stat().st_mtime_ns for t in mtimes}
     print(
         f"found: resume exit 0, '{computed} trials computed, {reused} reused'; partial trials resumed at "
         f"rounds {resumed_at}; complete trials' Parquet files untouched: {now == mtimes}"
@@ -497,7 +498,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     for t in partial:  # from its checkpoint, not from round 0
         assert t in resumed_at and 1 <= resumed_at[t] <= counts[t], (t, resumed_at, resumed.stderr[-3000:])
 
-    rows = parquet.read_rounds(out, sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(out, sweep_id))
     assert_rows_equal(rows, reference["rows"])
     assert histories(uri, sweep_id) == histories(reference["uri"], sweep_id)
     parent, children = mlflow_runs(uri, sweep_id)
@@ -574,7 +575,7 @@ def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     recovering = run.stderr.count("RECOVERING")
     resumed = re.findall(r"trial (\w+) resumed at round (\d+)", run.stderr)
-    rows = parquet.read_rounds(out, sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(out, sweep_id))
     print(
         f"found: exit 0, {recovering} trial recoveries, resumed at {resumed}, {len(rows)} rows, "
         f"{int(rows.duplicated(['trial_id', 'round']).sum())} duplicate (trial, round) rows"
@@ -626,7 +627,7 @@ def test_mlflow_server_dying_mid_sweep_is_backfilled_by_the_next_run(reference, 
     )
     assert stopped_at is not None, "the sweep never logged to MLflow"
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = parquet.read_rounds(out, sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(out, sweep_id))
     assert len(rows) == ROUNDS and set(rows.status) == {"ok"}
     ref = reference["rows"]
     assert_rows_equal(rows, ref[ref.trial_id.isin(rows.trial_id)].assign(sweep_id=sweep_id))
@@ -670,7 +671,7 @@ def overlap(reference, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("overlap")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     ref_out = reference["tmp"] / "out"
-    ref_files = parquet.trial_files(ref_out, reference["sweep_id"])
+    ref_files = parquet.trial_files(SweepDir.under(ref_out, reference["sweep_id"]))
     ref_mtimes = {t: f.stat().st_mtime_ns for t, f in ref_files.items()}
     same = glth("run", str(reference["spec"]), "--out", str(ref_out), "--tracking-uri", uri, cwd=tmp)
     text = (
@@ -682,7 +683,7 @@ def overlap(reference, tmp_path_factory):
     spec_path = write_spec(tmp, "overlap", text)
     sweep = spec_mod.load(spec_path)
     run = glth("run", str(spec_path), "--out", str(ref_out), "--tracking-uri", uri, cwd=tmp)
-    rows = parquet.read_rounds(ref_out, sweep.sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(ref_out, sweep.sweep_id))
     parent, children = mlflow_runs(uri, sweep.sweep_id)
     return {
         "tmp": tmp,
@@ -752,11 +753,11 @@ def test_complete_trials_are_reused_by_the_same_or_an_overlapping_spec_and_force
     )
     assert {t: f.stat().st_mtime_ns for t, f in overlap["ref_files"].items()} == overlap["ref_mtimes"]
 
-    before = {t: f.stat().st_mtime_ns for t, f in parquet.trial_files(out, sweep.sweep_id).items()}
+    before = {t: f.stat().st_mtime_ns for t, f in parquet.trial_files(SweepDir.under(out, sweep.sweep_id)).items()}
     forced = glth(
         "run", str(overlap["spec"]), "--out", str(out), "--tracking-uri", overlap["uri"], "--force", cwd=overlap["tmp"]
     )
-    after = {t: f.stat().st_mtime_ns for t, f in parquet.trial_files(out, sweep.sweep_id).items()}
+    after = {t: f.stat().st_mtime_ns for t, f in parquet.trial_files(SweepDir.under(out, sweep.sweep_id)).items()}
     rewritten = sorted(t for t in before if after[t] > before[t])
     print(
         f"injected: --force -> '{summary_counts(forced.stdout)[0]} trials computed, "
@@ -765,7 +766,7 @@ def test_complete_trials_are_reused_by_the_same_or_an_overlapping_spec_and_force
     assert forced.returncode == 1  # the diverging points diverge again
     assert summary_counts(forced.stdout) == (4, 0)
     assert rewritten == sorted(before)
-    assert_rows_equal(parquet.read_rounds(out, sweep.sweep_id), rows)
+    assert_rows_equal(parquet.read_rounds(SweepDir.under(out, sweep.sweep_id)), rows)
     assert {t: f.stat().st_mtime_ns for t, f in overlap["ref_files"].items()} == overlap["ref_mtimes"]
     print(
         "found: recomputed rows equal the first ones (all columns but wall_seconds); "

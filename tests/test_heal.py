@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from glth_core.experiment import TIMING_COLUMNS
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
@@ -59,13 +60,13 @@ def sweep(tmp_path_factory):
     first = run(cwd)
     assert first.returncode == 0, first.stderr[-3000:]
     (sweep_dir,) = [d for d in (cwd / "out").iterdir() if d.is_dir()]
-    rows = parquet.read_rounds(cwd / "out", sweep_dir.name)
+    rows = parquet.read_rounds(SweepDir.under(cwd / "out", sweep_dir.name))
     assert len(rows) == TRIALS * ROUNDS and set(rows.status) == {"ok"}
     return {"cwd": cwd, "out": cwd / "out", "sweep_id": sweep_dir.name, "dir": sweep_dir, "rows": rows}
 
 
 def file_of(sweep, trial_id: str) -> Path:
-    return parquet.trial_files(sweep["out"], sweep["sweep_id"])[trial_id]
+    return parquet.trial_files(SweepDir.under(sweep["out"], sweep["sweep_id"]))[trial_id]
 
 
 def trial_rows(sweep, trial_id: str) -> pd.DataFrame:
@@ -92,7 +93,7 @@ def test_a_truncated_rows_file_is_named_by_results_and_it_and_a_missing_one_are_
     assert str(path) in rerun.stderr and "rebuil" in rerun.stderr, rerun.stderr[-3000:]
     for t in (damaged, missing):  # the same rows, timings too: they come from the resume state
         pd.testing.assert_frame_equal(trial_rows(sweep, t), before[t], check_exact=True)
-    assert len(parquet.read_rounds(sweep["out"], sweep["sweep_id"])) == TRIALS * ROUNDS
+    assert len(parquet.read_rounds(SweepDir.under(sweep["out"], sweep["sweep_id"]))) == TRIALS * ROUNDS
 
 
 def test_an_unreadable_resume_state_restarts_its_trial_from_round_0_said_in_one_line(sweep):
@@ -112,4 +113,4 @@ def test_an_unreadable_resume_state_restarts_its_trial_from_round_0_said_in_one_
     timing = [c for c in TIMING_COLUMNS if c in before]
     pd.testing.assert_frame_equal(after.drop(columns=timing), before.drop(columns=timing), check_exact=True)
     assert {t: file_of(sweep, t).stat().st_mtime_ns for t in others} == others  # nothing else touched
-    assert len(parquet.read_rounds(sweep["out"], sweep["sweep_id"])) == TRIALS * ROUNDS
+    assert len(parquet.read_rounds(SweepDir.under(sweep["out"], sweep["sweep_id"]))) == TRIALS * ROUNDS

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 BIN = Path(sys.executable).parent
@@ -178,7 +179,7 @@ def test_submit_status_logs_on_a_real_head(head, tmp_path):
 
     out = tmp_path / "out"
     sweep_id = next(d.name for d in out.iterdir() if d.is_dir())
-    rows = parquet.read_rounds(out, sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(out, sweep_id))
     assert sorted(rows["round"]) == [0, 1]
     assert list((out / sweep_id / "rounds").rglob("*.parquet"))
     assert (tmp_path / "mlflow.db").is_file()

@@ -24,6 +24,7 @@ from glth_core.results_view import Results, Shown, Table
 from glth_core.state import State
 from orchestrator import plots
 from orchestrator.cli.summary import RENDERERS, has_own_summary, render_results, renderer_of
+from orchestrator.layout import SweepDir
 from orchestrator.progress import Progress
 from orchestrator.spec import Trial
 from orchestrator.tune_trial import TrialCarry
@@ -117,12 +118,12 @@ def test_a_kind_registered_in_one_line_prints_its_own_table(toss):
 
 
 def test_a_kind_draws_the_figures_it_declares(toss, tmp_path, monkeypatch):
-    assert plots.plot_sweep(toss.rows, tmp_path) == []  # it declares none
+    assert plots.plot_sweep(toss.rows, SweepDir.at(tmp_path)) == []  # it declares none
     drawn = []
     monkeypatch.setitem(plots.FIGURES, "heads_vs_flips", lambda ok, r: drawn.append(sorted(set(ok["flips"]))) or [])
     drawing = Table(keys=("flips",), metrics=("heads",), figures=("heads_vs_flips",))
     monkeypatch.setitem(kinds.KINDS, TOSS.name, dataclasses.replace(TOSS, results=drawing))
-    plots.plot_sweep(toss.rows, tmp_path)
+    plots.plot_sweep(toss.rows, SweepDir.at(tmp_path))
     assert drawn == [[10, 40]] and not list(tmp_path.rglob("*.png"))
 
 

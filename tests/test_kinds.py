@@ -8,6 +8,7 @@ from procs import MlflowServer
 from test_sweep import glth
 
 from orchestrator import cli
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
@@ -61,7 +62,7 @@ def _run(tmp_path, name, text, server=None):
     proc = glth("run", f"{name}.yaml", "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_id = next(d.name for d in (tmp_path / "out").iterdir() if d.name.startswith(name))
-    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))
     if server is not None:  # every child FINISHED under a FINISHED parent, named by what it ran
         parent, children = _runs(server.uri, sweep_id)
         assert parent.info.status == "FINISHED" and len(children) == rows.trial_id.nunique()

@@ -159,6 +159,7 @@ def _rows(digits, tmp_path) -> pd.DataFrame:
 
 def test_plot_sweep_draws_layer_density_flops_and_lmc(digits, tmp_path):
     from orchestrator import plots
+    from orchestrator.layout import SweepDir
     from orchestrator.plots_layers import layer_densities, plot_layers
 
     rows = _rows(digits, tmp_path)
@@ -167,7 +168,7 @@ def test_plot_sweep_draws_layer_density_flops_and_lmc(digits, tmp_path):
     assert list(table.columns) == NAMES and list(table.index) == [0, 1, 2]
     by_hand = np.mean([json.loads(s)["3.weight"] for s in curve[curve["round"] == 2]["layer_density"]])
     assert table.loc[2, "3.weight"] == pytest.approx(by_hand)
-    written = plots.plot_sweep(rows, tmp_path / "sweep", out_dir=tmp_path / "plots")
+    written = plots.plot_sweep(rows, SweepDir.at(tmp_path / "sweep"), out_dir=tmp_path / "plots")
     names = {p.name for p in written}
     assert {"layer_density.png", "flops_vs_compression.png", "lmc_barrier.png"} <= names
     for name in ("layer_density.png", "flops_vs_compression.png", "lmc_barrier.png"):

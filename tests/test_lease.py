@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import lease
+from orchestrator.layout import SweepDir
 from orchestrator.storage import Storage
 
 
@@ -251,7 +252,7 @@ def test_two_real_drivers_the_second_refused_then_a_rerun_takes_over_the_killed_
         assert stopped, f"the first driver never was mid-sweep: {first.returncode} {first.stderr[-2000:]}"
         held = owner_file(store)
         assert held["pid"] == first.proc.pid and held["host"] == socket.gethostname()
-        files = {t: p.stat().st_mtime_ns for t, p in parquet.trial_files(out, sweep_id).items()}
+        files = {t: p.stat().st_mtime_ns for t, p in parquet.trial_files(SweepDir.under(out, sweep_id)).items()}
 
         second = driver(**{lease.TIMEOUT_ENV: "3600"}).run(timeout=600)
         print(
@@ -263,11 +264,11 @@ def test_two_real_drivers_the_second_refused_then_a_rerun_takes_over_the_killed_
         assert f"host {socket.gethostname()} pid {first.proc.pid}" in second.stderr
         assert second.ray_started() is False
         assert owner_file(store) == held  # nothing written
-        assert {t: p.stat().st_mtime_ns for t, p in parquet.trial_files(out, sweep_id).items()} == files
+        assert {t: p.stat().st_mtime_ns for t, p in parquet.trial_files(SweepDir.under(out, sweep_id)).items()} == files
     finally:
         killed = kill_tree(first.proc.pid)  # SIGKILL: its lease stays behind, its heartbeat stops
         first.wait(timeout=60)
-    before = parquet.read_rounds(out, sweep_id)
+    before = parquet.read_rounds(SweepDir.under(out, sweep_id))
     assert killed and store.exists(lease.LEASE)
 
     # as if that driver had run on another machine: only its heartbeat's age can free the lease
@@ -282,7 +283,7 @@ def test_two_real_drivers_the_second_refused_then_a_rerun_takes_over_the_killed_
     print(f"rerun: exit {rerun.returncode}; " + " ".join(ln for ln in rerun.stderr.splitlines() if "lease" in ln))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"took over the lease of host driver-host-elsewhere pid {first.proc.pid}" in rerun.stderr
-    rows = parquet.read_rounds(out, sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(out, sweep_id))
     assert not rows.duplicated(["trial_id", "round"]).any()
     assert sorted(rows["round"]) == list(range(TWO_DRIVERS_ROUNDS)) and set(rows.status) == {"ok"}
     kept = rows[rows["round"].isin(before["round"])].reset_index(drop=True)

@@ -201,6 +201,7 @@ def test_a_digits_sweep_with_lmc_writes_barriers_to_parquet_and_mlflow(tmp_path,
     from mlflow.tracking import MlflowClient
 
     from orchestrator import spec
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
     from orchestrator.sweep import run_sweep
 
@@ -214,7 +215,7 @@ def test_a_digits_sweep_with_lmc_writes_barriers_to_parquet_and_mlflow(tmp_path,
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_sweep(spec.parse(text), out_dir=tmp_path / "out", tracking_uri=uri, num_cpus=2)
     assert result.failed == [] and result.computed == 2
-    rows = parquet.read_rounds(tmp_path / "out", result.sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", result.sweep_id))
     assert len(rows) == 4 and set(rows.status) == {"ok"}
     assert rows["lmc_barrier_test"].notna().all() and (rows["lmc_barrier_test"] >= 0).all()
     assert rows["lmc_barrier_train"].notna().all() and (rows["lmc_barrier_train"] >= 0).all()

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from procs import MlflowServer
 from test_mlflow_dashboard import acc, children, expected_curve, history, rows_of
 
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import mlflow as sink
 from orchestrator.sinks import parquet
 
@@ -20,12 +21,12 @@ SPEC = "name: cb\nexperiment: glth-cb\n"
 STATS = ("test_accuracy_mean", "val_accuracy_mean", "compression_mean", "test_accuracy_ci_low", "test_accuracy_ci_high")
 
 
-def start(uri: str, experiment: str, sweep: str, metas, out_dir=None) -> sink.MlflowWriter:
+def start(uri: str, experiment: str, sweep: str, metas, sweep_dir=None) -> sink.MlflowWriter:
     """What the driver does before ``tuner.fit()``: experiment, parent run, the callback."""
     c = sink.client(uri)
     exp = sink.ensure_experiment(c, experiment)
     parent = sink.get_or_create_parent(c, exp, sweep, SPEC)
-    return sink.MlflowWriter(uri, experiment, exp, parent, sweep, metas=metas, out_dir=out_dir)
+    return sink.MlflowWriter(uri, experiment, exp, parent, sweep, metas=metas, sweep_dir=sweep_dir)
 
 
 def by_round(rows: list[dict]) -> list[list[dict]]:
@@ -159,8 +160,8 @@ def test_the_callback_pickles_mid_sweep_and_reads_earlier_rows_from_parquet(tmp_
     trials = {f"canonical-{s}": trial(sweep, "canonical", s) for s in (0, 1)}
     metas = [rows[0] for rows in trials.values()]
     # seed 0 ran in an earlier `glth run` (or was reused): its rows are in Parquet, never reported now
-    parquet.write_trial(tmp_path / "out", sweep, "canonical-0", "canonical", trials["canonical-0"])
-    writer = start(uri, "glth-cb", sweep, metas, out_dir=tmp_path / "out")
+    parquet.write_trial(SweepDir.under(tmp_path / "out", sweep), "canonical-0", "canonical", trials["canonical-0"])
+    writer = start(uri, "glth-cb", sweep, metas, sweep_dir=SweepDir.under(tmp_path / "out", sweep))
     writer.setup()
     assert writer.book.seeds() == {"canonical": 2}
     writer.on_trial_result(iteration=1, trials=[], trial=None, result={"new_rows": trials["canonical-1"][:2]})

@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from procs import MlflowServer
 
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import mlflow as sink
 from orchestrator.sinks import parquet
 
@@ -170,9 +171,11 @@ def test_sync_sweep_backfills_from_parquet_exactly_once(sqlite_uri, tmp_path):
         ("t2", trial_rows(sweep, "t2", 3, upto=2, failed_at=2)),
         ("t3", trial_rows(sweep, "t3", 3, upto=2)),
     ):
-        parquet.write_trial(tmp_path, sweep, tid, rows[0]["dictionary"], rows)
-    df = parquet.read_rounds(tmp_path, sweep)
-    artifacts = {tid: {"rounds.parquet": str(p)} for tid, p in parquet.trial_files(tmp_path, sweep).items()}
+        parquet.write_trial(SweepDir.under(tmp_path, sweep), tid, rows[0]["dictionary"], rows)
+    df = parquet.read_rounds(SweepDir.under(tmp_path, sweep))
+    artifacts = {
+        tid: {"rounds.parquet": str(p)} for tid, p in parquet.trial_files(SweepDir.under(tmp_path, sweep)).items()
+    }
 
     first = sink.sync_sweep(sqlite_uri, "synced", sweep, SPEC, df, artifacts)
     assert first == {"parents_created": 1, "children_created": 4, "steps_logged": 3 + 3 + 2 + 2, "children_finished": 3}
@@ -197,8 +200,10 @@ def test_sync_sweep_backfills_from_parquet_exactly_once(sqlite_uri, tmp_path):
     assert parents[0].info.status == "RUNNING"  # t3 is not done yet
 
     # t3 completes: one more sync logs only its last round and ends it and the sweep
-    parquet.write_trial(tmp_path, sweep, "t3", "canonical", trial_rows(sweep, "t3", 3))
-    third = sink.sync_sweep(sqlite_uri, "synced", sweep, SPEC, parquet.read_rounds(tmp_path, sweep), artifacts)
+    parquet.write_trial(SweepDir.under(tmp_path, sweep), "t3", "canonical", trial_rows(sweep, "t3", 3))
+    third = sink.sync_sweep(
+        sqlite_uri, "synced", sweep, SPEC, parquet.read_rounds(SweepDir.under(tmp_path, sweep)), artifacts
+    )
     assert third == {"parents_created": 0, "children_created": 0, "steps_logged": 1, "children_finished": 1}
     parents, _ = runs_of(sqlite_uri, "synced")
     assert parents[0].info.status == "FAILED"  # ended, with a failed trial in it
@@ -239,7 +244,7 @@ def test_real_server_outage_is_fast_and_sync_completes_without_duplicates(tmp_pa
     sweep = "sw-http"
     rows = {"t0": trial_rows(sweep, "t0", 4), "t1": trial_rows(sweep, "t1", 4, "bottleneck")}
     for tid, r in rows.items():
-        parquet.write_trial(tmp_path / "out", sweep, tid, r[0]["dictionary"], r)
+        parquet.write_trial(SweepDir.under(tmp_path / "out", sweep), tid, r[0]["dictionary"], r)
     try:
         server.start()
         c = sink.client(server.uri)
@@ -263,15 +268,20 @@ def test_real_server_outage_is_fast_and_sync_completes_without_duplicates(tmp_pa
         with pytest.raises(sink.MlflowUnavailable):
             sink.get_or_create_child(c, exp, parent, "t0", {}, "run-t0")
         with pytest.raises(sink.MlflowUnavailable):
-            sink.sync_sweep(server.uri, "glth-http", sweep, SPEC, parquet.read_rounds(tmp_path / "out", sweep))
+            sink.sync_sweep(
+                server.uri, "glth-http", sweep, SPEC, parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep))
+            )
         elapsed = time.monotonic() - t0
         print(f"4 calls against a dead server raised MlflowUnavailable in {elapsed:.2f}s")
         assert elapsed < 30
         assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the short-timeout settings are scoped
 
         server.start()  # same database, same port
-        df = parquet.read_rounds(tmp_path / "out", sweep)
-        artifacts = {tid: {"rounds.parquet": str(p)} for tid, p in parquet.trial_files(tmp_path / "out", sweep).items()}
+        df = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep))
+        artifacts = {
+            tid: {"rounds.parquet": str(p)}
+            for tid, p in parquet.trial_files(SweepDir.under(tmp_path / "out", sweep)).items()
+        }
         counts = sink.sync_sweep(server.uri, "glth-http", sweep, SPEC, df, artifacts)
         assert counts == {"parents_created": 0, "children_created": 0, "steps_logged": 4, "children_finished": 2}
         assert sink.sync_sweep(server.uri, "glth-http", sweep, SPEC, df, artifacts) == {

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator import atomic
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 SWEEP = "sweep-abc"
@@ -52,7 +53,7 @@ def record(trial_id: str, rnd: int, dictionary: str, status: str = "ok", **extra
 
 def write(out, trial_id, dictionary, rounds, **extra) -> None:
     rows = [record(trial_id, r, dictionary, **extra) for r in rounds]
-    parquet.write_trial(out, SWEEP, trial_id, dictionary, rows)
+    parquet.write_trial(SweepDir.under(out, SWEEP), trial_id, dictionary, rows)
 
 
 def duck(out) -> pd.DataFrame:
@@ -74,7 +75,7 @@ def test_two_trials_under_two_partitions_read_by_pandas_and_duckdb(two_trials):
         out.joinpath(SWEEP, "rounds", "dictionary=canonical", "t1.parquet").relative_to(out),
     ]
 
-    df = parquet.read_rounds(out, SWEEP)
+    df = parquet.read_rounds(SweepDir.under(out, SWEEP))
     assert list(df.columns) == parquet.SCHEMA.names
     assert len(df) == 6 and list(df.trial_id) == ["t1"] * 3 + ["t2"] * 3 and list(df["round"]) == [0, 1, 2] * 2
     assert set(df.dictionary) == {"canonical", "bottleneck-dct"} and pd.api.types.is_string_dtype(df.dictionary)
@@ -96,7 +97,7 @@ def test_two_trials_under_two_partitions_read_by_pandas_and_duckdb(two_trials):
     assert via_duck.groupby("dictionary").size().to_dict() == {"canonical": 3, "bottleneck-dct": 3}
 
     # the partition column lives in the path only (in the file too, pandas fails to merge the two)
-    assert "dictionary" not in pq.read_schema(parquet.trial_files(out, SWEEP)["t1"]).names
+    assert "dictionary" not in pq.read_schema(parquet.trial_files(SweepDir.under(out, SWEEP))["t1"]).names
 
 
 def test_rewrite_with_one_more_round_keeps_one_row_per_round(two_trials):
@@ -104,9 +105,9 @@ def test_rewrite_with_one_more_round_keeps_one_row_per_round(two_trials):
     write(out, "t1", "canonical", [0, 1, 2, 3])
     rows = [record("t1", r, "canonical") for r in (0, 1, 1, 2, 3)]
     rows[2] = {**rows[2], "test_accuracy": 0.5}  # a repeated round: the last one wins
-    parquet.write_trial(out, SWEEP, "t1", "canonical", rows)
+    parquet.write_trial(SweepDir.under(out, SWEEP), "t1", "canonical", rows)
 
-    df = parquet.read_rounds(out, SWEEP)
+    df = parquet.read_rounds(SweepDir.under(out, SWEEP))
     assert len(df) == 7 and not df.duplicated(["trial_id", "round"]).any()
     t1 = df[df.trial_id == "t1"]
     assert list(t1["round"]) == [0, 1, 2, 3] and t1.loc[t1["round"] == 1, "test_accuracy"].item() == 0.5
@@ -121,7 +122,7 @@ def test_readers_never_see_a_partial_file_while_a_writer_rewrites(tmp_path):
 
     def reader():
         readers = (
-            lambda: parquet.read_rounds(tmp_path, SWEEP),
+            lambda: parquet.read_rounds(SweepDir.under(tmp_path, SWEEP)),
             lambda: pd.read_parquet(tmp_path / SWEEP / "rounds"),
             lambda: duck(tmp_path),
         )
@@ -138,7 +139,7 @@ def test_readers_never_see_a_partial_file_while_a_writer_rewrites(tmp_path):
     try:
         for i in range(50):
             rows = [record("big", r, "canonical", test_loss=float(i)) for r in range(300)]
-            parquet.write_trial(tmp_path, SWEEP, "big", "canonical", rows)
+            parquet.write_trial(SweepDir.under(tmp_path, SWEEP), "big", "canonical", rows)
             write(tmp_path, "small", "random", range(3), test_loss=float(i))
     finally:
         stop.set()
@@ -146,12 +147,12 @@ def test_readers_never_see_a_partial_file_while_a_writer_rewrites(tmp_path):
     assert errors == []
     assert len(seen) >= 3 and set(seen) == {expected}
     assert [p.name for p in tmp_path.rglob(".*")] == []  # no temporaries left behind
-    assert parquet.read_rounds(tmp_path, SWEEP).test_loss.max() == 49.0
+    assert parquet.read_rounds(SweepDir.under(tmp_path, SWEEP)).test_loss.max() == 49.0
 
 
 def test_a_crashed_writers_temp_file_is_ignored(two_trials):
     out = two_trials
-    target = parquet.trial_files(out, SWEEP)["t1"]
+    target = parquet.trial_files(SweepDir.under(out, SWEEP))["t1"]
     partial = target.read_bytes()[: target.stat().st_size // 2]
     leftover = atomic.temp_name(target)
     leftover.write_bytes(partial)
@@ -161,10 +162,10 @@ def test_a_crashed_writers_temp_file_is_ignored(two_trials):
     new_part.mkdir()
     atomic.temp_name(new_part / "t3.parquet").write_bytes(partial)
 
-    assert len(parquet.read_rounds(out, SWEEP)) == 6
+    assert len(parquet.read_rounds(SweepDir.under(out, SWEEP))) == 6
     assert len(pd.read_parquet(out / SWEEP / "rounds")) == 6
     assert len(duck(out)) == 6
-    assert set(parquet.trial_files(out, SWEEP)) == {"t1", "t2"}
+    assert set(parquet.trial_files(SweepDir.under(out, SWEEP))) == {"t1", "t2"}
 
 
 def test_completed_trials_need_every_round_ok(tmp_path):
@@ -173,37 +174,37 @@ def test_completed_trials_need_every_round_ok(tmp_path):
     rows = [record("failed", r, "canonical") for r in range(2)] + [
         record("failed", 2, "canonical", status="failed: NaN loss")
     ]
-    parquet.write_trial(tmp_path, SWEEP, "failed", "canonical", rows)
-    assert parquet.completed_trials(tmp_path, SWEEP, 3) == {"done"}
-    assert parquet.completed_trials(tmp_path, SWEEP, 2) == {"done", "short", "failed"}
-    assert parquet.completed_trials(tmp_path, "no-such-sweep", 3) == set()
+    parquet.write_trial(SweepDir.under(tmp_path, SWEEP), "failed", "canonical", rows)
+    assert parquet.completed_trials(SweepDir.under(tmp_path, SWEEP), 3) == {"done"}
+    assert parquet.completed_trials(SweepDir.under(tmp_path, SWEEP), 2) == {"done", "short", "failed"}
+    assert parquet.completed_trials(SweepDir.under(tmp_path, "no-such-sweep"), 3) == set()
 
 
 def test_empty_sweep_reads_as_an_empty_frame_with_the_columns(tmp_path):
-    df = parquet.read_rounds(tmp_path, SWEEP)
+    df = parquet.read_rounds(SweepDir.under(tmp_path, SWEEP))
     assert df.empty and list(df.columns) == parquet.SCHEMA.names
 
 
 def test_a_failed_round_with_missing_metrics_is_stored_with_nulls(tmp_path):
     failed = {"sweep_id": SWEEP, "trial_id": "t1", "round": 1, "dictionary": "canonical", "status": "failed: diverged"}
-    parquet.write_trial(tmp_path, SWEEP, "t1", "canonical", [record("t1", 0, "canonical"), failed])
-    df = parquet.read_rounds(tmp_path, SWEEP)
+    parquet.write_trial(SweepDir.under(tmp_path, SWEEP), "t1", "canonical", [record("t1", 0, "canonical"), failed])
+    df = parquet.read_rounds(SweepDir.under(tmp_path, SWEEP))
     assert list(df.status) == ["ok", "failed: diverged"] and df.test_accuracy.isna().tolist() == [False, True]
     assert list(df.control) == ["none", "none"]
     # rows read back (NaN for nulls, numpy scalars) can be written again: how a reused trial is copied
-    parquet.write_trial(tmp_path, SWEEP, "t1", "canonical", df.to_dict("records"))
-    assert parquet.read_rounds(tmp_path, SWEEP).equals(df)
+    parquet.write_trial(SweepDir.under(tmp_path, SWEEP), "t1", "canonical", df.to_dict("records"))
+    assert parquet.read_rounds(SweepDir.under(tmp_path, SWEEP)).equals(df)
 
 
 @pytest.mark.parametrize("label", ["", "a/b", "x=y", ".hidden", "_meta", "50%", "has space"])
 def test_unsafe_labels_are_refused(tmp_path, label):
     with pytest.raises(ValueError):
-        parquet.write_trial(tmp_path, SWEEP, "t1", label, [record("t1", 0, "canonical")])
+        parquet.write_trial(SweepDir.under(tmp_path, SWEEP), "t1", label, [record("t1", 0, "canonical")])
 
 
 def test_a_record_of_another_trial_is_refused(tmp_path):
     with pytest.raises(ValueError):
-        parquet.write_trial(tmp_path, SWEEP, "t1", "canonical", [record("t2", 0, "canonical")])
+        parquet.write_trial(SweepDir.under(tmp_path, SWEEP), "t1", "canonical", [record("t2", 0, "canonical")])
 
 
 def test_atomic_writes_replace_whole_files_and_clean_up_on_error(tmp_path):
@@ -221,22 +222,22 @@ def test_atomic_writes_replace_whole_files_and_clean_up_on_error(tmp_path):
 
 def test_a_truncated_file_is_named_skipped_on_request_and_dropped_by_the_driver(two_trials):
     out = two_trials
-    path = parquet.trial_files(out, SWEEP)["t1"]
+    path = parquet.trial_files(SweepDir.under(out, SWEEP))["t1"]
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
     with pytest.raises(parquet.DamagedRows) as e:
-        parquet.read_rounds(out, SWEEP)
+        parquet.read_rounds(SweepDir.under(out, SWEEP))
     message = str(e.value)
     assert "\n" not in message and str(path) in message and "magic bytes" in message
     assert f"glth run {out / SWEEP / 'spec.yaml'} --storage {out}" in message
     assert e.value.files == {"rounds/dictionary=canonical/t1.parquet": message.split(" (", 1)[1].split(");")[0]}
 
-    skipped = parquet.read_rounds(out, SWEEP, skip_damaged=True)
+    skipped = parquet.read_rounds(SweepDir.under(out, SWEEP), skip_damaged=True)
     assert list(skipped.trial_id) == ["t2"] * 3 and list(skipped.columns) == parquet.SCHEMA.names
-    assert parquet.completed_trials(out, SWEEP, rounds=3) == {"t2"}
-    assert parquet.read_trial(out, SWEEP, "t1", "canonical") == []  # the writer then rewrites it whole
+    assert parquet.completed_trials(SweepDir.under(out, SWEEP), rounds=3) == {"t2"}
+    assert parquet.read_trial(SweepDir.under(out, SWEEP), "t1", "canonical") == []  # the writer then rewrites it whole
 
-    assert list(parquet.drop_damaged(out, SWEEP)) == [str(path)]
-    assert not path.exists() and len(parquet.read_rounds(out, SWEEP)) == 3
-    assert parquet.drop_damaged(out, SWEEP) == {}
+    assert list(parquet.drop_damaged(SweepDir.under(out, SWEEP))) == [str(path)]
+    assert not path.exists() and len(parquet.read_rounds(SweepDir.under(out, SWEEP))) == 3
+    assert parquet.drop_damaged(SweepDir.under(out, SWEEP)) == {}

@@ -14,6 +14,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def test_sweep_rows_runs_and_results_agree(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TERMINATED" in proc.stderr and "rounds" in proc.stderr  # progress a person can read
     sweep_id = next((tmp_path / "out").iterdir()).name
-    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))
     assert len(rows) == 12
     assert not rows.duplicated(["trial_id", "round"]).any()
     assert set(rows.dictionary) == {"canonical", "bottleneck-identity"}
@@ -95,7 +96,7 @@ def test_sweep_rows_runs_and_results_agree(tmp_path):
     # rerunning the same spec recomputes nothing
     again = glth("run", str(write_spec(tmp_path)), "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
     assert again.returncode == 0 and "0 trials computed, 4 reused" in again.stdout
-    assert len(parquet.read_rounds(tmp_path / "out", sweep_id)) == 12
+    assert len(parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))) == 12
     parents, children = mlflow_children(uri, "glth-test")
     assert len(parents) == 1 and len(children) == 4
 
@@ -141,7 +142,7 @@ def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
             if not out.exists() or not any(out.iterdir()):
                 continue
             sweep_id = next(out.iterdir()).name
-            files = parquet.trial_files(out, sweep_id)
+            files = parquet.trial_files(SweepDir.under(out, sweep_id))
             partial = {tid: len(pd.read_parquet(f)) for tid, f in files.items()}
             mid = {tid for tid, n in partial.items() if 3 <= n < 6}
             # the worker of a trial mid-trajectory (Tune names its working directory by trial id),
@@ -166,7 +167,7 @@ def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
         if "resumed at round" in line
     ]
     assert resumed and min(resumed) >= 2, stderr[-3000:]  # continued from its checkpoint, not from round 0
-    rows = parquet.read_rounds(tmp_path / "out", sweep_id)
+    rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))
     print(f"found: {len(rows)} rows, duplicates {int(rows.duplicated(['trial_id', 'round']).sum())}")
     assert len(rows) == 4 * 6
     assert not rows.duplicated(["trial_id", "round"]).any()

@@ -20,6 +20,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,7 @@ def run(tmp: Path, name: str, dictionary: str, rounds: str, lr: str) -> dict:
         "uri": uri,
         "env": env,
         "sweep_dir": sweep_dir,
-        "rows": parquet.read_rounds(tmp / "out", sweep_dir.name),
+        "rows": parquet.read_rounds(SweepDir.under(tmp / "out", sweep_dir.name)),
     }
 
 

@@ -28,12 +28,13 @@ def test_the_flag_then_the_recorded_uri_then_the_default(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     SweepDir(Storage.resolve(str(tmp_path)), "s-1").create("name: s\n", "sqlite:////data/runs/mlflow.db")
     SweepDir(Storage.resolve(str(tmp_path)), "s-old").create("name: s\n")
+    s1, old = SweepDir.at(tmp_path / "s-1"), SweepDir.at(tmp_path / "s-old")
     for command in ("results", "plot", "sync"):
         args = parse_args([command, "s-1"])
-        assert _tracking_uri(args, tmp_path / "s-1") == "sqlite:////data/runs/mlflow.db"
+        assert _tracking_uri(args, s1) == "sqlite:////data/runs/mlflow.db"
         flagged = parse_args([command, "s-1", "--tracking-uri", "http://127.0.0.1:5000"])
-        assert _tracking_uri(flagged, tmp_path / "s-1") == "http://127.0.0.1:5000"
-        assert _tracking_uri(args, tmp_path / "s-old") == f"sqlite:///{tmp_path / 'mlflow.db'}"  # today's default
+        assert _tracking_uri(flagged, s1) == "http://127.0.0.1:5000"
+        assert _tracking_uri(args, old) == f"sqlite:///{tmp_path / 'mlflow.db'}"  # today's default
 
 
 def test_a_relative_sqlite_path_is_recorded_absolute(tmp_path, monkeypatch):

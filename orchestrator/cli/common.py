@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.storage import DEFAULT as STORAGE_DEFAULT
-from orchestrator.storage import ENV as STORAGE_ENV
 from orchestrator.storage import Storage, StorageError
+from orchestrator.storage_setting import DEFAULT as STORAGE_DEFAULT
+from orchestrator.storage_setting import ENV as STORAGE_ENV
 
 EXIT_BAD_INPUT = 2
 #: ``glth run``: every trial of the sweep failed, so there is nothing to analyse (1: some failed)
@@ -36,16 +36,17 @@ class Busy(BadInput):
     exit_status = EXIT_BUSY
 
 
-def sweep_lease(storage: Storage, sweep_id: str, check_only: bool = False):
-    """The sweep's lease taken now (``orchestrator.lease.hold``), a context manager; with
-    ``check_only`` only the refusal, nothing written. Busy when another driver holds it."""
+def sweep_lease(where, check_only: bool = False):
+    """The lease of the sweep directory ``where`` (``orchestrator.layout.SweepDir``) taken now
+    (``orchestrator.lease.hold``), a context manager; with ``check_only`` only the refusal,
+    nothing written. Busy when another driver holds it."""
     from orchestrator import lease
 
     try:
         if check_only:
-            lease.Lease(storage.child(sweep_id)).check()
+            lease.Lease(where.store).check()
             return None
-        return lease.hold(storage.child(sweep_id))
+        return lease.hold(where.store)
     except lease.LeaseHeld as e:
         raise Busy(str(e)) from None
     except lease.BadLeaseSetting as e:
@@ -158,7 +159,7 @@ def _match(key: str, names: list[str], spec_name, root) -> str:
 
 def _remote(what: str, fn):
     """``fn()``, an object store's OSError (no such bucket, refused credentials) as one line."""
-    from orchestrator.storage import aws_cause
+    from orchestrator.storage_check import aws_cause
 
     try:
         return fn()
@@ -204,14 +205,21 @@ def _find_by_uri(key: str) -> Path | str:
     raise BadInput(f"sweep: {key} is not a sweep (no spec.yaml there or up to 3 levels above)")
 
 
-def read_rows(d: Path | str, need_rows: bool = True):
-    """A sweep directory's Parquet rows, ``d`` a path or URI (BadInput when it has none yet and ``need_rows``)."""
+def open_sweep(key: str, storage: str | None):
+    """The ``orchestrator.layout.SweepDir`` that ``key`` names (``find_sweep``): the one handle a
+    read command passes to everything it calls."""
     from orchestrator.layout import SweepDir
+
+    return SweepDir.at(find_sweep(key, storage))
+
+
+def read_rows(where, need_rows: bool = True):
+    """The Parquet rows of the sweep directory ``where`` (a ``SweepDir``; BadInput when it has
+    none yet and ``need_rows``)."""
     from orchestrator.sinks import parquet
 
-    where = SweepDir.at(d)
     try:
-        rows = _remote(f"sweep: {where.uri}", lambda: parquet.read_rounds(where.storage, where.sweep_id))
+        rows = _remote(f"sweep: {where.uri}", lambda: parquet.read_rounds(where))
     except parquet.DamagedRows as e:
         raise BadInput(f"sweep: {where.sweep_id}: {e}") from None
     if rows.empty and need_rows:
@@ -223,20 +231,15 @@ def read_rows(d: Path | str, need_rows: bool = True):
 OUTPUTS = "glth-outputs"
 
 
-def outputs_dir(d: Path | str) -> Path:
-    """Where ``glth results`` / ``glth plot`` write analysis.parquet and plots/: a local sweep's own
-    directory; for a sweep on an object store, ``./glth-outputs/<sweep_id>/`` here (the bucket is
-    only read, so read-only credentials do)."""
-    from orchestrator.layout import SweepDir
-
-    if isinstance(d, Path) or "://" not in str(d):
-        return Path(d)
-    return Path.cwd() / OUTPUTS / SweepDir.at(d).sweep_id
+def outputs_dir(where) -> Path:
+    """Where ``glth results`` / ``glth plot`` write analysis.parquet and plots/ for the sweep
+    directory ``where`` (a ``SweepDir``): a local sweep's own directory; for a sweep on an object
+    store, ``./glth-outputs/<sweep_id>/`` here (the bucket is only read, so read-only credentials do)."""
+    if where.store.is_local:
+        return Path(where.store.root)
+    return Path.cwd() / OUTPUTS / where.sweep_id
 
 
-def spec_text_of(d: Path | str) -> str:
-    """The spec.yaml of a sweep directory (path or URI), as it was run."""
-    from orchestrator.layout import SweepDir
-
-    where = SweepDir.at(d)
+def spec_text_of(where) -> str:
+    """The spec.yaml of the sweep directory ``where`` (a ``SweepDir``), as it was run."""
     return _remote(f"sweep: {where.uri}", where.spec_text)

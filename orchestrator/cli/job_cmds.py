@@ -72,7 +72,9 @@ def cmd_submit(args) -> int:
         # an object store is checked from here; a path is the cluster's, checked by the job's glth run
         storage = resolve_storage(args.storage, sweep.spec.storage, check="://" in out and not out.startswith("file:"))
         out = out if storage.is_local else storage.uri
-        sweep_lease(storage, sweep.sweep_id, check_only=True)  # a driver runs it now: refused here, Busy
+        from orchestrator.layout import SweepDir
+
+        sweep_lease(SweepDir(storage, sweep.sweep_id), check_only=True)  # a driver runs it now: refused here, Busy
     with _jobs_api():
         cluster = _cluster(args)
         job_id, out = cluster.submit(Path(args.spec), sweep.sweep_id, out, args.tracking_uri)

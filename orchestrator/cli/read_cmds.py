@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from orchestrator import defaults
-from orchestrator.cli.common import EXIT_ALL_FAILED, BadInput, find_sweep, outputs_dir, read_rows, spec_text_of
+from orchestrator.cli.common import EXIT_ALL_FAILED, BadInput, open_sweep, outputs_dir, read_rows, spec_text_of
 from orchestrator.cli.summary import has_own_summary, render_results
 from orchestrator.results import THRESHOLD_RULE
 
@@ -96,22 +96,14 @@ def add_parsers(sub, parents) -> None:
 
 def _tracking_uri(args, d) -> str:
     """``--tracking-uri``, else the URI the sweep recorded in its sweep.json, else the default."""
-    from orchestrator.layout import SweepDir
-
-    return defaults.tracking_uri(args.tracking_uri, SweepDir.at(d).tracking_uri())
-
-
-def _sweep_id(d) -> str:
-    from orchestrator.layout import SweepDir
-
-    return SweepDir.at(d).sweep_id
+    return defaults.tracking_uri(args.tracking_uri, d.tracking_uri())
 
 
 def cmd_results(args) -> int:
     from orchestrator import analysis, analysis_report
     from orchestrator.results import render
 
-    d = find_sweep(args.sweep, args.storage)
+    d = open_sweep(args.sweep, args.storage)
     rows = read_rows(d)
     if has_own_summary(rows):
         print(render_results(rows, args.format))
@@ -119,7 +111,6 @@ def cmd_results(args) -> int:
     a = analysis.publish(
         rows,
         d,
-        _sweep_id(d),
         analysis.experiment_of(d),
         _tracking_uri(args, d),
         args.delta / 100.0,
@@ -140,7 +131,7 @@ def cmd_plot(args) -> int:
     from orchestrator import analysis, plots
     from orchestrator.sinks import mlflow as mlflow_sink
 
-    d = find_sweep(args.sweep, args.storage)
+    d = open_sweep(args.sweep, args.storage)
     rows = read_rows(d)
     pngs = plots.plot_sweep(
         rows,
@@ -153,14 +144,14 @@ def cmd_plot(args) -> int:
         out_dir=outputs_dir(d) / "plots",
     )
     if not pngs:
-        print(f"plot: {_sweep_id(d)} has no completed trial to draw (every trial failed; glth results lists them)")
+        print(f"plot: {d.sweep_id} has no completed trial to draw (every trial failed; glth results lists them)")
         return EXIT_ALL_FAILED
     for png in pngs:
         print(f"plot: {png}")
     uri = _tracking_uri(args, d)
     try:
-        if plots.log_to_mlflow(pngs, _sweep_id(d), analysis.experiment_of(d), uri) is None:
-            print(f"[glth] no MLflow parent run for {_sweep_id(d)} at {uri}; plots not logged", file=sys.stderr)
+        if plots.log_to_mlflow(pngs, d.sweep_id, analysis.experiment_of(d), uri) is None:
+            print(f"[glth] no MLflow parent run for {d.sweep_id} at {uri}; plots not logged", file=sys.stderr)
     except mlflow_sink.MlflowUnavailable as e:
         print(f"[glth] MLflow unavailable ({e}); plots not logged", file=sys.stderr)
     return 0
@@ -169,7 +160,7 @@ def cmd_plot(args) -> int:
 def cmd_export(args) -> int:
     from orchestrator import export_cmd
 
-    d = find_sweep(args.sweep, args.storage)
+    d = open_sweep(args.sweep, args.storage)
     rows = read_rows(d)
     try:
         export_cmd.export_trial(
@@ -192,20 +183,19 @@ def cmd_export(args) -> int:
 
 def cmd_sync(args) -> int:
     from orchestrator import spec
-    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
     from orchestrator.sweep import sync_mlflow
 
-    d = find_sweep(args.sweep, args.storage)
+    d = open_sweep(args.sweep, args.storage)
     try:
         sweep = spec.parse(spec_text_of(d))
     except spec.SpecError as e:
-        raise BadInput(f"sweep: {d}: its spec.yaml: {e}") from None
+        raise BadInput(f"sweep: {d.location}: its spec.yaml: {e}") from None
     try:
-        counts = sync_mlflow(sweep, SweepDir.at(d).storage, _tracking_uri(args, d))
+        counts = sync_mlflow(sweep, d, _tracking_uri(args, d))
     except parquet.DamagedRows as e:
         raise BadInput(f"sweep: {sweep.sweep_id}: {e}") from None
-    print(f"sync {_sweep_id(d)}: {counts}")
+    print(f"sync {d.sweep_id}: {counts}")
     return 0 if counts is not None else 1
 
 

@@ -100,25 +100,25 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
         print(dry_run_text(sweep, storage, args.force))
         return 0
 
+    from orchestrator.layout import SweepDir
     from orchestrator.sweep import run_sweep
 
-    with sweep_lease(storage, sweep.sweep_id):  # one driver per sweep: refused before Ray starts
+    where = SweepDir(storage, sweep.sweep_id)  # the one handle on the sweep's directory, from here down
+    with sweep_lease(where):  # one driver per sweep: refused before Ray starts
         if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster: first, can every node reach the storage?
             from orchestrator.ray_local import ray_session
 
             with ray_session(args.address):
                 check_nodes_reach(storage, setting)
-                result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
+                result = run_sweep(sweep, where, args.tracking_uri, args.address, force=args.force)
         else:
-            result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
-    rows = read_rows(result.out_dir, need_rows=False)
+            result = run_sweep(sweep, where, args.tracking_uri, args.address, force=args.force)
+    rows = read_rows(where, need_rows=False)
     analysed = not rows.empty and (rows["status"] == "ok").any()  # failed trials' rows are never analysed
     if not rows.empty or result.failed:
         print(render_results(rows, delta=args.delta / 100.0, select_on=args.select_on))
         if analysed and not has_own_summary(rows):
-            _print_analysis(
-                rows, result.out_dir, sweep.spec.experiment, result.tracking_uri, args.delta, args.select_on
-            )
+            _print_analysis(rows, where, sweep.spec.experiment, result.tracking_uri, args.delta, args.select_on)
     if result.failed:
         print(f"\n{render_failures(result.failed, rows)}")
     print(
@@ -163,12 +163,10 @@ def _print_analysis(
     """After a run: the per-curve analysis table; analysis.parquet (``outputs_dir``) and the MLflow
     parent run get it too."""
     from orchestrator import analysis, analysis_report
-    from orchestrator.layout import SweepDir
 
     a = analysis.publish(
         rows,
         sweep_dir,
-        SweepDir.at(sweep_dir).sweep_id,
         experiment,
         defaults.tracking_uri(tracking_uri),
         delta_points / 100.0,
@@ -187,8 +185,9 @@ def cmd_demo(args) -> int:
             return code
         sweep = load_sweep(path)
     from orchestrator import plots
+    from orchestrator.layout import SweepDir
 
-    where = resolve_storage(args.storage, sweep.spec.storage).uri_of(sweep.sweep_id)
+    where = SweepDir(resolve_storage(args.storage, sweep.spec.storage), sweep.sweep_id)
     out = outputs_dir(where) / "plots"
     for png in plots.plot_sweep(read_rows(where, need_rows=False), where, out_dir=out):
         print(f"plot: {png}")
@@ -200,7 +199,7 @@ def _node_reads(storage, name: str, token: str) -> tuple[str, str | None]:
     """On one node: (its address, None if it reads ``token`` from ``name`` in ``storage``, else why not)."""
     import ray
 
-    from orchestrator.storage import aws_cause
+    from orchestrator.storage_check import aws_cause
 
     ip = ray.util.get_node_ip_address()
     try:
@@ -265,28 +264,26 @@ def stored_rows(sweep, storage, force: bool):
     sweep on the same storage (a run copies those in); none with --force."""
     import pandas as pd
 
+    from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
 
     if force or not storage.exists():
         return pd.DataFrame(columns=["trial_id", "round", "status"])
-    frames = [parquet.read_rounds(storage, sweep.sweep_id, skip_damaged=True)]
+    here = SweepDir(storage, sweep.sweep_id)
+    frames = [parquet.read_rounds(here, skip_damaged=True)]
     wanted = {t.trial_id for t in sweep.trials}
-    for other in storage.list():
-        if other == sweep.sweep_id or not storage.exists(f"{other}/rounds"):
-            continue
-        complete = parquet.completed_trials(storage, other, sweep.rounds) & wanted
+    for other in here.siblings():
+        complete = parquet.completed_trials(other, sweep.rounds) & wanted
         if complete:
-            df = parquet.read_rounds(storage, other, skip_damaged=True)
+            df = parquet.read_rounds(other, skip_damaged=True)
             frames.append(df[df["trial_id"].isin(complete)])
     return pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
 
 
 def dry_run_text(sweep, storage, force: bool) -> str:
-    """The plan of a run; ``storage`` a Storage (or a local path)."""
+    """The plan of a run; ``storage`` the sweep's ``Storage``."""
     from orchestrator import compute, dry_run
-    from orchestrator.storage import Storage
 
-    storage = storage if isinstance(storage, Storage) else Storage.resolve(str(storage))
     rows = stored_rows(sweep, storage, force)
     plan = dry_run.plan([t.plan_entry() for t in sweep.trials], rows)
     head = (

@@ -10,6 +10,9 @@ string vs dictionary<...>") because pyarrow infers the partition field as dictio
 with the path alone pandas, pyarrow and duckdb (``hive_partitioning=true``) all agree.
 ``read_rounds`` declares the partition as a plain string, so labels that look like numbers stay
 strings.
+
+Every function takes the sweep's directory (``orchestrator.layout.SweepDir``), resolved once by
+whoever names the sweep (``run_sweep``, the CLI); nothing here resolves a storage setting.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from glth_core import kinds
-from orchestrator.layout import ROUNDS
+from orchestrator.layout import ROUNDS, SweepDir
 from orchestrator.storage import Storage
 
 PARTITION = "dictionary"
@@ -53,28 +56,11 @@ _DEFAULTS = {"control": "none"}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][^/\\=%\s]*")
 
 
-def sweep_store(out_dir, sweep_id: str) -> Storage:
-    """The sweep directory's storage (``out_dir`` a path, a storage URI or a ``Storage``)."""
-    root = out_dir if isinstance(out_dir, Storage) else Storage.resolve(str(out_dir))
-    return root.child(sweep_id)
-
-
-def rounds_dir(out_dir, sweep_id: str) -> Path:
-    """The local directory of a sweep's rows (local storage only; see ``sweep_store``)."""
-    return Path(sweep_store(out_dir, sweep_id).fs_path(ROUNDS))
-
-
 def _relative(trial_id: str, dictionary_label: str) -> str:
     for what, name in (("trial_id", trial_id), ("dictionary label", dictionary_label)):
         if not _SAFE_NAME.fullmatch(str(name)):
             raise ValueError(f"{what} {name!r} is not a safe path segment")
     return f"{ROUNDS}/{PARTITION}={dictionary_label}/{trial_id}.parquet"
-
-
-def trial_path(out_dir, sweep_id: str, trial_id: str, dictionary_label: str) -> Path:
-    if not _SAFE_NAME.fullmatch(str(sweep_id)):
-        raise ValueError(f"sweep_id {sweep_id!r} is not a safe path segment")
-    return Path(sweep_store(out_dir, sweep_id).fs_path(_relative(trial_id, dictionary_label)))
 
 
 def _missing(v) -> bool:
@@ -103,12 +89,12 @@ def _table(sweep_id: str, trial_id: str, records: list[dict]) -> pa.Table:
     return pa.table(columns, schema=FILE_SCHEMA)
 
 
-def write_trial(out_dir, sweep_id: str, trial_id: str, dictionary_label: str, records: list[dict]) -> str:
+def write_trial(where: SweepDir, trial_id: str, dictionary_label: str, records: list[dict]) -> str:
     """Replace the trial's file with ``records`` (its full history), one row per round, atomically."""
-    if not _SAFE_NAME.fullmatch(str(sweep_id)):
-        raise ValueError(f"sweep_id {sweep_id!r} is not a safe path segment")
-    table = _table(sweep_id, trial_id, records)
-    return sweep_store(out_dir, sweep_id).write_parquet(_relative(trial_id, dictionary_label), table)
+    if not _SAFE_NAME.fullmatch(str(where.sweep_id)):
+        raise ValueError(f"sweep_id {where.sweep_id!r} is not a safe path segment")
+    table = _table(where.sweep_id, trial_id, records)
+    return where.store.write_parquet(_relative(trial_id, dictionary_label), table)
 
 
 def _empty() -> pd.DataFrame:
@@ -142,9 +128,9 @@ def _trial_rels(store: Storage) -> dict[str, str]:
     return out
 
 
-def damaged_files(out_dir, sweep_id: str) -> dict[str, str]:
+def damaged_files(where: SweepDir) -> dict[str, str]:
     """This sweep's row files that cannot be read whole: relative path → why (one line)."""
-    store = sweep_store(out_dir, sweep_id)
+    store = where.store
     damaged = {}
     for rel in _trial_rels(store).values():
         try:
@@ -156,19 +142,19 @@ def damaged_files(out_dir, sweep_id: str) -> dict[str, str]:
     return damaged
 
 
-def read_rounds(out_dir, sweep_id: str, skip_damaged: bool = False) -> pd.DataFrame:
+def read_rounds(where: SweepDir, skip_damaged: bool = False) -> pd.DataFrame:
     """All rows of a sweep, sorted by trial and round; an empty frame with the columns if none.
 
     A file that cannot be read (truncated, overwritten) raises DamagedRows naming it, or with
     ``skip_damaged`` is left out (as a trial without rows)."""
-    store = sweep_store(out_dir, sweep_id)
+    store = where.store
     # hidden names (atomic's temporaries) are skipped by open_dataset; older files lack newer
     # columns, which read as nulls
     dataset = store.open_dataset(ROUNDS, schema=SCHEMA, partitioning=_PARTITIONING)
     try:
         df = dataset.to_table().to_pandas()
     except (pa.ArrowException, OSError):
-        damaged = damaged_files(out_dir, sweep_id)
+        damaged = damaged_files(where)
         if not damaged:  # not a file's fault (a network error): as it was
             raise
         if not skip_damaged:
@@ -191,12 +177,12 @@ def read_rounds(out_dir, sweep_id: str, skip_damaged: bool = False) -> pd.DataFr
     return df.sort_values(["trial_id", "round"], kind="stable").reset_index(drop=True)[SCHEMA.names]
 
 
-def drop_damaged(out_dir, sweep_id: str) -> dict[str, str]:
+def drop_damaged(where: SweepDir) -> dict[str, str]:
     """Delete this sweep's unreadable row files, so that the run rebuilds each from its trial's
     resume state (or recomputes it); returns their URIs → why. The driver's, under its lease."""
-    store = sweep_store(out_dir, sweep_id)
+    store = where.store
     try:
-        read_rounds(out_dir, sweep_id)
+        read_rounds(where)
         return {}
     except DamagedRows as e:
         for rel in e.files:
@@ -204,10 +190,10 @@ def drop_damaged(out_dir, sweep_id: str) -> dict[str, str]:
         return {store.uri_of(rel): cause for rel, cause in e.files.items()}
 
 
-def read_trial(out_dir, sweep_id: str, trial_id: str, dictionary_label: str) -> list[dict]:
+def read_trial(where: SweepDir, trial_id: str, dictionary_label: str) -> list[dict]:
     """One trial's rows as records ([] when it has no file yet, or an unreadable one: its rows are
     then rewritten whole from what the trial reports)."""
-    store = sweep_store(out_dir, sweep_id)
+    store = where.store
     rel = _relative(trial_id, dictionary_label)
     if not store.exists(rel):
         return []
@@ -218,19 +204,19 @@ def read_trial(out_dir, sweep_id: str, trial_id: str, dictionary_label: str) -> 
     return table.to_pandas().to_dict("records")
 
 
-def trial_files(out_dir, sweep_id: str) -> dict[str, Path | str]:
+def trial_files(where: SweepDir) -> dict[str, Path | str]:
     """trial_id → its Parquet file (a local Path, or a URI on an object store)."""
-    store = sweep_store(out_dir, sweep_id)
+    store = where.store
     return {
         tid: Path(store.fs_path(rel)) if store.is_local else store.uri_of(rel)
         for tid, rel in _trial_rels(store).items()
     }
 
 
-def completed_trials(out_dir, sweep_id: str, rounds: int | None = None) -> set[str]:
+def completed_trials(where: SweepDir, rounds: int | None = None) -> set[str]:
     """Trial ids whose ok rows hold rounds 0 … n−1, n their ``rows_expected`` (or ``rounds``); an
     unreadable file holds none."""
-    df = read_rounds(out_dir, sweep_id, skip_damaged=True)
+    df = read_rounds(where, skip_damaged=True)
     ok = df[df["status"] == "ok"]
     done = set()
     for tid, rows in ok.groupby("trial_id"):

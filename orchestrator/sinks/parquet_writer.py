@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
+from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 
 class ParquetWriter(Callback):
-    def __init__(self, storage, sweep_id: str):
-        self.storage, self.sweep_id = storage, sweep_id
+    def __init__(self, where: SweepDir):
+        self.where = where
         self.rows: dict[str, dict[int, dict]] = {}
 
     def add(self, rows: list[dict]) -> list[str]:
@@ -27,11 +28,11 @@ class ParquetWriter(Callback):
             label = new[0]["dictionary"]
             known = self.rows.get(trial_id)
             if known is None:
-                known = {int(r["round"]): r for r in parquet.read_trial(self.storage, self.sweep_id, trial_id, label)}
+                known = {int(r["round"]): r for r in parquet.read_trial(self.where, trial_id, label)}
             for r in new:
                 known[int(r["round"])] = r
             self.rows[trial_id] = known
-            parquet.write_trial(self.storage, self.sweep_id, trial_id, label, list(known.values()))
+            parquet.write_trial(self.where, trial_id, label, list(known.values()))
         return list(by_trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -1,8 +1,9 @@
 """MLflow as the sweep's dashboard: one parent run per sweep, one child run per trial, written
 by the driver only.
 
-- ``client``: reaching the store fast-or-not-at-all (``MlflowUnavailable``), the experiment,
-  finding or creating parent and child runs by their tags;
+- ``guard``: reaching the store fast-or-not-at-all (``MlflowUnavailable``);
+- ``client``: the client, the experiment, finding or creating parent and child runs by their tags;
+- ``values``: MLflow's size limits, params flattened from a config, metric values;
 - ``sync``: rounds into runs idempotently, finishing runs, ``sync_sweep`` (backfill from Parquet);
 - ``callback``: ``MlflowWriter``, the Tune callback that logs each round as it is reported;
 - ``curves``: the sweep's curves (mean ± CI over seeds) on the parent run at step = round;
@@ -16,11 +17,6 @@ callback (which imports Ray) is loaded on first use of ``MlflowWriter``.
 """
 
 from orchestrator.sinks.mlflow.client import (
-    HTTP_ENV,
-    MAX_METRICS_PER_BATCH,
-    MAX_PARAM_VALUE,
-    MAX_PARAMS_PER_BATCH,
-    MAX_TAG_VALUE,
     TAG_ARTIFACTS,
     TAG_PARENT,
     TAG_ROLE,
@@ -28,19 +24,16 @@ from orchestrator.sinks.mlflow.client import (
     TAG_STATUS,
     TAG_SWEEP,
     TAG_TRIAL,
-    TRUNCATED,
-    BadFilter,
-    MlflowUnavailable,
     client,
     ensure_experiment,
-    flatten_params,
     get_or_create_child,
     get_or_create_parent,
 )
 from orchestrator.sinks.mlflow.curves import CurveBook
+from orchestrator.sinks.mlflow.guard import HTTP_ENV, MlflowUnavailable
 from orchestrator.sinks.mlflow.meta import EXPERIMENT_TAGS, source_tags
 from orchestrator.sinks.mlflow.outputs import log_analysis_table, log_exported_model
-from orchestrator.sinks.mlflow.query import find_runs, log_extra, log_to_parent, search_children
+from orchestrator.sinks.mlflow.query import BadFilter, find_runs, log_extra, log_to_parent, search_children
 from orchestrator.sinks.mlflow.sync import (
     CONSTRUCT_METRICS,
     IDENTITY,
@@ -54,6 +47,14 @@ from orchestrator.sinks.mlflow.sync import (
     sync_sweep,
 )
 from orchestrator.sinks.mlflow.system import SystemSampler
+from orchestrator.sinks.mlflow.values import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VALUE,
+    MAX_PARAMS_PER_BATCH,
+    MAX_TAG_VALUE,
+    TRUNCATED,
+    flatten_params,
+)
 
 __all__ = [
     "HTTP_ENV",

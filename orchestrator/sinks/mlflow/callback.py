@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from ray.tune import Callback
 
 from orchestrator.sinks.mlflow import curves
-from orchestrator.sinks.mlflow.client import MlflowUnavailable, _children, _find_or_create_child, _guard, client
+from orchestrator.sinks.mlflow.client import _children, _find_or_create_child, client
+from orchestrator.sinks.mlflow.guard import MlflowUnavailable, _guard
 from orchestrator.sinks.mlflow.sync import (
     _end_tags,
     _finish,
@@ -38,8 +39,8 @@ from orchestrator.sinks.mlflow.sync import (
 class MlflowWriter(Callback):
     """``metas``: one row-meta per trial of the whole sweep (``trial_id``, ``config`` and the
     describing columns dataset, model, dictionary, control, tau, rewind: ``Trial.meta``), so each curve
-    knows how many seeds to wait for. ``out_dir``: where the sweep's Parquet rows live (as
-    ``parquet.read_rounds`` takes it); rows
+    knows how many seeds to wait for. ``sweep_dir``: the sweep's directory
+    (``orchestrator.layout.SweepDir``), whose Parquet rows
     written before this run (reused trials, a resumed sweep) are read at ``setup`` so their
     curves complete too. Pickles (Tune saves callbacks with its experiment state): the client is
     rebuilt after unpickling, the caches are kept."""
@@ -52,11 +53,11 @@ class MlflowWriter(Callback):
         parent_run_id: str | None,
         sweep_id: str,
         metas: Iterable[dict] = (),
-        out_dir=None,
+        sweep_dir=None,
     ):
         self.tracking_uri, self.experiment, self.sweep_id = tracking_uri, experiment, sweep_id
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
-        self.out_dir = out_dir  # what orchestrator.sinks.parquet takes: a path, a storage URI or a Storage
+        self.sweep_dir = sweep_dir
         keep = ("trial_id", "config", *curves.STANDARD)  # the book keeps labels, not the configs
         self.book = curves.CurveBook([{k: m.get(k) for k in keep} for m in metas])
         self.off = parent_run_id is None or experiment_id is None  # nowhere to write: MLflow was down at start
@@ -80,11 +81,11 @@ class MlflowWriter(Callback):
 
     # -- Tune's hooks ------------------------------------------------------------------------------
     def setup(self, **info):
-        if self.out_dir is None:
+        if self.sweep_dir is None:
             return
         from orchestrator.sinks import parquet
 
-        df = parquet.read_rounds(self.out_dir, self.sweep_id)
+        df = parquet.read_rounds(self.sweep_dir)
         labels = self.book.add_all(df.to_dict("records")) if not df.empty else set()
         self._guarded(lambda: curves.log_ready(self._c(), self.parent_run_id, self.book, self._curve_steps, labels))
 

@@ -1,136 +1,30 @@
-"""Reaching the tracking store and finding or creating a sweep's runs, each exactly once.
+"""The MLflow client, the experiment, and a sweep's runs found or created, each exactly once.
 
-- A store that is down raises ``MlflowUnavailable`` quickly (no retries, a short timeout), so
-  the caller carries on and ``sync_sweep`` backfills later.
-- Runs are found by tags before any is created (``glth.sweep_id`` + ``glth.role = parent``;
-  ``glth.trial_id`` + ``mlflow.parentRunId``), and the identifying tags are set in
-  ``create_run`` itself, so no crash leaves an untagged run that a later call would duplicate.
+Runs are found by tags before any is created (``glth.sweep_id`` + ``glth.role = parent``;
+``glth.trial_id`` + ``mlflow.parentRunId``), and the identifying tags are set in ``create_run``
+itself, so no crash leaves an untagged run that a later call would duplicate. A store that is
+down raises ``MlflowUnavailable`` quickly (``guard.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import math
 import os
 import shutil
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-import pandas as pd
-import requests
 from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator.sinks.mlflow import meta
-
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAMS_PER_BATCH = 100
-# MLflow ≥ 2.x accepts 6000 chars, older servers 500: stay within what every server takes
-MAX_PARAM_VALUE = 500
-TRUNCATED = "...[truncated]"
-MAX_TAG_VALUE = 5000
+from orchestrator.sinks.mlflow.guard import _guarded
+from orchestrator.sinks.mlflow.values import MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, _chunks, flatten_params
 
 TAG_SWEEP, TAG_TRIAL, TAG_ROLE = "glth.sweep_id", "glth.trial_id", "glth.role"
 TAG_STATUS, TAG_ARTIFACTS, TAG_SPEC = "glth.status", "glth.artifacts", "glth.spec"
 TAG_PARENT = "mlflow.parentRunId"
-
-# Fail fast when the server is down, and no "🏃 View run … at" line on stdout for every run
-# ended (glth prints its own summary). Values the user already exported win.
-HTTP_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-}
-
-
-class MlflowUnavailable(RuntimeError):
-    """The tracking store cannot be reached now; the Parquet rows let ``sync_sweep`` catch up."""
-
-
-class BadFilter(ValueError):
-    """A ``glth runs`` query MLflow rejects (bad filter syntax, unknown experiment)."""
-
-
-# -- failing fast and failing with one exception ----------------------------------------------
-
-_env_lock = threading.Lock()
-_env_depth = 0
-_env_added: list[str] = []
-
-
-@contextlib.contextmanager
-def _short_http() -> Iterator[None]:
-    """Set ``HTTP_ENV`` (where unset) while any guarded call runs; restore it after the last."""
-    global _env_depth
-    with _env_lock:
-        if _env_depth == 0:
-            _env_added[:] = [k for k in HTTP_ENV if k not in os.environ]
-            for k in _env_added:
-                os.environ[k] = HTTP_ENV[k]
-        _env_depth += 1
-    try:
-        yield
-    finally:
-        with _env_lock:
-            _env_depth -= 1
-            if _env_depth == 0:
-                for k in _env_added:
-                    os.environ.pop(k, None)
-
-
-_UNAVAILABLE_TEXT = (
-    "failed with exception",
-    "failed with timeout exception",
-    "max retries exceeded",
-    "connection refused",
-    "connection aborted",
-    "database is locked",
-)
-
-
-def _is_unavailable(e: BaseException) -> bool:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
-            return True
-        if isinstance(e, MlflowException) and (
-            e.get_http_status_code() in (502, 503, 504) or e.error_code == "TEMPORARILY_UNAVAILABLE"
-        ):
-            return True
-        if any(t in str(e).lower() for t in _UNAVAILABLE_TEXT):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-@contextlib.contextmanager
-def _guard() -> Iterator[None]:
-    with _short_http():
-        try:
-            yield
-        except MlflowUnavailable:
-            raise
-        except Exception as e:
-            if _is_unavailable(e):
-                raise MlflowUnavailable(str(e).splitlines()[0][:300]) from e
-            raise
-
-
-def _guarded(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _guard():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -143,23 +37,6 @@ def _quoted(value: str) -> str:
     return f"'{value}'"
 
 
-def _number(v) -> float | None:
-    """A metric value, or None for missing (None, NaN, pandas NA)."""
-    if v is None or v is pd.NA:
-        return None
-    v = float(v)
-    return None if math.isnan(v) else v
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
     runs, token = [], None
     while True:
@@ -170,21 +47,6 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
         token = page.token
         if not token:
             return runs
-
-
-def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
-    """Nested dicts → ``a.b`` keys; values as strings, lists as JSON, long values truncated."""
-    out: dict[str, str] = {}
-    for k, v in config.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten_params(v, key + "."))
-            continue
-        text = json.dumps(v, sort_keys=True) if isinstance(v, (list, tuple, dict)) else str(v)
-        if len(text) > MAX_PARAM_VALUE:
-            text = text[: MAX_PARAM_VALUE - len(TRUNCATED)] + TRUNCATED
-        out[key] = text
-    return out
 
 
 def _file_store(uri: str) -> bool:

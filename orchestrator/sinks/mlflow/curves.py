@@ -199,7 +199,7 @@ def log_ready(
 ) -> int:
     """Log every ready (curve, round) not yet on the parent; ``logged`` caches label → steps
     (filled from the probe's history on first use). Returns how many steps were logged."""
-    from orchestrator.sinks.mlflow.client import MAX_METRICS_PER_BATCH, _now_ms
+    from orchestrator.sinks.mlflow.values import MAX_METRICS_PER_BATCH, _now_ms
 
     now = timestamp_ms or _now_ms()
     batch, steps, n = [], [], 0

@@ -11,7 +11,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from orchestrator.sinks.mlflow.client import _guarded, client
+from orchestrator.sinks.mlflow.client import client
+from orchestrator.sinks.mlflow.guard import _guarded
 from orchestrator.sinks.mlflow.query import find_runs
 
 TAG_TABLE = "glth.analysis_table"

@@ -12,23 +12,22 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
 from orchestrator.sinks.mlflow.client import (
-    MAX_METRICS_PER_BATCH,
-    MAX_TAG_VALUE,
     TAG_ROLE,
     TAG_SWEEP,
     TAG_TRIAL,
-    BadFilter,
     _children,
-    _chunks,
     _file_store,
-    _guarded,
-    _is_unavailable,
-    _now_ms,
     _quoted,
     _search_all,
     _upload,
     client,
 )
+from orchestrator.sinks.mlflow.guard import _guarded, _is_unavailable
+from orchestrator.sinks.mlflow.values import MAX_METRICS_PER_BATCH, MAX_TAG_VALUE, _chunks, _now_ms
+
+
+class BadFilter(ValueError):
+    """A ``glth runs`` query MLflow rejects (bad filter syntax, unknown experiment)."""
 
 
 @_guarded

@@ -27,21 +27,23 @@ from mlflow.tracking import MlflowClient
 from glth_core import controls
 from orchestrator.sinks.mlflow import curves
 from orchestrator.sinks.mlflow.client import (
-    MAX_METRICS_PER_BATCH,
-    MAX_PARAMS_PER_BATCH,
-    MAX_TAG_VALUE,
     TAG_ARTIFACTS,
     TAG_STATUS,
     _children,
-    _chunks,
     _find_or_create_child,
     _find_or_create_parent,
-    _guarded,
-    _now_ms,
-    _number,
     _upload,
     client,
     ensure_experiment,
+)
+from orchestrator.sinks.mlflow.guard import _guarded
+from orchestrator.sinks.mlflow.values import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_PER_BATCH,
+    MAX_TAG_VALUE,
+    _chunks,
+    _now_ms,
+    _number,
 )
 
 # logged at step = round; rank only for grouped dictionaries (None otherwise)
