@@ -4,7 +4,9 @@ by the driver only.
 - ``guard``: reaching the store fast-or-not-at-all (``MlflowUnavailable``);
 - ``client``: the client, the experiment, finding or creating parent and child runs by their tags;
 - ``values``: MLflow's size limits, params flattened from a config, metric values;
-- ``sync``: rounds into runs idempotently, finishing runs, ``sync_sweep`` (backfill from Parquet);
+- ``rounds``: a row's metrics, a trial's rounds into its run idempotently;
+- ``finish``: what a trial's rows say about its run (outcome, name) and ending the run;
+- ``sync``: ``sync_sweep``, the backfill of a sweep from its Parquet rows;
 - ``callback``: ``MlflowWriter``, the Tune callback that logs each round as it is reported;
 - ``curves``: the sweep's curves (mean ± CI over seeds) on the parent run at step = round;
 - ``meta``: MLflow's own fields (experiment kind, source, dataset input);
@@ -30,22 +32,20 @@ from orchestrator.sinks.mlflow.client import (
     get_or_create_parent,
 )
 from orchestrator.sinks.mlflow.curves import CurveBook
+from orchestrator.sinks.mlflow.finish import finish_child
 from orchestrator.sinks.mlflow.guard import HTTP_ENV, MlflowUnavailable
 from orchestrator.sinks.mlflow.meta import EXPERIMENT_TAGS, source_tags
 from orchestrator.sinks.mlflow.outputs import log_analysis_table, log_exported_model
 from orchestrator.sinks.mlflow.query import BadFilter, find_runs, log_extra, log_to_parent, search_children
-from orchestrator.sinks.mlflow.sync import (
-    CONSTRUCT_METRICS,
+from orchestrator.sinks.mlflow.rounds import (
     IDENTITY,
-    METRICS,
     PROBE_METRIC,
     ROUND_METRICS,
-    finish_child,
     log_rounds,
     logged_rounds,
     metric_values,
-    sync_sweep,
 )
+from orchestrator.sinks.mlflow.sync import sync_sweep
 from orchestrator.sinks.mlflow.system import SystemSampler
 from orchestrator.sinks.mlflow.values import (
     MAX_METRICS_PER_BATCH,
@@ -86,9 +86,7 @@ __all__ = [
     "log_extra",
     "log_to_parent",
     "search_children",
-    "CONSTRUCT_METRICS",
     "IDENTITY",
-    "METRICS",
     "PROBE_METRIC",
     "ROUND_METRICS",
     "finish_child",

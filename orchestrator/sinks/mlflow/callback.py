@@ -22,18 +22,17 @@ from ray.tune import Callback
 
 from orchestrator.sinks.mlflow import curves
 from orchestrator.sinks.mlflow.client import _children, _find_or_create_child, client
-from orchestrator.sinks.mlflow.guard import MlflowUnavailable, _guard
-from orchestrator.sinks.mlflow.sync import (
+from orchestrator.sinks.mlflow.finish import (
     _end_tags,
     _finish,
-    _pending_rounds,
     _run_name,
-    _send,
     _target,
     outcome_of,
     row_config,
     rows_expected,
 )
+from orchestrator.sinks.mlflow.guard import MlflowUnavailable, _guard
+from orchestrator.sinks.mlflow.rounds import _pending_rounds, _send
 
 
 class MlflowWriter(Callback):
