@@ -196,7 +196,7 @@ def plan_bottleneck(
     if m == 0:  # possible for a part of a composite under one global ordering
         return ExportPlan("masked-dense", info, note="every column of U pruned: the weight is zero, the bias remains")
     conv = isinstance(layer, nn.Conv2d)
-    if d.basis == "identity":
+    if d.groups_are_inputs:  # U = I: the groups are the layer's inputs
         if not conv:  # U = I: W = C, so C_kept is W's kept input columns
             C_kept = coeffs.view(d_out, d_in).index_select(1, kept)
             return drop_inputs(net, name, kept, C_kept, info, fold_previous)

@@ -75,7 +75,7 @@ def round_record(
     if groups is not None:
         kept_groups = torch.unique(groups[mask])
         record["rank"] = int(kept_groups.numel())
-        if dictionary.records_kept_inputs:
+        if dictionary.groups_are_inputs:
             record["kept_inputs"] = kept_groups.tolist()
     record["layer_density"] = layer_density_json(dictionary, mask, param.model)
     record.update(ticket_flops(param.model, dictionary, Ticket.of(round_index, mask, w), data.input_shape))

@@ -199,7 +199,7 @@ def input_maps(
         comp = float(curve.loc[curve["round"] == rnd, "compression"].mean())
         label = curve_label(curve.iloc[0], varying(ok))
         stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
-        if dic.basis == "identity":
+        if dic.groups_are_inputs:  # kept pixels; else kept DCT frequencies
             title = f"{label}, round {rnd} (compression {100 * comp:.1f}%): kept input coordinates (white)"
             written.append(kept_coordinates(np.stack(maps), out / f"kept_inputs_{stem}.png", title, labels))
         else:

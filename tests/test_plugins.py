@@ -48,7 +48,8 @@ def _names(node) -> str | None:
 
 
 def string_dispatch(path: Path) -> list[str]:
-    """Where ``path`` compares a control or a dictionary kind to a name, or probes a dictionary."""
+    """Where ``path`` compares a control, a dictionary kind or a bottleneck's basis to a name, or
+    probes a dictionary."""
     kinds = set(dictionaries.KINDS)
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -57,7 +58,7 @@ def string_dispatch(path: Path) -> list[str]:
             sides = [node.left, *node.comparators]
             read = {_names(s) for s in sides}
             literals = set().union(*(_strings(s) for s in sides))
-            if literals and ("control" in read or ("kind" in read and literals & kinds)):
+            if literals and ("control" in read or "basis" in read or ("kind" in read and literals & kinds)):
                 found.append(f"{where}: {ast.unparse(node)}")
         elif (
             isinstance(node, ast.Call)
@@ -87,10 +88,10 @@ def test_the_scan_finds_what_it_forbids(tmp_path):
     probe.write_text(
         'a = config.control == "reinit"\nb = spec.get("kind") != "bottleneck"\n'
         'c = getattr(d, "tau_segments", None)\nd = row["control"] in ("none", None)\n'
-        'e = trial.kind == "imp"\n'
+        'e = trial.kind == "imp"\nf = dic.basis == "identity"\n'
     )
     found = string_dispatch(probe)
-    assert [f.split(":")[1] for f in found] == ["1", "2", "3", "4"]  # a trial kind ("imp") is no dictionary
+    assert [f.split(":")[1] for f in found] == ["1", "2", "3", "4", "6"]  # a trial kind ("imp") is no dictionary
 
 
 class Inverse(Control):

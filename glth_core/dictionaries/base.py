@@ -167,9 +167,10 @@ class Dictionary(Movable):
         return [(self, 0, self.size)]
 
     @property
-    def records_kept_inputs(self) -> bool:
-        """Whether a round's record lists the kept groups as ``kept_inputs`` (groups that are the
-        layer's input coordinates: an identity bottleneck)."""
+    def groups_are_inputs(self) -> bool:
+        """Whether the groups are the layer's input coordinates themselves (an identity
+        bottleneck), not directions in a basis of them: a round's record then lists the kept ones
+        as ``kept_inputs``, and ``glth plot`` draws them as kept pixels, not kept frequencies."""
         return False
 
     @property

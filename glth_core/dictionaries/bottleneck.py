@@ -154,7 +154,7 @@ class Bottleneck(BlockDictionary):
         return spec.get("basis") in ("identity", "dct")  # kept coordinates / kept frequencies
 
     @property
-    def records_kept_inputs(self) -> bool:
+    def groups_are_inputs(self) -> bool:
         return self.basis == "identity"
 
     @property
