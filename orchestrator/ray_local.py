@@ -63,6 +63,11 @@ def _local_auth():
         refresh()
 
 
+#: A local Ray starts no idle workers for the driver: Tune gives its trial actors a runtime env
+#: (``env_vars``), so they never run in such a worker but in one started for them, and the idle
+#: ones only took CPU (each imports Ray) while the node and the MLflow set-up were starting
+NO_PRESTART = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+
 #: the exit status of an interrupted run (128 + SIGINT, as a shell reports Ctrl-C)
 EXIT_INTERRUPTED = 130
 
@@ -125,6 +130,7 @@ def ray_session(address: str | None, num_cpus: int | None = None):
                         include_dashboard=False,
                         logging_level="WARNING",
                         log_to_driver=False,
+                        _system_config=NO_PRESTART,
                     )
             yield
         except KeyboardInterrupt:

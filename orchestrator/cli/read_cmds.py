@@ -15,8 +15,6 @@ from pathlib import Path
 
 from orchestrator import defaults
 from orchestrator.cli.common import EXIT_ALL_FAILED, BadInput, find_sweep, outputs_dir, read_rows, spec_text_of
-from orchestrator.cli.summary import has_own_summary, render_results
-from orchestrator.results import THRESHOLD_RULE
 
 SWEEP_HELP = (
     "the sweep: its directory (as glth run printed it) or URI (s3://bucket/prefix/<sweep id>), "
@@ -109,7 +107,8 @@ def _sweep_id(d) -> str:
 
 def cmd_results(args) -> int:
     from orchestrator import analysis, analysis_report
-    from orchestrator.results import render
+    from orchestrator.cli.summary import has_own_summary, render_results
+    from orchestrator.results import THRESHOLD_RULE, render
 
     d = find_sweep(args.sweep, args.storage)
     rows = read_rows(d)

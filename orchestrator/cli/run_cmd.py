@@ -27,8 +27,6 @@ from orchestrator.cli.common import (
     storage_setting,
     sweep_lease,
 )
-from orchestrator.cli.summary import has_own_summary, render_failures, render_results
-from orchestrator.results import THRESHOLD_RULE
 
 
 def add_parsers(sub, parents) -> None:
@@ -111,6 +109,8 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
                 result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
         else:
             result = run_sweep(sweep, storage, args.tracking_uri, args.address, force=args.force)
+    from orchestrator.cli.summary import has_own_summary, render_failures, render_results
+
     rows = read_rows(result.out_dir, need_rows=False)
     analysed = not rows.empty and (rows["status"] == "ok").any()  # failed trials' rows are never analysed
     if not rows.empty or result.failed:
@@ -164,6 +164,7 @@ def _print_analysis(
     parent run get it too."""
     from orchestrator import analysis, analysis_report
     from orchestrator.layout import SweepDir
+    from orchestrator.results import THRESHOLD_RULE
 
     a = analysis.publish(
         rows,
