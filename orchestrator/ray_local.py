@@ -13,7 +13,8 @@ dashboard head (started even with ``include_dashboard=False``, for the job and s
 raylet, which registers only once its dashboard and runtime-env agents are up, and the driver's
 connection; the agents' start (Python processes importing aiohttp, grpc, OpenTelemetry) is most
 of it. ``ray.init`` has no public option to leave them out, and the ``RAY_*`` settings tried
-(usage stats, metrics collection, worker prestart) did not change its time, so none is set here.
+(usage stats, metrics collection) did not change its time. The idle workers Ray prestarts for a
+driver are left out (``NO_PRESTART``): no trial could use them.
 """
 
 from __future__ import annotations
