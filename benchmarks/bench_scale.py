@@ -86,8 +86,9 @@ class Sampler(threading.Thread):
             time.sleep(self.every)
 
 
-def run_sampled(spec: dict, tmp: Path) -> dict:
-    """``glth run`` of ``spec`` in ``tmp`` with its driver sampled: wall, driver CPU, peak RSS, rows."""
+def run_sampled(spec: dict, tmp: Path, env: dict | None = None) -> dict:
+    """``glth run`` of ``spec`` in ``tmp`` with its driver sampled: wall, driver CPU, peak RSS, rows
+    (``env``: added to this process's environment for it)."""
     from orchestrator import spec as specs
     from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet
@@ -100,7 +101,7 @@ def run_sampled(spec: dict, tmp: Path) -> dict:
     proc = subprocess.Popen(
         cmd,
         cwd=tmp,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -138,9 +139,9 @@ def timed_cmd(args: list[str], cwd: Path, env: dict | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def fixed_cost(tmp: Path) -> dict:
+def fixed_cost(tmp: Path, env: dict | None = None) -> dict:
     """glth run's fixed cost: a 1-trial sweep of one 1-step round, less its compute."""
-    r = run_sampled(sweep_spec("scale-fixed", 1, 1, 1, steps=1), tmp)
+    r = run_sampled(sweep_spec("scale-fixed", 1, 1, 1, steps=1), tmp, env)
     return {
         "fixed_s": r["wall"] - compute_of(r["rows"], None),
         "fixed_peak_mb": r["peak_mb"],

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "round": ("bench_round.py", True),
     "augment": ("bench_augment.py", True),
     "resnet": ("bench_resnet.py", True),
+    "fixed": ("bench_fixed.py", True),
     "sweep": ("bench_sweep.py", True),
     "scale": ("bench_scale.py", True),
     "construct": ("bench_construct.py", False),

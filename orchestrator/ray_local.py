@@ -13,7 +13,8 @@ dashboard head (started even with ``include_dashboard=False``, for the job and s
 raylet, which registers only once its dashboard and runtime-env agents are up, and the driver's
 connection; the agents' start (Python processes importing aiohttp, grpc, OpenTelemetry) is most
 of it. ``ray.init`` has no public option to leave them out, and the ``RAY_*`` settings tried
-(usage stats, metrics collection, worker prestart) did not change its time, so none is set here.
+(usage stats, metrics collection) did not change its time. The idle workers Ray prestarts for a
+driver are left out (``NO_PRESTART``): no trial could use them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def _local_auth():
             os.environ.pop(k, None)
         refresh()
 
+
+#: A local Ray starts no idle workers for the driver: Tune gives its trial actors a runtime env
+#: (``env_vars``), so they never run in such a worker but in one started for them, and the idle
+#: ones only took CPU (each imports Ray) while the node and the MLflow set-up were starting
+NO_PRESTART = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 
 #: the exit status of an interrupted run (128 + SIGINT, as a shell reports Ctrl-C)
 EXIT_INTERRUPTED = 130
@@ -125,6 +131,7 @@ def ray_session(address: str | None, num_cpus: int | None = None):
                         include_dashboard=False,
                         logging_level="WARNING",
                         log_to_driver=False,
+                        _system_config=NO_PRESTART,
                     )
             yield
         except KeyboardInterrupt:

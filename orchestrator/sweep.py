@@ -22,6 +22,7 @@ from pathlib import Path
 from ray import tune
 
 from orchestrator import lease
+from orchestrator.background import Background
 from orchestrator.defaults import absolute_uri, default_tracking_uri  # noqa: F401  (re-exported for callers)
 from orchestrator.layout import TUNE, SweepDir
 from orchestrator.notices import Notices
@@ -193,7 +194,7 @@ def _run_leased(
 
     done = _reuse_completed(sweep, sweep_dir, force)
     pending = [t for t in sweep.trials if t.trial_id not in done]
-    mlflow_info = _start_mlflow(sweep, tracking_uri)
+    mlflow_started = Background(_start_mlflow, sweep, tracking_uri)  # while the local Ray starts
     progress = Progress(total_trials=len(sweep.trials), rounds=sweep.rounds, already_done=len(done), complete=done)
     print(
         f"[glth] sweep {sweep.sweep_id}: {len(sweep.trials)} trials ({len(done)} already complete), "
@@ -223,6 +224,7 @@ def _run_leased(
         storage_path, filesystem = sweep_dir.store.tune_storage(TUNE)
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus):
+            mlflow_info = mlflow_started.result()
             # inside the session: with_parameters puts ``live`` and the sweep directory in this
             # Ray's object store (a worker rebuilds the storage's filesystem with its own credentials)
             trainable = tune.with_resources(
@@ -259,6 +261,7 @@ def _run_leased(
     complete = parquet.completed_trials(sweep_dir)
     failed = sorted(t.trial_id for t in sweep.trials if t.trial_id not in complete)
 
+    mlflow_info = mlflow_started.result()
     sync_mlflow(sweep, sweep_dir, tracking_uri)
     return SweepResult(
         sweep_dir,

@@ -61,6 +61,27 @@ def test_digits_sizes_shapes_and_types(digits):
     }
 
 
+def test_digits_read_without_importing_sklearn_equals_load_digits(monkeypatch):
+    """The digits come from scikit-learn's file without the seconds its import costs a worker;
+    the table read is load_digits' own, value for value."""
+    import sys
+
+    from glth_core.data.digits import Digits, _digits_table
+
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # importing it now raises ImportError
+    Digits().read(None)
+    images, target = _digits_table()
+    monkeypatch.undo()
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    assert images.dtype == bunch.images.dtype and images.shape == (1797, 8, 8)
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
+    assert target.dtype == bunch.target.dtype
+
+
 def test_digits_train_split_is_normalised(digits):
     assert_normalised(digits)
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-from orchestrator.storage import Storage, StorageError
 from orchestrator.storage_setting import DEFAULT as STORAGE_DEFAULT
 from orchestrator.storage_setting import ENV as STORAGE_ENV
+
+if TYPE_CHECKING:  # orchestrator.storage imports pyarrow and pandas: `glth --help` does without
+    from orchestrator.storage import Storage
 
 EXIT_BAD_INPUT = 2
 #: ``glth run``: every trial of the sweep failed, so there is nothing to analyse (1: some failed)
@@ -80,6 +83,8 @@ def storage_setting(flag: str | None, spec_value: str | None = None) -> tuple[st
 def resolve_storage(flag: str | None, spec_value: str | None = None, check: bool = False) -> Storage:
     """The storage a command uses (precedence as ``storage_setting``); with ``check``, also
     ``Storage.check_writable()``. Any problem is BadInput naming the setting and the cause."""
+    from orchestrator.storage import Storage, StorageError
+
     value, source = storage_setting(flag, spec_value)
     try:
         storage = Storage.resolve(value)
@@ -191,6 +196,8 @@ def _find_in_store(key: str, store: Storage) -> str:
 
 def _find_by_uri(key: str) -> Path | str:
     """A sweep named by its URI, or by the URI of a directory inside it (``…/<sweep_id>/rounds``)."""
+    from orchestrator.storage import Storage, StorageError
+
     try:
         store = Storage.resolve(key)
     except StorageError as e:

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from orchestrator import defaults
 from orchestrator.cli.common import EXIT_ALL_FAILED, BadInput, open_sweep, outputs_dir, read_rows, spec_text_of
-from orchestrator.cli.summary import has_own_summary, render_results
-from orchestrator.results import THRESHOLD_RULE
 
 SWEEP_HELP = (
     "the sweep: its directory (as glth run printed it) or URI (s3://bucket/prefix/<sweep id>), "
@@ -101,7 +99,8 @@ def _tracking_uri(args, d) -> str:
 
 def cmd_results(args) -> int:
     from orchestrator import analysis, analysis_report
-    from orchestrator.results import render
+    from orchestrator.cli.summary import has_own_summary, render_results
+    from orchestrator.results import THRESHOLD_RULE, render
 
     d = open_sweep(args.sweep, args.storage)
     rows = read_rows(d)

@@ -27,8 +27,6 @@ from orchestrator.cli.common import (
     storage_setting,
     sweep_lease,
 )
-from orchestrator.cli.summary import has_own_summary, render_failures, render_results
-from orchestrator.results import THRESHOLD_RULE
 
 
 def add_parsers(sub, parents) -> None:
@@ -113,6 +111,8 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
                 result = run_sweep(sweep, where, args.tracking_uri, args.address, force=args.force)
         else:
             result = run_sweep(sweep, where, args.tracking_uri, args.address, force=args.force)
+    from orchestrator.cli.summary import has_own_summary, render_failures, render_results
+
     rows = read_rows(where, need_rows=False)
     analysed = not rows.empty and (rows["status"] == "ok").any()  # failed trials' rows are never analysed
     if not rows.empty or result.failed:
@@ -163,6 +163,7 @@ def _print_analysis(
     """After a run: the per-curve analysis table; analysis.parquet (``outputs_dir``) and the MLflow
     parent run get it too."""
     from orchestrator import analysis, analysis_report
+    from orchestrator.results import THRESHOLD_RULE
 
     a = analysis.publish(
         rows,

@@ -18,7 +18,7 @@ from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator.sinks.mlflow import meta
+from orchestrator.sinks.mlflow import meta, sqlite_seed
 from orchestrator.sinks.mlflow.guard import _guarded
 from orchestrator.sinks.mlflow.values import MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, _chunks, flatten_params
 
@@ -88,6 +88,7 @@ def client(tracking_uri: str) -> MlflowClient:
     """An MlflowClient for a server or a database store; a ``./mlruns`` file store is refused."""
     if not tracking_uri or _file_store(tracking_uri):
         raise ValueError(f"tracking URI {tracking_uri!r}: use sqlite:///PATH or http(s)://HOST, not a file store")
+    sqlite_seed.seed(tracking_uri)  # a new sqlite store: copied at the schema head, not migrated here
     return MlflowClient(tracking_uri=tracking_uri)
 
 

@@ -1,0 +1,81 @@
+"""A new sqlite tracking store starts as a copy of an empty store already at MLflow's schema head.
+
+MLflow makes a new sqlite store by creating its first tables and then running every schema
+migration of its history (alembic): seconds of CPU that each ``glth run`` with a fresh store paid
+before its sweep started. The result is the same empty schema every time, so glth migrates one
+empty database per MLflow release into a cache (``$XDG_CACHE_HOME/glth``, else ``~/.cache/glth``)
+and copies it to the new store's path. MLflow then finds every table at its head revision and
+only adds its ``Default`` experiment (with this store's artifact root), as in a store it migrated
+itself. Best effort: wherever the cache or the copy fails, MLflow creates the store as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+SQLITE = "sqlite:///"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glth"
+
+
+def _template_name() -> str:
+    """One template per MLflow release and set of migrations (a reinstalled dev build differs)."""
+    import mlflow
+    from mlflow.store import db_migrations
+
+    revisions = sorted(p.name for p in (Path(db_migrations.__file__).parent / "versions").glob("*.py"))
+    digest = hashlib.sha256("\n".join(revisions).encode()).hexdigest()[:12]
+    return f"mlflow-{mlflow.__version__}-{digest}.db"
+
+
+def template() -> Path:
+    """The migrated empty store, made (atomically) on first use."""
+    path = _cache_dir() / _template_name()
+    if path.is_file():
+        return path
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        engine = sqlalchemy.create_engine(f"{SQLITE}{tmp}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def seed(tracking_uri: str) -> bool:
+    """Put the migrated empty store at ``tracking_uri``'s path when that is a sqlite file that does
+    not exist yet; never over a file (another process's new store included). True if it did."""
+    if not tracking_uri.startswith(SQLITE) or "?" in tracking_uri:
+        return False
+    path = Path(tracking_uri[len(SQLITE) :]).expanduser()
+    if str(path) in ("", ":memory:") or path.exists():
+        return False
+    try:
+        source = template()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            shutil.copyfile(source, tmp)
+            os.link(tmp, path)  # fails if the path exists by now: that store is kept
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    except Exception:  # noqa: BLE001 - any failure: MLflow makes the store itself
+        return False
+    return True

@@ -1,0 +1,61 @@
+"""A new sqlite tracking store is copied from a migrated empty one: the same schema as a store
+MLflow migrated itself, usable as one, and never copied over a store that exists."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.sinks import mlflow as sink
+from orchestrator.sinks.mlflow import sqlite_seed
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module: its template is migrated once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def schema(db) -> dict:
+    """Per table its columns (name, type, not null, default, primary key) and index names; the
+    alembic revision. (MLflow's batch migrations emit a table's constraints in no fixed order.)"""
+    with sqlite3.connect(db) as con:
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
+        out = {
+            t: (
+                [r[1:] for r in con.execute(f'pragma table_info("{t}")')],
+                sorted(r[1] for r in con.execute(f'pragma index_list("{t}")')),
+            )
+            for t in tables
+        }
+        out["alembic"] = con.execute("select version_num from alembic_version").fetchall()
+    return out
+
+
+def test_seeded_store_is_mlflows_own_schema_and_works(tmp_path, monkeypatch, cache):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    seeded, migrated = tmp_path / "a" / "seeded.db", tmp_path / "migrated.db"
+    uri = f"sqlite:///{seeded}"
+    c = sink.client(uri)  # seeds, then MLflow opens it
+    assert sqlite_seed.template().parent == cache / "glth"
+    MlflowClient(f"sqlite:///{migrated}").search_experiments()  # MLflow creates and migrates it
+    assert schema(seeded) == schema(migrated) and len(schema(seeded)) > 20
+    # MLflow added its Default experiment with this store's own artifact root, as in a store it made
+    assert [e.name for e in c.search_experiments()] == ["Default"]
+    exp = sink.ensure_experiment(c, "glth-seed")
+    run = c.create_run(exp, tags={"k": "v"})
+    c.log_metric(run.info.run_id, "acc", 0.5, step=3)
+    assert [(m.step, m.value) for m in c.get_metric_history(run.info.run_id, "acc")] == [(3, 0.5)]
+
+
+def test_seed_never_replaces_a_store(tmp_path, monkeypatch, cache):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    db = tmp_path / "mlflow.db"
+    assert sqlite_seed.seed(f"sqlite:///{db}") and db.stat().st_size > 0
+    db.write_bytes(b"a store someone made")
+    assert not sqlite_seed.seed(f"sqlite:///{db}")
+    assert db.read_bytes() == b"a store someone made"
+    assert not sqlite_seed.seed("http://127.0.0.1:5000") and not sqlite_seed.seed(f"sqlite:///{tmp_path}/x.db?mode=ro")
+    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]  # no temporary file left
