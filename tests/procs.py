@@ -35,6 +35,9 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 240.0) -> "MlflowServer":
+        from mlflow_db import migrated
+
+        migrated(self.tmp / "db.sqlite")  # tables made once per test process, not by every server
         log = open(self.tmp / f"server-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 (the server's, closed by stop())
         self.proc = subprocess.Popen(
             [

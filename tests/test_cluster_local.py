@@ -6,6 +6,7 @@ import re
 
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_db import sqlite_uri
 from procs import LocalRayCluster, MlflowServer
 from test_sweep import glth, metric_steps, mlflow_children, write_spec
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
     cluster = LocalRayCluster(workers=1, cpus_per_node=1).start()
     try:
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        uri = sqlite_uri(tmp_path / "mlflow.db")
         proc = glth(
             "run",
             str(write_spec(tmp_path, rounds=2, epochs=3)),

@@ -37,6 +37,7 @@ import pytest
 import ray
 import torch
 from cluster_ns import WORKER_IP, NamespacedCluster, mount_namespace_unavailable
+from mlflow_db import sqlite_uri
 
 from orchestrator import cli, spec
 from orchestrator.layout import SweepDir
@@ -116,7 +117,7 @@ def glth_run(
     """``glth run spec.yaml --storage STORAGE`` (a process group of its own) with MLflow in ``<cwd>/<db>.db``;
     on the cluster (``--address``) unless ``env`` is given (then a local Ray)."""
     cwd = cwd or cluster.base
-    argv = [GLTH, "run", "spec.yaml", "--storage", storage, "--tracking-uri", f"sqlite:///{cwd / db}.db"]
+    argv = [GLTH, "run", "spec.yaml", "--storage", storage, "--tracking-uri", sqlite_uri(cwd / f"{db}.db")]
     if env is None:
         argv += ["--address", cluster.address]
     stderr_path = cwd / f"{name or db}.stderr"
@@ -239,7 +240,7 @@ def test_a_without_the_check_the_worker_refuses_a_storage_it_cannot_see(cluster,
     result = run_sweep(
         SWEEP.__class__(SWEEP.spec.model_copy(update={"max_failures": 0}), SWEEP.text, SWEEP.trials),
         str(private),
-        tracking_uri=f"sqlite:///{cluster.base / 'lib'}.db",
+        tracking_uri=sqlite_uri(cluster.base / "lib.db"),
     )
     assert sorted(result.failed) == sorted(IDS)
     assert parquet.read_rounds(SweepDir.under(private, SWEEP.sweep_id)).empty

@@ -17,6 +17,8 @@ record that ``glth sync`` (and the end of every ``glth run``) replays into MLflo
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import os
 import random
@@ -34,6 +36,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_db import sqlite_uri
 from procs import MlflowServer
 
 from glth_core.experiment import TIMING_COLUMNS
@@ -130,6 +133,19 @@ class Glth:
 
 def glth(*args: str, cwd: Path, timeout: float = 600) -> Glth:
     return Glth(*args, cwd=cwd).run(timeout)
+
+
+class InProcess:
+    """A `glth` command that starts no Ray (``sync``) run in this process: the same CLI code path as
+    the console script, without another interpreter's start (imports) on 2 busy cores."""
+
+    def __init__(self, *args: str, cwd: Path):
+        from orchestrator import cli
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            self.returncode = cli.main(list(args))
+        self.stdout, self.stderr = out.getvalue(), err.getvalue()
 
 
 def kill_tree(pid: int) -> list[psutil.Process]:
@@ -279,7 +295,7 @@ READER = textwrap.dedent("""
 """)
 
 
-INTRUDER_PATIENCE_S = 60
+INTRUDER_PATIENCE_S = 30  # a refused client says why within seconds; the fixture waits this long for it
 INTRUDER = (
     "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); print('JOINED', ray.cluster_resources())"
 )
@@ -372,7 +388,7 @@ def reference(tmp_path_factory):
     sweep_s = time.monotonic() - t0
     rows = parquet.read_rounds(SweepDir.under(tmp / "out", sweep_id))
     server.start()
-    syncs = [glth("sync", sweep_id, "--out", "out", "--tracking-uri", server.uri, cwd=tmp) for _ in range(2)]
+    syncs = [InProcess("sync", sweep_id, "--out", "out", "--tracking-uri", server.uri, cwd=tmp) for _ in range(2)]
     yield {
         "tmp": tmp,
         "spec": spec_path,
@@ -448,7 +464,7 @@ def test_the_local_ray_refuses_a_client_without_its_token(reference):
 
 
 def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(reference, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / "mlflow.db")
     spec_path = write_spec(tmp_path, "faults")
     sweep_id, out = reference["sweep_id"], tmp_path / "out"
     run = Glth("run", str(spec_path), "--out", "out", "--tracking-uri", uri, cwd=tmp_path).start()
@@ -533,7 +549,7 @@ def trial_workers(driver_pid: int, trial_ids: set[str]) -> dict[str, psutil.Proc
 
 
 def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / "mlflow.db")
     spec_path = write_spec(tmp_path, "faults")
     sweep_id, out = reference["sweep_id"], tmp_path / "out"
     trial_ids = set(reference["rows"].trial_id)
@@ -645,7 +661,7 @@ def test_mlflow_server_dying_mid_sweep_is_backfilled_by_the_next_run(reference, 
     assert_one_step_per_round(hist, rows)
     parent, children = mlflow_runs(server.uri, sweep_id)
     assert parent.info.status == "FINISHED" and {c.info.status for c in children.values()} == {"FINISHED"}
-    sync = glth("sync", sweep_id, "--out", "out", "--tracking-uri", server.uri, cwd=tmp_path)
+    sync = InProcess("sync", sweep_id, "--out", "out", "--tracking-uri", server.uri, cwd=tmp_path)
     counts = sync_counts(sync.stdout)
     print(
         f"found: the next `glth run` (every trial complete: no Ray) backfilled MLflow to one step per round; "
@@ -669,7 +685,7 @@ def overlap(reference, tmp_path_factory):
     whose grid shares one trial with it (epochs 2, lr 0.05, seed 0) and has lr 1e6 points that
     diverge. One run covers dedupe across sweeps and a diverging trial."""
     tmp = tmp_path_factory.mktemp("overlap")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = sqlite_uri(tmp / "mlflow.db")
     ref_out = reference["tmp"] / "out"
     ref_files = parquet.trial_files(SweepDir.under(ref_out, reference["sweep_id"]))
     ref_mtimes = {t: f.stat().st_mtime_ns for t, f in ref_files.items()}

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from mlflow_db import migrated
 
 from orchestrator.ray_local import EXIT_INTERRUPTED, resume_hint
 
@@ -78,6 +79,7 @@ def wait_gone(procs: dict[int, float], timeout: float = 20.0) -> list[str]:
 
 
 def start(cwd: Path) -> subprocess.Popen:
+    migrated(cwd / "mlflow.db")
     # its own session and process group, as a terminal's foreground job: Ctrl-C goes to the group
     return subprocess.Popen(
         [GLTH, "run", "spec.yaml", "--out", "out", "--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}"],

@@ -169,7 +169,9 @@ def _lost_lease_interrupts(tmp_path):
     write_owner(store, token="thief")
     with pytest.raises(KeyboardInterrupt):
         held.beat()
-        time.sleep(60)  # the interrupt arrives at the main thread's next bytecode
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the interrupt arrives at the main thread's next bytecode
+            time.sleep(0.01)  # (short sleeps: one long sleep is not woken by interrupt_main)
     held.release()
 
 
@@ -222,16 +224,18 @@ TWO_DRIVERS_ROUNDS = 6
 
 
 @pytest.mark.slow
-def test_two_real_drivers_the_second_refused_then_a_rerun_takes_over_the_killed_first(tmp_path):
+def test_two_real_drivers_the_second_refused_then_a_rerun_takes_over_the_killed_first(tmp_path, monkeypatch):
     import pandas as pd
-    from test_faults import Glth, kill_tree, rows_per_trial, sweep_id_of, write_spec
+    from test_faults import Glth, InProcess, kill_tree, rows_per_trial, sweep_id_of, write_spec
 
     from orchestrator.sinks import parquet
 
     spec_path = write_spec(tmp_path, "lease", TWO_DRIVERS_SPEC)
     sweep_id, out = sweep_id_of(spec_path), tmp_path / "out"
     store = Storage.resolve(str(out)).child(sweep_id)
-    args = ("run", str(spec_path), "--out", "out", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from mlflow_db import sqlite_uri
+
+    args = ("run", str(spec_path), "--out", "out", "--tracking-uri", sqlite_uri(tmp_path / "mlflow.db"))
 
     def driver(**env) -> Glth:
         g = Glth(*args, cwd=tmp_path)
@@ -274,7 +278,9 @@ def test_two_real_drivers_the_second_refused_then_a_rerun_takes_over_the_killed_
     # as if that driver had run on another machine: only its heartbeat's age can free the lease
     owner = {**owner_file(store), "host": "driver-host-elsewhere"}
     store.write_text(lease.LEASE, json.dumps(owner))
-    early = driver(**{lease.TIMEOUT_ENV: "3600"}).run(timeout=600)
+    monkeypatch.setenv(lease.TIMEOUT_ENV, "3600")  # in this process: refused before Ray, as the second was
+    early = InProcess(*args, cwd=tmp_path)
+    monkeypatch.delenv(lease.TIMEOUT_ENV)
     assert early.returncode == 4 and "host driver-host-elsewhere" in early.stderr, early.stderr[-2000:]
     while time.time() - owner["heartbeat"] <= 2.5:  # the heartbeat has stopped: it only ages
         time.sleep(0.2)

@@ -10,6 +10,7 @@ import statistics
 
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_db import sqlite_uri
 from procs import MlflowServer
 from test_mlflow_dashboard import acc, children, expected_curve, history, rows_of
 
@@ -48,6 +49,14 @@ def assert_curves(uri: str, parent_id: str, rounds: dict[str, list[int]], seeds=
                 assert got[r] == pytest.approx(expected_curve(d, list(seeds), r)[stat], abs=1e-12), (d, stat, r)
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One ``mlflow server`` for the module's tests (each its own sweep); a test may stop and start it."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def ray_local(monkeypatch):
     """A local Ray on 127.0.0.1 with token auth (as `glth run` starts it), Tune's loggers off."""
@@ -62,69 +71,64 @@ def ray_local(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_tune_run_logs_every_round_from_the_driver_only(tmp_path, ray_local):
+def test_a_tune_run_logs_every_round_from_the_driver_only(tmp_path, server, ray_local):
     from ray import tune
 
-    server = MlflowServer(tmp_path).start()
-    try:
-        sweep = "sw-tune"
-        # canonical: two single trials; bottleneck: one batched trial reporting both seeds each round
-        reports = [
-            by_round(trial(sweep, "canonical", 0)),
-            by_round(trial(sweep, "canonical", 1)),
-            by_round(trial(sweep, "bottleneck", 0) + trial(sweep, "bottleneck", 1)),
-        ]
-        metas = [rs[0][i] for rs in reports for i in range(len(rs[0]))]
-        writer = start(server.uri, "glth-cb", sweep, metas)
+    sweep = "sw-tune"
+    # canonical: two single trials; bottleneck: one batched trial reporting both seeds each round
+    reports = [
+        by_round(trial(sweep, "canonical", 0)),
+        by_round(trial(sweep, "canonical", 1)),
+        by_round(trial(sweep, "bottleneck", 0) + trial(sweep, "bottleneck", 1)),
+    ]
+    metas = [rs[0][i] for rs in reports for i in range(len(rs[0]))]
+    writer = start(server.uri, "glth-cb", sweep, metas)
 
-        def trainable(config):  # reports what a trial computed; never touches MLflow
-            import time
+    def trainable(config):  # reports what a trial computed; never touches MLflow
+        import time
 
-            from ray import tune as t
+        from ray import tune as t
 
-            from orchestrator.sinks.mlflow.system import SystemSampler
+        from orchestrator.sinks.mlflow.system import SystemSampler
 
-            sampler = SystemSampler(interval_s=0.05).start()
-            for rows in config["reports"]:
-                time.sleep(0.2)
-                t.report({"new_rows": rows, "system_metrics": sampler.take()})
-            sampler.stop()
+        sampler = SystemSampler(interval_s=0.05).start()
+        for rows in config["reports"]:
+            time.sleep(0.2)
+            t.report({"new_rows": rows, "system_metrics": sampler.take()})
+        sampler.stop()
 
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 1}),
-            param_space={"reports": tune.grid_search(reports)},
-            run_config=tune.RunConfig(name="cb", storage_path=str(tmp_path / "tune"), verbose=0, callbacks=[writer]),
-        )
-        assert not any(r.error for r in tuner.fit())
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"reports": tune.grid_search(reports)},
+        run_config=tune.RunConfig(name="cb", storage_path=str(tmp_path / "tune"), verbose=0, callbacks=[writer]),
+    )
+    assert not any(r.error for r in tuner.fit())
 
-        _, parent, kids = children(server.uri, "glth-cb", sweep)
-        assert {t: (k.info.run_name, k.info.status) for t, k in kids.items()} == {
-            f"{d}-{s}": (f"{d}-tau0.2-s{s}", "FINISHED") for d in ("canonical", "bottleneck") for s in (0, 1)
-        }
-        client = MlflowClient(server.uri)
-        for tid, k in kids.items():
-            d, s = tid.rsplit("-", 1)
-            assert history(server.uri, k.info.run_id, "test_accuracy") == {r: acc(d, int(s), r) for r in range(3)}
-            assert sorted(history(server.uri, k.info.run_id, "system/cpu_utilization_percentage")) == [0, 1, 2]
-            assert k.data.params["dictionary.kind"] == d and k.data.params["trial_id"] == tid
-            assert len(client.get_run(k.info.run_id).inputs.dataset_inputs) == 1
-        assert_curves(server.uri, parent.info.run_id, {"canonical": [0, 1, 2], "bottleneck": [0, 1, 2]})
+    _, parent, kids = children(server.uri, "glth-cb", sweep)
+    assert {t: (k.info.run_name, k.info.status) for t, k in kids.items()} == {
+        f"{d}-{s}": (f"{d}-tau0.2-s{s}", "FINISHED") for d in ("canonical", "bottleneck") for s in (0, 1)
+    }
+    client = MlflowClient(server.uri)
+    for tid, k in kids.items():
+        d, s = tid.rsplit("-", 1)
+        assert history(server.uri, k.info.run_id, "test_accuracy") == {r: acc(d, int(s), r) for r in range(3)}
+        assert sorted(history(server.uri, k.info.run_id, "system/cpu_utilization_percentage")) == [0, 1, 2]
+        assert k.data.params["dictionary.kind"] == d and k.data.params["trial_id"] == tid
+        assert len(client.get_run(k.info.run_id).inputs.dataset_inputs) == 1
+    assert_curves(server.uri, parent.info.run_id, {"canonical": [0, 1, 2], "bottleneck": [0, 1, 2]})
 
-        # the backfill at the sweep's end finds nothing left to do
-        rows = [r for rs in reports for rnd in rs for r in rnd]
-        counts = sink.sync_sweep(server.uri, "glth-cb", sweep, SPEC, rows, metas=metas)
-        assert counts == {"parents_created": 0, "children_created": 0, "steps_logged": 0, "children_finished": 0}
-        for k in kids.values():
-            assert len(client.get_metric_history(k.info.run_id, "density")) == 3
-        assert len(client.get_metric_history(parent.info.run_id, "curve/canonical/test_accuracy_mean")) == 3
-        assert client.get_run(parent.info.run_id).info.status == "FINISHED"
-    finally:
-        server.stop()
+    # the backfill at the sweep's end finds nothing left to do
+    rows = [r for rs in reports for rnd in rs for r in rnd]
+    counts = sink.sync_sweep(server.uri, "glth-cb", sweep, SPEC, rows, metas=metas)
+    assert counts == {"parents_created": 0, "children_created": 0, "steps_logged": 0, "children_finished": 0}
+    for k in kids.values():
+        assert len(client.get_metric_history(k.info.run_id, "density")) == 3
+    assert len(client.get_metric_history(parent.info.run_id, "curve/canonical/test_accuracy_mean")) == 3
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
 @pytest.mark.slow
-def test_a_server_that_dies_switches_the_callback_off_and_sync_backfills(tmp_path, capsys):
-    server = MlflowServer(tmp_path).start()
+def test_a_server_that_dies_switches_the_callback_off_and_sync_backfills(server, capsys):
     try:
         sweep = "sw-dies"
         trials = {f"{d}-{s}": trial(sweep, d, s) for d in ("canonical", "bottleneck") for s in (0, 1)}
@@ -151,11 +155,12 @@ def test_a_server_that_dies_switches_the_callback_off_and_sync_backfills(tmp_pat
         assert_curves(server.uri, parent.info.run_id, {"canonical": [0, 1, 2], "bottleneck": [0, 1, 2]})
         assert parent.info.status == "FINISHED"
     finally:
-        server.stop()
+        if server.proc is None:
+            server.start()  # as the module found it
 
 
 def test_the_callback_pickles_mid_sweep_and_reads_earlier_rows_from_parquet(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / "mlflow.db")
     sweep = "sw-pickle"
     trials = {f"canonical-{s}": trial(sweep, "canonical", s) for s in (0, 1)}
     metas = [rows[0] for rows in trials.values()]

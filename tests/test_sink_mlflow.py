@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import mlflow_db
 import pytest
 from mlflow.tracking import MlflowClient
 from procs import MlflowServer
@@ -100,7 +101,7 @@ def steps(uri: str, run_id: str, key: str) -> list[int]:
 @pytest.fixture(scope="module")
 def sqlite_uri(tmp_path_factory) -> str:
     """One database for the module: creating MLflow's tables takes seconds on a busy machine."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    return mlflow_db.sqlite_uri(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
 
 
 def test_live_logging_twice_gives_one_parent_two_children_and_three_steps(sqlite_uri):
