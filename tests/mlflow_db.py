@@ -1,39 +1,26 @@
-"""MLflow sqlite databases for tests, their tables made once per test process.
+"""MLflow sqlite databases for tests, at MLflow's schema head before first use.
 
 A new sqlite tracking database runs every one of MLflow's schema migrations on first use: 5-15 s
-on 2 busy cores, paid again by every ``glth run`` or ``mlflow server`` a test points at a fresh
+on 2 busy cores, paid again by every ``mlflow server`` or library call a test points at a fresh
 file. What the tests check is what glth logs into the database, not MLflow making its tables, so
-each gets a copy of one database migrated here (same MLflow, same schema)::
+each gets what ``glth run`` itself makes of a new store (orchestrator.sinks.mlflow.sqlite_seed: a
+copy of the empty store migrated once per MLflow release)::
 
     uri = sqlite_uri(tmp_path / "mlflow.db")   # the file exists now, tables and all
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
-
-@functools.cache
-def _template() -> Path:
-    from mlflow.tracking import MlflowClient
-
-    folder = Path(tempfile.mkdtemp(prefix="glth-mlflow-db-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    db = folder / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()  # creates and migrates the tables
-    return db
+from orchestrator.sinks.mlflow import sqlite_seed
 
 
 def migrated(db: str | Path) -> Path:
     """``db`` made a copy of the migrated, empty database (when it does not exist yet)."""
     db = Path(db)
     if not db.exists():
-        db.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_template(), db)
+        assert sqlite_seed.seed(f"{sqlite_seed.SQLITE}{db}"), f"could not seed an MLflow store at {db}"
     return db
 
 
