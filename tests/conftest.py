@@ -102,3 +102,26 @@ def paper_sweep(tmp_path_factory):
         "rows": parquet.read_rounds(cwd / "out", sweep_dir.name),
         "stdout": proc.stdout,
     }
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory):
+    """`glth run` of test_sweep's small spec (canonical and bottleneck, 2 seeds, 3 rounds of 1 epoch)
+    once per session, shared by test_sweep and test_batched_sweep (its separate trials):
+    {"cwd", "uri", "proc", "sweep_id", "rows"}."""
+    from test_sweep import glth, write_spec
+
+    from orchestrator.sinks import parquet
+
+    cwd = tmp_path_factory.mktemp("small_sweep")
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    proc = glth("run", str(write_spec(cwd)), "--out", "out", "--tracking-uri", uri, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_id = next((cwd / "out").iterdir()).name
+    return {
+        "cwd": cwd,
+        "uri": uri,
+        "proc": proc,
+        "sweep_id": sweep_id,
+        "rows": parquet.read_rounds(cwd / "out", sweep_id),
+    }
