@@ -18,7 +18,7 @@ torch.set_num_threads(1)  # tests run next to Ray workers on 2 cores
 
 
 #: session fixtures costly enough (a whole sweep) that their users share one xdist worker
-SHARED_SESSION_FIXTURES = ("paper_sweep",)
+SHARED_SESSION_FIXTURES = ("paper_sweep", "small_sweep")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
