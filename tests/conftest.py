@@ -18,7 +18,7 @@ torch.set_num_threads(1)  # tests run next to Ray workers on 2 cores
 
 
 #: session fixtures costly enough (a whole sweep) that their users share one xdist worker
-SHARED_SESSION_FIXTURES = ("paper_sweep",)
+SHARED_SESSION_FIXTURES = ("paper_sweep", "small_sweep")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
@@ -102,4 +102,28 @@ def paper_sweep(tmp_path_factory):
         "uri": uri,
         "rows": parquet.read_rounds(SweepDir.under(cwd / "out", sweep_dir.name)),
         "stdout": proc.stdout,
+    }
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory):
+    """`glth run` of test_sweep's small spec (canonical and bottleneck, 2 seeds, 3 rounds of 1 epoch)
+    once per session, shared by test_sweep and test_batched_sweep (its separate trials):
+    {"cwd", "uri", "proc", "sweep_id", "rows"}."""
+    from test_sweep import glth, write_spec
+
+    from orchestrator.layout import SweepDir
+    from orchestrator.sinks import parquet
+
+    cwd = tmp_path_factory.mktemp("small_sweep")
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    proc = glth("run", str(write_spec(cwd)), "--out", "out", "--tracking-uri", uri, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_id = next((cwd / "out").iterdir()).name
+    return {
+        "cwd": cwd,
+        "uri": uri,
+        "proc": proc,
+        "sweep_id": sweep_id,
+        "rows": parquet.read_rounds(SweepDir.under(cwd / "out", sweep_id)),
     }

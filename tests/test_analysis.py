@@ -6,19 +6,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from in_process import glth_here
 from mlflow.tracking import MlflowClient
 
 from orchestrator import seed_overlap
-
-GLTH = str(Path(sys.executable).with_name("glth"))
 
 
 # -- pieces ------------------------------------------------------------------------------------------
@@ -67,25 +64,15 @@ def set_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return len(sa & sb) / len(sa | sb)
 
 
+def results_delta_1(paper_sweep):
+    """``glth results --delta 1.0`` of the paper sweep, in this process (it starts no Ray)."""
+    args = ["results", paper_sweep["sweep_id"], "--out", "out", "--tracking-uri", paper_sweep["uri"], "--delta", "1.0"]
+    return glth_here(*args, cwd=paper_sweep["cwd"])
+
+
 @pytest.fixture(scope="module")
 def results(paper_sweep):
-    proc = subprocess.run(
-        [
-            GLTH,
-            "results",
-            paper_sweep["sweep_id"],
-            "--out",
-            "out",
-            "--tracking-uri",
-            paper_sweep["uri"],
-            "--delta",
-            "1.0",
-        ],
-        cwd=paper_sweep["cwd"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = results_delta_1(paper_sweep)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_parquet(paper_sweep["sweep_dir"] / "analysis.parquet")
     return proc.stdout, table
@@ -162,34 +149,24 @@ def test_analysis_is_logged_to_the_parent_run_once(paper_sweep, results):
     hist = client.get_metric_history(pid, "analysis/bottleneck-dct/jaccard_mean")
     assert {m.step for m in hist} == {0, 1, 2, 3, 4}  # `glth run` logged it (δ 0.5) and `glth results` (δ 1.0)
     # the same analysis again adds nothing
-    again = subprocess.run(
-        [
-            GLTH,
-            "results",
-            paper_sweep["sweep_id"],
-            "--out",
-            "out",
-            "--tracking-uri",
-            paper_sweep["uri"],
-            "--delta",
-            "1.0",
-        ],
-        cwd=paper_sweep["cwd"],
-        capture_output=True,
-        text=True,
-    )
+    again = results_delta_1(paper_sweep)
     assert again.returncode == 0
     assert len(client.get_metric_history(pid, "analysis/bottleneck-dct/jaccard_mean")) == len(hist)
 
 
 @pytest.mark.slow
 def test_results_json_analysis(paper_sweep, results):
-    proc = subprocess.run(
-        [GLTH, "results", paper_sweep["sweep_id"], "--out", "out", "--format", "json", "--analysis", "--delta", "1.0"],
+    proc = glth_here(
+        "results",
+        paper_sweep["sweep_id"],
+        "--out",
+        "out",
+        "--format",
+        "json",
+        "--analysis",
+        "--delta",
+        "1.0",
         cwd=paper_sweep["cwd"],
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     curves = json.loads(proc.stdout)

@@ -342,7 +342,7 @@ def _examples(test):
 def test_bad_input_fuzz_in_process(cwd, capsys):
     tried: Counter = Counter()
 
-    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=75, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(cases)
     @_examples
     def check(case: Case):
@@ -363,7 +363,7 @@ def test_bad_input_fuzz_console_script(cwd, capsys):
     RAY_TMPDIR left empty (no Ray session)."""
     tried: Counter = Counter()
 
-    @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=5, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(cases)
     def check(case: Case):
         code, err = run_in_process(case, cwd)

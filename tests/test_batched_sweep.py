@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(tmp_path, out: str, extra: str):
-    text = SPEC.replace("ROUNDS", "3").replace("EPOCHS", "2") + extra
+    text = SPEC.replace("ROUNDS", "3").replace("EPOCHS", "1") + extra
     (tmp_path / f"{out}.yaml").write_text(text)
     uri = f"sqlite:///{tmp_path / (out + '.db')}"
     proc = glth("run", f"{out}.yaml", "--out", out, "--tracking-uri", uri, cwd=tmp_path)
@@ -24,8 +24,8 @@ def _run(tmp_path, out: str, extra: str):
     return parquet.read_rounds(SweepDir.under(tmp_path / out, sweep_id)), uri
 
 
-def test_batched_seeds_equal_separate_trials(tmp_path):
-    separate, _ = _run(tmp_path, "separate", "")
+def test_batched_seeds_equal_separate_trials(tmp_path, small_sweep):
+    separate = small_sweep["rows"]  # the same spec as K separate trials, run once for test_sweep too
     batched, uri = _run(tmp_path, "batched", "batch_seeds: 2\n")
     assert len(batched) == len(separate) == 12
     assert sorted(batched.trial_id.unique()) == sorted(separate.trial_id.unique())

@@ -1,5 +1,6 @@
-"""The scale benchmark's quick path at a tiny size: it runs end to end and measures every number
-it reports (finite, with the right counts). Timings are not asserted: they depend on the machine."""
+"""The scale benchmark's quick path at a tiny size (a sweep of 2 trials, a 10 x 2 synthetic sweep): it
+runs end to end and measures every number it reports (finite, with the right counts). Timings are
+not asserted: they depend on the machine."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def test_bench_scale_quick_measures_every_number(tmp_path):
             str(REPO / "benchmarks" / "bench_scale.py"),
             "--quick",
             "--sizes",
-            "8",
+            "2",
             "--synthetic",
-            "50x5",
+            "10x2",
             "--json",
             str(out),
         ],
@@ -49,22 +50,22 @@ def test_bench_scale_quick_measures_every_number(tmp_path):
     for value in [*fixed.values(), *size.values(), *read.values()]:
         assert isinstance(value, (int, float)) and math.isfinite(value), got
     assert fixed["fixed_driver_cpu"] > 0 and fixed["fixed_peak_mb"] > 0
-    assert (size["trials"], size["trial_ids"], size["rows"]) == (8, 8, 8 * 3)  # 3 rounds a trial
-    assert size["mlflow_runs"] == 1 + 8  # the parent and one child per trial
-    assert size["mlflow_values"] > 8 * 3 * 10  # ten or more metrics a round, params and tags besides
+    assert (size["trials"], size["trial_ids"], size["rows"]) == (2, 2, 2 * 3)  # 3 rounds a trial
+    assert size["mlflow_runs"] == 1 + 2  # the parent and one child per trial
+    assert size["mlflow_values"] > 2 * 3 * 10  # ten or more metrics a round, params and tags besides
     assert size["driver_cpu_s"] > 0 and size["peak_rss_mb"] > 0 and size["wall_s"] > size["compute_s"] / 2 > 0
     assert size["results_s"] > 0 and size["plot_s"] > 0
-    assert (read["synthetic_trials"], read["synthetic_rounds"], read["synthetic_rows"]) == (50, 5, 250)
-    assert read["s3_objects"] == 50 + 2  # a Parquet file per trial, sweep.json and spec.yaml
+    assert (read["synthetic_trials"], read["synthetic_rounds"], read["synthetic_rows"]) == (10, 2, 20)
+    assert read["s3_objects"] == 10 + 2  # a Parquet file per trial, sweep.json and spec.yaml
     assert read["results_local_s"] > 0 and read["results_s3_s"] > 0
 
     lines = [line for line in done.stdout.splitlines() if line.startswith("scale ")]
     for what in (
         "fixed cost of glth run",
-        "8 trials x 3 rounds",
+        "2 trials x 3 rounds",
         "peak RSS at 2,000 trials",
-        "synthetic sweep of 50 trials x 5 rounds (250 rows)",
-        "loopback S3 (52 objects)",
+        "synthetic sweep of 10 trials x 2 rounds (20 rows)",
+        "loopback S3 (12 objects)",
     ):
         assert any(what in line for line in lines), (what, done.stdout)
     assert sum(line.count("✓") + line.count("✗") for line in lines) == 4  # fixed, overhead, local, S3

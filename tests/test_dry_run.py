@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from in_process import glth_here
 
 from orchestrator import cli, dry_run
 
@@ -149,25 +150,36 @@ def test_dry_run_in_process_starts_no_ray_and_writes_nothing(tmp_path, capsys, m
     assert os.listdir(tmp_path) == ["spec.yaml"] and not ray.is_initialized()
 
 
+NOT_INHERITED = ("GLTH_STORAGE", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")
+
+
 def glth(*args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("GLTH_STORAGE", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     return subprocess.run([GLTH, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def glth_no_ray(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """A command that starts no Ray (a dry run, a refusal, results, a rerun with every trial
+    complete), in this process: the same ``cli.main`` as the console script, without its start-up."""
+    return glth_here(*args, cwd=cwd, drop_env=NOT_INHERITED)
 
 
 @pytest.mark.slow
 def test_dry_run_resume_and_results_around_a_real_run(tmp_path):
+    import ray
+
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     (cwd / "spec.yaml").write_text(SPEC)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-    before = glth("run", "spec.yaml", "--dry-run", "--out", "out", cwd=cwd)
+    before = glth_no_ray("run", "spec.yaml", "--dry-run", "--out", "out", cwd=cwd)
     assert before.returncode == 0, before.stderr
     assert "2 trials: 0 done, 0 partial, 2 pending" in before.stdout
     assert "would compute: 2 trials, 4 rounds" in before.stdout
     assert _listing(cwd) == ["spec.yaml"], "the dry run wrote something"
 
-    refused = glth("run", "spec.yaml", "--resume", "--out", "out", cwd=cwd)
+    refused = glth_no_ray("run", "spec.yaml", "--resume", "--out", "out", cwd=cwd)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "--resume: no sweep dry-" in refused.stderr and _listing(cwd) == ["spec.yaml"]
 
@@ -176,22 +188,25 @@ def test_dry_run_resume_and_results_around_a_real_run(tmp_path):
     (sweep_dir,) = [d for d in (cwd / "out").iterdir() if d.is_dir()]
     assert f"→ {sweep_dir}" in run.stderr  # the directory glth run names
 
-    after = glth("run", "spec.yaml", "--dry-run", "--out", "out", cwd=cwd)
+    after = glth_no_ray("run", "spec.yaml", "--dry-run", "--out", "out", cwd=cwd)
     assert after.returncode == 0, after.stderr
     assert "2 trials: 2 done, 0 partial, 0 pending" in after.stdout and "would compute: nothing" in after.stdout
-    forced = glth("run", "spec.yaml", "--dry-run", "--force", "--out", "out", cwd=cwd)
+    forced = glth_no_ray("run", "spec.yaml", "--dry-run", "--force", "--out", "out", cwd=cwd)
     assert "2 trials: 0 done, 0 partial, 2 pending" in forced.stdout
 
-    resumed = glth("run", "spec.yaml", "--resume", "--out", "out", "--tracking-uri", uri, cwd=cwd)
+    resumed = glth_no_ray("run", "spec.yaml", "--resume", "--out", "out", "--tracking-uri", uri, cwd=cwd)
     assert resumed.returncode == 0 and "0 trials computed, 2 reused" in resumed.stdout, resumed.stderr[-3000:]
+    assert not ray.is_initialized()  # nothing left to compute: no Ray started in this process
 
     # `glth results <the sweep directory>` from a directory without ./glth-runs, relative and absolute
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     rel = os.path.relpath(sweep_dir, elsewhere)
-    by_path = [glth("results", key, "--tracking-uri", uri, cwd=elsewhere) for key in (rel, str(sweep_dir))]
-    by_id = glth("results", sweep_dir.name[:6], "--storage", str(cwd / "out"), "--tracking-uri", uri, cwd=elsewhere)
-    by_name = glth("results", "dry", "--out", str(cwd / "out"), "--tracking-uri", uri, cwd=elsewhere)
+    by_path = [glth_no_ray("results", key, "--tracking-uri", uri, cwd=elsewhere) for key in (rel, str(sweep_dir))]
+    by_id = glth_no_ray(
+        "results", sweep_dir.name[:6], "--storage", str(cwd / "out"), "--tracking-uri", uri, cwd=elsewhere
+    )
+    by_name = glth_no_ray("results", "dry", "--out", str(cwd / "out"), "--tracking-uri", uri, cwd=elsewhere)
     for proc in (*by_path, by_id, by_name):
         assert proc.returncode == 0, proc.stderr
         rounds = [

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from in_process import glth_here
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -17,7 +15,6 @@ from glth_core.imp import Trajectory
 from glth_core.train import TrainConfig
 from glth_core.trajectory import TrajectoryConfig
 
-GLTH = str(Path(sys.executable).with_name("glth"))
 TOL = 1e-5
 
 
@@ -121,7 +118,8 @@ def test_saved_module_loads_and_runs(identity, tmp_path):
 
 # -- the CLI on a real sweep ---------------------------------------------------------------------------
 def glth(*args, cwd):
-    return subprocess.run([GLTH, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    """``glth export`` starts no Ray: in this process (cli.main, as the console script)."""
+    return glth_here(*args, cwd=cwd)
 
 
 @pytest.mark.slow

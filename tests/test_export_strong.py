@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from in_process import glth_here
 
 from glth_core import data as datasets
 from glth_core import kinds
@@ -112,29 +113,23 @@ def test_glth_export_of_a_strong_sweeps_last_level(tmp_path):
     for trial_id, trial_rows in rows.groupby("trial_id"):
         last = trial_rows.sort_values("round").iloc[-1]
         out = tmp_path / f"{trial_id}.pt"
-        proc = subprocess.run(
-            [
-                GLTH,
-                "export",
-                sweep_dir.name,
-                "--out",
-                "out",
-                "--trial",
-                trial_id[:8],
-                "-o",
-                str(out),
-                "--bench",
-                "--repeats",
-                "3",
-                "--images",
-                "100",
-                "--tracking-uri",
-                uri,
-            ],
+        proc = glth_here(  # export starts no Ray: in this process (cli.main, as the console script)
+            "export",
+            sweep_dir.name,
+            "--out",
+            "out",
+            "--trial",
+            trial_id[:8],
+            "-o",
+            str(out),
+            "--bench",
+            "--repeats",
+            "3",
+            "--images",
+            "100",
+            "--tracking-uri",
+            uri,
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
             env=env,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from in_process import glth_here
 from torch import nn
 
 from glth_core import models
@@ -168,9 +169,9 @@ def test_glth_export_bench_times_the_exported_resnet_against_the_dense_one(tmp_p
     (sweep_dir,) = [d for d in (tmp_path / "out").iterdir() if d.is_dir()]
     (trial,) = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_dir.name)).trial_id.unique()
     out = tmp_path / "ticket.pt"
-    argv = [glth, "export", sweep_dir.name, "--trial", trial, "-o", str(out), "--out", "out", "--tracking-uri", uri]
+    argv = ["export", sweep_dir.name, "--trial", trial, "-o", str(out), "--out", "out", "--tracking-uri", uri]
     argv += ["--bench", "--repeats", "3", "--images", "50"]
-    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = glth_here(*argv, cwd=tmp_path)  # export starts no Ray: in this process
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads(out.with_suffix(".json").read_text())
     assert (meta["form"], meta["round"], meta["next"], meta["norms"]) == (

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from in_process import glth_here
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from orchestrator import plots_curves, plots_inputs, plots_style
 from orchestrator.results import summarize
 
-GLTH = str(Path(sys.executable).with_name("glth"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -155,12 +153,8 @@ def test_kept_coordinates_and_basis_grid(tmp_path):
 # -- `glth plot` on a real sweep -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def plotted(paper_sweep):
-    proc = subprocess.run(
-        [GLTH, "plot", paper_sweep["sweep_id"], "--out", "out", "--tracking-uri", paper_sweep["uri"]],
-        cwd=paper_sweep["cwd"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = glth_here(  # glth plot starts no Ray: in this process (cli.main, as the console script)
+        "plot", paper_sweep["sweep_id"], "--out", "out", "--tracking-uri", paper_sweep["uri"], cwd=paper_sweep["cwd"]
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
@@ -217,22 +211,17 @@ def test_plots_are_logged_to_the_parent_run(paper_sweep, plotted):
 
 @pytest.mark.slow
 def test_plot_round_and_log_scale(paper_sweep):
-    proc = subprocess.run(
-        [
-            GLTH,
-            "plot",
-            paper_sweep["sweep_id"],
-            "--out",
-            "out",
-            "--round",
-            "2",
-            "--log-remaining",
-            "--tracking-uri",
-            paper_sweep["uri"],
-        ],
+    proc = glth_here(
+        "plot",
+        paper_sweep["sweep_id"],
+        "--out",
+        "out",
+        "--round",
+        "2",
+        "--log-remaining",
+        "--tracking-uri",
+        paper_sweep["uri"],
         cwd=paper_sweep["cwd"],
-        capture_output=True,
-        text=True,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     check_png(paper_sweep["sweep_dir"] / "plots" / "accuracy_vs_remaining_log.png")

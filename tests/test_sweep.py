@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from in_process import glth_here
 from mlflow.tracking import MlflowClient
 
 from orchestrator.layout import SweepDir
@@ -63,12 +64,11 @@ def metric_steps(uri: str, run_id: str, key: str = "test_accuracy") -> list[int]
     return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
 
 
-def test_sweep_rows_runs_and_results_agree(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = glth("run", str(write_spec(tmp_path)), "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_sweep_rows_runs_and_results_agree(small_sweep):
+    import ray
+
+    tmp_path, uri, proc, sweep_id = (small_sweep[k] for k in ("cwd", "uri", "proc", "sweep_id"))
     assert "TERMINATED" in proc.stderr and "rounds" in proc.stderr  # progress a person can read
-    sweep_id = next((tmp_path / "out").iterdir()).name
     rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))
     assert len(rows) == 12
     assert not rows.duplicated(["trial_id", "round"]).any()
@@ -83,7 +83,8 @@ def test_sweep_rows_runs_and_results_agree(tmp_path):
     for c in children:
         assert metric_steps(uri, c.info.run_id) == [0, 1, 2]
 
-    res = glth("results", sweep_id, "--out", "out", "--format", "json", cwd=tmp_path)
+    # results, and the rerun below, start no Ray: run in this process (cli.main, as the console script)
+    res = glth_here("results", sweep_id, "--out", "out", "--format", "json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     table = pd.DataFrame(json.loads(res.stdout))
     ref = rows.groupby(["dictionary", "round"]).test_accuracy.agg(["mean", "std"]).reset_index()
@@ -94,8 +95,9 @@ def test_sweep_rows_runs_and_results_agree(tmp_path):
     assert merged.groupby("dictionary").winning.sum().eq(1).all()
 
     # rerunning the same spec recomputes nothing
-    again = glth("run", str(write_spec(tmp_path)), "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
+    again = glth_here("run", str(write_spec(tmp_path)), "--out", "out", "--tracking-uri", uri, cwd=tmp_path)
     assert again.returncode == 0 and "0 trials computed, 4 reused" in again.stdout
+    assert not ray.is_initialized()
     assert len(parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))) == 12
     parents, children = mlflow_children(uri, "glth-test")
     assert len(parents) == 1 and len(children) == 4

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from in_process import glth_here
 from mlflow.tracking import MlflowClient
 
 from orchestrator.layout import SweepDir
@@ -26,6 +27,7 @@ from orchestrator.sinks import parquet
 pytestmark = pytest.mark.slow
 
 GLTH = str(Path(sys.executable).with_name("glth"))
+
 
 SPEC = """
 name: NAME
@@ -109,13 +111,8 @@ def test_results_give_one_curve_per_configuration(axes_sweep, want):
     other = axes_sweep["tmp"] / "elsewhere"
     other.mkdir()
     # from another directory, without --tracking-uri: the store is the one sweep.json names
-    proc = subprocess.run(
-        [GLTH, "results", str(sweep_dir), "--format", "csv"],
-        cwd=other,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = glth_here(  # results start no Ray: in this process, without MLFLOW_TRACKING_URI as `env`
+        "results", str(sweep_dir), "--format", "csv", cwd=other, drop_env=tuple(os.environ.keys() - env.keys())
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no MLflow parent run" not in proc.stderr and not (other / "mlflow.db").exists()
@@ -175,13 +172,13 @@ def test_a_sweep_whose_every_trial_failed_exits_3_with_the_failures(tmp_path):
     for tid in trials:
         assert "failed: training loss became" in next(ln for ln in listed if tid in ln)
     # nothing to draw: glth plot says so in one line and exits 3, no traceback, no figure
-    plot = subprocess.run(
-        [GLTH, "plot", str(s["sweep_dir"]), "--tracking-uri", s["uri"]],
+    plot = glth_here(
+        "plot",
+        str(s["sweep_dir"]),
+        "--tracking-uri",
+        s["uri"],
         cwd=tmp_path,
-        env=s["env"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+        drop_env=tuple(os.environ.keys() - s["env"].keys()),
     )
     assert plot.returncode == 3, plot.stderr[-3000:]
     assert "Traceback" not in plot.stderr + plot.stdout
