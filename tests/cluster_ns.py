@@ -238,11 +238,28 @@ class NamespacedCluster:
     def freeze_worker_node(self) -> list[psutil.Process]:
         """SIGSTOP every process of the live worker node (a machine that hangs): nothing on it
         advances until `thaw` or `lose_worker_node` (SIGKILL reaches stopped processes)."""
-        procs = _descendants(self.workers[-1].pid) if self.workers else []
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.suspend()
-        return procs
+        frozen: dict[int, psutil.Process] = {}
+        for _ in range(10):  # until no process of the node is left running: one may fork meanwhile
+            new = [p for p in self._worker_node_processes() if p.pid not in frozen]
+            if not new:
+                break
+            for p in new:
+                with contextlib.suppress(psutil.Error):
+                    p.suspend()
+                frozen[p.pid] = p
+        return list(frozen.values())
+
+    def _worker_node_processes(self) -> list[psutil.Process]:
+        """The live worker node's processes: its ``ray start`` and their descendants, and any Ray
+        worker of that node that was reparented out of that tree (it names the node's address)."""
+        if not self.workers:
+            return []
+        procs = {p.pid: p for p in _descendants(self.workers[-1].pid)}
+        marker = f"--node-ip-address={self.worker_ip}"
+        for p in psutil.process_iter(["cmdline"]):
+            if p.pid not in procs and marker in " ".join(p.info["cmdline"] or ()):
+                procs.update({q.pid: q for q in _descendants(p.pid)})
+        return list(procs.values())
 
     @staticmethod
     def thaw(procs: list[psutil.Process]) -> None:
