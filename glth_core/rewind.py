@@ -53,7 +53,7 @@ changes nothing, bit for bit).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -62,7 +62,6 @@ from glth_core.schedule import SchedulePlan, TrainConfig
 
 if TYPE_CHECKING:
     from glth_core.parameterization import Weights
-    from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 
 REWINDS = ("init", "none", "lr")
 #: norm-preserving rewind: off, per scope tensor, per composite part (or the whole dictionary)
@@ -198,8 +197,8 @@ def preserve_norm(start: "Weights", mask: torch.Tensor, segments) -> "Weights":
 
 
 def round_jobs(
-    config: "TrajectoryConfig",
-    state: "TrajectoryState",
+    config: Any,  # a glth_core.trajectory.TrajectoryConfig (that module imports this one)
+    state: Any,  # its TrajectoryState
     n_train: int,
     capture: Callable[["Weights"], None],
     segments: list[tuple[int, int]] | None = None,
