@@ -28,13 +28,14 @@ BENCHMARKS = {
     "round": ("bench_round.py", True),
     "augment": ("bench_augment.py", True),
     "resnet": ("bench_resnet.py", True),
+    "export": ("bench_export.py", True),
     "fixed": ("bench_fixed.py", True),
     "sweep": ("bench_sweep.py", True),
     "scale": ("bench_scale.py", True),
     "construct": ("bench_construct.py", False),
 }
 #: the benchmarks that take --device (the others measure CPU work)
-TAKES_DEVICE = ("batched", "round", "augment", "resnet")
+TAKES_DEVICE = ("batched", "round", "augment", "resnet", "export")
 SKIPPED_BY_QUICK = ("construct",)
 
 
