@@ -268,14 +268,22 @@ class NamespacedCluster:
                 p.resume()
 
     def lose_worker_node(self) -> int:
-        """The worker machine gone at once: SIGKILL its raylet (by pid; returned), then at once every
-        other process of that node (its Python workers included, by pid), so no trial process
-        outlives the raylet by the moment it takes to notice and writes one more round."""
-        worker = self.workers[-1].pid if self.workers else None
-        rest = _descendants(worker) if worker else []
-        pid = self.kill_worker_raylet()
-        _kill([p for p in rest if p.pid != pid])
-        return pid
+        """The worker machine gone at once: SIGKILL every process of that node (its Python workers,
+        reparented ones included), then its raylet (by pid; returned). In that order: a frozen
+        worker whose raylet dies first is orphaned in a process group of its own, and the kernel
+        then wakes a stopped orphaned group (SIGHUP, SIGCONT: POSIX), so it would run on, writing
+        rounds, until its own SIGKILL lands."""
+        raylet = self.pids["worker_raylet"]
+        if raylet is None:
+            raise RuntimeError("no live worker raylet")
+        procs = [p for p in self._worker_node_processes() if p.pid != raylet]
+        with contextlib.suppress(psutil.Error):
+            procs.append(psutil.Process(raylet))
+        for p in procs:  # no wait in between: a stopped raylet reaps nothing until it is gone too
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(procs, timeout=30)
+        return raylet
 
     def stop(self) -> None:
         victims = []

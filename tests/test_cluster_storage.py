@@ -355,7 +355,10 @@ def test_d_worker_node_loss_mid_trial(cluster, shared_run):
     assert proc.returncode == 0, err[-3000:]
     for tid in interrupted:
         assert f"trial {tid} RECOVERING" in err and f"trial {tid} resumed at round {at_loss[tid]} " in err, err[-3000:]
-    assert nodes_of(err) <= set(cluster.worker_nodes[-2:]) and cluster.worker_nodes[-2] in nodes_of(err)
+    # the resumed trial ran on the new node; that it had run on the lost one is the state it left
+    # there before the freeze (the only node with a CPU then). The driver's "runs on node" line for
+    # the lost node is not asserted: the freeze can land before the driver got that node's first report.
+    assert nodes_of(err) <= set(cluster.worker_nodes[-2:]) and cluster.worker_nodes[-1] in nodes_of(err)
     rows = parquet.read_rounds(SweepDir.under(storage, SWEEP.sweep_id))
     exactly_once(rows)
     assert rows[DETERMINISTIC].equals(shared_run["rows"][DETERMINISTIC])
