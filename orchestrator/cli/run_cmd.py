@@ -4,12 +4,11 @@ Before Ray starts, one line and exit 2 for: the spec and its overrides, a GPU sp
 Ray could never run here (``check_gpu_here``), and the storage (``--storage`` > the spec's
 ``storage:`` > ``$GLTH_STORAGE`` > ``./glth-runs``; ``Storage.check_writable``). On a cluster
 (``--address`` / ``$RAY_ADDRESS``) every live node must then read back a file the driver wrote
-there (``check_nodes_reach``), before any trial.
+there (``nodes_reach.check_nodes_reach``), before any trial.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from importlib import resources
@@ -104,6 +103,7 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     where = SweepDir(storage, sweep.sweep_id)  # the one handle on the sweep's directory, from here down
     with sweep_lease(where):  # one driver per sweep: refused before Ray starts
         if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster: first, can every node reach the storage?
+            from orchestrator.cli.nodes_reach import check_nodes_reach
             from orchestrator.ray_local import ray_session
 
             with ray_session(args.address):
@@ -196,70 +196,6 @@ def cmd_demo(args) -> int:
 
 
 # -- a cluster: every node must reach the storage ---------------------------------------------
-def _node_reads(storage, name: str, token: str) -> tuple[str, str | None]:
-    """On one node: (its address, None if it reads ``token`` from ``name`` in ``storage``, else why not)."""
-    import ray
-
-    from orchestrator.storage_check import aws_cause
-
-    ip = ray.util.get_node_ip_address()
-    try:
-        seen = storage.read_text(name)
-    except FileNotFoundError:
-        return (
-            ip,
-            "does not see what this driver wrote there (a directory of this machine only, not one every node mounts)",
-        )
-    except OSError as e:
-        return ip, f"cannot read it: {aws_cause(e)}"
-    return ip, None if seen == token else "reads other content there than this driver wrote"
-
-
-def check_nodes_reach(storage, setting: str = "storage", timeout_s: float = 120.0) -> None:
-    """A connected driver's check that every alive Ray node reads a file it writes to ``storage``
-    (one zero-CPU task per node): a local directory of the driver's machine, or an S3 prefix a
-    node has no credentials for, is refused in one line before any trial runs. The probe file is
-    removed again (and the storage root, if this made it). Nodes that join later (an autoscaler's)
-    are not checked."""
-    import secrets
-
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    token = secrets.token_hex(8)
-    name = f".glth-reach-{token}"
-    made_root = storage.is_local and not Path(storage.root).exists()
-    storage.write_text(name, token)
-    try:
-        probe = ray.remote(_node_reads)
-        refs = [
-            probe.options(
-                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(storage, name, token)
-            for n in ray.nodes()
-            if n["Alive"]
-        ]
-        done, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        bad = [(ip, why) for ip, why in ray.get(done) if why]
-        if late:
-            print(
-                f"[glth] {len(late)} Ray node(s) did not answer the storage check in {timeout_s:g} s; going on",
-                file=sys.stderr,
-            )
-    finally:
-        storage.delete(name)
-        if made_root:
-            with contextlib.suppress(OSError):
-                Path(storage.root).rmdir()
-    if bad:
-        nodes = ", ".join(sorted({ip for ip, _ in bad}))
-        raise BadInput(
-            f"{setting}: {storage.uri}: Ray node {nodes} {bad[0][1]}; on a cluster use a filesystem "
-            f"every node mounts or s3://"
-        )
-
-
-# -- the dry run ------------------------------------------------------------------------------
 def stored_rows(sweep, storage, force: bool):
     """The rows a run would start from: this sweep's, plus those of trials complete in another
     sweep on the same storage (a run copies those in); none with --force."""
