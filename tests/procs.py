@@ -57,7 +57,9 @@ class MlflowServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # no job runner: MLflow 3's server otherwise starts four more Python processes (a job
+            # runner and three huey consumers, for its GenAI jobs) that the tests never use
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

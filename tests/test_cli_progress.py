@@ -166,6 +166,9 @@ def terminal(monkeypatch):
     stream = os.fdopen(slave, "w", buffering=1)
     monkeypatch.delenv("GLTH_PROGRESS", raising=False)
     monkeypatch.setenv("TERM", "xterm")
+    # the block fits the terminal's width (shutil.get_terminal_size: COLUMNS, else the size of the
+    # process's own stdout, which under pytest-xdist is not this pty): a wide one, so no line is cut
+    monkeypatch.setenv("COLUMNS", "200")
 
     def read() -> str:
         stream.flush()

@@ -31,7 +31,7 @@ dictionary: {kind: canonical}
 tau: 0.5
 seeds: [0, 1]
 rounds: 8
-train: {epochs: 2, batch_size: 64, lr: 0.05}
+train: {epochs: 6, batch_size: 64, lr: 0.05}   # ~0.5 s a round: room to interrupt mid-sweep on a busy machine
 resources: {cpu: 1}
 max_concurrent: 1
 """
