@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/glth demo
 
-# serial by default. XDIST="-n 2 --dist loadgroup" runs two workers (a module, and a shared session
-# sweep's users, stay on one worker: tests/conftest.py); measured on 2 cores it was no faster and two
-# tests failed under it (the live display's terminal width; the node-loss timing), so CI runs serially.
-XDIST ?=
+# two pytest-xdist workers by default: the suite mostly waits (Ray and servers starting, node deaths
+# being noticed), so two workers on 2 cores finish it in about half the time. A module's tests, and
+# the users of a shared session sweep, stay on one worker (tests/conftest.py). XDIST= runs serially.
+XDIST ?= -n 2 --dist loadgroup
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(XDIST)

@@ -25,8 +25,11 @@ SHARED_SESSION_FIXTURES = ("paper_sweep", "small_sweep")
 def pytest_collection_modifyitems(config, items):
     """``make test`` runs the suite on two xdist workers with ``--dist loadgroup``: a module's tests
     stay on one worker (its module fixtures start once), and so do the users of a shared session
-    fixture."""
+    fixture. A test marked ``xdist_group(NAME)`` itself keeps that group: a long module splits its
+    tests in two groups (each worker then builds the module fixtures the group uses)."""
     for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
         shared = [f for f in SHARED_SESSION_FIXTURES if f in getattr(item, "fixturenames", ())]
         item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.module.__name__))
 

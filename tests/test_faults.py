@@ -45,6 +45,10 @@ from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
+#: the module's longest tests, a group of their own under pytest-xdist (tests/conftest.py): the
+#: module is a quarter of the suite, so on two workers these run beside the rest (each worker then
+#: runs the reference sweep once)
+SECOND_WORKER = pytest.mark.xdist_group("test_faults_second")
 
 GLTH = str(Path(sys.executable).with_name("glth"))
 ROUNDS = 7
@@ -617,6 +621,7 @@ def live_steps(uri: str) -> int:
     return sum(len(client.get_metric_history(r.info.run_id, "density")) for r in runs)
 
 
+@SECOND_WORKER
 def test_mlflow_server_dying_mid_sweep_is_backfilled_by_the_next_run(reference, tmp_path):
     server = reference["server"]  # up, with the reference sweep in its database
     # the reference's slow trial alone, under another sweep name (so another parent run)
@@ -718,6 +723,7 @@ def overlap(reference, tmp_path_factory):
     }
 
 
+@SECOND_WORKER
 def test_a_diverging_trial_fails_alone_with_its_reason_recorded(overlap):
     run, rows, bad = overlap["run"], overlap["rows"], overlap["diverging"]
     print(f"\ninjected: lr 1e6 in two of four grid points (trials {bad})")
@@ -743,6 +749,7 @@ def test_a_diverging_trial_fails_alone_with_its_reason_recorded(overlap):
     )
 
 
+@SECOND_WORKER
 def test_complete_trials_are_reused_by_the_same_or_an_overlapping_spec_and_force_recomputes(overlap, reference):
     same, run, rows, out, sweep = overlap["same"], overlap["run"], overlap["rows"], overlap["out"], overlap["sweep"]
     print(
