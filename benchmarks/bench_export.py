@@ -8,7 +8,7 @@ The ticket: a composite of ``channels per: out`` parts, one per conv whose filte
 ResNet block's ``conv1``, whose outputs reach only ``bn1`` and ``conv2``; every VGG conv), with
 half of each part's filters pruned (a seeded draw). ``glth_core.export.export`` removes them (the
 BatchNorm after them loses those channels, the next conv those inputs); the exported network is
-checked against the masked one to 1e-5 before it is timed. Latency: median wall seconds of one
+checked against the masked one (max |difference| / max |output| ≤ 1e-5) before it is timed. Latency: median wall seconds of one
 forward pass on a batch of CIFAR-shaped images, the two networks timed interleaved
 (``glth_core.export.latency``), eval mode, ``--threads`` torch threads. There is no target: the
 speed-up of a channel ticket is what the pruned shapes allow, and this prints it.
@@ -30,17 +30,23 @@ from glth_core.ticket import Ticket
 from glth_core.train import Parameterization
 
 TOLERANCE = 1e-5
-#: model: (which convs' filters the ticket prunes — their outputs reach no residual sum, in words; as a test)
+#: model: (the convs whose filters the ticket prunes, in words; which of the model's convs those are).
+#: A ResNet block's conv1 (its outputs reach no residual sum); every other VGG conv, since a conv
+#: both losing filters and losing inputs to the conv before it is one part's change on a module
+#: another part replaces, which export leaves masked-dense (docs/dictionaries.md, composite).
 PRUNED = {
-    "cifar_resnet_20": ("every block's conv1", lambda name: name.startswith("blocks.") and name.endswith(".conv1")),
-    "cifar_vgg_16": ("every conv", lambda name: name.endswith(".conv")),
+    "cifar_resnet_20": (
+        "every block's conv1",
+        lambda convs: [c for c in convs if c.startswith("blocks.") and c.endswith(".conv1")],
+    ),
+    "cifar_vgg_16": ("every other conv", lambda convs: convs[0::2]),
 }
 
 
 def channel_ticket(model: nn.Module, pruned, keep: float = 0.5, seed: int = 0):
-    """(dictionary, ticket): ``channels per: out`` on every conv ``pruned`` names, ``keep`` of each
-    conv's filters kept (a seeded draw, at least one a conv)."""
-    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and pruned(n)]
+    """(dictionary, ticket, convs): ``channels per: out`` on the convs ``pruned`` picks from the
+    model's, about ``keep`` of their filters kept (a seeded draw)."""
+    layers = pruned([n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)])
     d = dictionaries.build(
         {"kind": "composite", "parts": [{"kind": "channels", "layer": n, "per": "out"} for n in layers]}, model
     )
@@ -74,9 +80,10 @@ def measure(name: str, batch: int, repeats: int, device: str) -> dict:
     exported = gexport.export(model, d, ticket).module.eval().to(device)
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(device)
     with torch.no_grad():
-        diff = float((exported(x) - masked(x)).abs().max())
+        want = masked(x)
+        diff = float((exported(x) - want).abs().max() / want.abs().max())
         if not diff <= TOLERANCE:
-            raise SystemExit(f"export {name}: exported network disagrees with the masked one by {diff:.3g}")
+            raise SystemExit(f"export {name}: exported network disagrees with the masked one by {diff:.3g} (relative)")
         dense_s, ours_s = gexport.latency([masked, exported], x, repeats)
     return {
         "layers": n_layers,
@@ -105,7 +112,7 @@ def main() -> None:
         print(
             f"export {name} channels out, {what} ({r['layers']} convs), half the filters: "
             f"{r['dense_ms'] / r['ms']:.2f}x faster than dense ({r['ms']:.1f} ms vs {r['dense_ms']:.1f} ms), "
-            f"{r['params']:.2f}x the parameters, max |exported - masked| = {r['diff']:.1g} (no target)",
+            f"{r['params']:.2f}x the parameters, max |exported - masked| / max |masked| = {r['diff']:.1g} (no target)",
             flush=True,
         )
     print(f"# load average after: {os.getloadavg()[0]:.1f}", flush=True)
