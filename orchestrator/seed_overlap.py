@@ -65,21 +65,22 @@ def pairwise(masks: list[torch.Tensor]) -> tuple[float, float, float]:
     return total / (n * (n - 1) // 2), min(float(r.min()) for r in rows), max(float(r.max()) for r in rows)
 
 
-#: elements of the 0/1 block multiplied at once (float64: 32 MB), so memory stays bounded at any size
+#: elements of the 0/1 block multiplied at once (float32: 16 MB), so memory stays bounded at any size
 _BLOCK = 1 << 22
 
 
 def intersections(masks: list[torch.Tensor]) -> np.ndarray:
     """seeds × seeds |a ∩ b| (sizes on the diagonal) of equal-shape boolean masks, as int64: the
-    0/1 matrix times its transpose in float64 over blocks of elements (every partial sum is an
-    integer below 2⁵³, so exact)."""
+    0/1 matrix times its transpose in float32 over blocks of at most ``_BLOCK`` / seeds elements.
+    Exact: every partial sum is an integer no larger than the block's width (< 2²⁴), which float32
+    holds exactly whatever order the product adds in."""
     flat = torch.stack([m.reshape(-1) for m in masks])
     n, d = flat.shape
     out = torch.zeros(n, n, dtype=torch.int64)
     step = max(1, _BLOCK // n)
     for start in range(0, d, step):
-        block = flat[:, start : start + step].to(torch.float64)
-        out += (block @ block.T).round().to(torch.int64)
+        block = flat[:, start : start + step].to(torch.float32)
+        out += (block @ block.T).to(torch.int64)
     return out.numpy()
 
 
