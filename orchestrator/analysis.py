@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import atomic
+from orchestrator import atomic, defaults
 from orchestrator.analysis_report import log_to_mlflow
 from orchestrator.axes import with_axes
 from orchestrator.baseline_overlap import baseline_overlap
@@ -94,18 +94,18 @@ def publish(
     per-curve table as an MLflow table); a missing store only warns. ``sweep_dir`` holds the
     tickets; ``out_dir`` is where analysis.parquet goes (default the sweep directory, which must
     then be local; the CLI passes ./glth-outputs/<sweep_id> for a sweep on an object store)."""
-    from orchestrator.sinks import mlflow as mlflow_sink
-
     sweep_id = sweep_dir.sweep_id
     analysis = analyze(rows, sweep_dir, delta, select_on)
     path = write(analysis, out_dir if out_dir is not None else Path(sweep_dir.store.root))
-    if tracking_uri:
+    no_parent = f"[glth] analysis: no MLflow parent run for {sweep_id} at {tracking_uri}; written to {path} only"
+    if tracking_uri and defaults.store_missing(tracking_uri):  # no store, no parent run: MLflow not even imported
+        print(no_parent, file=sys.stderr)
+    elif tracking_uri:
+        from orchestrator.sinks import mlflow as mlflow_sink
+
         try:
             if log_to_mlflow(analysis, sweep_id, experiment, tracking_uri, [path]) is None:
-                print(
-                    f"[glth] analysis: no MLflow parent run for {sweep_id} at {tracking_uri}; written to {path} only",
-                    file=sys.stderr,
-                )
+                print(no_parent, file=sys.stderr)
             else:
                 mlflow_sink.log_analysis_table(tracking_uri, experiment, sweep_id, analysis.curves)
         except mlflow_sink.MlflowUnavailable as e:

@@ -47,3 +47,9 @@ def absolute_uri(uri: str) -> str:
     if uri.startswith(SQLITE) and not uri[len(SQLITE) :].startswith("/"):
         return f"{SQLITE}{Path(uri[len(SQLITE) :]).resolve()}"
     return uri
+
+
+def store_missing(uri: str) -> bool:
+    """A sqlite tracking store whose file does not exist: it holds no run, and a command that only
+    reads must not create it (nor need MLflow to find that out)."""
+    return uri.startswith(SQLITE) and not Path(uri[len(SQLITE) :]).expanduser().is_file()

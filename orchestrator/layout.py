@@ -161,6 +161,10 @@ class SweepDir:
             out[ticket.round] = ticket
         return dict(sorted(out.items()))
 
+    def ticket_trials(self) -> set[str]:
+        """The trials with a tickets directory: one listing, however many trials the sweep has."""
+        return set(self.store.list("tickets"))
+
     def copy_tickets(self, other: "SweepDir", trial_id: str) -> None:
         """Copy a trial's tickets from another sweep (a finished trial reused, not recomputed)."""
         for ticket in other.tickets(trial_id).values():

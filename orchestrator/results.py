@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from glth_core import controls
@@ -94,11 +95,14 @@ def threshold_index(curve: pd.DataFrame, delta: float, select_on: str = "val"):
     return curve.index[threshold_position(acc.to_numpy(), delta)]
 
 
-def threshold_position(accuracy, delta: float) -> int:
+def threshold_position(accuracy, delta: float):
     """The threshold rule on one mean-accuracy sequence over rounds (round 0 first): the position
-    of the last round before the first one below ``accuracy[0] − delta``."""
-    failed = accuracy < accuracy[0] - delta - 1e-12
-    return max(int(failed.argmax()) - 1, 0) if failed.any() else len(accuracy) - 1
+    of the last round before the first one below ``accuracy[0] − delta``. On an array of such
+    sequences (rounds last) the position of each, as an int array."""
+    accuracy = np.asarray(accuracy)
+    failed = accuracy < accuracy[..., :1] - delta - 1e-12
+    at = np.where(failed.any(axis=-1), np.maximum(failed.argmax(axis=-1) - 1, 0), accuracy.shape[-1] - 1)
+    return int(at) if at.ndim == 0 else at
 
 
 def within_delta_index(curve: pd.DataFrame, delta: float, select_on: str = "val"):

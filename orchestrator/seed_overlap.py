@@ -15,6 +15,7 @@ import json
 import math
 import sys
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -43,11 +44,44 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def pairwise(masks: list[torch.Tensor]) -> tuple[float, float, float]:
-    """(mean, min, max) Jaccard over all pairs; NaNs with fewer than two masks."""
-    values = [jaccard(a, b) for a, b in itertools.combinations(masks, 2)]
-    if not values:
+    """(mean, min, max) Jaccard over all pairs; NaNs with fewer than two masks.
+
+    Every pair's |a ∩ b| comes from one product of the seeds × elements 0/1 matrix with itself
+    (``intersections``); |a ∪ b| = |a| + |b| − |a ∩ b|. Each pair's Jaccard is then the same
+    division ``jaccard`` does, and the mean the same sum over pairs in ``itertools.combinations``
+    order, so the numbers equal the pair-by-pair ones exactly (a mean of per-pair ratios needs
+    every pair: per-element counts give only Σ|a ∩ b|, not the mean ratio)."""
+    n = len(masks)
+    if n < 2:
         return (math.nan,) * 3
-    return sum(values) / len(values), min(values), max(values)
+    inter = intersections(masks)
+    sizes = np.diagonal(inter)
+    rows = []
+    for i in range(n - 1):  # the pairs (i, j > i), row by row: the combinations order
+        both = inter[i, i + 1 :]
+        union = sizes[i] + sizes[i + 1 :] - both
+        rows.append(np.divide(both, union, out=np.ones(len(both)), where=union > 0))
+    total = sum(itertools.chain.from_iterable(r.tolist() for r in rows))  # Python's sum, as pair by pair
+    return total / (n * (n - 1) // 2), min(float(r.min()) for r in rows), max(float(r.max()) for r in rows)
+
+
+#: elements of the 0/1 block multiplied at once (float32: 16 MB), so memory stays bounded at any size
+_BLOCK = 1 << 22
+
+
+def intersections(masks: list[torch.Tensor]) -> np.ndarray:
+    """seeds × seeds |a ∩ b| (sizes on the diagonal) of equal-shape boolean masks, as int64: the
+    0/1 matrix times its transpose in float32 over blocks of at most ``_BLOCK`` / seeds elements.
+    Exact: every partial sum is an integer no larger than the block's width (< 2²⁴), which float32
+    holds exactly whatever order the product adds in."""
+    flat = torch.stack([m.reshape(-1) for m in masks])
+    n, d = flat.shape
+    out = torch.zeros(n, n, dtype=torch.int64)
+    step = max(1, _BLOCK // n)
+    for start in range(0, d, step):
+        block = flat[:, start : start + step].to(torch.float32)
+        out += (block @ block.T).to(torch.int64)
+    return out.numpy()
 
 
 def chance(density: float) -> float:
@@ -86,17 +120,19 @@ def group_mask(config: dict, mask: torch.Tensor) -> torch.Tensor | None:
 def overlap(rows: pd.DataFrame, sweep_dir: SweepDir) -> pd.DataFrame:
     """Mask overlap across seeds per curve × round (see the module doc); the tickets from ``sweep_dir``."""
     ok = curve_rows(rows)
-    out = []
+    out, without = [], []
+    saved = None  # the trials with tickets, listed once when a curve needs them
     for key, curve in ok.groupby(CURVE, sort=True, dropna=False):
         trials = curve.drop_duplicates("trial_id")
         configs = {r.trial_id: json.loads(r.config) for r in trials.itertuples()}
         same_basis = len({basis_key(c) for c in configs.values()}) == 1
         tickets = {}
         if same_basis and len(configs) > 1:
+            saved = sweep_dir.ticket_trials() if saved is None else saved
             for tid in configs:
-                tickets[tid] = sweep_dir.tickets(tid)
+                tickets[tid] = sweep_dir.tickets(tid) if tid in saved else {}
                 if not tickets[tid]:
-                    print(f"[glth] analysis: trial {tid} has no tickets; left out of the mask overlap", file=sys.stderr)
+                    without.append(tid)
         for rnd in sorted(curve["round"].unique()):
             masks = [t[int(rnd)].mask.cpu() for t in tickets.values() if int(rnd) in t]
             row = dict(zip(CURVE, key), round=int(rnd), overlap_seeds=len(masks))
@@ -112,4 +148,18 @@ def overlap(rows: pd.DataFrame, sweep_dir: SweepDir) -> pd.DataFrame:
                     row["group_density"] = float(groups[0].float().mean())
                     row["group_jaccard_chance"] = chance(row["group_density"])
             out.append(row)
+    if without:
+        _say_without(without)
     return pd.DataFrame(out, columns=[*CURVE, "round", "overlap_seeds", *OVERLAP]).astype({"tau": "float64"})
+
+
+def _say_without(trials: list[str], shown: int = 5) -> None:
+    """One line for the trials left out of the mask overlap (a sweep of thousands: not a line each)."""
+    if len(trials) == 1:
+        print(f"[glth] analysis: trial {trials[0]} has no tickets; left out of the mask overlap", file=sys.stderr)
+        return
+    names = ", ".join(trials[:shown]) + (f" and {len(trials) - shown} more" if len(trials) > shown else "")
+    print(
+        f"[glth] analysis: {len(trials)} trials have no tickets ({names}); left out of the mask overlap",
+        file=sys.stderr,
+    )

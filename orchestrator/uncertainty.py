@@ -28,10 +28,22 @@ def _matrices(curve: pd.DataFrame, select_on: str) -> tuple[np.ndarray, np.ndarr
     return acc.to_numpy(), comp.to_numpy()
 
 
-def _threshold(acc: np.ndarray, comp: np.ndarray, idx, delta: float) -> float:
+#: resamples whose seeds × rounds accuracies are gathered at once (bounds the memory at any size)
+_CHUNK = 64
+
+
+def _thresholds(acc: np.ndarray, comp: np.ndarray, idx, delta: float) -> np.ndarray:
+    """The threshold compression of the seed-mean curve of each row of ``idx`` (resamples × seeds,
+    indices of ``acc``'s rows) by the rule of ``threshold_position``; each row's means are taken as
+    for that row alone (over its seeds, in order), ``_CHUNK`` rows at a time."""
     idx = np.asarray(idx, dtype=int)
-    mean_acc, mean_comp = acc[idx].mean(axis=0), comp[idx].mean(axis=0)
-    return float(mean_comp[threshold_position(mean_acc, delta)])
+    out = np.empty(idx.shape[:-1])
+    for start in range(0, len(idx), _CHUNK):
+        part = idx[start : start + _CHUNK]
+        mean_acc, mean_comp = acc[part].mean(axis=-2), comp[part].mean(axis=-2)
+        at = threshold_position(mean_acc, delta)
+        out[start : start + _CHUNK] = np.take_along_axis(mean_comp, at[..., None], axis=-1)[..., 0]
+    return out
 
 
 def threshold_uncertainty(
@@ -46,14 +58,14 @@ def threshold_uncertainty(
         n = acc.shape[0]
         row = {**dict(zip(CURVE, key)), "threshold_seeds": n, **dict.fromkeys(COLUMNS, math.nan)}
         if n and acc.shape[1]:
-            own = [_threshold(acc, comp, [i], delta) for i in range(n)]
+            own = _thresholds(acc, comp, np.arange(n)[:, None], delta).tolist()
             row["threshold_seed_mean"] = float(np.mean(own))
             if n > 1:
                 row["threshold_seed_std"] = float(np.std(own, ddof=1))
                 res = stats.bootstrap(
                     (np.arange(n),),
-                    lambda i: _threshold(acc, comp, i, delta),  # noqa: B023  (called at once, inside the loop)
-                    vectorized=False,
+                    lambda i, axis: _thresholds(acc, comp, i, delta),  # noqa: B023  (called at once, inside the loop)
+                    vectorized=True,
                     n_resamples=RESAMPLES,
                     method="percentile",
                     random_state=np.random.default_rng(seed),

@@ -30,6 +30,29 @@ def test_jaccard_of_three_masks_against_sets():
     assert all(math.isnan(v) for v in seed_overlap.pairwise(masks[:1]))
 
 
+def pairwise_pair_by_pair(masks):
+    """The overlap as it was computed before the one-product version: every pair on its own."""
+    values = [seed_overlap.jaccard(a, b) for a, b in itertools.combinations(masks, 2)]
+    return sum(values) / len(values), min(values), max(values)
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 17, 60])
+def test_pairwise_from_one_product_equals_pair_by_pair(seeds, monkeypatch):
+    monkeypatch.setattr(seed_overlap, "_BLOCK", 7 * seeds)  # several blocks of elements, a ragged last one
+    g = torch.Generator().manual_seed(seeds)
+    shape = (13, 11)
+    masks = [torch.rand(shape, generator=g) < p for p in torch.rand(seeds, generator=g).tolist()]
+    masks[0] = torch.zeros(shape, dtype=torch.bool)  # empty masks: the pair of two empties counts 1.0
+    masks[-1] = torch.zeros(shape, dtype=torch.bool)
+    masks[1] = masks[-2].clone()  # an identical pair
+    got, want = seed_overlap.pairwise(masks), pairwise_pair_by_pair(masks)
+    assert got == pytest.approx(want, abs=1e-12, rel=0)
+    assert got == want  # the same divisions, summed in the same order
+    inter = seed_overlap.intersections(masks)
+    i, j = seeds // 2, seeds - 1
+    assert inter[i, j] == int((masks[i] & masks[j]).sum()) and inter[i, i] == int(masks[i].sum())
+
+
 def test_chance_level_matches_random_masks():
     g = torch.Generator().manual_seed(0)
     for p in (0.05, 0.3):

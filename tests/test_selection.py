@@ -103,6 +103,36 @@ def test_thresholds_carry_their_spread_over_seeds():
     assert u.threshold_ci_low <= u.threshold_seed_mean <= u.threshold_ci_high
 
 
+def one_at_a_time(acc: np.ndarray, comp: np.ndarray, idx, delta: float) -> float:
+    """A resample's threshold as it was computed before the batched version: its seeds' mean curve alone."""
+    idx = np.asarray(idx, dtype=int)
+    mean_acc, mean_comp = acc[idx].mean(axis=0), comp[idx].mean(axis=0)
+    return float(mean_comp[results.threshold_position(mean_acc, delta)])
+
+
+@pytest.mark.parametrize(("n", "rounds"), [(2, 1), (9, 7), (70, 12)])
+def test_batched_thresholds_equal_one_resample_at_a_time(n, rounds):
+    rng = np.random.default_rng(n)
+    seeds = {s: [tuple(v) for v in 0.9 - np.cumsum(rng.random((rounds, 2)) * 0.004, axis=0)] for s in range(n)}
+    rows = rows_of(seeds)
+    rows["compression"] += rng.random(len(rows)) * 0.01  # seeds prune slightly different fractions
+    u = threshold_uncertainty(rows, delta=0.01).iloc[0]
+    acc = rows.pivot_table(index="seed", columns="round", values="val_accuracy").to_numpy()
+    comp = rows.pivot_table(index="seed", columns="round", values="compression").to_numpy()
+    own = [one_at_a_time(acc, comp, [i], 0.01) for i in range(n)]
+    ref = stats.bootstrap(
+        (np.arange(n),),
+        lambda i: one_at_a_time(acc, comp, i, 0.01),
+        vectorized=False,
+        n_resamples=999,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    )
+    assert u.threshold_seed_mean == float(np.mean(own)) and u.threshold_seed_std == float(np.std(own, ddof=1))
+    assert (u.threshold_ci_low, u.threshold_ci_high) == tuple(map(float, ref.confidence_interval))  # exactly
+    assert u.threshold_ci_low < u.threshold_ci_high or rounds == 1
+
+
 def test_one_seed_has_no_spread():
     u = threshold_uncertainty(rows_of(DIP), delta=0.01).iloc[0]
     assert np.isnan(u.threshold_seed_std) and np.isnan(u.threshold_ci_low) and u.threshold_seeds == 1

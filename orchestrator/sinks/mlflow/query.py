@@ -11,6 +11,7 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
+from orchestrator import defaults
 from orchestrator.sinks.mlflow.client import (
     TAG_ROLE,
     TAG_SWEEP,
@@ -72,9 +73,7 @@ def search_children(tracking_uri: str, experiment: str, filter_string: str = "",
 
 def _store_exists(tracking_uri: str) -> bool:
     """False for a sqlite store whose file is missing: looking runs up must not create one."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri[len("sqlite:///") :]).expanduser().is_file()
-    return not _file_store(tracking_uri)
+    return not defaults.store_missing(tracking_uri) and not _file_store(tracking_uri)
 
 
 @_guarded
