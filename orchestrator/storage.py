@@ -136,14 +136,15 @@ class Storage:
     def write_text(self, rel: str, text: str, encoding: str = "utf-8") -> str:
         return self.write_bytes(rel, text.encode(encoding))
 
-    def write_parquet(self, rel: str, table: pa.Table) -> str:
-        """Replace ``rel`` with ``table`` as one Parquet file, atomically."""
+    def write_parquet(self, rel: str, table: pa.Table, **options) -> str:
+        """Replace ``rel`` with ``table`` as one Parquet file, atomically (``options``: those of
+        ``pyarrow.parquet.write_table``, e.g. ``row_group_size``)."""
         if self.is_local:
             with atomic.writing(self.fs_path(rel)) as tmp:
-                pq.write_table(table, tmp)
+                pq.write_table(table, tmp, **options)
         else:
             sink = pa.BufferOutputStream()
-            pq.write_table(table, sink)
+            pq.write_table(table, sink, **options)
             self._put(self.fs_path(rel), sink.getvalue().to_pybytes())
         return self.uri_of(rel)
 
