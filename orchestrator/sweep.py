@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 from ray import tune
 
 from orchestrator import lease
@@ -29,7 +30,7 @@ from orchestrator.notices import Notices
 from orchestrator.progress import Progress
 from orchestrator.ray_local import ray_session
 from orchestrator.sinks import mlflow as mlflow_sink
-from orchestrator.sinks import parquet
+from orchestrator.sinks import parquet, parquet_compact
 from orchestrator.sinks.mlflow.callback import MlflowWriter
 from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.spec import Sweep, seed_sets
@@ -183,6 +184,7 @@ def _run_leased(
     sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str | None, address: str | None, force: bool, num_cpus: int | None
 ) -> SweepResult:
     tracking_uri = absolute_uri(tracking_uri or default_tracking_uri())
+    compact_from = parquet_compact.min_trials()  # a bad setting is refused before any work
     sweep_dir.create(sweep.text, tracking_uri)
     if force:
         sweep_dir.clear_states()
@@ -263,6 +265,8 @@ def _run_leased(
 
     mlflow_info = mlflow_started.result()
     sync_mlflow(sweep, sweep_dir, tracking_uri)
+    if compact_from and len(sweep.trials) >= compact_from:  # after MLflow got each trial's own file
+        _compact(sweep_dir, complete)
     return SweepResult(
         sweep_dir,
         mlflow_info["parent_run_id"],
@@ -272,6 +276,22 @@ def _run_leased(
         mlflow_info["experiment_id"],
         tracking_uri,
     )
+
+
+def _compact(sweep_dir: SweepDir, complete: set[str]) -> None:
+    """The finished trials' row files merged into one file per dictionary (``parquet_compact``);
+    a storage that fails only leaves them as they are, for the next run."""
+    try:
+        done = parquet_compact.compact(sweep_dir, complete)
+    except (OSError, pa.ArrowException) as e:
+        cause = " ".join(str(e).split())[:200] or type(e).__name__
+        print(f"[glth] rows not compacted ({cause}); the next run of the sweep tries again", file=sys.stderr)
+        return
+    if done.trials:
+        print(
+            f"[glth] rows of {done.trials} finished trial(s) compacted into {done.parts} file(s), one per dictionary",
+            file=sys.stderr,
+        )
 
 
 def sync_mlflow(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str) -> dict | None:
