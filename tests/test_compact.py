@@ -151,16 +151,17 @@ from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet_compact
 from orchestrator.storage import Storage
 
-deletes, after = [0], int(sys.argv[2])
-real = Storage.delete
+after = int(sys.argv[2])
+deletes, real = [0], Storage.delete_files
 
-def delete(self, rel):  # the fault: SIGKILL of this process after `after` deletes
-    if deletes[0] == after:
-        os.kill(os.getpid(), signal.SIGKILL)
-    deletes[0] += 1
-    real(self, rel)
+def delete_files(self, rels):  # the fault: SIGKILL of this process after `after` files deleted
+    for rel in rels:
+        if deletes[0] == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        deletes[0] += 1
+        real(self, [rel])
 
-Storage.delete = delete
+Storage.delete_files = delete_files
 parquet_compact.compact(SweepDir.at(sys.argv[1]), set(sys.argv[3].split(",")))
 """
 

@@ -85,7 +85,6 @@ def compact(where: SweepDir, complete: set[str] | None = None) -> Compacted:
             store.write_parquet(rel, table, row_group_size=ROW_GROUP)
             done.trials, done.parts = done.trials + len(fold), done.parts + 1
             replaced = [*fold.values(), *parts]
-        for rel in replaced:
-            store.delete(rel)
+        store.delete_files(replaced)
         done.deleted += len(replaced)
     return done
