@@ -7,12 +7,15 @@ process running it) where a test needs it dead between its write and its deletes
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -253,3 +256,25 @@ def test_a_reader_whose_listed_files_a_compaction_deleted_lists_again(tmp_path):
     with pytest.raises(OSError):  # its files are gone: reading that listing fails …
         parquet_files.read(where.store, dataset, files, parquet.SCHEMA)
     assert_same(parquet.read_rounds(where), reference)  # … so read_rounds lists again
+
+
+def test_bench_compact_at_a_tiny_size_measures_every_number(tmp_path):
+    """``benchmarks/bench_compact.py`` end to end on a 10 × 2 synthetic sweep, locally: the counts
+    it reports (timings are not asserted: they depend on the machine)."""
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "compact.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    args = ["--synthetic", "10x2", "--repeats", "1", "--no-s3", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "bench_compact.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    local = json.loads(out.read_text())["local"]
+    assert (local["rows"], local["files_before"], local["files_after"], local["trials_compacted"]) == (20, 10, 5, 10)
+    assert all(math.isfinite(local[k]) and local[k] > 0 for k in ("read_before_s", "read_after_s", "compact_s"))
+    assert "compact 10 trials x 2 rounds (20 rows), local" in done.stdout
