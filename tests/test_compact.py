@@ -120,6 +120,24 @@ def test_a_trial_rewritten_after_compaction_is_read_once_from_its_newer_file(whe
     assert "dictionary=canonical/c1.parquet" not in where.raw()
 
 
+def test_the_drivers_writer_continues_a_compacted_trial_from_its_copy_in_the_part(where):
+    """A compacted trial reported again (a ``--force`` rerun's first round): the writer starts from
+    its rows in the part, as from its own file, and its new own file then wins."""
+    from orchestrator.sinks.parquet_writer import ParquetWriter
+
+    before = fill(where)
+    parquet_compact.compact(where, set(COMPLETE))
+    writer = ParquetWriter(where)
+    writer.add([{**record("c1", 1, "canonical", test_loss=5.0), "dictionary": "canonical"}])
+    writer.add([{**record("c3", 0, "canonical", test_loss=6.0), "dictionary": "canonical"}])
+    assert writer.parts == {"canonical": "rounds/dictionary=canonical/part-000001.parquet"}  # listed once
+    rows = parquet.read_rounds(where)
+    assert len(rows) == len(before) and not rows.duplicated(["trial_id", "round"]).any()
+    assert rows[rows.trial_id == "c1"].test_loss.tolist() == [0.3, 5.0, 0.3]
+    assert rows[rows.trial_id == "c3"].test_loss.tolist() == [6.0, 0.3, 0.3]
+    assert set(parquet.trial_files(where)) == {"c1", "c3", "short", "failed"}
+
+
 def test_a_reader_running_while_compactions_run_sees_every_row_exactly_once(where):
     reference = fill(where)
     keys = sorted(zip(reference.trial_id, reference["round"]))

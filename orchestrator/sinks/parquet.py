@@ -192,27 +192,32 @@ def drop_damaged(where: SweepDir) -> dict[str, str]:
         return {store.uri_of(rel): cause for rel, cause in e.files.items()}
 
 
-def read_trial(where: SweepDir, trial_id: str, dictionary_label: str) -> list[dict]:
+def live_part(where: SweepDir, dictionary_label: str) -> str | None:
+    """The live part of a dictionary's partition (``parquet_files``), None when it has none: one
+    listing of the partition."""
+    folder = f"{ROUNDS}/{PARTITION}={dictionary_label}"
+    return next(iter(parquet_files.RowFiles.of([f"{folder}/{n}" for n in where.store.list(folder)]).live), None)
+
+
+def read_trial(where: SweepDir, trial_id: str, dictionary_label: str, parts: dict | None = None) -> list[dict]:
     """One trial's rows as records: its own file's, else its copy in its partition's live part
     (``parquet_files``); [] when it has none, or an unreadable file (its rows are then rewritten
-    whole from what the trial reports)."""
+    whole from what the trial reports). ``parts``: label → live part, filled as partitions are
+    listed (the driver's writer keeps it: no compaction runs while it writes)."""
     store = where.store
     rel = _relative(trial_id, dictionary_label)
     try:
         if store.exists(rel):
             table = pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
         else:
-            partition = rel.split("/")[1]
-            parts = parquet_files.RowFiles.of(
-                [f"{ROUNDS}/{partition}/{n}" for n in store.list(f"{ROUNDS}/{partition}")]
-            )
-            if not parts.live:
+            parts = {} if parts is None else parts
+            if dictionary_label not in parts:
+                parts[dictionary_label] = live_part(where, dictionary_label)
+            if parts[dictionary_label] is None:
                 return []
+            filters = [("trial_id", "==", trial_id)]
             table = pq.read_table(
-                store.fs_path(parts.live[0]),
-                filesystem=store.filesystem,
-                schema=FILE_SCHEMA,
-                filters=[("trial_id", "==", trial_id)],
+                store.fs_path(parts[dictionary_label]), filesystem=store.filesystem, schema=FILE_SCHEMA, filters=filters
             )
     except pa.ArrowException:
         return []
