@@ -65,18 +65,21 @@ def assert_same(rows: pd.DataFrame, reference: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(rows, reference, check_exact=True)
 
 
+def compact_expecting(where: SweepDir, counts: tuple[int, int, int], files: list[str]) -> None:
+    """Compact the complete trials; ``counts``: (trials folded, parts written, files deleted);
+    ``files``: what is left, as ``<dictionary>/<name>`` without ``.parquet``."""
+    done = parquet_compact.compact(where, parquet.completed_trials(where, ROUNDS))
+    assert (done.trials, done.parts, done.deleted) == counts
+    assert where.raw() == [f"dictionary={f}.parquet" for f in files]
+
+
 def test_compaction_keeps_every_row_and_dtype_and_leaves_one_part_per_partition(where):
     before = fill(where)
     assert len(before) == 8 * ROUNDS + 2 + 1
     c1 = pd.DataFrame(parquet.read_trial(where, "c1", "canonical"))
-    done = parquet_compact.compact(where, parquet.completed_trials(where, ROUNDS))
-    assert (done.trials, done.parts, done.deleted) == (8, 2, 8)
-    assert where.raw() == [
-        "dictionary=bottleneck-dct/part-000001.parquet",
-        "dictionary=canonical/failed.parquet",
-        "dictionary=canonical/part-000001.parquet",
-        "dictionary=canonical/short.parquet",
-    ]
+    compact_expecting(
+        where, (8, 2, 8), ["bottleneck-dct/part-000001", "canonical/failed", "canonical/part-000001", "canonical/short"]
+    )
     after = parquet.read_rounds(where)
     assert_same(after, before)
     assert list(after.dtypes) == list(before.dtypes) and after["round"].dtype == "int64"
@@ -94,13 +97,7 @@ def test_compaction_keeps_every_row_and_dtype_and_leaves_one_part_per_partition(
     write(where, "short", "canonical", range(ROUNDS))
     grown = parquet.read_rounds(where)
     assert len(grown) == len(before) + 1
-    done = parquet_compact.compact(where, parquet.completed_trials(where, ROUNDS))
-    assert (done.trials, done.parts, done.deleted) == (1, 1, 2)
-    assert where.raw() == [
-        "dictionary=bottleneck-dct/part-000001.parquet",
-        "dictionary=canonical/failed.parquet",
-        "dictionary=canonical/part-000002.parquet",
-    ]
+    compact_expecting(where, (1, 1, 2), ["bottleneck-dct/part-000001", "canonical/failed", "canonical/part-000002"])
     assert_same(parquet.read_rounds(where), grown)
     assert parquet_compact.compact(where, parquet.completed_trials(where, ROUNDS)).parts == 0
 
