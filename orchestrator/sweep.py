@@ -19,7 +19,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 from ray import tune
 
 from orchestrator import lease
@@ -266,7 +265,7 @@ def _run_leased(
     mlflow_info = mlflow_started.result()
     sync_mlflow(sweep, sweep_dir, tracking_uri)
     if compact_from and len(sweep.trials) >= compact_from:  # after MLflow got each trial's own file
-        _compact(sweep_dir, complete)
+        parquet_compact.compact_finished(sweep_dir, complete)
     return SweepResult(
         sweep_dir,
         mlflow_info["parent_run_id"],
@@ -276,22 +275,6 @@ def _run_leased(
         mlflow_info["experiment_id"],
         tracking_uri,
     )
-
-
-def _compact(sweep_dir: SweepDir, complete: set[str]) -> None:
-    """The finished trials' row files merged into one file per dictionary (``parquet_compact``);
-    a storage that fails only leaves them as they are, for the next run."""
-    try:
-        done = parquet_compact.compact(sweep_dir, complete)
-    except (OSError, pa.ArrowException) as e:
-        cause = " ".join(str(e).split())[:200] or type(e).__name__
-        print(f"[glth] rows not compacted ({cause}); the next run of the sweep tries again", file=sys.stderr)
-        return
-    if done.trials:
-        print(
-            f"[glth] rows of {done.trials} finished trial(s) compacted into {done.parts} file(s), one per dictionary",
-            file=sys.stderr,
-        )
 
 
 def sync_mlflow(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str) -> dict | None:

@@ -240,7 +240,7 @@ def test_a_compaction_killed_before_deleting_the_part_it_replaces_leaves_every_r
     ]
 
 
-def test_a_damaged_part_is_named_and_dropped_like_a_damaged_trial_file(tmp_path):
+def test_a_damaged_part_is_named_and_dropped_like_a_damaged_trial_file(tmp_path, capsys):
     where = SweepDir(Storage.resolve(str(tmp_path)), SWEEP)
     fill(where)
     parquet_compact.compact(where, set(COMPLETE))
@@ -251,7 +251,13 @@ def test_a_damaged_part_is_named_and_dropped_like_a_damaged_trial_file(tmp_path)
     assert list(e.value.files) == ["rounds/dictionary=canonical/part-000001.parquet"]
     skipped = parquet.read_rounds(where, skip_damaged=True)
     assert set(skipped.trial_id) == {"c0", "c2", "c4", "c6", "short", "failed"}
+    write(where, "short", "canonical")  # finished now: compacting canonical has to read the part
+    parquet_compact.compact_finished(where, {"short"})
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("[glth] rows not compacted (") and "next run" in said[0]
     assert list(parquet.drop_damaged(where)) == [str(part)] and not part.exists()
+    parquet_compact.compact_finished(where, {"short"})
+    assert "rows of 1 finished trial(s) compacted into 1 file(s)" in capsys.readouterr().err
 
 
 def test_the_compaction_threshold_setting(monkeypatch):

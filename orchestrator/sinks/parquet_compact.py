@@ -25,6 +25,7 @@ each trial's ``rounds.parquet``), for sweeps of at least ``GLTH_COMPACT_MIN_TRIA
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -88,3 +89,19 @@ def compact(where: SweepDir, complete: set[str] | None = None) -> Compacted:
         store.delete_files(replaced)
         done.deleted += len(replaced)
     return done
+
+
+def compact_finished(where: SweepDir, complete: set[str]) -> None:
+    """``compact`` at the end of a run, said in one line; a storage that fails only leaves the
+    files as they are, for the next run."""
+    try:
+        done = compact(where, complete)
+    except (OSError, pa.ArrowException) as e:
+        cause = " ".join(str(e).split())[:200] or type(e).__name__
+        print(f"[glth] rows not compacted ({cause}); the next run of the sweep tries again", file=sys.stderr)
+        return
+    if done.trials:
+        print(
+            f"[glth] rows of {done.trials} finished trial(s) compacted into {done.parts} file(s), one per dictionary",
+            file=sys.stderr,
+        )
