@@ -269,8 +269,7 @@ def test_the_compaction_threshold_setting(monkeypatch):
         parquet_compact.min_trials()
 
 
-def test_a_reader_whose_listed_files_a_compaction_deleted_lists_again(tmp_path):
-    where = SweepDir(Storage.resolve(str(tmp_path)), SWEEP)
+def test_a_reader_whose_listed_files_a_compaction_deleted_lists_again(where):
     reference = fill(where)
     dataset, files = parquet.listed(where.store)  # what a reader listed just before the compaction
     parquet_compact.compact(where, set(COMPLETE))
