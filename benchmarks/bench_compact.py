@@ -6,7 +6,8 @@ trial): copy A as written, copy B compacted (``parquet_compact.compact``: one pa
 ``parquet.read_rounds`` — the read ``glth results`` / ``glth plot`` start with — is timed on each,
 the two arms round-robin, median of ``--repeats``, wall clock; the two frames must be equal. The
 same on the loopback S3 server of ``tests/s3_server.py`` (moto, IAM auth on), each copy written
-there by the same writer and B compacted there (its wall is printed). Default 5,000 trials × 20
+there by the same writer and B compacted there (its wall is printed, and apart the read that
+judges which trials are complete, which ``glth run`` has already made when it compacts). Default 5,000 trials × 20
 rounds (``--quick``: 500 × 20; ``--synthetic TxR``).
 
     .venv/bin/python benchmarks/bench_compact.py [--quick] [--synthetic 5000x20] [--no-s3] [--json PATH]
@@ -41,8 +42,10 @@ def measure(storage, trials: int, rounds: int, repeats: int) -> dict:
     b = SweepDir.under(f"{storage}/b", synthetic_sweep.write(f"{storage}/b", "compact-read", trials, rounds))
     write_s = (time.perf_counter() - t0) / 2
     t0 = time.perf_counter()
-    done = parquet_compact.compact(b)
-    compact_s = time.perf_counter() - t0
+    complete = parquet.completed_trials(b)  # what glth run knows already when it compacts
+    t1 = time.perf_counter()
+    done = parquet_compact.compact(b, complete)
+    compact_s, completion_s = time.perf_counter() - t1, t1 - t0
     pd.testing.assert_frame_equal(parquet.read_rounds(a), parquet.read_rounds(b), check_exact=True)
     times = interleaved({"a": lambda: parquet.read_rounds(a), "b": lambda: parquet.read_rounds(b)}, repeats)
     return {
@@ -52,6 +55,7 @@ def measure(storage, trials: int, rounds: int, repeats: int) -> dict:
         "trials_compacted": done.trials,
         "write_s": write_s,
         "compact_s": compact_s,
+        "completion_s": completion_s,
         "read_before_s": times["a"],
         "read_after_s": times["b"],
         "speedup": times["a"] / times["b"],
@@ -64,7 +68,8 @@ def line(where: str, trials: int, rounds: int, m: dict) -> str:
         f"compact {trials} trials x {rounds} rounds ({m['rows']:,} rows), {where}: read_rounds "
         f"{m['read_before_s']:.2f} s from {m['files_before']} files -> {m['read_after_s']:.2f} s from "
         f"{m['files_after']} files after compaction ({m['speedup']:.1f}x faster); compaction "
-        f"{m['compact_s']:.1f} s, writing the sweep {m['write_s']:.1f} s [{load()}]"
+        f"{m['compact_s']:.1f} s (+ {m['completion_s']:.1f} s judging completion first), writing the sweep "
+        f"{m['write_s']:.1f} s [{load()}]"
     )
 
 

@@ -296,5 +296,7 @@ def test_bench_compact_at_a_tiny_size_measures_every_number(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     local = json.loads(out.read_text())["local"]
     assert (local["rows"], local["files_before"], local["files_after"], local["trials_compacted"]) == (20, 10, 5, 10)
-    assert all(math.isfinite(local[k]) and local[k] > 0 for k in ("read_before_s", "read_after_s", "compact_s"))
+    assert all(
+        math.isfinite(local[k]) and local[k] > 0 for k in ("read_before_s", "read_after_s", "compact_s", "completion_s")
+    )
     assert "compact 10 trials x 2 rounds (20 rows), local" in done.stdout
