@@ -32,6 +32,7 @@ BENCHMARKS = {
     "fixed": ("bench_fixed.py", True),
     "sweep": ("bench_sweep.py", True),
     "scale": ("bench_scale.py", True),
+    "compact": ("bench_compact.py", True),
     "construct": ("bench_construct.py", False),
 }
 #: the benchmarks that take --device (the others measure CPU work)

@@ -4,6 +4,7 @@
       sweep.json                      layout version, sweep id, the MLflow tracking URI (written first)
       spec.yaml                       the spec as run (profile and overrides recorded)
       rounds/dictionary=<label>/<trial_id>.parquet   one row per round (orchestrator.sinks.parquet)
+      rounds/dictionary=<label>/part-<n>.parquet     finished trials' rows merged (sinks.parquet_compact)
       tickets/<trial_id>/round-<r>.pt  each finished round's mask and trained weights
       state/<batch_id>.pt              a Tune trial's resume state: its members' states, failed rows
       lease.json                       the driver running the sweep now (orchestrator.lease)

@@ -29,7 +29,7 @@ from orchestrator.notices import Notices
 from orchestrator.progress import Progress
 from orchestrator.ray_local import ray_session
 from orchestrator.sinks import mlflow as mlflow_sink
-from orchestrator.sinks import parquet
+from orchestrator.sinks import parquet, parquet_compact
 from orchestrator.sinks.mlflow.callback import MlflowWriter
 from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.spec import Sweep, seed_sets
@@ -183,6 +183,7 @@ def _run_leased(
     sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str | None, address: str | None, force: bool, num_cpus: int | None
 ) -> SweepResult:
     tracking_uri = absolute_uri(tracking_uri or default_tracking_uri())
+    compact_from = parquet_compact.min_trials()  # a bad setting is refused before any work
     sweep_dir.create(sweep.text, tracking_uri)
     if force:
         sweep_dir.clear_states()
@@ -263,6 +264,8 @@ def _run_leased(
 
     mlflow_info = mlflow_started.result()
     sync_mlflow(sweep, sweep_dir, tracking_uri)
+    if compact_from and len(sweep.trials) >= compact_from:  # after MLflow got each trial's own file
+        parquet_compact.compact_finished(sweep_dir, complete)
     return SweepResult(
         sweep_dir,
         mlflow_info["parent_run_id"],

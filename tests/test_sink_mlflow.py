@@ -145,6 +145,10 @@ def test_live_logging_twice_gives_one_parent_two_children_and_three_steps(sqlite
     run = c.get_run(child)
     assert run.info.status == "FINISHED" and run.data.tags["glth.status"] == "ok"
     assert [a.path for a in c.list_artifacts(child)] == ["rounds.parquet"]
+    art.unlink()  # its file compacted away (sinks.parquet_compact): the run keeps what it logged
+    assert sink.finish_child(c, child, "ok", {"rounds.parquet": str(art)}) is False
+    assert sink.finish_child(c, child, "ok", {}) is False
+    assert c.get_run(child).data.tags["glth.artifacts"] == "rounds.parquet"
 
 
 def test_params_are_flattened_and_long_values_truncated():

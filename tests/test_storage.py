@@ -172,6 +172,8 @@ def test_list_and_delete(store):
     assert raw_keys(store) == ["a/.x.parquet.1234.tmp", "a/x.parquet", "a/y.txt"]
     with pytest.raises(ValueError):
         store.delete_dir("")
+    store.delete_files(["a/x.parquet", "never-was", *(f"c/{i}" for i in range(40) if store.write_text(f"c/{i}", ""))])
+    assert raw_keys(store) == ["a/.x.parquet.1234.tmp", "a/y.txt"]
 
 
 SCHEMA = pa.schema(

@@ -98,9 +98,14 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
         return 0
 
     from orchestrator.layout import SweepDir
+    from orchestrator.sinks import parquet_compact
     from orchestrator.sweep import run_sweep
 
     where = SweepDir(storage, sweep.sweep_id)  # the one handle on the sweep's directory, from here down
+    try:
+        parquet_compact.min_trials()
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     with sweep_lease(where):  # one driver per sweep: refused before Ray starts
         if args.address or os.environ.get("RAY_ADDRESS"):  # a cluster: first, can every node reach the storage?
             from orchestrator.cli.nodes_reach import check_nodes_reach

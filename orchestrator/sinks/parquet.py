@@ -2,7 +2,9 @@
 
 Layout: ``OUT/<sweep_id>/rounds/dictionary=<label>/<trial_id>.parquet``. Each write replaces a
 trial's whole file (its full history so far) atomically, so a reader of the directory sees every
-trial either before or after a round, never half a file.
+trial either before or after a round, never half a file. A large sweep's finished trials are
+later merged into one ``part-<n>.parquet`` per partition (``parquet_compact``); which files hold
+which rows, and how the readers here see each row once, is ``parquet_files``'.
 
 The ``dictionary`` column lives only in the path. Storing it in the files as well makes
 ``pandas.read_parquet(dir)`` fail ("Unable to merge: Field dictionary has incompatible types:
@@ -29,6 +31,7 @@ import pyarrow.parquet as pq
 
 from glth_core import kinds
 from orchestrator.layout import ROUNDS, SweepDir
+from orchestrator.sinks import parquet_files
 from orchestrator.storage import Storage
 
 PARTITION = "dictionary"
@@ -50,6 +53,7 @@ SCHEMA = pa.schema([(name, _ARROW[t]) for name, t in {**META, **kinds.columns(),
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name != PARTITION])
 _PARTITIONING = ds.partitioning(pa.schema([SCHEMA.field(PARTITION)]), flavor="hive")
 _DEFAULTS = {"control": "none"}
+_READ_TRIES = 10  # listings a reader makes while compactions move rows under it
 
 # a path segment every reader takes literally: no separators, no '=' or '%' (hive decoding),
 # no leading '.' or '_' (pyarrow skips such names)
@@ -60,6 +64,8 @@ def _relative(trial_id: str, dictionary_label: str) -> str:
     for what, name in (("trial_id", trial_id), ("dictionary label", dictionary_label)):
         if not _SAFE_NAME.fullmatch(str(name)):
             raise ValueError(f"{what} {name!r} is not a safe path segment")
+    if parquet_files.is_part_name(f"{trial_id}{parquet_files.SUFFIX}"):
+        raise ValueError(f"trial_id {trial_id!r} is a compacted part's name")
     return f"{ROUNDS}/{PARTITION}={dictionary_label}/{trial_id}.parquet"
 
 
@@ -119,20 +125,17 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:200]
 
 
-def _trial_rels(store: Storage) -> dict[str, str]:
-    """trial_id → its file's path relative to the sweep directory."""
-    out = {}
-    for part in store.list(ROUNDS):
-        for name in store.list(f"{ROUNDS}/{part}", suffix=".parquet"):
-            out[name[: -len(".parquet")]] = f"{ROUNDS}/{part}/{name}"
-    return out
+def listed(store: Storage) -> tuple[ds.Dataset, parquet_files.RowFiles]:
+    """A dataset over ``rounds/`` and the row files it found (one listing)."""
+    # hidden names (atomic's temporaries) are skipped by open_dataset; older files lack newer
+    # columns, which read as nulls
+    dataset = store.open_dataset(ROUNDS, schema=SCHEMA, partitioning=_PARTITIONING)
+    return dataset, parquet_files.listing(store, dataset)
 
 
-def damaged_files(where: SweepDir) -> dict[str, str]:
-    """This sweep's row files that cannot be read whole: relative path → why (one line)."""
-    store = where.store
+def _damaged(store: Storage, rels: list[str]) -> dict[str, str]:
     damaged = {}
-    for rel in _trial_rels(store).values():
+    for rel in rels:
         try:
             pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
         except (pa.ArrowException, OSError) as e:
@@ -142,36 +145,35 @@ def damaged_files(where: SweepDir) -> dict[str, str]:
     return damaged
 
 
-def read_rounds(where: SweepDir, skip_damaged: bool = False) -> pd.DataFrame:
-    """All rows of a sweep, sorted by trial and round; an empty frame with the columns if none.
+def damaged_files(where: SweepDir) -> dict[str, str]:
+    """This sweep's row files (own files and parts) that cannot be read whole: relative path → why."""
+    return _damaged(where.store, listed(where.store)[1].all)
 
-    A file that cannot be read (truncated, overwritten) raises DamagedRows naming it, or with
-    ``skip_damaged`` is left out (as a trial without rows)."""
-    store = where.store
-    # hidden names (atomic's temporaries) are skipped by open_dataset; older files lack newer
-    # columns, which read as nulls
-    dataset = store.open_dataset(ROUNDS, schema=SCHEMA, partitioning=_PARTITIONING)
-    try:
-        df = dataset.to_table().to_pandas()
-    except (pa.ArrowException, OSError):
-        damaged = damaged_files(where)
-        if not damaged:  # not a file's fault (a network error): as it was
-            raise
-        if not skip_damaged:
-            raise DamagedRows(store, damaged) from None
-        good = [store.fs_path(rel) for rel in _trial_rels(store).values() if rel not in damaged]
-        df = (
-            ds.dataset(
-                good,
-                schema=SCHEMA,
-                format="parquet",
-                filesystem=store.filesystem,
-                partitioning=_PARTITIONING,
-                partition_base_dir=store.fs_path(ROUNDS),
-            )
-            .to_table()
-            .to_pandas()
-        )
+
+def _read_table(store: Storage, skip_damaged: bool) -> pa.Table:
+    """The rows by ``parquet_files``' rule; listed again and read again while a compaction moves
+    rows between the listing and the read (a listed file gone)."""
+    for _ in range(_READ_TRIES):
+        dataset, files = listed(store)
+        try:
+            return parquet_files.read(store, dataset, files, SCHEMA)
+        except (pa.ArrowException, OSError):
+            if listed(store)[1] != files:
+                continue
+            damaged = _damaged(store, files.all)
+            if not damaged:  # not a file's fault (a network error): as it was
+                raise
+            if not skip_damaged:
+                raise DamagedRows(store, damaged) from None
+            return parquet_files.read(store, dataset, files, SCHEMA, skip=set(damaged))
+    return parquet_files.read(store, *listed(store), SCHEMA)
+
+
+def read_rounds(where: SweepDir, skip_damaged: bool = False) -> pd.DataFrame:
+    """All rows of a sweep, each once, sorted by trial and round; an empty frame with the columns
+    if none. A file that cannot be read (truncated, overwritten) raises DamagedRows naming it, or
+    with ``skip_damaged`` is left out (its trials without rows)."""
+    df = _read_table(where.store, skip_damaged).to_pandas()
     if df.empty:
         return _empty()
     return df.sort_values(["trial_id", "round"], kind="stable").reset_index(drop=True)[SCHEMA.names]
@@ -190,26 +192,45 @@ def drop_damaged(where: SweepDir) -> dict[str, str]:
         return {store.uri_of(rel): cause for rel, cause in e.files.items()}
 
 
-def read_trial(where: SweepDir, trial_id: str, dictionary_label: str) -> list[dict]:
-    """One trial's rows as records ([] when it has no file yet, or an unreadable one: its rows are
-    then rewritten whole from what the trial reports)."""
+def live_part(where: SweepDir, dictionary_label: str) -> str | None:
+    """The live part of a dictionary's partition (``parquet_files``), None when it has none: one
+    listing of the partition."""
+    folder = f"{ROUNDS}/{PARTITION}={dictionary_label}"
+    return next(iter(parquet_files.RowFiles.of([f"{folder}/{n}" for n in where.store.list(folder)]).live), None)
+
+
+def read_trial(where: SweepDir, trial_id: str, dictionary_label: str, parts: dict | None = None) -> list[dict]:
+    """One trial's rows as records: its own file's, else its copy in its partition's live part
+    (``parquet_files``); [] when it has none, or an unreadable file (its rows are then rewritten
+    whole from what the trial reports). ``parts``: label → live part, filled as partitions are
+    listed (the driver's writer keeps it: no compaction runs while it writes)."""
     store = where.store
     rel = _relative(trial_id, dictionary_label)
-    if not store.exists(rel):
-        return []
     try:
-        table = pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
+        if store.exists(rel):
+            table = pq.read_table(pa.BufferReader(store.read_bytes(rel)), schema=FILE_SCHEMA)
+        else:
+            parts = {} if parts is None else parts
+            if dictionary_label not in parts:
+                parts[dictionary_label] = live_part(where, dictionary_label)
+            if parts[dictionary_label] is None:
+                return []
+            filters = [("trial_id", "==", trial_id)]
+            table = pq.read_table(
+                store.fs_path(parts[dictionary_label]), filesystem=store.filesystem, schema=FILE_SCHEMA, filters=filters
+            )
     except pa.ArrowException:
         return []
     return table.to_pandas().to_dict("records")
 
 
 def trial_files(where: SweepDir) -> dict[str, Path | str]:
-    """trial_id → its Parquet file (a local Path, or a URI on an object store)."""
+    """trial_id → its own Parquet file (a local Path, or a URI on an object store); a trial whose
+    rows were compacted into a part has none."""
     store = where.store
     return {
         tid: Path(store.fs_path(rel)) if store.is_local else store.uri_of(rel)
-        for tid, rel in _trial_rels(store).items()
+        for tid, rel in listed(store)[1].own.items()
     }
 
 

@@ -1,7 +1,8 @@
 """The driver's Tune callback that turns each round's reported rows into Parquet.
 
 A report carries only the rows new that round (``orchestrator.trainable``); this callback keeps
-each trial's rows (loaded from its file when first seen, so a new driver continues an old file)
+each trial's rows (loaded from its file when first seen, so a new driver continues an old file,
+or from its copy in a compacted part: ``parquet_files``)
 and rewrites the trial's file with all of them, atomically. Rows are keyed by round: a row
 reported twice (a trial resumed from its state) is the same row, written once.
 """
@@ -18,6 +19,7 @@ class ParquetWriter(Callback):
     def __init__(self, where: SweepDir):
         self.where = where
         self.rows: dict[str, dict[int, dict]] = {}
+        self.parts: dict[str, str | None] = {}  # dictionary label → its live part (compacted rows)
 
     def add(self, rows: list[dict]) -> list[str]:
         """Merge ``rows`` into their trials' files; returns the trial ids written."""
@@ -28,7 +30,7 @@ class ParquetWriter(Callback):
             label = new[0]["dictionary"]
             known = self.rows.get(trial_id)
             if known is None:
-                known = {int(r["round"]): r for r in parquet.read_trial(self.where, trial_id, label)}
+                known = {int(r["round"]): r for r in parquet.read_trial(self.where, trial_id, label, self.parts)}
             for r in new:
                 known[int(r["round"])] = r
             self.rows[trial_id] = known

@@ -42,12 +42,16 @@ def _ended_with(run, status: str) -> bool:
 
 
 def _finish(client, run, status: str, artifacts: dict | None) -> bool:
+    """An artifact once logged stays: a trial whose ``rounds.parquet`` was compacted away
+    (``parquet_compact``) has no file to offer, and its run is left as it ended."""
     present, run_id = _present(artifacts), run.info.run_id
-    if _ended_with(run, status) and run.data.tags.get(TAG_ARTIFACTS) == ",".join(present):
+    tag = run.data.tags.get(TAG_ARTIFACTS)
+    logged = {n for n in (tag or "").split(",") if n}
+    if _ended_with(run, status) and tag is not None and set(present) <= logged:
         return False
     for name, local in present.items():
         _upload(client, run_id, name, local)
-    client.log_batch(run_id, tags=_end_tags(status, ",".join(present)), synchronous=True)
+    client.log_batch(run_id, tags=_end_tags(status, ",".join(sorted(logged | set(present)))), synchronous=True)
     if run.info.status != _target(status):
         client.set_terminated(run_id, _target(status))
     return True
