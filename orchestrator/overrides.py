@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from orchestrator.yaml_depth import MAX_DEPTH, too_deep
+
 KEY = "overrides"
 _PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$|^\d+$")
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
@@ -78,6 +80,8 @@ def _parse_item(item: str) -> Override:
 def _value(item: str, text: str) -> Any:
     if text[0] in "[{'\"":  # a YAML flow list or mapping, or a quoted string, taken whole
         try:
+            if too_deep(text):
+                raise OverrideError(f"override {item[:40]!r}…: nested more than {MAX_DEPTH} levels deep")
             return yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise OverrideError(

@@ -305,3 +305,27 @@ def test_gzip_trailer_check_accepts_the_real_mnist(mnist_dir):
     assert data.check("mnist", mnist_dir).input_shape == (1, 28, 28)
     with gzip.open(mnist_dir / "t10k-labels-idx1-ubyte.gz") as f:
         assert len(f.read()) == 8 + 10000
+
+
+@pytest.mark.parametrize("limit", [1000, 20000])
+def test_deep_nesting_is_refused_the_same_whatever_the_recursion_limit(limit):
+    """A spec or an override nested past MAX_DEPTH gets one answer, from the event stream, not from
+    PyYAML's recursive composer running out of stack (which depends on the process's limit: the fuzz
+    found a 492-level list parsed in a test process and refused by the console script)."""
+    from orchestrator import overrides
+    from orchestrator.spec import SpecError, parse
+    from orchestrator.yaml_depth import MAX_DEPTH
+
+    deep = "[" * 492 + "]" * 492
+    nested = "[" * MAX_DEPTH + "]" * MAX_DEPTH  # at the limit: parsed, then refused for what it is
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        with pytest.raises(SpecError, match=f"^spec: not valid YAML \\(nested more than {MAX_DEPTH} levels deep\\)$"):
+            parse(deep)
+        with pytest.raises(overrides.OverrideError, match=f"nested more than {MAX_DEPTH} levels deep$"):
+            overrides.parse([f"tau={deep}"])
+        with pytest.raises(SpecError, match="^spec: must be a mapping"):
+            parse(nested)
+    finally:
+        sys.setrecursionlimit(before)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator import overrides as spec_overrides
+from orchestrator.yaml_depth import MAX_DEPTH, too_deep
 
 
 class SpecError(ValueError):
@@ -95,6 +96,8 @@ def raw_spec(text: str, profile: str | None = None, items: list[str] | None = No
     command-line overrides (``tau=0.1,0.2``), applied after the profile and the spec's own
     recorded ``overrides:``."""
     try:
+        if too_deep(text):
+            raise SpecError(f"spec: not valid YAML (nested more than {MAX_DEPTH} levels deep)")
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpecError(f"spec: not valid YAML ({str(e).splitlines()[0]})") from None
