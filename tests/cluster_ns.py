@@ -45,12 +45,12 @@ TESTS = Path(__file__).resolve().parent
 #: and in the address a driver connects to) to the machine's routable address
 #: (ray._private.services.resolve_ip_for_localhost); any other 127/8 address is kept, and is loopback.
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
-#: dead nodes noticed in ~3 s rather than Ray's 30 s default (GCS health checks of each raylet)
+#: dead nodes noticed in seconds rather than Ray's 30 s default (GCS health checks of each raylet)
 FAST_FAILURE_DETECTION = {
     "RAY_health_check_initial_delay_ms": "1000",
     "RAY_health_check_period_ms": "1000",
-    "RAY_health_check_timeout_ms": "1000",
-    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_timeout_ms": "2000",  # a node lost is noticed in ~7-10 s; 1 s × 3 declared a
+    "RAY_health_check_failure_threshold": "5",  # live worker dead on 2 cores running two test workers
 }
 
 
