@@ -4,6 +4,8 @@ ordinary tensors, and the model runs through ``torch.func.functional_call``.
 Everything here is functional: a ``Parameterization`` turns (coefficients, mask, free
 parameters) into the parameter dict of the model, so a later caller can vmap over stacked
 coefficients of several seeds without a rewrite. ``Weights`` is the state of one network.
+Training keeps the pruned coefficients at 0 by masking their gradients (``mask_gradients``), so
+its forward needs no mask; canonical's coefficients train as the scope tensors themselves.
 """
 
 from __future__ import annotations
