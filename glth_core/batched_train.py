@@ -19,7 +19,7 @@ from torch.func import vmap
 from glth_core.data.augment import Augment
 from glth_core.evaluation import Evaluation, batch_totals, eval_batches, evaluation_of
 from glth_core.loss import training_loss
-from glth_core.parameterization import Parameterization, Weights
+from glth_core.parameterization import Parameterization, Weights, mask_gradients
 from glth_core.precision import forward_precision, matmul_precision
 from glth_core.schedule import SchedulePlan, TrainConfig
 from glth_core.train import batch_indices, dense_or_float, run_steps
@@ -75,32 +75,32 @@ def train_batched(
     w = stack(starts)
     m = torch.stack(masks)
     w.coeffs.mul_(m)
-    leaves = [w.coeffs.requires_grad_(True), *(t.requires_grad_(True) for t in w.free.values())]
+    # each seed's mask multiplies its coefficients' gradients, not the coefficients (as in ``train``)
+    coeffs = mask_gradients(w.coeffs.requires_grad_(True), dense_or_float(m, w.coeffs.dtype))
+    leaves = [coeffs, *(t.requires_grad_(True) for t in w.free.values())]
     total = cfg.total_steps(x.shape[0])
     # the input bottleneck keeps the union of the seeds' kept columns: a column a seed pruned
     # meets its zero coefficients, so each seed's output is unchanged
     kept = param.kept_columns(m.any(0))
-    factors = dense_or_float(m, w.coeffs.dtype)
     streams = [batch_indices(x.shape[0], cfg.batch_size, g, x.device, start=plan.start_step) for g in generators]
     augmented = None if augment is None else [augment.stream(g) for g in generators]
 
-    def loss(coeffs, free, mask, xb, yb):
-        return training_loss(param.forward(Weights(coeffs, free), mask, xb, kept), yb)
+    def loss(coeffs, free, xb, yb):
+        return training_loss(param.forward(Weights(coeffs, free), None, xb, kept), yb)
 
-    def one_by_one(coeffs, free, mask, xb, yb):
+    def one_by_one(coeffs, free, xb, yb):
         # unbind, not indexing: its backward is one stack, where each index's would fill a zero [K, …]
         free = {n: v.unbind(0) for n, v in free.items()}
-        masks = [None] * len(xb) if mask is None else mask.unbind(0)
         return torch.stack(
             [
-                loss(c, {n: v[k] for n, v in free.items()}, f, xk, yk)
-                for k, (c, f, xk, yk) in enumerate(zip(coeffs.unbind(0), masks, xb, yb))
+                loss(c, {n: v[k] for n, v in free.items()}, xk, yk)
+                for k, (c, xk, yk) in enumerate(zip(coeffs.unbind(0), xb, yb))
             ]
         )
 
     if vectorize is None:
         vectorize = prefers_vmap(param, x)
-    losses = vmap(loss, in_dims=(0, 0, None if factors is None else 0, 0, 0)) if vectorize else one_by_one
+    losses = vmap(loss) if vectorize else one_by_one
 
     def losses_at(step: int) -> torch.Tensor:
         idx = torch.stack([next(s) for s in streams])
@@ -108,7 +108,7 @@ def train_batched(
         if augmented is not None:
             xb = torch.stack([apply(xk, step) for apply, xk in zip(augmented, xb)])
         with forward_precision(cfg, x):
-            return losses(w.coeffs, w.free, factors, xb, y[idx])
+            return losses(w.coeffs, w.free, xb, y[idx])
 
     on_step = None
     if on_steps is not None and any(cb is not None for cb in on_steps):

@@ -4,6 +4,8 @@ ordinary tensors, and the model runs through ``torch.func.functional_call``.
 Everything here is functional: a ``Parameterization`` turns (coefficients, mask, free
 parameters) into the parameter dict of the model, so a later caller can vmap over stacked
 coefficients of several seeds without a rewrite. ``Weights`` is the state of one network.
+Training keeps the pruned coefficients at 0 by masking their gradients (``mask_gradients``), so
+its forward needs no mask; canonical's coefficients train as the scope tensors themselves.
 """
 
 from __future__ import annotations
@@ -61,10 +63,26 @@ class Parameterization:
         buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
         return Weights(coeffs.detach().clone(), {**{n: params[n] for n in self.free_names}, **buffers})
 
-    def leaves(self, w: Weights) -> list[torch.Tensor]:
-        """What training differentiates: the coefficients and the free parameters (not the buffers),
-        set to require gradients."""
-        return [w.coeffs.requires_grad_(True), *(w.free[n].requires_grad_(True) for n in self.free_names)]
+    def leaves(
+        self, w: Weights, factor: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """(what training differentiates, set to require gradients; the scope tensors a training
+        forward takes as ``scope``). The coefficients: for an identity dictionary (canonical) each
+        scope tensor as its own leaf, a view of ``w.coeffs`` (the optimizer's in-place updates land
+        there; no split forward, no concatenation backward), also returned by name; otherwise
+        ``w.coeffs`` whole, and {}. Then the free parameters (not the buffers).
+
+        ``factor``: the round's mask as floats (None: all kept), multiplied into the coefficients'
+        gradients (``mask_gradients``), so a training forward needs no mask."""
+        if self.dictionary.IDENTITY:
+            scope = {n: t.requires_grad_(True) for n, t in self.dictionary.unflatten(w.coeffs).items()}
+            factors = [None] * len(scope) if factor is None else self.dictionary.unflatten(factor).values()
+            for t, f in zip(scope.values(), factors):
+                mask_gradients(t, f)
+            coeffs = list(scope.values())
+        else:
+            scope, coeffs = {}, [mask_gradients(w.coeffs.requires_grad_(True), factor)]
+        return [*coeffs, *(w.free[n].requires_grad_(True) for n in self.free_names)], scope
 
     def mode(self, training: bool):
         """A context in which the model runs in training (batch statistics, running ones updated)
@@ -88,8 +106,13 @@ class Parameterization:
         return None if bool(columns.all()) else columns.nonzero().flatten()
 
     # -- forward ------------------------------------------------------------------------------
-    def params(self, weights: Weights, mask: torch.Tensor | None, kept: torch.Tensor | None = None) -> dict:
-        """The parameter dict; ``mask`` None means every element is kept."""
+    def params(
+        self, weights: Weights, mask: torch.Tensor | None, kept: torch.Tensor | None = None, scope: dict | None = None
+    ) -> dict:
+        """The parameter dict; ``mask`` None means every element is kept. ``scope``: the scope
+        tensors by name (``leaves``' training leaves of an identity dictionary), taken as they are."""
+        if scope:
+            return {**weights.free, **scope}
         a = weights.coeffs if mask is None else weights.coeffs * mask
         if self.input_bottleneck:
             d = self.dictionary
@@ -106,10 +129,11 @@ class Parameterization:
         x: torch.Tensor,
         kept=None,
         memory_format: torch.memory_format | None = None,
+        scope: dict | None = None,
     ) -> torch.Tensor:
         """The model's output on ``x``; ``memory_format`` (channels_last on CUDA) is applied to
-        the inputs and every 4-D parameter."""
-        return self.apply(self.params(weights, mask, kept), x, kept, memory_format)
+        the inputs and every 4-D parameter; ``scope``: see ``params``."""
+        return self.apply(self.params(weights, mask, kept, scope), x, kept, memory_format)
 
     def apply(
         self, params: dict, x: torch.Tensor, kept=None, memory_format: torch.memory_format | None = None
@@ -122,6 +146,22 @@ class Parameterization:
             x = x.contiguous(memory_format=memory_format)
             params = {k: v.contiguous(memory_format=memory_format) if v.dim() == 4 else v for k, v in params.items()}
         return functional_call(self.model, params, (x,))
+
+
+def mask_gradients(leaf: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+    """``leaf`` (returned), its gradient multiplied in place by ``factor`` (a float mask of its shape;
+    None: left alone) once accumulated in each backward. The same numbers as a forward multiplying
+    ``leaf`` by ``factor`` when ``leaf`` is 0 wherever ``factor`` is: the forward's values are equal
+    (x · 1 = x, 0 · 0 = 0), the kept gradients are the same products, and a pruned entry, with zero
+    value and zero gradient, stays exactly 0 under SGD (momentum, dampening, weight decay) and Adam
+    (L2 weight decay; eps > 0 keeps its zero moments' step 0 / eps = 0)."""
+    if factor is not None:
+
+        def hook(t: torch.Tensor) -> None:
+            t.grad.mul_(factor)
+
+        leaf.register_post_accumulate_grad_hook(hook)
+    return leaf
 
 
 @contextmanager

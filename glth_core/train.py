@@ -144,19 +144,19 @@ def train(
     """
     w = start.clone()
     w.coeffs.mul_(mask)
-    leaves = param.leaves(w)
+    # the mask multiplies the gradients, not the coefficients (``Parameterization.leaves``)
+    leaves, scope = param.leaves(w, dense_or_float(mask, w.coeffs.dtype))
     total = cfg.total_steps(x.shape[0])
     kept = param.kept_columns(mask)
     batches = batch_indices(x.shape[0], cfg.batch_size, generator, x.device, start=plan.start_step)
     memory_format = input_format(cfg, x)
-    factor = dense_or_float(mask, w.coeffs.dtype)
     augmented = batch_stream(augment, generator)
 
     def losses_at(step: int) -> torch.Tensor:
         idx = next(batches)
         xb = augmented(x.index_select(0, idx), step)
         with forward_precision(cfg, x):
-            logits = param.forward(w, factor, xb, kept, memory_format=memory_format)
+            logits = param.forward(w, None, xb, kept, memory_format=memory_format, scope=scope)
             return training_loss(logits, y.index_select(0, idx))
 
     with matmul_precision(cfg, x), param.mode(training=True):

@@ -95,6 +95,9 @@ class Dictionary(Movable):
     #: pruning, ``layer_tau`` and ``rewind_norm: tensor`` apply); a rotation of several tensors
     #: together mixes them
     TENSOR_ALIGNED: bool = False
+    #: True when the coefficients are the scope parameters themselves (``synthesize`` is the
+    #: identity): training then keeps each scope tensor as its own leaf (``Parameterization.leaves``)
+    IDENTITY: bool = False
 
     @classmethod
     def mixes_tensors(cls, scope: tuple[ScopeEntry, ...]) -> bool:

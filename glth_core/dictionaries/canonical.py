@@ -11,6 +11,7 @@ from glth_core.dictionaries.options import SCOPE
 class Canonical(Dictionary):
     kind = "canonical"
     TENSOR_ALIGNED = True
+    IDENTITY = True
     FIELDS = {"scope": SCOPE}
     LABEL = "canonical"
 
