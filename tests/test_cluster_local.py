@@ -13,7 +13,9 @@ from test_sweep import glth, metric_steps, mlflow_children, write_spec
 from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 
-pytestmark = pytest.mark.slow
+# one pytest-xdist group for the modules that start multi-node Ray clusters (tests/conftest.py):
+# two clusters at once on 2 cores, on the same loopback addresses, had a live worker node declared dead
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray_clusters")]
 
 
 def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):

@@ -22,7 +22,9 @@ from ray import tune
 
 from orchestrator.storage import Storage
 
-pytestmark = pytest.mark.slow
+# one pytest-xdist group for the modules that start multi-node Ray clusters (tests/conftest.py):
+# two clusters at once on 2 cores, on the same loopback addresses, had a live worker node declared dead
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray_clusters")]
 
 
 @pytest.fixture(scope="module")

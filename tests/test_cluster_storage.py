@@ -44,7 +44,9 @@ from orchestrator.layout import SweepDir
 from orchestrator.sinks import parquet
 from orchestrator.storage import Storage
 
-pytestmark = pytest.mark.slow
+# one pytest-xdist group for the modules that start multi-node Ray clusters (tests/conftest.py):
+# two clusters at once on 2 cores, on the same loopback addresses, had a live worker node declared dead
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray_clusters")]
 
 GLTH = str(Path(sys.executable).with_name("glth"))
 SPEC = """name: xnode

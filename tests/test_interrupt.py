@@ -71,7 +71,7 @@ def alive(procs: dict[int, float]) -> list[str]:
     return left
 
 
-def wait_gone(procs: dict[int, float], timeout: float = 20.0) -> list[str]:
+def wait_gone(procs: dict[int, float], timeout: float = 60.0) -> list[str]:  # Ray's agents end last under load
     deadline = time.monotonic() + timeout
     while (left := alive(procs)) and time.monotonic() < deadline:
         time.sleep(0.2)
