@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/glth demo
 
-# two pytest-xdist workers by default: the suite mostly waits (Ray and servers starting, node deaths
-# being noticed), so two workers on 2 cores finish it in about half the time. A module's tests, and
-# the users of a shared session sweep, stay on one worker (tests/conftest.py). XDIST= runs serially.
-XDIST ?= -n 2 --dist loadgroup
+# serial by default (CI). XDIST="-n 2 --dist loadgroup" runs two pytest-xdist workers: ~21 min instead
+# of ~40 on 2 cores (a module's tests, the users of a shared session sweep, and the multi-node
+# cluster modules each stay on one worker: tests/conftest.py), but test_cluster_storage's S3 run
+# (test_c) timed out in three of three such runs here, so it is not yet the default.
+XDIST ?=
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(XDIST)
