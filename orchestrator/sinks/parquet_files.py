@@ -76,11 +76,6 @@ class RowFiles:
         return [rs[-1] for rs in self.parts.values()]
 
     @property
-    def stale(self) -> list[str]:
-        """Parts a later part replaces (left by a compaction that did not finish its deletes)."""
-        return [r for rs in self.parts.values() for r in rs[:-1]]
-
-    @property
     def all(self) -> list[str]:
         return sorted([*self.own.values(), *(r for rs in self.parts.values() for r in rs)])
 
