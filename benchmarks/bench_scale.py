@@ -20,7 +20,9 @@ CPU seconds (user + system, its own, not its children's) and its peak RSS (``VmH
 
 Read: a synthetic sweep of 5,000 trials × 20 rounds (``synthetic_sweep.py``: real spec, trial ids,
 layout and Parquet writer; no training, no tickets; ``--quick``: 500 × 20; ``--synthetic TxR``
-picks), ``glth results`` timed on it locally and on the loopback S3 server of ``tests/s3_server.py``.
+picks), compacted as ``glth run`` leaves a sweep of at least ``GLTH_COMPACT_MIN_TRIALS`` trials at its
+end (one part per dictionary), then ``glth results`` timed on it locally and on the loopback S3
+server of ``tests/s3_server.py``.
 
 ``--json PATH`` also writes every number measured (the smoke test reads it). Absolute seconds
 depend on the machine's load: each line carries ``os.getloadavg()`` at its end.
@@ -184,7 +186,7 @@ def one_size(n: int, fixed: dict, parallel: int, reads: bool = True) -> dict:
 def read_sweep(trials: int, rounds: int, s3: bool = True) -> dict:
     """``glth results`` on a synthetic sweep, local and (``s3``) on the loopback S3 server."""
     from orchestrator.layout import SweepDir
-    from orchestrator.sinks import parquet
+    from orchestrator.sinks import parquet, parquet_compact
 
     out = {"synthetic_trials": trials, "synthetic_rounds": rounds}
     with tempfile.TemporaryDirectory(prefix="glth-bench-scale-read-") as tmp:
@@ -192,7 +194,12 @@ def read_sweep(trials: int, rounds: int, s3: bool = True) -> dict:
         t0 = time.perf_counter()
         sweep_id = synthetic_sweep.write(tmp / "runs", "scale-read", trials, rounds)
         out["synthetic_write_s"] = time.perf_counter() - t0
-        out["synthetic_rows"] = len(parquet.read_rounds(SweepDir.under(tmp / "runs", sweep_id)))
+        where = SweepDir.under(tmp / "runs", sweep_id)
+        if trials >= parquet_compact.min_trials():  # as `glth run` leaves a sweep this large at its end
+            t0 = time.perf_counter()
+            out["compacted_trials"] = parquet_compact.compact(where).trials
+            out["compact_s"] = time.perf_counter() - t0
+        out["synthetic_rows"] = len(parquet.read_rounds(where))
         files = [p for p in (tmp / "runs" / sweep_id).rglob("*") if p.is_file()]  # before results adds its own
         uri = ["--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
         out["results_local_s"] = timed_cmd(["results", str(tmp / "runs" / sweep_id), *uri], tmp)
@@ -267,7 +274,8 @@ def summary(sizes: list[dict], read: dict) -> None:
             flush=True,
         )
     if read:
-        label = f"{read['synthetic_trials']} trials x {read['synthetic_rounds']} rounds ({read['synthetic_rows']} rows)"
+        label = f"{read['synthetic_trials']} trials x {read['synthetic_rounds']} rounds ({read['synthetic_rows']} rows"
+        label += f", compacted as glth run leaves it: {read['compact_s']:.1f} s)" if "compact_s" in read else ")"
         print(
             f"scale glth results on a synthetic sweep of {label}: local {read['results_local_s']:.1f} s "
             f"{mark(read['results_local_s'], TARGETS['results_local'])} [load {read['load_local']:.1f}]"

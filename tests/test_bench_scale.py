@@ -23,6 +23,7 @@ def test_bench_scale_quick_measures_every_number(tmp_path):
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "RAY_AUTH_MODE": "disabled",
+        "GLTH_COMPACT_MIN_TRIALS": "5",  # the 10-trial read sweep is compacted, as a large one would be
     }
     done = subprocess.run(
         [
@@ -56,7 +57,8 @@ def test_bench_scale_quick_measures_every_number(tmp_path):
     assert size["driver_cpu_s"] > 0 and size["peak_rss_mb"] > 0 and size["wall_s"] > size["compute_s"] / 2 > 0
     assert size["results_s"] > 0 and size["plot_s"] > 0
     assert (read["synthetic_trials"], read["synthetic_rounds"], read["synthetic_rows"]) == (10, 2, 20)
-    assert read["s3_objects"] == 10 + 2  # a Parquet file per trial, sweep.json and spec.yaml
+    assert read["compacted_trials"] == 10 and read["compact_s"] > 0
+    assert read["s3_objects"] == 5 + 2  # one part per dictionary (5), sweep.json and spec.yaml
     assert read["results_local_s"] > 0 and read["results_s3_s"] > 0
 
     lines = [line for line in done.stdout.splitlines() if line.startswith("scale ")]
@@ -64,8 +66,8 @@ def test_bench_scale_quick_measures_every_number(tmp_path):
         "fixed cost of glth run",
         "2 trials x 3 rounds",
         "peak RSS at 2,000 trials",
-        "synthetic sweep of 10 trials x 2 rounds (20 rows)",
-        "loopback S3 (12 objects)",
+        "synthetic sweep of 10 trials x 2 rounds (20 rows, compacted as glth run leaves it",
+        "loopback S3 (7 objects)",
     ):
         assert any(what in line for line in lines), (what, done.stdout)
     assert sum(line.count("✓") + line.count("✗") for line in lines) == 4  # fixed, overhead, local, S3
