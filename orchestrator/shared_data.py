@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
-from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from glth_core import data as datasets
@@ -195,7 +195,8 @@ def session(share: bool = True):
     hub = DataReader.options(scheduling_strategy=here).remote()
     try:
         yield hub
-        tell(ray.get(hub.all_counts.remote(), timeout=120))
+        with contextlib.suppress(RayError):  # the hub lost: the sweep's results are not
+            tell(ray.get(hub.all_counts.remote(), timeout=120))
     finally:
         with contextlib.suppress(Exception):  # a Ray already gone took it along
             ray.kill(hub)
