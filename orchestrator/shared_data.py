@@ -55,6 +55,8 @@ KEEP = 4
 #: the config fields that say which tensors a trial loads (``glth_core.data.load_for``)
 FIELDS = ("dataset", "data_dir", "val_fraction", "split_seed", "normalize", "device")
 TENSORS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+#: how long a worker waits for its node's reader (a read included) before it reads its own
+WAIT_S = 600
 
 
 def enabled() -> bool:
@@ -238,12 +240,12 @@ def remembered(key: str) -> datasets.Dataset | None:
 
 def _fetch(hub, request: dict):
     node = ray.get_runtime_context().get_node_id()
-    generation, reader = ray.get(hub.reader_for.remote(node))
+    generation, reader = ray.get(hub.reader_for.remote(node), timeout=WAIT_S)
     try:
-        return ray.get(ray.get(reader.get.remote(request))[0])
+        return ray.get(ray.get(reader.get.remote(request), timeout=WAIT_S)[0])
     except (RayActorError, ObjectLostError):  # that reader died (not its node: this worker is there)
-        _, reader = ray.get(hub.reader_for.remote(node, generation))
-        return ray.get(ray.get(reader.get.remote(request))[0])
+        _, reader = ray.get(hub.reader_for.remote(node, generation), timeout=WAIT_S)
+        return ray.get(ray.get(reader.get.remote(request), timeout=WAIT_S)[0])
 
 
 def dataset_for(config, hub) -> datasets.Dataset | None:
@@ -258,7 +260,7 @@ def dataset_for(config, hub) -> datasets.Dataset | None:
         return d
     try:
         got = _fetch(hub, request)
-    except (RayActorError, ObjectLostError) as e:
+    except (RayActorError, ObjectLostError, GetTimeoutError) as e:
         print(f"[glth] shared datasets unavailable ({type(e).__name__}): this trial reads its own", file=sys.stderr)
         return None
     return remember(
