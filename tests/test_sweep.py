@@ -116,6 +116,9 @@ def test_trials_share_one_read_of_their_dataset_and_compute_what_a_per_trial_loa
     tmp_path, proc, rows = small_sweep["cwd"], small_sweep["proc"], small_sweep["rows"]
     said = re.findall(r"\[glth\] shared datasets: (\d+) read\(s\) on (\d+) node\(s\), (\d+) request", proc.stderr)
     # read once; asked by each worker once (a reused worker keeps it for its next trials)
+    print(
+        f"found: the dataset read {said and said[0][0]} time(s) for 4 trials, {said and said[0][2]} worker request(s)"
+    )
     assert len(said) == 1 and said[0][:2] == ("1", "1") and 1 <= int(said[0][2]) <= 4, said
     where = SweepDir.under(tmp_path / "out", small_sweep["sweep_id"])
     sweep = specs.load(tmp_path / "small.yaml")
@@ -126,7 +129,7 @@ def test_trials_share_one_read_of_their_dataset_and_compute_what_a_per_trial_loa
             record = runner.run_round()
             for k, v in record.items():
                 if k in row.index and k not in TIMING_COLUMNS and not isinstance(v, (dict, list)):
-                    assert row[k] == v or (v != v and row[k] != row[k]), (trial.trial_id, r, k, row[k], v)
+                    assert row[k] == v if not pd.isna(v) else pd.isna(row[k]), (trial.trial_id, r, k, row[k], v)
             assert torch.equal(tickets[r].mask, runner.ticket.mask), (trial.trial_id, r)
             assert torch.equal(tickets[r].kept_coeffs, runner.ticket.kept_coeffs), (trial.trial_id, r)
         assert len(stored) == sweep.rounds == r + 1
