@@ -33,6 +33,7 @@ BENCHMARKS = {
     "sweep": ("bench_sweep.py", True),
     "scale": ("bench_scale.py", True),
     "compact": ("bench_compact.py", True),
+    "data": ("bench_data.py", True),
     "construct": ("bench_construct.py", False),
 }
 #: the benchmarks that take --device (the others measure CPU work)

@@ -100,8 +100,8 @@ class Experiment:
     describe: Callable[[Any], dict]
     #: row columns this kind adds to ROUND_COLUMNS and DESCRIBE_COLUMNS, with their types
     columns: dict[str, type] = field(default_factory=dict)
-    #: (configs, states) → a batch runner for K > 1 configs differing only in seed; None: no batching
-    batch: Callable[[list, list], Any] | None = None
+    #: (configs, states, data=None) → a batch runner for K > 1 configs differing only in seed; None: no batching
+    batch: Callable[..., Any] | None = None
     #: (configs) → raise ValueError unless they can run as one batch
     check_batch: Callable[[list], None] | None = None
     #: how its results are read: summary, figures, progress fields (``glth_core.results_view``)
@@ -109,16 +109,18 @@ class Experiment:
     #: (config, model) → raise ValueError: a kind's own check beyond its dictionary spec
     check_config: Callable[[Any, Any], None] | None = None
 
-    def batch_runner(self, configs: list, states: list | None = None, batched: bool = False):
+    def batch_runner(self, configs: list, states: list | None = None, batched: bool = False, data=None):
         """A seed-batch runner over ``configs`` (with their saved states, or None to start); ``batched``
         keeps the batch runner for what is left of a batch (one member, say) so that it goes on
-        as it began."""
+        as it began. ``data``: the loaded dataset the configs name (one for a batch: its members
+        differ only in seed), handed to the runner instead of its own ``data.load_for``."""
         states = states or [None] * len(configs)
+        given = {} if data is None else {"data": data}  # a kind without a dataset is never handed one
         if len(configs) == 1 and not (batched and self.batch is not None):
-            return BatchOfOne(self.runner(configs[0], state=states[0]))
+            return BatchOfOne(self.runner(configs[0], state=states[0], **given))
         if self.batch is None:
             raise ValueError(f"batch_seeds: kind {self.name} does not batch seeds")
-        return self.batch(configs, states)
+        return self.batch(configs, states, **given)
 
     def check(self, config, model) -> None:
         """Check a config against its built model (cheap; raises ValueError in one line)."""

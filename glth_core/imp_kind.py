@@ -17,8 +17,8 @@ from glth_core.trajectory import TrajectoryConfig, TrajectoryState
 __all__ = ["EXPERIMENT", "pruning_label"]
 
 
-def _batch(configs, states):
-    return BatchedTrajectory(configs, states=states)
+def _batch(configs, states, data=None):
+    return BatchedTrajectory(configs, data, states=states)
 
 
 def _check_batch(configs):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ray import tune
 
-from orchestrator import lease
+from orchestrator import lease, shared_data
 from orchestrator.background import Background
 from orchestrator.defaults import absolute_uri, default_tracking_uri  # noqa: F401  (re-exported for callers)
 from orchestrator.layout import TUNE, SweepDir
@@ -184,6 +184,7 @@ def _run_leased(
 ) -> SweepResult:
     tracking_uri = absolute_uri(tracking_uri or default_tracking_uri())
     compact_from = parquet_compact.min_trials()  # a bad setting is refused before any work
+    share = shared_data.enabled()
     sweep_dir.create(sweep.text, tracking_uri)
     if force:
         sweep_dir.clear_states()
@@ -224,13 +225,12 @@ def _run_leased(
             )
         storage_path, filesystem = sweep_dir.store.tune_storage(TUNE)
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
-        with ray_session(address, num_cpus):
+        with ray_session(address, num_cpus), shared_data.session(share) as datasets:
             mlflow_info = mlflow_started.result()
-            # inside the session: with_parameters puts ``live`` and the sweep directory in this
-            # Ray's object store (a worker rebuilds the storage's filesystem with its own credentials)
-            trainable = tune.with_resources(
-                tune.with_parameters(run_tune_trial, live=live, sweep_dir=sweep_dir), {"cpu": res.cpu, "gpu": res.gpu}
-            )
+            # inside the session: with_parameters puts ``live``, the sweep directory and the datasets' hub
+            # in this Ray's object store (a worker rebuilds the storage's filesystem with its own credentials)
+            given = tune.with_parameters(run_tune_trial, live=live, sweep_dir=sweep_dir, datasets=datasets)
+            trainable = tune.with_resources(given, {"cpu": res.cpu, "gpu": res.gpu})
             tuner = tune.Tuner(
                 trainable,
                 param_space={"trial": tune.grid_search(entries), "sweep": sweep_cfg},

@@ -24,6 +24,7 @@ import torch
 from ray import tune
 
 from glth_core.train import DivergedError
+from orchestrator import shared_data
 from orchestrator.layout import MARKER, BatchState, SweepDir, UnreadableState
 from orchestrator.tune_trial import TrialCarry
 
@@ -49,10 +50,11 @@ def _numbers(record: dict) -> dict:
     return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def run_tune_trial(config: dict, live: dict | None = None, sweep_dir: SweepDir | None = None) -> None:
+def run_tune_trial(config: dict, live: dict | None = None, sweep_dir: SweepDir | None = None, datasets=None) -> None:
     """Tune function trainable. ``config = {"trial": TrialCarry.to_dict(), "sweep": {"sweep_id",
     "threads"}}``; ``sweep_dir``: the driver's ``SweepDir`` (``tune.with_parameters``), where the
-    tickets and the resume state go.
+    tickets and the resume state go; ``datasets``: the sweep's ``shared_data`` hub (None: each
+    trial reads its own dataset).
 
     ``live`` comes from the driver running now (``tune.with_parameters``): ``completed`` trials
     already have all their rows and end at once; ``cwd`` resolves relative data directories.
@@ -87,7 +89,8 @@ def run_tune_trial(config: dict, live: dict | None = None, sweep_dir: SweepDir |
     pending += [{**metas[k], **r, "status": "ok"} for k, s in zip(active, states) if s is not None for r in s.records]
     node_id = ray.get_runtime_context().get_node_id()
     batched = len(members) > 1
-    batch = experiment.batch_runner([configs[k] for k in active], states, batched) if active else None
+    data = shared_data.dataset_for(configs[active[0]], datasets) if active else None  # one for the batch
+    batch = experiment.batch_runner([configs[k] for k in active], states, batched, data) if active else None
     sampler = None
     if sweep.get("system_metrics") and batch is not None:  # MLflow's monitors, imported only when asked
         from orchestrator.sinks.mlflow.system import SystemSampler
@@ -119,7 +122,9 @@ def run_tune_trial(config: dict, live: dict | None = None, sweep_dir: SweepDir |
                 if not active:
                     report({"round": round_index, "new_rows": pending, "failed": str(e)})
                     return
-                batch = experiment.batch_runner([configs[k] for k in active], [unfinished[k] for k in active], batched)
+                batch = experiment.batch_runner(
+                    [configs[k] for k in active], [unfinished[k] for k in active], batched, data
+                )
                 continue
             for j, k in enumerate(active):
                 pending.append({**metas[k], **records[j], "status": "ok"})

@@ -39,6 +39,7 @@ def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
     nodes = set(re.findall(r"runs on node (\w+)", proc.stderr))
     print(f"trials ran on nodes: {sorted(nodes)}")
     assert len(nodes) == 2, proc.stderr[-3000:]
+    assert "[glth] shared datasets: 2 read(s) on 2 node(s), " in proc.stderr  # once per node, not per trial
     sweep_id = next((tmp_path / "out").iterdir()).name
     rows = parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))
     assert len(rows) == 4 * 2 and not rows.duplicated(["trial_id", "round"]).any()

@@ -361,6 +361,8 @@ def test_d_worker_node_loss_mid_trial(cluster, shared_run):
     # there before the freeze (the only node with a CPU then). The driver's "runs on node" line for
     # the lost node is not asserted: the freeze can land before the driver got that node's first report.
     assert nodes_of(err) <= set(cluster.worker_nodes[-2:]) and cluster.worker_nodes[-1] in nodes_of(err)
+    # the lost node's dataset reader went with it; the new node's read the dataset once for its trials
+    assert "[glth] shared datasets: 1 read(s) on 1 node(s), " in err and "; 1 reader(s) lost with their node" in err
     rows = parquet.read_rounds(SweepDir.under(storage, SWEEP.sweep_id))
     exactly_once(rows)
     assert rows[DETERMINISTIC].equals(shared_run["rows"][DETERMINISTIC])
@@ -408,6 +410,7 @@ def test_e_local_ray_on_s3_survives_a_driver_kill(cluster, shared_run, s3_env, t
     assert again.returncode == 0, again.stderr_text[-3000:]
     assert f"{len(IDS)} trials ({len(complete)} already complete)" in again.stderr_text
     assert f"{len(IDS) - len(complete)} trials computed, {len(complete)} reused" in again.stdout_text
+    assert "[glth] shared datasets: 1 read(s) on 1 node(s), " in again.stderr_text  # the new Ray's reader
     for tid, r in at_kill.items():
         if tid not in complete and 0 < r < ROUNDS:
             assert f"trial {tid} resumed at round {r} " in again.stderr_text, again.stderr_text[-3000:]

@@ -10,6 +10,10 @@ process hammering its Parquet directory: it is the uninterrupted baseline, the "
 and the "readers during a sweep" case at once. Every run gets its own ``RAY_TMPDIR``, so the
 processes of its Ray can be found (their environment carries it) and checked to be gone.
 
+The reference's trials each read their dataset themselves (``GLTH_SHARE_DATASETS=0``); every
+faulted run shares one read per node (``orchestrator.shared_data``), so each comparison with the
+reference is also one of the two data paths, and each fault is one the shared dataset survives.
+
 What MLflow could not take is kept on disk: a sweep's Parquet rows and its ``spec.yaml`` are the
 record that ``glth sync`` (and the end of every ``glth run``) replays into MLflow, idempotently.
 """
@@ -89,10 +93,11 @@ def sweep_id_of(spec_path: Path) -> str:
 class Glth:
     """One `glth` process with its own RAY_TMPDIR; output goes to files (a pipe could fill and block it)."""
 
-    def __init__(self, *args: str, cwd: Path):
+    def __init__(self, *args: str, cwd: Path, env: dict | None = None):
         self.args, self.cwd = args, Path(cwd)
         self.ray_tmp = tempfile.mkdtemp(prefix="glf-", dir="/tmp")  # short: Ray's unix socket paths
-        self.env = {**os.environ, "RAY_TMPDIR": self.ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+        self.env = {**os.environ, **(env or {}), "RAY_TMPDIR": self.ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env["PYTHONUNBUFFERED"] = "1"
         stamp = time.monotonic_ns()
         self.out_path, self.err_path = self.cwd / f"glth-{stamp}.out", self.cwd / f"glth-{stamp}.err"
         self.proc: subprocess.Popen | None = None
@@ -195,6 +200,14 @@ def summary_counts(stdout: str) -> tuple[int, int]:
     m = re.search(r"(\d+) trials computed, (\d+) reused", stdout)
     assert m, stdout[-2000:]
     return int(m.group(1)), int(m.group(2))
+
+
+def shared_reads(stderr: str) -> tuple[int, int, int] | None:
+    """(reads of the dataset's files, nodes, requests served) from the driver's line about its
+    shared datasets (orchestrator.shared_data); None without one (sharing off)."""
+    m = re.findall(r"\[glth\] shared datasets: (\d+) read\(s\) on (\d+) node\(s\), (\d+) request", stderr)
+    assert len(m) <= 1, m
+    return tuple(map(int, m[0])) if m else None
 
 
 def sync_counts(stdout: str) -> dict:
@@ -370,7 +383,9 @@ def intrude(run: Glth, timeout: float = 300) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted sweep: MLflow server down from start to end, a reader process throughout;
-    then the server comes up (same backend DB) and `glth sync` runs twice."""
+    then the server comes up (same backend DB) and `glth sync` runs twice. Its trials read their
+    dataset each for itself (``GLTH_SHARE_DATASETS=0``), as a library call does: the faulted runs,
+    which share one read per node, must give its rows bit for bit."""
     tmp = tmp_path_factory.mktemp("reference")
     server = MlflowServer(tmp)  # not started: the sweep logs to a port where nothing listens
     spec_path = write_spec(tmp, "faults")
@@ -380,7 +395,9 @@ def reference(tmp_path_factory):
         [sys.executable, "-c", READER, str(tmp / "out" / sweep_id / "rounds"), str(stop), str(report)]
     )
     t0 = time.monotonic()
-    run = Glth("run", str(spec_path), "--out", "out", "--tracking-uri", server.uri, cwd=tmp).start()
+    run = Glth(
+        "run", str(spec_path), "--out", "out", "--tracking-uri", server.uri, cwd=tmp, env={"GLTH_SHARE_DATASETS": "0"}
+    ).start()
     try:
         intruder = intrude(run)
         run.wait(timeout=600)
@@ -416,6 +433,7 @@ def test_mlflow_down_for_the_whole_sweep_then_sync_backfills_exactly_once(refere
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "unavailable" in run.stderr
+    assert shared_reads(run.stderr) is None  # sharing off: the baseline loads as a library call does
     assert len(rows) == 2 * ROUNDS and set(rows.status) == {"ok"}
     first, second = (sync_counts(s.stdout) for s in reference["syncs"])
     print(f"found: exit 0, {len(rows)} Parquet rows; first sync {first}; second sync {second}")
@@ -512,6 +530,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
         f"rounds {resumed_at}; complete trials' Parquet files untouched: {now == mtimes}"
     )
     assert "resuming" in resumed.stderr  # the partial trial resumed from its saved state
+    assert shared_reads(resumed.stderr)[:2] == (1, 1)  # the new Ray's reader read the dataset once
     assert (computed, reused) == (len(counts) - len(mtimes), len(mtimes))
     assert now == mtimes, "a complete trial was recomputed"
     partial = [t for t in counts if t not in mtimes]
@@ -591,6 +610,9 @@ def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
         if run.returncode is None:
             run.wait(timeout=60)
     print(f"\ninjected: {len(kills)} SIGKILLs of trial workers (trial, rows on disk, pid): {kills}")
+    reads = shared_reads(run.stderr)
+    print(f"found: the dataset read {reads[0]} time(s) on {reads[1]} node(s), {reads[2]} worker request(s) served")
+    assert reads[:2] == (1, 1)  # the reader outlives the workers: a restarted worker maps the data, unread
     assert len(kills) == 5, f"only {len(kills)} kills before the sweep ended: {run.stderr[-3000:]}"
     assert run.returncode == 0, run.stderr[-3000:]
     recovering = run.stderr.count("RECOVERING")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import torch
 from in_process import glth_here
 from mlflow.tracking import MlflowClient
 
@@ -101,6 +103,36 @@ def test_sweep_rows_runs_and_results_agree(small_sweep):
     assert len(parquet.read_rounds(SweepDir.under(tmp_path / "out", sweep_id))) == 12
     parents, children = mlflow_children(uri, "glth-test")
     assert len(parents) == 1 and len(children) == 4
+
+
+def test_trials_share_one_read_of_their_dataset_and_compute_what_a_per_trial_load_computes(small_sweep):
+    """4 trials on 2 workers at a time: the dataset is read once (the reader's count, in the
+    driver's last line about it), and every row and every round's mask equal those of the
+    trial run here as a library call, which loads its own dataset."""
+    from glth_core.experiment import TIMING_COLUMNS
+    from orchestrator import spec as specs
+    from orchestrator.trainable import resolve_device
+
+    tmp_path, proc, rows = small_sweep["cwd"], small_sweep["proc"], small_sweep["rows"]
+    said = re.findall(r"\[glth\] shared datasets: (\d+) read\(s\) on (\d+) node\(s\), (\d+) request", proc.stderr)
+    # read once; asked by each worker once (a reused worker keeps it for its next trials)
+    print(
+        f"found: the dataset read {said and said[0][0]} time(s) for 4 trials, {said and said[0][2]} worker request(s)"
+    )
+    assert len(said) == 1 and said[0][:2] == ("1", "1") and 1 <= int(said[0][2]) <= 4, said
+    where = SweepDir.under(tmp_path / "out", small_sweep["sweep_id"])
+    sweep = specs.load(tmp_path / "small.yaml")
+    for trial in sweep.trials:
+        runner = trial.experiment.runner(resolve_device(trial.config))  # glth_core.data.load_for, its own read
+        stored, tickets = rows[rows.trial_id == trial.trial_id].sort_values("round"), where.tickets(trial.trial_id)
+        for (_, row), r in zip(stored.iterrows(), range(sweep.rounds)):
+            record = runner.run_round()
+            for k, v in record.items():
+                if k in row.index and k not in TIMING_COLUMNS and not isinstance(v, (dict, list)):
+                    assert row[k] == v if not pd.isna(v) else pd.isna(row[k]), (trial.trial_id, r, k, row[k], v)
+            assert torch.equal(tickets[r].mask, runner.ticket.mask), (trial.trial_id, r)
+            assert torch.equal(tickets[r].kept_coeffs, runner.ticket.kept_coeffs), (trial.trial_id, r)
+        assert len(stored) == sweep.rounds == r + 1
 
 
 def _trial_workers(root_pid: int) -> list[psutil.Process]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from glth_core.data.base import Dataset, DatasetError, DatasetInfo, Source
+from glth_core.data.base import Dataset, DatasetError, DatasetInfo, Raw, Source
 from glth_core.data.cifar10 import Cifar10
 from glth_core.data.digits import Digits
 from glth_core.data.idx import IdxSource
@@ -35,6 +35,7 @@ __all__ = [
     "check_normalize",
     "load",
     "load_for",
+    "read",
 ]
 
 
@@ -51,6 +52,12 @@ def check(name: str, data_dir: str | Path | None = None) -> DatasetInfo:
     return DatasetInfo(name, source.input_shape, source.num_classes, None if where is None else str(where))
 
 
+def read(name: str, data_dir: str | Path | None = None) -> tuple[Raw, Path | None]:
+    """The official train/test arrays as the files hold them, and the resolved directory: what
+    ``load`` reads before it splits and normalizes (``raw=`` hands it over, read once elsewhere)."""
+    return _source(name).read(data_dir)
+
+
 def load(
     name: str,
     data_dir: str | Path | None = None,
@@ -59,16 +66,18 @@ def load(
     split_seed: int = 0,
     device: str | torch.device = "cpu",
     normalize="train",
+    raw: tuple[Raw, Path | None] | None = None,
 ) -> Dataset:
     """The dataset with val held out of the official train split (seeded by ``split_seed``), normalized
-    per channel (``normalize``: ``glth_core.data.normalize``), on ``device``."""
+    per channel (``normalize``: ``glth_core.data.normalize``), on ``device``. ``raw``: what
+    ``read(name, data_dir)`` returns, when it was read once for several loads (never written to)."""
     source = _source(name)
     check_val_fraction(val_fraction)
     try:
         check_normalize(normalize, source.input_shape[0])
     except ValueError as e:
         raise DatasetError(str(e)) from None
-    raw, where = source.read(data_dir)
+    raw, where = raw if raw is not None else source.read(data_dir)
     return make_dataset(
         name,
         raw,
@@ -82,9 +91,9 @@ def load(
     )
 
 
-def load_for(config) -> Dataset:
+def load_for(config, raw: tuple[Raw, Path | None] | None = None) -> Dataset:
     """The dataset a trial's config names: its ``dataset``, ``data_dir``, ``val_fraction``,
-    ``split_seed``, ``device`` and ``normalize`` (every trial kind has these fields)."""
+    ``split_seed``, ``device`` and ``normalize`` (every trial kind has these fields); ``raw`` as for ``load``."""
     return load(
         config.dataset,
         config.data_dir,
@@ -92,4 +101,5 @@ def load_for(config) -> Dataset:
         split_seed=config.split_seed,
         device=config.device,
         normalize=config.normalize,
+        raw=raw,
     )

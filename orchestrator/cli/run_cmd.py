@@ -97,6 +97,7 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
         print(dry_run_text(sweep, storage, args.force))
         return 0
 
+    from orchestrator import shared_data
     from orchestrator.layout import SweepDir
     from orchestrator.sinks import parquet_compact
     from orchestrator.sweep import run_sweep
@@ -104,6 +105,7 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
     where = SweepDir(storage, sweep.sweep_id)  # the one handle on the sweep's directory, from here down
     try:
         parquet_compact.min_trials()
+        shared_data.enabled()
     except ValueError as e:
         raise BadInput(str(e)) from None
     with sweep_lease(where):  # one driver per sweep: refused before Ray starts
