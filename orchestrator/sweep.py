@@ -227,6 +227,7 @@ def _run_leased(
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus), shared_data.session(share) as datasets:
             mlflow_info = mlflow_started.result()
+            writer = _mlflow_writer(sweep, sweep_dir, mlflow_info)
             # inside the session: with_parameters puts ``live``, the sweep directory and the datasets' hub
             # in this Ray's object store (a worker rebuilds the storage's filesystem with its own credentials)
             given = tune.with_parameters(run_tune_trial, live=live, sweep_dir=sweep_dir, datasets=datasets)
@@ -249,14 +250,18 @@ def _run_leased(
                     verbose=0,
                     callbacks=[
                         ParquetWriter(sweep_dir),
-                        _mlflow_writer(sweep, sweep_dir, mlflow_info),
+                        writer,
                         progress,
                         Notices(),
                     ],
                     failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
                 ),
             )
-            tuner.fit()
+            try:
+                tuner.fit()
+            except BaseException:  # Ctrl-C leaves fit without Tune's cleanup: what the writer holds goes now
+                writer.flush()
+                raise
     # judged by what is on disk, not by Tune's result grid: a trial failed unless all its rows
     # are there and ok (a diverged loss leaves a failed row; a trial out of retries, missing rows)
     complete = parquet.completed_trials(sweep_dir)

@@ -136,6 +136,7 @@ def test_a_server_that_dies_switches_the_callback_off_and_sync_backfills(server,
         writer = start(server.uri, "glth-cb", sweep, metas)
         for rows in trials.values():  # round 0 of every trial reaches MLflow
             writer.on_trial_result(iteration=1, trials=[], trial=None, result={"new_rows": rows[:1]})
+        writer.flush()  # held rounds go out at once (as a step of Tune's loop does after flush_s)
         server.stop()
         for k in (1, 2):
             for rows in trials.values():

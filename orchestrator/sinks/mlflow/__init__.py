@@ -7,7 +7,7 @@ by the driver only.
 - ``rounds``: a row's metrics, a trial's rounds into its run idempotently;
 - ``finish``: what a trial's rows say about its run (outcome, name) and ending the run;
 - ``sync``: ``sync_sweep``, the backfill of a sweep from its Parquet rows;
-- ``callback``: ``MlflowWriter``, the Tune callback that logs each round as it is reported;
+- ``callback``: ``MlflowWriter``, the Tune callback that logs a trial's rounds in one batch (at its end, or within ``FLUSH_S`` of a report);
 - ``curves``: the sweep's curves (mean ± CI over seeds) on the parent run at step = round;
 - ``meta``: MLflow's own fields (experiment kind, source, dataset input);
 - ``system``: the worker's system metrics, carried in the reports;

@@ -4,10 +4,16 @@ Each report's ``result["new_rows"]`` (the rows its trial — or each seed of a b
 finished this round) goes to that trial's child run at step = round, with the machinery of
 ``sync``: a child is found by its tags or created on first sight (params = the flattened config,
 name = ``run_name``, the dataset as its input), a round is logged once, a run ends FINISHED or
-FAILED when its rows say so. One ``log_batch`` per trial and report carries the round's metrics,
-a new run's params and an ended run's status tags; the parent's children are searched once. ``result["system_metrics"]`` (``system.SystemSampler.take()`` in the
+FAILED when its rows say so. ``result["system_metrics"]`` (``system.SystemSampler.take()`` in the
 worker), when present, is logged with the round as ``system/<name>``. The parent gets the
 sweep's curves (``curves.py``) as soon as every seed of a curve has a round.
+
+A trial's rounds are held, not written at once: they go in one ``log_batch`` (with a new run's
+params and an ended run's status tags) when the rows end the trial, when the oldest of them has
+waited ``flush_s`` (checked at every step of Tune's loop: a long trial's rounds appear within
+seconds), and at the experiment's end (also after Ctrl-C or an error in Tune's loop). A tiny
+trial's run is then four writes (create, dataset input, one batch, end) where it was one batch a
+round more. What a killed driver held is backfilled by the ``sync_sweep`` of the next run.
 
 A tracking store that fails switches the callback off with one stderr line; rows keep going to
 Parquet, and the ``sync_sweep`` at the sweep's end (or ``glth sync``) backfills exactly once.
@@ -15,8 +21,11 @@ Parquet, and the ``sync_sweep`` at the sweep's end (or ``glth sync``) backfills 
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from ray.tune import Callback
 
@@ -32,7 +41,20 @@ from orchestrator.sinks.mlflow.finish import (
     rows_expected,
 )
 from orchestrator.sinks.mlflow.guard import MlflowUnavailable, _guard
-from orchestrator.sinks.mlflow.rounds import _pending_rounds, _send
+from orchestrator.sinks.mlflow.rounds import _new_rounds, _send, logged_rounds
+from orchestrator.sinks.mlflow.values import _now_ms
+
+#: the longest a reported round waits in the driver before it is written to MLflow
+FLUSH_S = 2.0
+
+
+@dataclass
+class _Held:
+    """A trial's rows not yet in MLflow (plain data: it pickles)."""
+
+    since: float  # time.monotonic() when its oldest held row was reported
+    last: dict | None = None  # the last row of its latest report
+    rounds: dict[int, tuple[dict, dict | None, int]] = field(default_factory=dict)  # ok round → (row, system, ms)
 
 
 class MlflowWriter(Callback):
@@ -53,6 +75,7 @@ class MlflowWriter(Callback):
         sweep_id: str,
         metas: Iterable[dict] = (),
         sweep_dir=None,
+        flush_s: float = FLUSH_S,
     ):
         self.tracking_uri, self.experiment, self.sweep_id = tracking_uri, experiment, sweep_id
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
@@ -68,6 +91,10 @@ class MlflowWriter(Callback):
         self._curve_steps: dict[str, set[int]] = {}
         self._known: dict | None = None  # the parent's children found by one search
         self._fresh: set[str] = set()  # runs created by this writer, in this process
+        self.flush_s = flush_s
+        self._held: dict[str, _Held] = {}  # trial id → its rows not yet written
+        self._labels: set[str] = set()  # curves with rows since the last write of the curves
+        self._labels_since = 0.0
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -77,6 +104,9 @@ class MlflowWriter(Callback):
 
     def __setstate__(self, state):
         self.__dict__.update({"_known": None, "_fresh": set(), **state})
+        for held in self._held.values():  # another clock: what was held is due
+            held.since = -math.inf
+        self._labels_since = -math.inf
 
     # -- Tune's hooks ------------------------------------------------------------------------------
     def setup(self, **info):
@@ -93,7 +123,20 @@ class MlflowWriter(Callback):
         if not rows:
             return
         labels = self.book.add_all(rows)  # kept up even when off: cheap, and right if pickled
-        self._guarded(lambda: self.write(rows, result.get("system_metrics"), labels))
+        if self.off:
+            return
+        if labels and not self._labels:
+            self._labels_since = time.monotonic()
+        self._labels |= labels
+        ended = self.hold(rows, result.get("system_metrics"))
+        if ended:
+            self._guarded(lambda: self._flush(ended))
+
+    def on_step_end(self, iteration, trials, **info):
+        self.flush(due_only=True)
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()
 
     # -- the work ------------------------------------------------------------------------------------
     def _c(self):
@@ -109,6 +152,7 @@ class MlflowWriter(Callback):
                 fn()
         except Exception as e:  # never end the sweep for its dashboard: sync_sweep retries at the end
             self.off = True
+            self._held, self._labels = {}, set()  # the backfill's now
             why = "unavailable" if isinstance(e, MlflowUnavailable) else f"failed ({type(e).__name__})"
             print(
                 f"[glth] MLflow at {self.tracking_uri} {why}: {str(e).splitlines()[0][:200] if str(e) else ''}; "
@@ -116,51 +160,85 @@ class MlflowWriter(Callback):
                 file=sys.stderr,
             )
 
-    def write(self, rows: list[dict], system_metrics: dict | None = None, labels: Iterable[str] | None = None) -> None:
-        """Log ``rows`` (new rows of one or more trials) to their child runs, then the curves: one
-        ``log_batch`` per trial and report (a new run's params and an ended run's status tags
-        ride with its metrics), so one sqlite commit where there were several."""
-        c = self._c()
+    def hold(self, rows: list[dict], system_metrics: dict | None = None) -> list[str]:
+        """Keep ``rows`` (new rows of one or more trials) until their trials' next write; returns
+        the trials whose rows end them now (to be written at once)."""
+        now, now_ms = time.monotonic(), _now_ms()
         by_trial: dict[str, list[dict]] = {}
         for r in rows:
             by_trial.setdefault(str(r["trial_id"]), []).append(r)
+        ended = []
         for tid, trows in by_trial.items():
-            last = max(trows, key=lambda r: int(r["round"]))
-            params: list = []
-            if tid not in self._runs:
-                config = row_config(last)
-                self._runs[tid], created = _find_or_create_child(
-                    c,
-                    self.experiment_id,
-                    self.parent_run_id,
-                    tid,
-                    config,
-                    _run_name(last, config),
-                    known=self._children_found(c),
-                    dataset=last.get("dataset"),
-                    params_out=params,
-                )
-                self._logged[tid] = set() if created else None
-                if created:
-                    self._fresh.add(tid)
-            run_id = self._runs[tid]
-            logged, rounds, new = _pending_rounds(c, run_id, trows, self._logged[tid], extra=system_metrics)
+            held = self._held.setdefault(tid, _Held(since=now))
+            held.last = max(trows, key=lambda r: int(r["round"]))
             ok = self._ok.setdefault(tid, set())
-            ok.update(int(r["round"]) for r in trows if r.get("status", "ok") == "ok")
-            outcome = None
-            if tid not in self._ended:
-                outcome = outcome_of(last, ok | logged | new, rows_expected(last, row_config(last)))
-            # a run this writer created is RUNNING without end tags: they can go in the same batch
-            ends_here = outcome is not None and tid in self._fresh
-            _send(c, run_id, rounds, params, _end_tags(outcome, "") if ends_here else ())
-            self._logged[tid] = logged | new
-            if ends_here:
-                c.set_terminated(run_id, _target(outcome))
-            elif outcome is not None:
-                _finish(c, c.get_run(run_id), outcome, None)
-            if outcome is not None:
-                self._ended.add(tid)
-        curves.log_ready(c, self.parent_run_id, self.book, self._curve_steps, labels)
+            for r in trows:
+                if r.get("status", "ok") == "ok":
+                    held.rounds[int(r["round"])] = (r, system_metrics, now_ms)
+                    ok.add(int(r["round"]))
+            last = held.last
+            if tid not in self._ended and outcome_of(last, ok, rows_expected(last, row_config(last))) is not None:
+                ended.append(tid)
+        return ended
+
+    def flush(self, due_only: bool = False) -> None:
+        """Write what is held: every trial's rounds and the ready curves, or (``due_only``) those
+        of the trials (curves) whose oldest held round waited ``flush_s``."""
+        if self.off or not (self._held or self._labels):
+            return
+        now = time.monotonic()
+        tids = [t for t, h in self._held.items() if not due_only or now - h.since >= self.flush_s]
+        if tids or (self._labels and (not due_only or now - self._labels_since >= self.flush_s)):
+            self._guarded(lambda: self._flush(tids))
+
+    def _flush(self, tids: Iterable[str]) -> None:
+        c = self._c()
+        for tid in tids:
+            held = self._held.pop(tid, None)
+            if held is not None:
+                self._write_trial(c, tid, held)
+        if self._labels:
+            labels, self._labels = self._labels, set()
+            curves.log_ready(c, self.parent_run_id, self.book, self._curve_steps, labels)
+
+    def _write_trial(self, c, tid: str, held: "_Held") -> None:
+        """One trial's held rounds into its run: one ``log_batch`` (a new run's params and an
+        ended run's status tags ride with its metrics), so one commit where there were several."""
+        last = held.last
+        params: list = []
+        if tid not in self._runs:
+            config = row_config(last)
+            self._runs[tid], created = _find_or_create_child(
+                c,
+                self.experiment_id,
+                self.parent_run_id,
+                tid,
+                config,
+                _run_name(last, config),
+                known=self._children_found(c),
+                dataset=last.get("dataset"),
+                params_out=params,
+            )
+            self._logged[tid] = set() if created else None
+            if created:
+                self._fresh.add(tid)
+        run_id = self._runs[tid]
+        known = self._logged[tid]
+        logged = set(known) if known is not None else logged_rounds(c, run_id)
+        rounds, new = _new_rounds(held.rounds, logged)
+        outcome = None
+        if tid not in self._ended:
+            outcome = outcome_of(last, self._ok.get(tid, set()) | logged | new, rows_expected(last, row_config(last)))
+        # a run this writer created is RUNNING without end tags: they can go in the same batch
+        ends_here = outcome is not None and tid in self._fresh
+        _send(c, run_id, rounds, params, _end_tags(outcome, "") if ends_here else ())
+        self._logged[tid] = logged | new
+        if ends_here:
+            c.set_terminated(run_id, _target(outcome))
+        elif outcome is not None:
+            _finish(c, c.get_run(run_id), outcome, None)
+        if outcome is not None:
+            self._ended.add(tid)
 
     def _children_found(self, c) -> dict:
         """The parent's children when this writer first needs them (one search: runs an earlier,

@@ -85,15 +85,26 @@ def _pending_rounds(
     """(rounds already logged, the metrics of each round not yet logged, those rounds).
     ``extra``: system metrics (name → value) logged with every new round, under ``system/``."""
     logged = set(known_logged_rounds) if known_logged_rounds is not None else logged_rounds(client, run_id)
-    now, rounds, new = _now_ms(), [], set()
-    for step, row in sorted(_rows_by_round(records).items()):
+    now = _now_ms()
+    rounds, new = _new_rounds({step: (row, extra, now) for step, row in _rows_by_round(records).items()}, logged)
+    return logged, rounds, new
+
+
+def _new_rounds(
+    held: dict[int, tuple[dict, dict | None, int]], logged: set[int]
+) -> tuple[list[list[Metric]], set[int]]:
+    """The metrics of each round of ``held`` (round → (its ok row, the system metrics reported
+    with it, when it was reported in ms)) that is not in ``logged``, oldest round first; and
+    those rounds."""
+    rounds, new = [], set()
+    for step, (row, extra, timestamp) in sorted(held.items()):
         if step in logged:
             continue
-        metrics = _round_metrics(row, step, now, extra)
+        metrics = _round_metrics(row, step, timestamp, extra)
         if metrics:
             rounds.append(metrics)
             new.add(step)
-    return logged, rounds, new
+    return rounds, new
 
 
 def _send(client, run_id: str, rounds: list[list[Metric]], params: list = (), tags: list = ()) -> None:
