@@ -3,6 +3,9 @@ whose answers are known by construction."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -153,6 +156,16 @@ def test_the_percentile_interval_is_scipys_bootstrap_number_for_number(seed):
         random_state=np.random.default_rng(seed),
     )
     assert percentile_interval(n, mean, np.random.default_rng(seed)) == tuple(map(float, ref.confidence_interval))
+
+
+def test_the_analysis_imports_no_scipy_stats():
+    # its import parses every docstring of scipy.stats: about a second of each glth results
+    code = (
+        "import sys; from orchestrator import analysis, uncertainty; from orchestrator.cli import read_cmds; "
+        "print(sorted(m for m in sys.modules if m.startswith('scipy.stats')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_one_seed_has_no_spread():
