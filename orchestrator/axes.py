@@ -44,11 +44,30 @@ def cell(v):
     return str(list(v)) if isinstance(v, (list, tuple)) else v
 
 
+#: a config's code for a field it does not give (no value's ``repr`` is empty)
+ABSENT = ""
+
+
+def _codes(flat: list[dict]) -> dict[str, list[str]]:
+    """Flattened configs as columns: dotted key (first-seen order) → each config's
+    ``repr(cell(value))``, ``ABSENT`` where it does not give the key. Every comparison below is of
+    these texts, each computed once per config and field."""
+    keys = dict.fromkeys(k for f in flat for k in f)
+    return {k: [repr(cell(f[k])) if k in f else ABSENT for f in flat] for k in keys}
+
+
+def _given(column: list[str]) -> list[str]:
+    """A column's codes with a missing field read as ``None`` (``dict.get``)."""
+    return [c or "None" for c in column]
+
+
+def _varying(codes: dict[str, list[str]]) -> list[str]:
+    return [k for k, column in codes.items() if len(set(_given(column))) > 1]
+
+
 def varying_axes(configs: list[dict]) -> list[str]:
     """Keys (dotted) whose values differ across the configs, in first-seen order."""
-    flat = [flatten(c) for c in configs]
-    keys = list(dict.fromkeys(k for f in flat for k in f))
-    return [k for k in keys if len({repr(cell(f.get(k))) for f in flat}) > 1]
+    return _varying(_codes([flatten(c) for c in configs]))
 
 
 def seedless(flat: list[dict]) -> list[dict]:
@@ -57,11 +76,19 @@ def seedless(flat: list[dict]) -> list[dict]:
     trial's ``seed`` and, among the trials that agree on every other field, no trial of another
     seed has it. A nested seed the spec fixes (the same for several trial seeds, or unlike the
     trial's) stays, and tells its trials' curve apart."""
+    return _seedless(flat)[0]
+
+
+def _seedless(flat: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
+    """``seedless(flat)`` and its ``_codes``."""
     out = [{k: v for k, v in f.items() if k != SEED} for f in flat]
-    for a in dict.fromkeys(k for f in flat for k in f if k.endswith(f".{SEED}")):
-        parts: dict[str, list[int]] = {}
-        for i, f in enumerate(out):
-            parts.setdefault(repr(sorted((k, repr(cell(v))) for k, v in f.items() if k != a)), []).append(i)
+    codes = _codes(out)
+    nested = [k for k in codes if k.endswith(f".{SEED}")]
+    for a in nested:
+        others = [column for k, column in codes.items() if k != a]
+        parts: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(*others) if others else [()] * len(out)):
+            parts.setdefault(key, []).append(i)
         for members in parts.values():
             seeds_of: dict = {}
             for i in members:
@@ -70,7 +97,10 @@ def seedless(flat: list[dict]) -> list[dict]:
                 value = flat[i].get(a)
                 if value is None or (value == flat[i].get(SEED) and len(seeds_of[repr(value)]) == 1):
                     out[i].pop(a, None)
-    return out
+                    codes[a][i] = ABSENT
+    if nested:  # a popped seed moves its key in first-seen order, or out of the configs altogether
+        codes = {k: codes[k] for k in dict.fromkeys(k for f in out for k in f)}
+    return out, codes
 
 
 def config_of(value) -> dict:
@@ -101,13 +131,13 @@ def curve_axes(trials: list[dict]) -> tuple[list[str], list[dict]]:
     seed, and not already implied by the standard columns (τ by the ``tau`` column, a dictionary's
     field by its label when the label differs) — and the trials' seedless flattened configs.
     ``trials``: one record per trial with the standard columns and ``config``."""
-    flat = seedless([flatten(config_of(t.get("config"))) for t in trials])
+    flat, codes = _seedless([flatten(config_of(t.get("config"))) for t in trials])
     keys = [_standard(t) for t in trials]
     out = []
-    for a in varying_axes(flat):
+    for a in _varying(codes):
         values: dict[tuple, set] = {}
-        for key, f in zip(keys, flat):
-            values.setdefault(key, set()).add(repr(cell(f.get(a))))
+        for key, code in zip(keys, _given(codes[a])):
+            values.setdefault(key, set()).add(code)
         if any(len(v) > 1 for v in values.values()):
             out.append(a)
     return out, flat

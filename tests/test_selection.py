@@ -3,13 +3,16 @@ whose answers are known by construction."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
 from orchestrator import analysis, analysis_report, results
-from orchestrator.uncertainty import threshold_uncertainty
+from orchestrator.uncertainty import RESAMPLES, percentile_interval, threshold_uncertainty
 
 
 def rows_of(curves: dict[int, list[tuple[float, float]]], dictionary="canonical") -> pd.DataFrame:
@@ -131,6 +134,38 @@ def test_batched_thresholds_equal_one_resample_at_a_time(n, rounds):
     assert u.threshold_seed_mean == float(np.mean(own)) and u.threshold_seed_std == float(np.std(own, ddof=1))
     assert (u.threshold_ci_low, u.threshold_ci_high) == tuple(map(float, ref.confidence_interval))  # exactly
     assert u.threshold_ci_low < u.threshold_ci_high or rounds == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_percentile_interval_is_scipys_bootstrap_number_for_number(seed):
+    # without scipy.stats (a second of every glth results): the same draws and the same quantiles,
+    # on continuous values and on few distinct ones (ties, as thresholds are)
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    values = rng.normal(size=n) if seed % 2 else rng.integers(0, 4, size=n) / 7
+
+    def mean(i, axis=-1):
+        return values[i].mean(axis=-1)
+
+    ref = stats.bootstrap(
+        (np.arange(n),),
+        mean,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    assert percentile_interval(n, mean, np.random.default_rng(seed)) == tuple(map(float, ref.confidence_interval))
+
+
+def test_the_analysis_imports_no_scipy_stats():
+    # its import parses every docstring of scipy.stats: about a second of each glth results
+    code = (
+        "import sys; from orchestrator import analysis, uncertainty; from orchestrator.cli import read_cmds; "
+        "print(sorted(m for m in sys.modules if m.startswith('scipy.stats')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_one_seed_has_no_spread():
