@@ -12,6 +12,7 @@ bookkeeping, never what a resume depends on.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import subprocess
@@ -28,9 +29,7 @@ from orchestrator.layout import TUNE, SweepDir
 from orchestrator.notices import Notices
 from orchestrator.progress import Progress
 from orchestrator.ray_local import ray_session
-from orchestrator.sinks import mlflow as mlflow_sink
 from orchestrator.sinks import parquet, parquet_compact
-from orchestrator.sinks.mlflow.callback import MlflowWriter
 from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.spec import Sweep, seed_sets
 from orchestrator.trainable import run_tune_trial
@@ -113,6 +112,10 @@ def _reuse_completed(sweep: Sweep, here: SweepDir, force: bool) -> set[str]:
 
 
 def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
+    # MLflow (and its imports: 1.3 s, scipy among them) only here, on the set-up's thread while the
+    # local Ray starts; the driver's main thread needs it only once that is done
+    from orchestrator.sinks import mlflow as mlflow_sink
+
     info = {
         "tracking_uri": tracking_uri,
         "experiment": sweep.spec.experiment,
@@ -133,8 +136,10 @@ def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
     return info
 
 
-def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict) -> MlflowWriter:
+def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict):
     """The driver's MLflow writer: child runs per trial, the curves on the parent, live."""
+    from orchestrator.sinks.mlflow.callback import MlflowWriter
+
     return MlflowWriter(
         info["tracking_uri"],
         info["experiment"],
@@ -226,6 +231,8 @@ def _run_leased(
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus):
             mlflow_info = mlflow_started.result()
+            # what the MLflow curves and the end's analysis import (0.5 s), while the trials run
+            Background(importlib.import_module, "scipy.stats")
             # inside the session: with_parameters puts ``live`` and the sweep directory in this
             # Ray's object store (a worker rebuilds the storage's filesystem with its own credentials)
             trainable = tune.with_resources(
@@ -257,15 +264,12 @@ def _run_leased(
                 ),
             )
             tuner.fit()
-    # judged by what is on disk, not by Tune's result grid: a trial failed unless all its rows
-    # are there and ok (a diverged loss leaves a failed row; a trial out of retries, missing rows)
-    complete = parquet.completed_trials(sweep_dir)
-    failed = sorted(t.trial_id for t in sweep.trials if t.trial_id not in complete)
-
+            # only after a fit that was not interrupted; while ray.shutdown waits for Ray's processes
+            finished = Background(_finish, sweep, sweep_dir, tracking_uri, compact_from, nice=0)
+    else:
+        finished = Background(_finish, sweep, sweep_dir, tracking_uri, compact_from, nice=0)
+    failed = finished.result()
     mlflow_info = mlflow_started.result()
-    sync_mlflow(sweep, sweep_dir, tracking_uri)
-    if compact_from and len(sweep.trials) >= compact_from:  # after MLflow got each trial's own file
-        parquet_compact.compact_finished(sweep_dir, complete)
     return SweepResult(
         sweep_dir,
         mlflow_info["parent_run_id"],
@@ -277,8 +281,23 @@ def _run_leased(
     )
 
 
+def _finish(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str, compact_from: int) -> list[str]:
+    """The end of a run: the failed trials, MLflow backfilled from the rows, finished trials'
+    files compacted (where the setting asks)."""
+    # judged by what is on disk, not by Tune's result grid: a trial failed unless all its rows
+    # are there and ok (a diverged loss leaves a failed row; a trial out of retries, missing rows)
+    complete = parquet.completed_trials(sweep_dir)
+    failed = sorted(t.trial_id for t in sweep.trials if t.trial_id not in complete)
+    sync_mlflow(sweep, sweep_dir, tracking_uri)
+    if compact_from and len(sweep.trials) >= compact_from:  # after MLflow got each trial's own file
+        parquet_compact.compact_finished(sweep_dir, complete)
+    return failed
+
+
 def sync_mlflow(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str) -> dict | None:
     """Backfill MLflow from the Parquet rows exactly once; a down server only postpones it."""
+    from orchestrator.sinks import mlflow as mlflow_sink
+
     df = parquet.read_rounds(sweep_dir)
     if df.empty:
         return None
