@@ -13,8 +13,10 @@ dashboard head (started even with ``include_dashboard=False``, for the job and s
 raylet, which registers only once its dashboard and runtime-env agents are up, and the driver's
 connection; the agents' start (Python processes importing aiohttp, grpc, OpenTelemetry) is most
 of it. ``ray.init`` has no public option to leave them out, and the ``RAY_*`` settings tried
-(usage stats, metrics collection) did not change its time. The idle workers Ray prestarts for a
-driver are left out (``NO_PRESTART``): no trial could use them.
+(usage stats, metrics collection) did not change its time; the dashboard head and agent start as
+in a minimal Ray install (``_minimal_processes``: 4.3 → 2.6 s quiet). The idle workers Ray
+prestarts for a driver are left out (``NO_PRESTART``), and Tune's trial actors start without
+Tune's runtime env (``_tune_actors_inherit_env``).
 """
 
 from __future__ import annotations
@@ -64,10 +66,67 @@ def _local_auth():
         refresh()
 
 
-#: A local Ray starts no idle workers for the driver: Tune gives its trial actors a runtime env
-#: (``env_vars``), so they never run in such a worker but in one started for them, and the idle
-#: ones only took CPU (each imports Ray) while the node and the MLflow set-up were starting
+#: A local Ray starts no idle workers for the driver: they took CPU (each imports Ray) while the
+#: node and the MLflow set-up were starting, and Tune's trial actors, which had a runtime env, never
+#: ran in them (without it, ``_tune_actors_inherit_env``, they could: not measured)
 NO_PRESTART = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+
+
+@contextlib.contextmanager
+def _minimal_processes():
+    """A local Ray whose dashboard head and dashboard agent start as in a minimal Ray install
+    (``--minimal``): no HTTP server, no gRPC metrics server, no OpenTelemetry exporter.
+
+    Ray decides that by importing the dashboard's optional dependencies (aiohttp, grpc,
+    OpenTelemetry, prometheus) in the driver (``ray._private.utils.get_dashboard_dependency_error``);
+    with them installed it has no switch for it. A sweep uses none of it (Tune, actors and the
+    object store run the same; the job and state APIs are a cluster's business: ``glth job``), while
+    the raylet registers only once the agent's metrics server is up. So for the driver's
+    ``ray.init`` only, that check answers "missing", and the driver skips those imports too.
+    """
+    from ray._private import utils
+
+    real = getattr(utils, "get_dashboard_dependency_error", None)
+    if real is None:  # a Ray without the check: started as it is
+        yield
+        return
+    utils.get_dashboard_dependency_error = lambda: ImportError("glth: a local Ray without the dashboard's servers")
+    try:
+        yield
+    finally:
+        utils.get_dashboard_dependency_error = real
+
+
+@contextlib.contextmanager
+def _tune_actors_inherit_env():
+    """Tune's trial actors without Tune's runtime env, on the local Ray only.
+
+    Tune gives every trial actor ``runtime_env={"env_vars": ...}`` (``PL_DISABLE_FORK`` and the
+    driver's AWS credentials, ``ray.tune.execution.class_cache``) so that a cluster's workers see
+    them. A worker with a runtime env is started through the runtime-env agent and
+    ``setup_worker.py``, which imports Ray before it execs the worker (which imports it again); a
+    local Ray's workers inherit the driver's environment anyway, so that start is all it buys here.
+    """
+    from ray.tune.execution import class_cache
+
+    cache = getattr(class_cache, "_ActorClassCache", None)
+    real = getattr(cache, "get", None)
+    if real is None:
+        yield
+        return
+    import ray
+
+    def get(self, trainable_cls):
+        if trainable_cls not in self._cache:
+            self._cache[trainable_cls] = ray.remote(trainable_cls)
+        return self._cache[trainable_cls]
+
+    cache.get = get
+    try:
+        yield
+    finally:
+        cache.get = real
+
 
 #: the exit status of an interrupted run (128 + SIGINT, as a shell reports Ctrl-C)
 EXIT_INTERRUPTED = 130
@@ -124,15 +183,17 @@ def ray_session(address: str | None, num_cpus: int | None = None):
                     ray.init(address=address, logging_level="WARNING", log_to_driver=False)
                 else:
                     stack.enter_context(_local_auth())
-                    ray.init(
-                        address="local",
-                        _node_ip_address="127.0.0.1",
-                        num_cpus=num_cpus or os.cpu_count(),
-                        include_dashboard=False,
-                        logging_level="WARNING",
-                        log_to_driver=False,
-                        _system_config=NO_PRESTART,
-                    )
+                    with _minimal_processes():
+                        ray.init(
+                            address="local",
+                            _node_ip_address="127.0.0.1",
+                            num_cpus=num_cpus or os.cpu_count(),
+                            include_dashboard=False,
+                            logging_level="WARNING",
+                            log_to_driver=False,
+                            _system_config=NO_PRESTART,
+                        )
+                    stack.enter_context(_tune_actors_inherit_env())
             yield
         except KeyboardInterrupt:
             interrupted = True

@@ -12,6 +12,7 @@ bookkeeping, never what a resume depends on.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import subprocess
@@ -28,11 +29,10 @@ from orchestrator.layout import TUNE, SweepDir
 from orchestrator.notices import Notices
 from orchestrator.progress import Progress
 from orchestrator.ray_local import ray_session
-from orchestrator.sinks import mlflow as mlflow_sink
 from orchestrator.sinks import parquet, parquet_compact
-from orchestrator.sinks.mlflow.callback import MlflowWriter
 from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.spec import Sweep, seed_sets
+from orchestrator.sweep_end import finish_run
 from orchestrator.trainable import run_tune_trial
 from orchestrator.tune_trial import TrialCarry
 
@@ -113,6 +113,10 @@ def _reuse_completed(sweep: Sweep, here: SweepDir, force: bool) -> set[str]:
 
 
 def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
+    # MLflow (and its imports: 1.3 s, scipy among them) only here, on the set-up's thread while the
+    # local Ray starts; the driver's main thread needs it only once that is done
+    from orchestrator.sinks import mlflow as mlflow_sink
+
     info = {
         "tracking_uri": tracking_uri,
         "experiment": sweep.spec.experiment,
@@ -133,8 +137,10 @@ def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
     return info
 
 
-def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict) -> MlflowWriter:
+def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict):
     """The driver's MLflow writer: child runs per trial, the curves on the parent, live."""
+    from orchestrator.sinks.mlflow.callback import MlflowWriter
+
     return MlflowWriter(
         info["tracking_uri"],
         info["experiment"],
@@ -228,6 +234,8 @@ def _run_leased(
         with ray_session(address, num_cpus), shared_data.session(share) as datasets:
             mlflow_info = mlflow_started.result()
             writer = _mlflow_writer(sweep, sweep_dir, mlflow_info)
+            # what the MLflow curves and the end's analysis import (0.5 s), while the trials run
+            Background(importlib.import_module, "scipy.stats")
             # inside the session: with_parameters puts ``live``, the sweep directory and the datasets' hub
             # in this Ray's object store (a worker rebuilds the storage's filesystem with its own credentials)
             given = tune.with_parameters(run_tune_trial, live=live, sweep_dir=sweep_dir, datasets=datasets)
@@ -262,15 +270,12 @@ def _run_leased(
             except BaseException:  # Ctrl-C leaves fit without Tune's cleanup: what the writer holds goes now
                 writer.flush()
                 raise
-    # judged by what is on disk, not by Tune's result grid: a trial failed unless all its rows
-    # are there and ok (a diverged loss leaves a failed row; a trial out of retries, missing rows)
-    complete = parquet.completed_trials(sweep_dir)
-    failed = sorted(t.trial_id for t in sweep.trials if t.trial_id not in complete)
-
+            # only after a fit that was not interrupted; while ray.shutdown waits for Ray's processes
+            finished = Background(finish_run, sweep, sweep_dir, tracking_uri, compact_from, nice=0)
+    else:
+        finished = Background(finish_run, sweep, sweep_dir, tracking_uri, compact_from, nice=0)
+    failed = finished.result()
     mlflow_info = mlflow_started.result()
-    sync_mlflow(sweep, sweep_dir, tracking_uri)
-    if compact_from and len(sweep.trials) >= compact_from:  # after MLflow got each trial's own file
-        parquet_compact.compact_finished(sweep_dir, complete)
     return SweepResult(
         sweep_dir,
         mlflow_info["parent_run_id"],
@@ -280,25 +285,3 @@ def _run_leased(
         mlflow_info["experiment_id"],
         tracking_uri,
     )
-
-
-def sync_mlflow(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str) -> dict | None:
-    """Backfill MLflow from the Parquet rows exactly once; a down server only postpones it."""
-    df = parquet.read_rounds(sweep_dir)
-    if df.empty:
-        return None
-    files = parquet.trial_files(sweep_dir)
-    artifacts = {tid: {"rounds.parquet": str(p)} for tid, p in files.items() if isinstance(p, Path)}
-    try:
-        return mlflow_sink.sync_sweep(
-            tracking_uri,
-            sweep.spec.experiment,
-            sweep.sweep_id,
-            sweep.text,
-            df,
-            artifacts,
-            metas=[t.meta(sweep.sweep_id) for t in sweep.trials],
-        )
-    except mlflow_sink.MlflowUnavailable as e:
-        print(f"[glth] MLflow still unavailable ({e}); run `glth sync {sweep.sweep_id}` later", file=sys.stderr)
-        return None

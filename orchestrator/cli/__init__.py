@@ -34,6 +34,13 @@ def parse_args(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if argv is None and getattr(sys.modules.get("__main__"), "main", None) is main:  # the `glth` script
+        _exit_now(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = parse_args(argv)
         return args.func(args)
@@ -43,6 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a Ray session (imports, MLflow set-up, the analysis)
         print("[glth] interrupted", file=sys.stderr)
         return 130
+
+
+def _exit_now(code: int) -> None:
+    """End the ``glth`` process as Python would, less its teardown of every module (torch, Ray, MLflow,
+    pandas: ~1 s after a ``glth run``): other threads that are not daemons waited for, the atexit
+    handlers run (logging's flush among them), stdout and stderr flushed, then ``os._exit``."""
+    import atexit
+    import os
+    import threading
+
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing left to tell
+            pass
+    os._exit(0 if code is None else code if isinstance(code, int) else 1)  # as sys.exit reads it
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ def cmd_export(args) -> int:
 def cmd_sync(args) -> int:
     from orchestrator import spec
     from orchestrator.sinks import parquet
-    from orchestrator.sweep import sync_mlflow
+    from orchestrator.sweep_end import sync_mlflow
 
     d = open_sweep(args.sweep, args.storage)
     try:

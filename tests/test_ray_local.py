@@ -1,0 +1,65 @@
+"""The local Ray that `glth run` starts (``orchestrator.ray_local.ray_session``): its dashboard head
+and agent run as in a minimal Ray install, Tune's trial actors have no runtime env there and still
+see the driver's environment, and both of Ray's and Tune's functions are put back afterwards."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _ray_commands() -> dict[str, str]:
+    """{what: its command} of the dashboard head and agent under this process (the agent renames
+    its process: its command is the one the raylet was given)."""
+    found = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
+        if any(part.endswith("dashboard/dashboard.py") for part in cmd):
+            found["head"] = " ".join(cmd)
+        for part in cmd:
+            if part.startswith("--dashboard_agent_command="):
+                found["agent"] = part
+    return found
+
+
+def test_a_local_session_is_minimal_and_its_trial_actors_inherit_the_driver_env(tmp_path, monkeypatch):
+    from ray import tune
+    from ray._private import utils
+    from ray.tune.execution import class_cache
+
+    from orchestrator.ray_local import ray_session
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    for k, v in {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("GLTH_TEST_DRIVER_ENV", "seen")
+    check, get = utils.get_dashboard_dependency_error, class_cache._ActorClassCache.get
+
+    def trainable(config):
+        import os
+
+        import ray
+        from ray import tune as t
+
+        t.report(
+            {"runtime_env": dict(ray.get_runtime_context().runtime_env), "env": os.environ.get("GLTH_TEST_DRIVER_ENV")}
+        )
+
+    with ray_session(None, num_cpus=1):
+        procs = _ray_commands()
+        grid = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            run_config=tune.RunConfig(name="env", storage_path=str(tmp_path / "tune"), verbose=0),
+        ).fit()
+    assert sorted(procs) == ["agent", "head"]
+    assert all("--minimal" in cmd.split() for cmd in procs.values()), procs
+    (result,) = list(grid)
+    assert result.error is None
+    assert result.metrics["runtime_env"] == {}  # no runtime env: a plain worker, no setup_worker.py
+    assert result.metrics["env"] == "seen"  # the driver's environment, inherited through the raylet
+    assert utils.get_dashboard_dependency_error is check and class_cache._ActorClassCache.get is get
