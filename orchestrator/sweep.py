@@ -32,6 +32,7 @@ from orchestrator.sinks import mlflow as mlflow_sink
 from orchestrator.sinks import parquet, parquet_compact
 from orchestrator.sinks.mlflow.callback import MlflowWriter
 from orchestrator.sinks.parquet_writer import ParquetWriter
+from orchestrator.sinks.trim import TrimResult
 from orchestrator.spec import Sweep, seed_sets
 from orchestrator.trainable import run_tune_trial
 from orchestrator.tune_trial import TrialCarry
@@ -252,6 +253,7 @@ def _run_leased(
                         _mlflow_writer(sweep, sweep_dir, mlflow_info),
                         progress,
                         Notices(),
+                        TrimResult(),  # last: the others have read the rows it drops
                     ],
                     failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
                 ),
