@@ -44,15 +44,17 @@ def baseline_overlap(rows: pd.DataFrame, where: SweepDir) -> pd.DataFrame:
                 pairs.append(
                     (trials["trial_id"].iloc[0], other["trial_id"].iloc[0], json.loads(trials["config"].iloc[0]))
                 )
-        tickets = {tid: where.tickets(tid) for a, b, _ in pairs for tid in (a, b)}
+        # which rounds each has (one listing a trial); the masks are read a pair and a round at a
+        # time, so a curve of thousands of seeds never holds more than two tickets
+        have = {tid: where.ticket_rounds(tid) for a, b, _ in pairs for tid in (a, b)}
         for rnd in sorted(curve["round"].unique()):
             values, group_values = [], []
             for a, b, config in pairs:
-                ta, tb = tickets[a].get(int(rnd)), tickets[b].get(int(rnd))
-                if ta is None or tb is None:
+                if int(rnd) not in have[a] or int(rnd) not in have[b]:
                     continue
-                values.append(jaccard(ta.mask.cpu(), tb.mask.cpu()))
-                ga, gb = group_mask(config, ta.mask.cpu()), group_mask(config, tb.mask.cpu())
+                ma, mb = (where.ticket(t, int(rnd)).mask.cpu() for t in (a, b))
+                values.append(jaccard(ma, mb))
+                ga, gb = group_mask(config, ma), group_mask(config, mb)
                 if ga is not None:
                     group_values.append(jaccard(ga, gb))
             out.append(

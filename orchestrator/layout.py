@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ MARKER = "sweep.json"
 SPEC = "spec.yaml"
 ROUNDS = "rounds"
 TUNE = "tune"
+_TICKET_NAME = re.compile(r"round-(\d+)\.pt")
 
 
 class LayoutError(ValueError):
@@ -161,6 +163,16 @@ class SweepDir:
             ticket = Ticket.from_dict(_load(self.store.read_bytes(f"tickets/{trial_id}/{name}")))
             out[ticket.round] = ticket
         return dict(sorted(out.items()))
+
+    def ticket_rounds(self, trial_id: str) -> set[int]:
+        """The rounds a trial has a ticket of (one listing; no ticket read)."""
+        names = self.store.list(f"tickets/{trial_id}", suffix=".pt")
+        return {int(m.group(1)) for name in names if (m := _TICKET_NAME.fullmatch(name))}
+
+    def ticket(self, trial_id: str, round_index: int) -> Ticket:
+        """One round's ticket of a trial: what reads the tickets of thousands of trials holds one
+        round of each at a time, not every round (``seed_overlap``, ``baseline_overlap``)."""
+        return Ticket.from_dict(_load(self.store.read_bytes(self._ticket(trial_id, round_index))))
 
     def ticket_trials(self) -> set[str]:
         """The trials with a tickets directory: one listing, however many trials the sweep has."""

@@ -43,8 +43,15 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if union == 0 else int((a & b).sum()) / union
 
 
-def pairwise(masks: list[torch.Tensor]) -> tuple[float, float, float]:
-    """(mean, min, max) Jaccard over all pairs; NaNs with fewer than two masks.
+def pack(masks) -> np.ndarray:
+    """Equal-shape boolean masks as a seeds × ⌈elements / 8⌉ uint8 matrix, 8 elements a byte
+    (``np.packbits``; the last byte's spare bits 0): what the overlap of thousands of seeds holds."""
+    return np.stack([np.packbits(m.reshape(-1).cpu().numpy()) for m in masks])
+
+
+def pairwise(masks) -> tuple[float, float, float]:
+    """(mean, min, max) Jaccard over all pairs; NaNs with fewer than two masks. ``masks``: boolean
+    tensors, or their ``pack``.
 
     Every pair's |a ∩ b| comes from one product of the seeds × elements 0/1 matrix with itself
     (``intersections``); |a ∪ b| = |a| + |b| − |a ∩ b|. Each pair's Jaccard is then the same
@@ -69,17 +76,18 @@ def pairwise(masks: list[torch.Tensor]) -> tuple[float, float, float]:
 _BLOCK = 1 << 22
 
 
-def intersections(masks: list[torch.Tensor]) -> np.ndarray:
-    """seeds × seeds |a ∩ b| (sizes on the diagonal) of equal-shape boolean masks, as int64: the
-    0/1 matrix times its transpose in float32 over blocks of at most ``_BLOCK`` / seeds elements.
-    Exact: every partial sum is an integer no larger than the block's width (< 2²⁴), which float32
-    holds exactly whatever order the product adds in."""
-    flat = torch.stack([m.reshape(-1) for m in masks])
-    n, d = flat.shape
+def intersections(masks) -> np.ndarray:
+    """seeds × seeds |a ∩ b| (sizes on the diagonal) of equal-shape boolean masks (or their
+    ``pack``), as int64: the 0/1 matrix times its transpose in float32 over blocks of at most
+    ``_BLOCK`` / seeds elements, unpacked a block at a time. Exact: every partial sum is an integer
+    no larger than the block's width (< 2²⁴), which float32 holds exactly whatever order the product
+    adds in; the spare bits of the last byte are 0 and add nothing."""
+    bits = masks if isinstance(masks, np.ndarray) else pack(masks)
+    n, width = bits.shape
     out = torch.zeros(n, n, dtype=torch.int64)
-    step = max(1, _BLOCK // n)
-    for start in range(0, d, step):
-        block = flat[:, start : start + step].to(torch.float32)
+    step = max(1, _BLOCK // (8 * n))  # bytes: 8 elements each
+    for start in range(0, width, step):
+        block = torch.from_numpy(np.unpackbits(bits[:, start : start + step], axis=1)).to(torch.float32)
         out += (block @ block.T).to(torch.int64)
     return out.numpy()
 
@@ -118,7 +126,9 @@ def group_mask(config: dict, mask: torch.Tensor) -> torch.Tensor | None:
 
 
 def overlap(rows: pd.DataFrame, sweep_dir: SweepDir) -> pd.DataFrame:
-    """Mask overlap across seeds per curve × round (see the module doc); the tickets from ``sweep_dir``."""
+    """Mask overlap across seeds per curve × round (see the module doc); the tickets from
+    ``sweep_dir``, read one round at a time and only their masks kept (packed 8 to a byte): a
+    curve of thousands of seeds holds one round's masks, not every round's tickets."""
     ok = curve_rows(rows)
     out, without = [], []
     saved = None  # the trials with tickets, listed once when a curve needs them
@@ -126,23 +136,27 @@ def overlap(rows: pd.DataFrame, sweep_dir: SweepDir) -> pd.DataFrame:
         trials = curve.drop_duplicates("trial_id")
         configs = {r.trial_id: json.loads(r.config) for r in trials.itertuples()}
         same_basis = len({basis_key(c) for c in configs.values()}) == 1
-        tickets = {}
+        rounds_of: dict[str, set[int]] = {}  # trial → the rounds it has a ticket of
         if same_basis and len(configs) > 1:
             saved = sweep_dir.ticket_trials() if saved is None else saved
             for tid in configs:
-                tickets[tid] = sweep_dir.tickets(tid) if tid in saved else {}
-                if not tickets[tid]:
+                rounds_of[tid] = sweep_dir.ticket_rounds(tid) if tid in saved else set()
+                if not rounds_of[tid]:
                     without.append(tid)
         for rnd in sorted(curve["round"].unique()):
-            masks = [t[int(rnd)].mask.cpu() for t in tickets.values() if int(rnd) in t]
-            row = dict(zip(CURVE, key), round=int(rnd), overlap_seeds=len(masks))
+            holders = [tid for tid, have in rounds_of.items() if int(rnd) in have]
+            row = dict(zip(CURVE, key), round=int(rnd), overlap_seeds=len(holders))
             row.update(dict.fromkeys(OVERLAP, math.nan))
-            if len(masks) > 1:
-                density = float(masks[0].float().mean())
-                row["jaccard_mean"], row["jaccard_min"], row["jaccard_max"] = pairwise(masks)
-                row["jaccard_chance"] = chance(density)
+            if len(holders) > 1:
                 config = next(iter(configs.values()))
-                groups = [group_mask(config, m) for m in masks]
+                packed, groups, density = [], [], None
+                for tid in holders:
+                    mask = sweep_dir.ticket(tid, int(rnd)).mask.cpu()
+                    density = float(mask.float().mean()) if density is None else density
+                    packed.append(np.packbits(mask.reshape(-1).numpy()))
+                    groups.append(group_mask(config, mask))
+                row["jaccard_mean"], row["jaccard_min"], row["jaccard_max"] = pairwise(np.stack(packed))
+                row["jaccard_chance"] = chance(density)
                 if groups[0] is not None:
                     row["group_jaccard_mean"], row["group_jaccard_min"], row["group_jaccard_max"] = pairwise(groups)
                     row["group_density"] = float(groups[0].float().mean())

@@ -31,6 +31,7 @@ from orchestrator.progress import Progress
 from orchestrator.ray_local import ray_session
 from orchestrator.sinks import parquet, parquet_compact
 from orchestrator.sinks.parquet_writer import ParquetWriter
+from orchestrator.sinks.trim import TrimResult
 from orchestrator.spec import Sweep, seed_sets
 from orchestrator.sweep_end import finish_run
 from orchestrator.trainable import run_tune_trial
@@ -261,6 +262,7 @@ def _run_leased(
                         writer,
                         progress,
                         Notices(),
+                        TrimResult(),  # last: the others have read the rows it drops
                     ],
                     failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
                 ),

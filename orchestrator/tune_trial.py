@@ -43,3 +43,8 @@ class TrialCarry:
     @classmethod
     def from_dict(cls, d: dict) -> TrialCarry:
         return cls(d["trial_id"], tuple(Trial.from_dict(m) for m in d["members"]))
+
+    @staticmethod
+    def member_ids(d: dict) -> list[str]:
+        """The member trial ids of a ``to_dict()``, without rebuilding the trials' configs."""
+        return [m["trial_id"] for m in d["members"]]

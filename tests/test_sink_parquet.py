@@ -241,3 +241,42 @@ def test_a_truncated_file_is_named_skipped_on_request_and_dropped_by_the_driver(
     assert list(parquet.drop_damaged(SweepDir.under(out, SWEEP))) == [str(path)]
     assert not path.exists() and len(parquet.read_rounds(SweepDir.under(out, SWEEP))) == 3
     assert parquet.drop_damaged(SweepDir.under(out, SWEEP)) == {}
+
+
+def test_the_drivers_writer_holds_only_the_rows_of_trials_in_flight(tmp_path):
+    """An ended Tune trial's members leave the driver's writer (their files hold the rows), so the
+    driver keeps rows of the trials running, not of every trial run; one that reports again (a
+    retry, a later driver) continues from its file: no row lost, none twice."""
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from orchestrator import spec
+    from orchestrator.sinks.parquet_writer import ParquetWriter
+    from orchestrator.tune_trial import TrialCarry
+
+    trials = spec.parse("name: w\ndataset: digits\nmodel: mlp_300_100\nseeds: [0, 1, 2]\nrounds: 3\n").trials
+    ids = [t.trial_id for t in trials]
+    batch, single = TrialCarry.of(list(trials[:2])), TrialCarry.of([trials[2]])  # Tune trials as the driver makes them
+    tune_trial = {c.trial_id: TuneTrial("glth_test", config={"trial": c.to_dict()}, stub=True) for c in (batch, single)}
+    batch, single = batch.trial_id, single.trial_id
+    where = SweepDir.under(tmp_path, SWEEP)
+    writer = ParquetWriter(where)
+    for rnd in range(2):
+        writer.on_trial_result(0, [], tune_trial[batch], {"new_rows": [record(t, rnd, "canonical") for t in ids[:2]]})
+        writer.on_trial_result(0, [], tune_trial[single], {"new_rows": [record(ids[2], rnd, "canonical")]})
+    assert set(writer.rows) == set(ids) and all(len(writer.rows[t]) == 2 for t in ids)
+
+    writer.on_trial_complete(0, [], tune_trial[batch])
+    assert set(writer.rows) == {ids[2]}  # both members of the batch forgotten, the running trial kept
+    writer.on_trial_error(0, [], tune_trial[single])
+    assert writer.rows == {}
+
+    # the batch reports round 1 again, another loss (a retried trial): read back from the files, replaced
+    writer.on_trial_result(
+        0, [], tune_trial[batch], {"new_rows": [record(t, 1, "canonical", test_loss=7.0) for t in ids[:2]]}
+    )
+    rows = parquet.read_rounds(where)
+    assert rows.groupby("trial_id")["round"].apply(list).to_dict() == {t: [0, 1] for t in ids}
+    assert rows.set_index(["trial_id", "round"]).test_loss.to_dict() == {
+        **{(t, r): 0.3 for t in ids for r in (0, 1)},
+        **{(t, 1): 7.0 for t in ids[:2]},
+    }
