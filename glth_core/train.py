@@ -152,14 +152,18 @@ def train(
     memory_format = input_format(cfg, x)
     augmented = batch_stream(augment, generator)
 
-    def losses_at(step: int) -> torch.Tensor:
-        idx = next(batches)
-        xb = augmented(x.index_select(0, idx), step)
-        with forward_precision(cfg, x):
-            logits = param.forward(w, None, xb, kept, memory_format=memory_format, scope=scope)
-            return training_loss(logits, y.index_select(0, idx))
+    with (
+        matmul_precision(cfg, x),
+        param.mode(training=True),
+        param.training_forward(w, kept, memory_format, scope) as net,
+    ):
 
-    with matmul_precision(cfg, x), param.mode(training=True):
+        def losses_at(step: int) -> torch.Tensor:
+            idx = next(batches)
+            xb = augmented(x.index_select(0, idx), step)
+            with forward_precision(cfg, x):
+                return training_loss(net(xb), y.index_select(0, idx))
+
         run_steps(
             leaves,
             cfg,
