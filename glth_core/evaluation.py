@@ -58,6 +58,6 @@ def train_eval_split(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch
 def evaluate(param: Parameterization, weights: Weights, mask, x, y, batch_size: int = 2048) -> Evaluation:
     kept = param.kept_columns(mask)
     params = param.params(weights, mask, kept)
-    with param.mode(training=False):
-        totals = [batch_totals(param.apply(params, xb, kept), yb) for xb, yb in eval_batches(x, y, batch_size)]
+    with param.mode(training=False), param.running(params, kept) as net:
+        totals = [batch_totals(net(xb), yb) for xb, yb in eval_batches(x, y, batch_size)]
     return evaluation_of(totals, x.shape[0])

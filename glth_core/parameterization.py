@@ -1,5 +1,6 @@
 """Training over Span(D_t): scope parameters live as masked coefficients a, the rest as
-ordinary tensors, and the model runs through ``torch.func.functional_call``.
+ordinary tensors, and the model runs under a parameter dict (``running``: what
+``torch.func.functional_call`` does, its swap of the model's tensors done once for many forwards).
 
 Everything here is functional: a ``Parameterization`` turns (coefficients, mask, free
 parameters) into the parameter dict of the model, so a later caller can vmap over stacked
@@ -10,12 +11,16 @@ its forward needs no mask; canonical's coefficients train as the scope tensors t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.func import functional_call
+
+# ``torch.func.functional_call`` is this swap around one call (tie_weights=True, as its default);
+# torch is pinned (constraints.txt)
+from torch.nn.utils.stateless import _reparametrize_module
 
 from glth_core.dictionaries import Dictionary
 
@@ -138,14 +143,50 @@ class Parameterization:
     def apply(
         self, params: dict, x: torch.Tensor, kept=None, memory_format: torch.memory_format | None = None
     ) -> torch.Tensor:
-        """The model's output on ``x`` under a parameter dict made by ``params`` (built once, used
-        for many batches: evaluation synthesizes the scope once per split, not once per batch)."""
-        if kept is not None:
-            x = x.index_select(1, kept)
+        """The model's output on ``x`` under a parameter dict made by ``params`` (vmappable: the
+        batched trainer maps it over K seeds' stacked dicts)."""
+        with self.running(params, kept, memory_format) as run:
+            return run(x)
+
+    @contextmanager
+    def running(
+        self, params: dict, kept=None, memory_format: torch.memory_format | None = None
+    ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+        """x ↦ the model's output on x under ``params`` (a dict made by ``params``, built once and
+        used for many batches: a split's evaluation, a canonical round's training steps), with
+        ``params`` installed in the model for the whole context and its own tensors restored after:
+        ``functional_call``'s swap of every tensor, once instead of around every forward. The
+        model's in-place updates (BatchNorm's running statistics) land in ``params``' tensors.
+        ``kept``: the input bottleneck's kept columns; ``memory_format``: applied to the inputs and
+        every 4-D parameter (converted once here: under autograd, a forward whose leaves are these
+        parameters must convert per call, with ``apply``)."""
         if memory_format is not None:
-            x = x.contiguous(memory_format=memory_format)
             params = {k: v.contiguous(memory_format=memory_format) if v.dim() == 4 else v for k, v in params.items()}
-        return functional_call(self.model, params, (x,))
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            if kept is not None:
+                x = x.index_select(1, kept)
+            if memory_format is not None:
+                x = x.contiguous(memory_format=memory_format)
+            return self.model(x)
+
+        with _reparametrize_module(self.model, params, tie_weights=True):
+            yield run
+
+    @contextmanager
+    def training_forward(
+        self, w: Weights, kept=None, memory_format: torch.memory_format | None = None, scope: dict | None = None
+    ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+        """x ↦ a training forward on x from ``w`` (the mask is in the gradients: ``leaves``). With
+        ``scope`` (an identity dictionary's leaves) every step runs on the same tensors, so they are
+        installed once (``running``) and the model called as it is; a dictionary that synthesizes its
+        scope from the coefficients, or a channels_last forward (its 4-D leaves converted in the graph),
+        builds the parameters each step (``forward``)."""
+        if scope and memory_format is None:
+            with self.running(self.params(w, None, kept, scope), kept) as run:
+                yield run
+        else:
+            yield lambda x: self.forward(w, None, x, kept, memory_format, scope)
 
 
 def mask_gradients(leaf: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:

@@ -83,6 +83,11 @@ def batch_indices(
         skip = 0
 
 
+#: how many steps' losses are checked for NaN/inf at once: a check reads them back (on CUDA a wait
+#: for the device, on CPU a few µs a step); a divergence is still reported at its first step
+CHECK_EVERY = 8
+
+
 def run_steps(
     leaves: list[torch.Tensor],
     cfg: TrainConfig,
@@ -97,28 +102,51 @@ def run_steps(
     (see ``SchedulePlan``). ``losses_at(step)`` gives the batch loss of each trajectory being trained (a
     scalar for one, shape [K] for K); their sum is minimized, so each trajectory gets its own
     gradient. ``on_step(n)`` runs after step n − 1 (so n steps of the schedule are behind it).
-    ``who(i)`` names trajectory i in a DivergedError."""
+    ``who(i)`` names trajectory i in a DivergedError.
+
+    A non-finite loss raises DivergedError naming its step, value and trajectory: the first one, in
+    step order and then trajectory order. The losses are checked every ``CHECK_EVERY`` steps (and at
+    the last), so up to ``CHECK_EVERY`` − 1 steps (and their ``on_step``) may run past it first; the
+    error, and every number before it, are those of a check at each step."""
     opt = make_optimizer(leaves, cfg)
+    rate, unchecked = None, []
     for step in range(plan.start_step, total):
         if step == plan.restart_at and step > plan.start_step:
-            opt = make_optimizer(leaves, cfg)  # weights carry on; momentum and moments start again
-        rate = plan.lr if plan.lr is not None else cfg.lr_at(step, total)
-        for group in opt.param_groups:
-            group["lr"] = rate
+            opt, rate = make_optimizer(leaves, cfg), None  # weights carry on; momentum and moments start again
+        now = plan.lr if plan.lr is not None else cfg.lr_at(step, total)
+        if now != rate:
+            rate = now
+            for group in opt.param_groups:
+                group["lr"] = rate
         losses = losses_at(step)
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            bad = int((~finite).flatten().nonzero()[0])
-            where = "" if who is None else f" in {who(bad)}"
-            raise DivergedError(
-                f"training loss became {losses.flatten()[bad].item()} at step {step} (lr {cfg.lr}){where}",
-                None if losses.dim() == 0 else bad,
-            )
+        unchecked.append(losses.detach())
+        if len(unchecked) == CHECK_EVERY or step == total - 1:
+            check_finite(unchecked, step + 1 - len(unchecked), cfg, who)
+            unchecked = []
         opt.zero_grad(set_to_none=True)
         (losses if losses.dim() == 0 else losses.sum()).backward()
         opt.step()
         if on_step is not None:
             on_step(step + 1)
+
+
+def check_finite(
+    losses: list[torch.Tensor], first_step: int, cfg: TrainConfig, who: Callable[[int], str] | None
+) -> None:
+    """Raise DivergedError at the first non-finite entry of ``losses`` (those of steps ``first_step``, …;
+    each a scalar or one per trajectory)."""
+    stacked = torch.stack(losses)
+    finite = torch.isfinite(stacked)
+    if bool(finite.all()):
+        return
+    at = int((~finite).flatten().nonzero()[0])
+    per_step = stacked[0].numel()
+    offset, bad = divmod(at, per_step)
+    where = "" if who is None else f" in {who(bad)}"
+    raise DivergedError(
+        f"training loss became {stacked.flatten()[at].item()} at step {first_step + offset} (lr {cfg.lr}){where}",
+        None if stacked[0].dim() == 0 else bad,
+    )
 
 
 def train(
@@ -152,14 +180,18 @@ def train(
     memory_format = input_format(cfg, x)
     augmented = batch_stream(augment, generator)
 
-    def losses_at(step: int) -> torch.Tensor:
-        idx = next(batches)
-        xb = augmented(x.index_select(0, idx), step)
-        with forward_precision(cfg, x):
-            logits = param.forward(w, None, xb, kept, memory_format=memory_format, scope=scope)
-            return training_loss(logits, y.index_select(0, idx))
+    with (
+        matmul_precision(cfg, x),
+        param.mode(training=True),
+        param.training_forward(w, kept, memory_format, scope) as net,
+    ):
 
-    with matmul_precision(cfg, x), param.mode(training=True):
+        def losses_at(step: int) -> torch.Tensor:
+            idx = next(batches)
+            xb = augmented(x.index_select(0, idx), step)
+            with forward_precision(cfg, x):
+                return training_loss(net(xb), y.index_select(0, idx))
+
         run_steps(
             leaves,
             cfg,
