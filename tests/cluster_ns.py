@@ -129,7 +129,9 @@ class NamespacedCluster:
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
         self.head_resources = head_resources if head_resources is not None else {"head": 1}
         self.worker_resources = worker_resources if worker_resources is not None else {"worker": 1}
-        self.object_store_bytes, self.keep_logs = object_store_bytes, keep_logs
+        self.object_store_bytes = object_store_bytes
+        # GLTH_KEEP_CLUSTER_LOGS=1: every cluster's temp dir (Ray's logs, head.log, worker-N.log) is kept
+        self.keep_logs = keep_logs or os.environ.get("GLTH_KEEP_CLUSTER_LOGS") == "1"
         self.head_ip, self.worker_ip = HEAD_IP, WORKER_IP
         self.temp_dir = tempfile.mkdtemp(prefix="glns-", dir="/tmp")  # short: unix socket paths
         self.port = free_port()
@@ -251,15 +253,22 @@ class NamespacedCluster:
 
     def _worker_node_processes(self) -> list[psutil.Process]:
         """The live worker node's processes: its ``ray start`` and their descendants, and any Ray
-        worker of that node that was reparented out of that tree (it names the node's address)."""
+        worker of that node that was reparented out of that tree (it names the node's address and
+        carries this cluster's token: another cluster's worker node has the same address)."""
         if not self.workers:
             return []
         procs = {p.pid: p for p in _descendants(self.workers[-1].pid)}
         marker = f"--node-ip-address={self.worker_ip}"
         for p in psutil.process_iter(["cmdline"]):
-            if p.pid not in procs and marker in " ".join(p.info["cmdline"] or ()):
+            if p.pid not in procs and marker in " ".join(p.info["cmdline"] or ()) and self._ours(p):
                 procs.update({q.pid: q for q in _descendants(p.pid)})
         return list(procs.values())
+
+    def _ours(self, p: psutil.Process) -> bool:
+        try:
+            return p.environ().get("RAY_AUTH_TOKEN") == self.token
+        except psutil.Error:
+            return False
 
     @staticmethod
     def thaw(procs: list[psutil.Process]) -> None:
