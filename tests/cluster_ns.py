@@ -4,13 +4,13 @@ The head runs as usual; the worker node's ``ray start`` runs in its own mount na
 private tmpfs mounted over ``private_dir`` (the driver's output directory)::
 
     unshare --mount --propagation private sh -c \
-        'mount -t tmpfs tmpfs DIR && exec ray start --address=127.0.0.2:PORT ... --block'
+        'mount -t tmpfs tmpfs DIR && exec ray start --address=HEAD_IP:PORT ... --block'
 
 so a file the head (or the driver) writes under DIR is invisible to every process of the worker
 node and vice versa, as on two machines. ``shared_dir`` (outside DIR) is seen by both: the
 EFS/NFS case. Everything else (Ray's temp dir, /dev/shm, the venv) is shared as before.
 
-Both nodes advertise loopback addresses (HEAD_IP, WORKER_IP) and run with token auth (``RAY_AUTH_MODE=token`` and a random
+Both nodes advertise loopback addresses drawn per cluster (``loopback_pair``) and run with token auth (``RAY_AUTH_MODE=token`` and a random
 ``RAY_AUTH_TOKEN`` in the environment of every process, ``env``). The worker node carries a custom
 resource (``{"worker": 1}`` by default) so a test can pin tasks and trials to it. Every process is
 stopped by pid (``ray start --block`` parents, their descendants, then any straggler that names
@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import shlex
 import shutil
@@ -41,10 +42,19 @@ from procs import free_port, kill_matching
 
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).resolve().parent
-#: loopback addresses other than 127.0.0.1: Ray rewrites "127.0.0.1" and "localhost" (in --node-ip-address
-#: and in the address a driver connects to) to the machine's routable address
-#: (ray._private.services.resolve_ip_for_localhost); any other 127/8 address is kept, and is loopback.
-HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+
+
+def loopback_pair() -> tuple[str, str]:
+    """A cluster's head and worker node addresses, 127.A.B.2 and 127.A.B.3 with A, B drawn per
+    cluster: loopback, but not 127.0.0.1, which Ray rewrites (in --node-ip-address and in the address
+    a driver connects to) to the machine's routable address (resolve_ip_for_localhost); any other
+    127/8 address is kept. Drawn, so that two clusters on one machine (two test workers, two test
+    runs) never share a node address: a worker node's processes are found by the address they name."""
+    rng = random.SystemRandom()
+    a, b = rng.randint(10, 250), rng.randint(1, 250)
+    return f"127.{a}.{b}.2", f"127.{a}.{b}.3"
+
+
 #: dead nodes noticed in seconds rather than Ray's 30 s default (GCS health checks of each raylet)
 FAST_FAILURE_DETECTION = {
     "RAY_health_check_initial_delay_ms": "1000",
@@ -129,8 +139,10 @@ class NamespacedCluster:
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
         self.head_resources = head_resources if head_resources is not None else {"head": 1}
         self.worker_resources = worker_resources if worker_resources is not None else {"worker": 1}
-        self.object_store_bytes, self.keep_logs = object_store_bytes, keep_logs
-        self.head_ip, self.worker_ip = HEAD_IP, WORKER_IP
+        self.object_store_bytes = object_store_bytes
+        # GLTH_KEEP_CLUSTER_LOGS=1: every cluster's temp dir (Ray's logs, head.log, worker-N.log) is kept
+        self.keep_logs = keep_logs or os.environ.get("GLTH_KEEP_CLUSTER_LOGS") == "1"
+        self.head_ip, self.worker_ip = loopback_pair()
         self.temp_dir = tempfile.mkdtemp(prefix="glns-", dir="/tmp")  # short: unix socket paths
         self.port = free_port()
         self.address = f"{self.head_ip}:{self.port}"
@@ -251,15 +263,22 @@ class NamespacedCluster:
 
     def _worker_node_processes(self) -> list[psutil.Process]:
         """The live worker node's processes: its ``ray start`` and their descendants, and any Ray
-        worker of that node that was reparented out of that tree (it names the node's address)."""
+        worker of that node that was reparented out of that tree (it names the node's address and
+        carries this cluster's token: another cluster's worker node has the same address)."""
         if not self.workers:
             return []
         procs = {p.pid: p for p in _descendants(self.workers[-1].pid)}
         marker = f"--node-ip-address={self.worker_ip}"
         for p in psutil.process_iter(["cmdline"]):
-            if p.pid not in procs and marker in " ".join(p.info["cmdline"] or ()):
+            if p.pid not in procs and marker in " ".join(p.info["cmdline"] or ()) and self._ours(p):
                 procs.update({q.pid: q for q in _descendants(p.pid)})
         return list(procs.values())
+
+    def _ours(self, p: psutil.Process) -> bool:
+        try:
+            return p.environ().get("RAY_AUTH_TOKEN") == self.token
+        except psutil.Error:
+            return False
 
     @staticmethod
     def thaw(procs: list[psutil.Process]) -> None:

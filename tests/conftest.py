@@ -28,10 +28,29 @@ def pytest_collection_modifyitems(config, items):
     fixture. A test marked ``xdist_group(NAME)`` itself keeps that group: a long module splits its
     tests in two groups (each worker then builds the module fixtures the group uses)."""
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        shared = [f for f in SHARED_SESSION_FIXTURES if f in getattr(item, "fixturenames", ())]
-        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.module.__name__))
+        if not item.get_closest_marker("xdist_group"):
+            shared = [f for f in SHARED_SESSION_FIXTURES if f in getattr(item, "fixturenames", ())]
+            item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.module.__name__))
+        if getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
+            _group_in_nodeid(item)
+
+
+def _group_in_nodeid(item: pytest.Item) -> None:
+    """The group suffix ``@NAME`` that xdist's loadgroup scheduler reads from a test's nodeid.
+
+    pytest-xdist 3.8 appends it by assigning ``item._nodeid``; pytest 9.2 keeps a node's id in
+    ``item._id`` (a NodeId) and no longer reads ``_nodeid``, so the suffix never reached the
+    scheduler: every test was a unit of its own, the two workers took a module's tests turn about,
+    and two copies of a module's fixtures ran at once (test_cluster_storage's cluster on both
+    workers, same node addresses: one's node-loss test killed the other's worker node). Here the
+    suffix goes into ``_id`` as xdist would put it (group names sorted, joined by ``_``); on a
+    pytest whose ``_nodeid`` still counts, xdist's own assignment does it and this does nothing."""
+    if not hasattr(item, "_id") or "@" in item.nodeid:
+        return
+    from _pytest.nodeid import NodeId
+
+    names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+    item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(names))}")
 
 
 def _need(path: Path, what: str) -> Path:

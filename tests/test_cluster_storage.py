@@ -36,7 +36,7 @@ import psutil
 import pytest
 import ray
 import torch
-from cluster_ns import WORKER_IP, NamespacedCluster, mount_namespace_unavailable
+from cluster_ns import NamespacedCluster, mount_namespace_unavailable
 from mlflow_db import sqlite_uri
 
 from orchestrator import cli, spec
@@ -224,7 +224,7 @@ def test_a_directory_of_the_driver_is_refused_before_any_trial(cluster):
     assert proc.returncode == 2, proc.stderr_text[-3000:]
     line = proc.stderr_text.strip()
     assert line == (
-        f"glth: error: --storage: {private}: Ray node {WORKER_IP} does not see what this driver wrote there "
+        f"glth: error: --storage: {private}: Ray node {cluster.worker_ip} does not see what this driver wrote there "
         f"(a directory of this machine only, not one every node mounts); on a cluster use a filesystem "
         f"every node mounts or s3://"
     ), line
