@@ -15,11 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/glth demo
 
-# serial by default (CI). XDIST="-n 2 --dist loadgroup" runs two pytest-xdist workers: ~21 min instead
-# of ~40 on 2 cores (a module's tests, the users of a shared session sweep, and the multi-node
-# cluster modules each stay on one worker: tests/conftest.py), but test_cluster_storage's S3 run
-# (test_c) timed out in three of three such runs here, so it is not yet the default.
-XDIST ?=
+# two pytest-xdist workers by default: a module's tests, the users of a shared session sweep and the
+# multi-node cluster modules each stay on one worker, the longest groups handed out first
+# (tests/conftest.py); XDIST= runs the suite serially
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(XDIST)

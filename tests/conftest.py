@@ -20,6 +20,12 @@ torch.set_num_threads(1)  # tests run next to Ray workers on 2 cores
 #: session fixtures costly enough (a whole sweep) that their users share one xdist worker
 SHARED_SESSION_FIXTURES = ("paper_sweep", "small_sweep")
 
+#: the xdist groups that take longest (minutes each: real sweeps with faults injected, multi-node
+#: clusters), collected first so that ``--no-loadscope-reorder`` hands them out first and the many
+#: short groups fill the other worker meanwhile: xdist's own order (most tests first) left these,
+#: which have few tests, to the end, where they ran alone
+LONGEST_FIRST = ("ray_clusters", "test_faults", "test_faults_second")
+
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config, items):
@@ -33,6 +39,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.module.__name__))
         if getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
             _group_in_nodeid(item)
+    items.sort(key=_longest_first)  # stable: the rest keep their order
+
+
+def _longest_first(item: pytest.Item) -> int:
+    names = {str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args}
+    return min((LONGEST_FIRST.index(n) for n in names if n in LONGEST_FIRST), default=len(LONGEST_FIRST))
 
 
 def _group_in_nodeid(item: pytest.Item) -> None:
