@@ -98,33 +98,30 @@ def glth_here(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess([GLTH, *args], rc, out.getvalue(), err.getvalue())
 
 
-@contextlib.contextmanager
-def ray_head(auth_env: dict):
-    """A Ray head on 127.0.0.1 with the dashboard (Jobs API) on; yields its http address and env."""
-    temp_dir = tempfile.mkdtemp(prefix="gj-", dir="/tmp")  # short: unix socket paths are limited
-    dash = free_port()
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        **auth_env,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }  # the job's driver runs `glth`
-    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
-        env.pop(var, None)
-    # Every port with a fixed default is picked free, so heads of parallel test runs never collide.
-    ports = {
-        flag: free_port()
-        for flag in (
-            "--port",
-            "--dashboard-agent-listen-port",
-            "--dashboard-agent-grpc-port",
-            "--metrics-export-port",
-            "--ray-client-server-port",
-            "--runtime-env-agent-port",
-        )
-    }
-    try:
-        subprocess.run(
+#: `ray start` attempts, each with fresh ports: a port picked free can be taken before Ray binds it
+#: (another test worker's local Ray binds ports of its own meanwhile), and Ray then exits 1
+HEAD_ATTEMPTS = 3
+
+
+def _start_head(env: dict) -> tuple[str, int]:
+    """(temp dir, dashboard port) of a Ray head started on 127.0.0.1, fresh ports on each attempt."""
+    failures = []
+    for _ in range(HEAD_ATTEMPTS):
+        temp_dir = tempfile.mkdtemp(prefix="gj-", dir="/tmp")  # short: unix socket paths are limited
+        dash = free_port()
+        # Every port with a fixed default is picked free, so heads of parallel test runs never collide.
+        ports = {
+            flag: free_port()
+            for flag in (
+                "--port",
+                "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port",
+                "--metrics-export-port",
+                "--ray-client-server-port",
+                "--runtime-env-agent-port",
+            )
+        }
+        done = subprocess.run(
             [
                 str(BIN / "ray"),
                 "start",
@@ -139,10 +136,31 @@ def ray_head(auth_env: dict):
                 *(f"{k}={v}" for k, v in ports.items()),
             ],
             env=env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=180,
         )
+        if done.returncode == 0:
+            return temp_dir, dash
+        failures.append(done.stderr[-1500:])
+        kill_tree_of(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    raise RuntimeError(f"ray start --head failed {HEAD_ATTEMPTS} times; last stderr:\n{failures[-1]}")
+
+
+@contextlib.contextmanager
+def ray_head(auth_env: dict):
+    """A Ray head on 127.0.0.1 with the dashboard (Jobs API) on; yields its http address and env."""
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **auth_env,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # the job's driver runs `glth`
+    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(var, None)
+    temp_dir, dash = _start_head(env)
+    try:
         address = f"http://127.0.0.1:{dash}"
         deadline = time.monotonic() + 120
         while True:
