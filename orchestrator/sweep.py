@@ -235,7 +235,7 @@ def _run_leased(
         with ray_session(address, num_cpus), shared_data.session(share) as datasets:
             mlflow_info = mlflow_started.result()
             writer = _mlflow_writer(sweep, sweep_dir, mlflow_info)
-            # what the MLflow curves and the end's analysis import (0.5 s), while the trials run
+            # what the MLflow curves import (scipy.stats, 0.5 s), while the trials run
             Background(importlib.import_module, "scipy.stats")
             # inside the session: with_parameters puts ``live``, the sweep directory and the datasets' hub
             # in this Ray's object store (a worker rebuilds the storage's filesystem with its own credentials)
