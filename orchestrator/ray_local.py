@@ -14,9 +14,11 @@ raylet, which registers only once its dashboard and runtime-env agents are up, a
 connection; the agents' start (Python processes importing aiohttp, grpc, OpenTelemetry) is most
 of it. ``ray.init`` has no public option to leave them out, and the ``RAY_*`` settings tried
 (usage stats, metrics collection) did not change its time; the dashboard head and agent start as
-in a minimal Ray install (``_minimal_processes``: 4.3 → 2.6 s quiet). The idle workers Ray
-prestarts for a driver are left out (``NO_PRESTART``), and Tune's trial actors start without
-Tune's runtime env (``_tune_actors_inherit_env``).
+in a minimal Ray install (``_minimal_processes``: 4.3 → 2.6 s quiet), without the autoscaler's
+monitor and the log monitor (``_no_monitors``). The idle workers Ray prestarts for a driver are left
+out (``NO_PRESTART``), and Tune's trial actors start without Tune's runtime env
+(``_tune_actors_inherit_env``). Stop: every process of the local Ray killed at once
+(``_stop_at_once``), not each stopped and waited for in turn.
 """
 
 from __future__ import annotations
@@ -68,7 +70,10 @@ def _local_auth():
 
 #: A local Ray starts no idle workers for the driver: they took CPU (each imports Ray) while the
 #: node and the MLflow set-up were starting, and Tune's trial actors, which had a runtime env, never
-#: ran in them (without it, ``_tune_actors_inherit_env``, they could: not measured)
+#: ran in them. Without it (``_tune_actors_inherit_env``) they do, and with Ray's
+#: ``preload_python_modules`` = the trainable they start warm; measured (2026-12-08, one-trial sweep):
+#: they start as ``ray.init`` returns, as a trial's own worker would, so the round began no sooner,
+#: and each of the node's CPUs got one (a worker importing torch per CPU on a big machine)
 NO_PRESTART = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 
 
@@ -128,6 +133,64 @@ def _tune_actors_inherit_env():
         cache.get = real
 
 
+@contextlib.contextmanager
+def _no_monitors():
+    """A local Ray without the autoscaler's monitor and the log monitor: Python processes that
+    start (importing Ray) while ``ray.init`` waits for the GCS, the raylet and its agents, on the
+    same cores, and serve nothing here (one fixed node, nothing to scale; ``log_to_driver=False``:
+    no worker's output is streamed to the driver). ``ray.init`` has no option for either (``ray
+    start`` has ``--no-monitor``); the node's methods that start them do nothing meanwhile."""
+    from ray._private.node import Node
+
+    names = ("start_monitor", "start_log_monitor")
+    real = {n: getattr(Node, n, None) for n in names}
+    if any(fn is None for fn in real.values()):  # a Ray without them: started as it is
+        yield
+        return
+    for n in names:
+        setattr(Node, n, lambda self: None)
+    try:
+        yield
+    finally:
+        for n, fn in real.items():
+            setattr(Node, n, fn)
+
+
+def _stop_at_once() -> None:
+    """The local Ray's stop, its processes killed at once: ``ray.shutdown`` stops them one by one,
+    each sent SIGTERM and waited for up to a second (1.2–1.5 s in all on 2 quiet cores). Here, as it
+    comes to that, each process this session's node started, with every process under them (the
+    raylet's agents and workers), is sent SIGKILL first; Ray then finds them dead. Nothing written is
+    lost: the rows and MLflow are written by the driver, and a worker writes its tickets and state
+    (temp name + rename) before it reports, which ``tuner.fit`` waited for."""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    real = getattr(node, "kill_all_processes", None)
+    if real is None or not isinstance(getattr(node, "all_processes", None), dict):
+        return
+
+    def kill_all_processes(*args, **kwargs):
+        _kill_tree([info.process.pid for infos in node.all_processes.values() for info in infos])
+        return real(*args, **kwargs)
+
+    node.kill_all_processes = kill_all_processes  # this node only: ray.shutdown drops it afterwards
+
+
+def _kill_tree(pids: list[int]) -> None:
+    """SIGKILL to ``pids`` and every process under them, each found before any is killed."""
+    import psutil
+
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.append(psutil.Process(pid))
+            found.extend(found[-1].children(recursive=True))
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()  # psutil checks that the pid is still the process it found
+
+
 #: the exit status of an interrupted run (128 + SIGINT, as a shell reports Ctrl-C)
 EXIT_INTERRUPTED = 130
 
@@ -183,7 +246,7 @@ def ray_session(address: str | None, num_cpus: int | None = None):
                     ray.init(address=address, logging_level="WARNING", log_to_driver=False)
                 else:
                     stack.enter_context(_local_auth())
-                    with _minimal_processes():
+                    with _minimal_processes(), _no_monitors():
                         ray.init(
                             address="local",
                             _node_ip_address="127.0.0.1",
@@ -200,6 +263,8 @@ def ray_session(address: str | None, num_cpus: int | None = None):
         finally:
             if started:
                 with _sigint_ignored():
+                    if not address:
+                        _stop_at_once()
                     ray.shutdown()
     if interrupted:
         what = "disconnected from the Ray cluster" if address else "local Ray stopped"
