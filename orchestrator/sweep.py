@@ -25,6 +25,7 @@ from ray import tune
 from orchestrator import lease, shared_data
 from orchestrator.background import Background
 from orchestrator.defaults import absolute_uri, default_tracking_uri  # noqa: F401  (re-exported for callers)
+from orchestrator.deferred_callback import Deferred
 from orchestrator.layout import TUNE, SweepDir
 from orchestrator.notices import Notices
 from orchestrator.progress import Progress
@@ -233,8 +234,8 @@ def _run_leased(
         storage_path, filesystem = sweep_dir.store.tune_storage(TUNE)
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus), shared_data.session(share) as datasets:
-            mlflow_info = mlflow_started.result()
-            writer = _mlflow_writer(sweep, sweep_dir, mlflow_info)
+            # built when a trial first needs it: the MLflow set-up may still run while the trials' workers start
+            writer = Deferred(mlflow_started, lambda info: _mlflow_writer(sweep, sweep_dir, info))
             # what the MLflow curves import (scipy.stats, 0.5 s), while the trials run
             Background(importlib.import_module, "scipy.stats")
             # inside the session: with_parameters puts ``live``, the sweep directory and the datasets' hub
@@ -270,7 +271,8 @@ def _run_leased(
             try:
                 tuner.fit()
             except BaseException:  # Ctrl-C leaves fit without Tune's cleanup: what the writer holds goes now
-                writer.flush()
+                if writer.built is not None:
+                    writer.built.flush()
                 raise
             # only after a fit that was not interrupted; while ray.shutdown waits for Ray's processes
             finished = Background(finish_run, sweep, sweep_dir, tracking_uri, compact_from, nice=0)
