@@ -234,6 +234,7 @@ def _run_leased(
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus), shared_data.session(share) as datasets:
             mlflow_info = mlflow_started.result()
+            rows = ParquetWriter(sweep_dir)
             writer = _mlflow_writer(sweep, sweep_dir, mlflow_info)
             # what the MLflow curves import (scipy.stats, 0.5 s), while the trials run
             Background(importlib.import_module, "scipy.stats")
@@ -258,7 +259,7 @@ def _run_leased(
                     storage_filesystem=filesystem,
                     verbose=0,
                     callbacks=[
-                        ParquetWriter(sweep_dir),
+                        rows,
                         writer,
                         progress,
                         Notices(),
@@ -269,8 +270,11 @@ def _run_leased(
             )
             try:
                 tuner.fit()
-            except BaseException:  # Ctrl-C leaves fit without Tune's cleanup: what the writer holds goes now
-                writer.flush()
+            except BaseException:  # Ctrl-C leaves fit without Tune's cleanup: what the writers hold goes now
+                try:
+                    rows.flush()  # and is on disk before the run ends (a write that failed is raised)
+                finally:
+                    writer.flush()
                 raise
             # only after a fit that was not interrupted; while ray.shutdown waits for Ray's processes
             finished = Background(finish_run, sweep, sweep_dir, tracking_uri, compact_from, nice=0)
