@@ -276,6 +276,7 @@ def _run_leased(
                 finally:
                     writer.flush()
                 raise
+            rows.flush()  # done by Tune's experiment end already: the run's end (MLflow, compaction) reads every row
             # only after a fit that was not interrupted; while ray.shutdown waits for Ray's processes
             finished = Background(finish_run, sweep, sweep_dir, tracking_uri, compact_from, nice=0)
     else:
