@@ -3,7 +3,7 @@ Parquet rows (``parquet_writer``) leave Tune's event loop, which then never wait
 build, its fsync or its rename.
 
 ``submit(key, fn, *args)`` queues ``fn(*args)`` and returns at once; one daemon thread runs the
-queue in order (started when there is work, gone when there is none), so two writes of one file
+queue in order (started when there is work, gone after ``IDLE_S`` without any), so two writes of one file
 land in the order they were made — each a trial's whole history, the later one the newer.
 ``busy(key)`` says whether a write of ``key`` is queued or running (a reader of that file waits
 for it: ``wait_for``); ``drain()`` waits for every write handed over so far.
@@ -18,6 +18,9 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Hashable
+
+#: how long the thread waits for more work before it ends (the next write starts another)
+IDLE_S = 5.0
 
 
 class WriteBehind:
@@ -39,11 +42,14 @@ class WriteBehind:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
+            else:
+                self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._jobs:
+                # kept a while when idle: a start waits for the new thread to run (ms on a busy driver)
+                if not self._jobs and not self._cond.wait_for(lambda: self._jobs, timeout=IDLE_S):
                     self._thread = None
                     return
                 key, fn, args = self._jobs.popleft()
