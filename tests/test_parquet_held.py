@@ -168,6 +168,16 @@ def test_a_write_that_fails_is_raised_on_the_loop_and_its_rows_written_once_it_c
     writer.flush()
     assert on_disk(where) == {"t": [0, 1]} and writer.writes.done == 2
 
+    # a failed write does not keep the experiment's end from writing the other trials' rows first
+    writer.flush_s = 3600
+    report(writer, trial, [record("t", 2, LABEL)])
+    report(writer, tune_trial("u"), [record("u", 0, LABEL)])
+    obstacle.unlink()
+    (obstacle / "inside").mkdir(parents=True)
+    with pytest.raises(OSError):
+        writer.on_experiment_end(trials=[])
+    assert on_disk(where) == {"u": [0]} and writer.writes.done == 4
+
 
 def test_the_writer_pickles_as_tune_saves_it_with_the_runs_config(where):
     writer, trial = ParquetWriter(where, flush_s=3600), tune_trial("t")

@@ -66,6 +66,7 @@ class ParquetWriter(Callback):
 
     def on_step_end(self, iteration, trials, **info):
         self.write(due_only=True)
+        self.writes.check()  # a write that failed ends the sweep here, as one on the loop did
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.forget(trial)
@@ -98,20 +99,18 @@ class ParquetWriter(Callback):
 
     def write(self, trial_ids=None, due_only: bool = False) -> None:
         """Hand the held rows' trials (those in ``trial_ids``; with ``due_only``, those whose oldest
-        held row waited ``flush_s``) to the writes: each trial's whole file. Raises a write that
-        failed before."""
-        self.writes.check()
+        held row waited ``flush_s``) to the writes: each trial's whole file."""
         now = time.monotonic()
         for trial_id in list(self.held if trial_ids is None else trial_ids):
             since = self.held.get(trial_id)
             if since is None or (due_only and now - since < self.flush_s):
                 continue
-            del self.held[trial_id]
             rows = list(self.rows[trial_id].values())
             self.writes.submit(trial_id, parquet.write_trial, self.where, trial_id, self.labels[trial_id], rows)
+            del self.held[trial_id]
 
     def flush(self) -> None:
-        """Write every held row and wait for every write; raises a write that failed."""
+        """Write every held row and wait for every write; then raises a write that failed (once)."""
         self.write()
         self.writes.drain()
 

@@ -9,8 +9,8 @@ land in the order they were made — each a trial's whole history, the later one
 for it: ``wait_for``); ``drain()`` waits for every write handed over so far.
 
 A write that raises is not swallowed: the first exception is kept and raised on the caller's thread
-by the next ``check``, ``submit`` or ``drain`` (its traceback is the write's); the writes queued
-after it still run (a later write of the same file holds the failed one's rows too).
+by the next ``check`` or ``drain`` (its traceback is the write's); the writes queued after it
+still run (a later write of the same file holds the failed one's rows too).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class WriteBehind:
         self.done = 0  # writes finished (raised or not)
 
     def submit(self, key: Hashable, fn: Callable, *args) -> None:
-        """Queue ``fn(*args)`` (a write of ``key``) behind the writes already queued."""
-        self.check()
+        """Queue ``fn(*args)`` (a write of ``key``) behind the writes already queued (even after
+        one failed: the caller raises that by ``check`` where it chooses)."""
         with self._cond:
             self._jobs.append((key, fn, args))
             self._pending[key] += 1
@@ -74,7 +74,6 @@ class WriteBehind:
         """Wait until no write of ``key`` is queued or running."""
         with self._cond:
             self._cond.wait_for(lambda: key not in self._pending)
-        self.check()
 
     def drain(self) -> None:
         """Wait for every write handed over so far; raise the first one that failed."""
