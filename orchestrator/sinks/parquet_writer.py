@@ -28,6 +28,7 @@ trial the sweep has run.
 
 from __future__ import annotations
 
+import math
 import time
 
 from ray.tune import Callback
@@ -59,6 +60,7 @@ class ParquetWriter(Callback):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.writes = WriteBehind("glth-parquet")
+        self.held = dict.fromkeys(self.held, -math.inf)  # another clock: what was held is due
 
     # -- Tune's hooks ------------------------------------------------------------------------------
     def on_trial_result(self, iteration, trials, trial, result, **info):
