@@ -604,15 +604,16 @@ def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
     trial_ids = set(reference["rows"].trial_id)
     rng = random.Random(20261122)
     run = Glth("run", str(spec_path), "--out", "out", "--tracking-uri", uri, cwd=tmp_path).start()
-    kills: list[tuple[str, int, int]] = []  # (trial, rows on disk when killed, pid)
+    kills: list[tuple[str, int, int]] = []  # (trial, rounds the driver had received when killed, pid)
     killed_pids: set[int] = set()
     last_kill_rows: dict[str, int] = {}
-    plan = None  # (trial, kill once its rows on disk reach this)
+    plan = None  # (trial, kill once the driver has received this many of its rounds)
     deadline = time.monotonic() + 480
     try:
         while len(kills) < 5 and time.monotonic() < deadline and run.returncode is None:
             time.sleep(0.2)
-            counts = rows_per_trial(out, sweep_id)
+            # the driver's progress lines, not the rows on disk: those lag a running trial by up to 2 s
+            counts = received_rounds(run.stderr)
             workers = {
                 t: p
                 for t, p in trial_workers(run.proc.pid, trial_ids).items()
@@ -635,7 +636,7 @@ def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
     finally:
         if run.returncode is None:
             run.wait(timeout=60)
-    print(f"\ninjected: {len(kills)} SIGKILLs of trial workers (trial, rows on disk, pid): {kills}")
+    print(f"\ninjected: {len(kills)} SIGKILLs of trial workers (trial, rounds received, pid): {kills}")
     reads = shared_reads(run.stderr)
     print(f"found: the dataset read {reads[0]} time(s) on {reads[1]} node(s), {reads[2]} worker request(s) served")
     assert reads[:2] == (1, 1)  # the reader outlives the workers: a restarted worker maps the data, unread
