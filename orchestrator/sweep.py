@@ -234,6 +234,7 @@ def _run_leased(
         storage_path, filesystem = sweep_dir.store.tune_storage(TUNE)
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus), shared_data.session(share) as datasets:
+            rows = ParquetWriter(sweep_dir)
             # built when a trial first needs it: the MLflow set-up may still run while the trials' workers start
             writer = Deferred(mlflow_started, lambda info: _mlflow_writer(sweep, sweep_dir, info))
             # what the MLflow curves import (scipy.stats, 0.5 s), while the trials run
@@ -259,7 +260,7 @@ def _run_leased(
                     storage_filesystem=filesystem,
                     verbose=0,
                     callbacks=[
-                        ParquetWriter(sweep_dir),
+                        rows,
                         writer,
                         progress,
                         Notices(),
@@ -270,10 +271,14 @@ def _run_leased(
             )
             try:
                 tuner.fit()
-            except BaseException:  # Ctrl-C leaves fit without Tune's cleanup: what the writer holds goes now
-                if writer.built is not None:
-                    writer.built.flush()
+            except BaseException:  # Ctrl-C leaves fit without Tune's cleanup: what the writers hold goes now
+                try:
+                    rows.flush()  # and is on disk before the run ends (a write that failed is raised)
+                finally:
+                    if writer.built is not None:
+                        writer.built.flush()
                 raise
+            rows.flush()  # done by Tune's experiment end already: the run's end (MLflow, compaction) reads every row
             # only after a fit that was not interrupted; while ray.shutdown waits for Ray's processes
             finished = Background(finish_run, sweep, sweep_dir, tracking_uri, compact_from, nice=0)
     else:

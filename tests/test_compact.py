@@ -125,8 +125,9 @@ def test_the_drivers_writer_continues_a_compacted_trial_from_its_copy_in_the_par
     before = fill(where)
     parquet_compact.compact(where, set(COMPLETE))
     writer = ParquetWriter(where)
-    writer.add([{**record("c1", 1, "canonical", test_loss=5.0), "dictionary": "canonical"}])
-    writer.add([{**record("c3", 0, "canonical", test_loss=6.0), "dictionary": "canonical"}])
+    writer.hold([{**record("c1", 1, "canonical", test_loss=5.0), "dictionary": "canonical"}])
+    writer.hold([{**record("c3", 0, "canonical", test_loss=6.0), "dictionary": "canonical"}])
+    writer.flush()
     assert writer.parts == {"canonical": "rounds/dictionary=canonical/part-000001.parquet"}  # listed once
     rows = parquet.read_rounds(where)
     assert len(rows) == len(before) and not rows.duplicated(["trial_id", "round"]).any()

@@ -28,6 +28,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -485,34 +486,59 @@ def test_the_local_ray_refuses_a_client_without_its_token(reference):
 # -- 1. the driver dies ------------------------------------------------------------------------
 
 
+def received_rounds(stderr: str) -> dict[str, int]:
+    """trial_id → rounds the driver has received from it (Progress says each round's report, after
+    the row writer took it: ``trial <id> round <n>: …``)."""
+    got: dict[str, int] = {}
+    for m in re.finditer(r"trial (\w+) round (\d+):", stderr):
+        got[m.group(1)] = max(got.get(m.group(1), 0), int(m.group(2)) + 1)
+    return got
+
+
+def held_unwritten(counts: dict[str, int], received: dict[str, int]) -> bool:
+    """One trial complete on disk, and one with rows on disk and more rounds received, not all of
+    them: the driver holds rounds it has not written."""
+    complete = [t for t, n in counts.items() if n == ROUNDS]
+    return bool(complete) and any(1 <= n < received.get(t, 0) < ROUNDS for t, n in counts.items())
+
+
 def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(reference, tmp_path):
+    """Killed while it holds rounds it received but has not written (the rows writer holds a trial's
+    rows up to 2 s and writes behind Tune's loop): the resumed trial's saved state carries them, and
+    the next run has every row once, equal to the uninterrupted sweep's."""
     uri = sqlite_uri(tmp_path / "mlflow.db")
     spec_path = write_spec(tmp_path, "faults")
     sweep_id, out = reference["sweep_id"], tmp_path / "out"
     run = Glth("run", str(spec_path), "--out", "out", "--tracking-uri", uri, cwd=tmp_path).start()
-    killed, counts = None, {}
+    killed, counts, received = None, {}, {}
     deadline = time.monotonic() + 420
     try:
         while killed is None and time.monotonic() < deadline and run.returncode is None:
-            time.sleep(0.2)
-            counts = rows_per_trial(out, sweep_id)
-            complete = [t for t, n in counts.items() if n == ROUNDS]
-            # ≥ 3 rows: Tune's experiment snapshot (what a restore reads) is forced every 2 checkpoints
-            # of a trial (CheckpointConfig(num_to_keep=2)), so by now it holds one of this trial's
-            partial = [t for t, n in counts.items() if 3 <= n <= ROUNDS - 2]
-            if complete and partial:
+            time.sleep(0.1)
+            received = received_rounds(run.stderr)  # read before the files: what is on disk is never newer
+            if not held_unwritten(counts := rows_per_trial(out, sweep_id), received):
+                continue
+            os.kill(run.proc.pid, signal.SIGSTOP)  # the driver frozen: no write lands while the files are read
+            if held_unwritten(counts := rows_per_trial(out, sweep_id), received):
+                complete = [t for t, n in counts.items() if n == ROUNDS]
                 mtimes = {t: parquet.trial_files(SweepDir.under(out, sweep_id))[t].stat().st_mtime_ns for t in complete}
                 killed = kill_tree(run.proc.pid)
+            else:
+                os.kill(run.proc.pid, signal.SIGCONT)
     finally:
         if killed is None:
             run.wait(timeout=60)
-    assert killed is not None, f"never saw one trial complete and one mid-trajectory: {counts}; {run.stderr[-2000:]}"
+    assert killed is not None, (
+        f"never saw one trial complete and one with rounds received but not written: on disk {counts}, "
+        f"received {received}; {run.stderr[-2000:]}"
+    )
     orphans = ray_processes(run.ray_tmp)  # anything the kill missed (forked meanwhile) is killed too
     kill_ray_of(run.ray_tmp)
     left = ray_processes(run.ray_tmp)
     print(
         f"\ninjected: SIGKILL of the driver and its {len(killed) - 1} descendants (Ray included) "
-        f"with rows per trial {counts}; {len(orphans)} orphans found after, {len(left)} left"
+        f"with rows per trial on disk {counts}, rounds received {received}; {len(orphans)} orphans found after, "
+        f"{len(left)} left"
     )
     assert left == []
     assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in killed)
@@ -534,8 +560,8 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     assert (computed, reused) == (len(counts) - len(mtimes), len(mtimes))
     assert now == mtimes, "a complete trial was recomputed"
     partial = [t for t in counts if t not in mtimes]
-    for t in partial:  # from its checkpoint, not from round 0
-        assert t in resumed_at and 1 <= resumed_at[t] <= counts[t], (t, resumed_at, resumed.stderr[-3000:])
+    for t in partial:  # from its saved state, past the rounds received but never written: not from round 0
+        assert t in resumed_at and counts[t] < received[t] <= resumed_at[t], (t, resumed_at, resumed.stderr[-3000:])
 
     rows = parquet.read_rounds(SweepDir.under(out, sweep_id))
     assert_rows_equal(rows, reference["rows"])
@@ -543,7 +569,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     parent, children = mlflow_runs(uri, sweep_id)
     assert parent.info.status == "FINISHED" and {c.info.status for c in children.values()} == {"FINISHED"}
     print(
-        f"found: {len(rows)} rows equal to the uninterrupted sweep's (all columns but wall_seconds); "
+        f"found: {len(rows)} rows equal to the uninterrupted sweep's (all columns but wall_seconds), each once; "
         f"MLflow histories equal, one step per round"
     )
 
@@ -578,15 +604,16 @@ def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
     trial_ids = set(reference["rows"].trial_id)
     rng = random.Random(20261122)
     run = Glth("run", str(spec_path), "--out", "out", "--tracking-uri", uri, cwd=tmp_path).start()
-    kills: list[tuple[str, int, int]] = []  # (trial, rows on disk when killed, pid)
+    kills: list[tuple[str, int, int]] = []  # (trial, rounds the driver had received when killed, pid)
     killed_pids: set[int] = set()
     last_kill_rows: dict[str, int] = {}
-    plan = None  # (trial, kill once its rows on disk reach this)
+    plan = None  # (trial, kill once the driver has received this many of its rounds)
     deadline = time.monotonic() + 480
     try:
         while len(kills) < 5 and time.monotonic() < deadline and run.returncode is None:
             time.sleep(0.2)
-            counts = rows_per_trial(out, sweep_id)
+            # the driver's progress lines, not the rows on disk: those lag a running trial by up to 2 s
+            counts = received_rounds(run.stderr)
             workers = {
                 t: p
                 for t, p in trial_workers(run.proc.pid, trial_ids).items()
@@ -609,7 +636,7 @@ def test_trial_workers_killed_five_times_lose_nothing(reference, tmp_path):
     finally:
         if run.returncode is None:
             run.wait(timeout=60)
-    print(f"\ninjected: {len(kills)} SIGKILLs of trial workers (trial, rows on disk, pid): {kills}")
+    print(f"\ninjected: {len(kills)} SIGKILLs of trial workers (trial, rounds received, pid): {kills}")
     reads = shared_reads(run.stderr)
     print(f"found: the dataset read {reads[0]} time(s) on {reads[1]} node(s), {reads[2]} worker request(s) served")
     assert reads[:2] == (1, 1)  # the reader outlives the workers: a restarted worker maps the data, unread

@@ -274,6 +274,7 @@ def test_the_drivers_writer_holds_only_the_rows_of_trials_in_flight(tmp_path):
     writer.on_trial_result(
         0, [], tune_trial[batch], {"new_rows": [record(t, 1, "canonical", test_loss=7.0) for t in ids[:2]]}
     )
+    writer.flush()
     rows = parquet.read_rounds(where)
     assert rows.groupby("trial_id")["round"].apply(list).to_dict() == {t: [0, 1] for t in ids}
     assert rows.set_index(["trial_id", "round"]).test_loss.to_dict() == {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -17,7 +18,7 @@ import torch
 from in_process import glth_here
 from mlflow.tracking import MlflowClient
 
-from orchestrator.layout import SweepDir
+from orchestrator.layout import SweepDir, UnreadableState
 from orchestrator.sinks import parquet
 
 pytestmark = pytest.mark.slow
@@ -157,6 +158,21 @@ def _cwd_name(p: psutil.Process) -> str | None:
         return None
 
 
+def saved_rounds(where: SweepDir, spec_path: Path) -> dict[str, int]:
+    """trial id → the round its saved resume state is at (trials with a state only)."""
+    from orchestrator import spec as specs
+
+    trials = specs.load(spec_path).trials
+    rounds = {}
+    for t in trials:
+        if where.has_batch_state(t.trial_id):
+            with contextlib.suppress(UnreadableState):  # replaced while read: read it next time
+                state = where.load_batch_state(t.trial_id, t.experiment.state_cls).states.get(t.trial_id)
+                if state is not None:
+                    rounds[t.trial_id] = state.round
+    return rounds
+
+
 def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = write_spec(tmp_path, rounds=6, epochs=6, name="kill")
@@ -176,13 +192,13 @@ def test_sigkill_of_a_trial_worker_resumes_from_its_last_round(tmp_path):
             if not out.exists() or not any(out.iterdir()):
                 continue
             sweep_id = next(out.iterdir()).name
-            files = parquet.trial_files(SweepDir.under(out, sweep_id))
+            where = SweepDir.under(out, sweep_id)
+            files = parquet.trial_files(where)
             partial = {tid: len(pd.read_parquet(f)) for tid, f in files.items()}
-            mid = {tid for tid, n in partial.items() if 3 <= n < 6}
             # the worker of a trial mid-trajectory (Tune names its working directory by trial id),
-            # not one that has just started and has no checkpoint to resume from. Tune registers a
-            # round's checkpoint just after the driver wrote its row, so the checkpoint may lag the
-            # rows by one round: with >= 3 rows on disk it resumes at round 2 or later.
+            # not one that has just started and has no state to resume from: its saved state (written
+            # before each report; the rows reach disk up to 2 s later) is at round 3 to 5
+            mid = {tid for tid, r in saved_rounds(where, spec).items() if 3 <= r < 6}
             workers = [w for w in _trial_workers(proc.pid) if _cwd_name(w) in mid]
             if workers:
                 workers[0].send_signal(signal.SIGKILL)

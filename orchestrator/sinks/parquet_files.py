@@ -18,8 +18,9 @@ row is seen exactly once at every moment — while a compaction runs, and after 
   reader list again and read again (``parquet.read_rounds``).
 
 Parts are never rewritten (a new one gets the next number), so what a reader listed is still what
-it reads, or is gone. Only the driver compacts, under the sweep's lease, in the thread that writes
-the rows (``orchestrator.sweep``): no compaction races another or a trial's write.
+it reads, or is gone. Only the driver compacts, under the sweep's lease, once its row writes have
+all landed (``parquet_writer`` flushed at the experiment's end, ``orchestrator.sweep``): no
+compaction races another or a trial's write.
 """
 
 from __future__ import annotations
