@@ -35,6 +35,7 @@ from orchestrator.sinks.trim import TrimResult
 from orchestrator.spec import Sweep, seed_sets
 from orchestrator.sweep_end import finish_run
 from orchestrator.trainable import run_tune_trial
+from orchestrator.tune_feed import TrialFeed
 from orchestrator.tune_trial import TrialCarry
 
 TUNE_NAME = "trials"
@@ -243,10 +244,12 @@ def _run_leased(
             trainable = tune.with_resources(given, {"cpu": res.cpu, "gpu": res.gpu})
             tuner = tune.Tuner(
                 trainable,
-                param_space={"trial": tune.grid_search(entries), "sweep": sweep_cfg},
+                param_space={"sweep": sweep_cfg},  # with each trial's entry from the feed
                 # reused actors: a trial's worker (torch, data, glth imported) serves the next
                 # trial with the same resources; each trial still sets its threads and seeds
                 tune_config=tune.TuneConfig(
+                    search_alg=TrialFeed(entries),
+                    num_samples=len(entries),
                     max_concurrent_trials=sweep.spec.max_concurrent,
                     reuse_actors=True,
                     trial_name_creator=_trial_name,
