@@ -58,10 +58,9 @@ def test_tune_keeps_its_own_keys_and_the_round_not_the_rows_numbers_or_config(tm
     last, kept_json = stored(kept, trim=True)
     _, full_json = stored(full, trim=False)
     assert set(last) <= KEPT | {"experiment_tag"}  # Tune adds the tag when it stores the result
-    assert last["round"] == 2 and last["training_iteration"] == 3 and last["done"] is False
-    assert not {"new_rows", "system_metrics", "config", "metric_0", "node_id"} & set(last)
+    assert last["training_iteration"] == 3 and last["time_total_s"] == 0.75 and last["done"] is False
+    assert not {"new_rows", "system_metrics", "config", "metric_0", "node_id", "round"} & set(last)
     assert set(kept.run_metadata.metric_analysis) == {
-        "round",
         "done",
         "training_iteration",
         "time_this_iter_s",
@@ -69,5 +68,5 @@ def test_tune_keeps_its_own_keys_and_the_round_not_the_rows_numbers_or_config(tm
         "time_since_restore",
         "iterations_since_restore",
     }
-    assert len(full.run_metadata.metric_analysis) == 39  # untrimmed: the 30 numbers, resumed_from, system_metrics/cpu
-    assert kept_json * 3 < full_json, (kept_json, full_json)
+    assert len(full.run_metadata.metric_analysis) == 39  # untrimmed: + the 30, round, resumed_from, system_metrics/cpu
+    assert kept_json * 4 < full_json, (kept_json, full_json)

@@ -9,8 +9,8 @@ trial's config), MLflow's ``system_metrics``, the round's numbers (some 30 for k
 by Tune, the trial's whole config. Tune hands the callbacks the result before it stores it and lets
 them change it in place (``TuneController._process_trial_result``); this callback, listed after the
 Parquet and MLflow writers, the progress display and the notices, keeps only the keys Tune fills in
-itself (less the config) and the round: nothing of glth reads a result back from Tune (rows are
-judged from Parquet).
+itself (less the config): nothing of glth reads a result back from Tune (rows are judged from
+Parquet). Each number kept costs ~2.5 KB a trial in Tune's analysis of it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS, DONE, SHOULD_CHECKPOINT, TRIAL_ID
 
 #: what Tune keeps of a report: its own keys (a trial's config is in ``Trial.config`` already)
-KEPT = frozenset(AUTO_RESULT_KEYS) - {"config"} | {DONE, SHOULD_CHECKPOINT, TRIAL_ID, "round"}
+KEPT = frozenset(AUTO_RESULT_KEYS) - {"config"} | {DONE, SHOULD_CHECKPOINT, TRIAL_ID}
 
 
 class TrimResult(Callback):
