@@ -47,6 +47,10 @@ QUIET_TUNE = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # Tune's experiment state (every trial it holds, as JSON: O(N) a save, "auto" saves take up to
+    # ~5 % of its loop) is bookkeeping nothing reads back (every run starts a fresh Tuner): saved
+    # at the end of fit, not every few seconds of a long sweep
+    "TUNE_GLOBAL_CHECKPOINT_S": "3600",
 }
 
 
