@@ -35,7 +35,7 @@ from orchestrator.sinks.trim import TrimResult
 from orchestrator.spec import Sweep, seed_sets
 from orchestrator.sweep_end import finish_run
 from orchestrator.trainable import run_tune_trial
-from orchestrator.tune_feed import TrialFeed
+from orchestrator.tune_feed import LiveFIFO, TrialFeed
 from orchestrator.tune_trial import TrialCarry
 
 TUNE_NAME = "trials"
@@ -254,6 +254,7 @@ def _run_leased(
                 tune_config=tune.TuneConfig(
                     search_alg=TrialFeed(entries),
                     num_samples=len(entries),
+                    scheduler=LiveFIFO(),  # FIFO without a walk over every trial at each step
                     max_concurrent_trials=sweep.spec.max_concurrent,
                     reuse_actors=True,
                     trial_name_creator=_trial_name,

@@ -5,13 +5,16 @@ searcher given with ``max_concurrent_trials``: Tune's own ``SearchGenerator`` an
 from __future__ import annotations
 
 import copy
+import random
+from types import SimpleNamespace
 
-from ray.tune.experiment import Experiment
+from ray.tune.experiment import Experiment, Trial
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
 from orchestrator import spec as specs
 from orchestrator.sweep import _trial_name, grid_entries
-from orchestrator.tune_feed import TrialFeed
+from orchestrator.tune_feed import LiveFIFO, TrialFeed
 from orchestrator.tune_trial import TrialCarry
 
 SPEC = """
@@ -84,3 +87,45 @@ def test_the_feeds_checkpoint_is_its_index_not_its_entries(tmp_path):
     again = TrialFeed(entries)
     again.restore(str(tmp_path / "feed.json"))
     assert again.suggest("x") == TrialFeed.FINISHED
+
+
+def test_live_fifo_chooses_as_tunes_fifo_does_from_the_live_trials_only(tmp_path):
+    """Tune's own list of trials and live set, kept as ``TuneController`` keeps them (a trial added
+    at the end; a retried one moved to the end and added again; a finished one leaves the live
+    set): at every step ``LiveFIFO`` picks the trial ``FIFOScheduler`` picks."""
+    entries = grid_entries(specs.parse(SPEC.replace("BATCH", "1")).trials, 1)
+    made, _ = drain(entries, max_concurrent=len(entries), where=tmp_path)
+    rng = random.Random(0)
+    trials, live, ours, chosen, compared = [], set(), LiveFIFO(), [], 0
+    ctl = SimpleNamespace(get_trials=lambda: trials, get_live_trials=lambda: live)
+    for step in range(200):
+        if made and (not live or rng.random() < 0.1):
+            trial = made.pop(0)
+            trials.append(trial)
+            live.add(trial)
+            ours.on_trial_add(ctl, trial)
+        if not live:
+            continue
+        trial = rng.choice(sorted(live, key=trials.index))  # a finished trial stays finished
+        statuses = [Trial.PENDING, Trial.RUNNING, Trial.PAUSED, Trial.TERMINATED, Trial.ERROR, "retry"]
+        status = rng.choices(statuses, weights=[4, 4, 2, 0.2, 0.2, 2])[0]
+        if status == "retry":  # TuneController._requeue_trial
+            ours.on_trial_error(ctl, trial)
+            trial.set_status(Trial.PENDING)
+            trials.remove(trial)
+            trials.append(trial)
+            live.add(trial)
+            ours.on_trial_add(ctl, trial)
+        else:
+            trial.set_status(status)
+            if status in (Trial.TERMINATED, Trial.ERROR):
+                live.discard(trial)
+                ours.on_trial_complete(ctl, trial, {})
+            else:
+                live.add(trial)
+        expected = FIFOScheduler().choose_trial_to_run(ctl)
+        assert ours.choose_trial_to_run(ctl) is expected, step
+        chosen.append(expected)
+        compared += 1
+    # the seeded walk compared 171 steps, met both answers and chose 5 of the 6 trials at some step
+    assert (compared, len({id(t) for t in chosen if t is not None}), chosen.count(None)) == (171, 5, 26)
