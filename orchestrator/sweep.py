@@ -36,6 +36,7 @@ from orchestrator.sinks.trim import TrimResult
 from orchestrator.spec import Sweep, seed_sets
 from orchestrator.sweep_end import finish_run
 from orchestrator.trainable import run_tune_trial
+from orchestrator.tune_feed import LiveFIFO, TrialFeed
 from orchestrator.tune_trial import TrialCarry
 
 TUNE_NAME = "trials"
@@ -47,6 +48,10 @@ QUIET_TUNE = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # Tune's experiment state (every trial it holds, as JSON: O(N) a save, "auto" saves take up to
+    # ~5 % of its loop) is bookkeeping nothing reads back (every run starts a fresh Tuner): saved
+    # at the end of fit, not every few seconds of a long sweep
+    "TUNE_GLOBAL_CHECKPOINT_S": "3600",
 }
 
 
@@ -245,10 +250,13 @@ def _run_leased(
             trainable = tune.with_resources(given, {"cpu": res.cpu, "gpu": res.gpu})
             tuner = tune.Tuner(
                 trainable,
-                param_space={"trial": tune.grid_search(entries), "sweep": sweep_cfg},
+                param_space={"sweep": sweep_cfg},  # with each trial's entry from the feed
                 # reused actors: a trial's worker (torch, data, glth imported) serves the next
                 # trial with the same resources; each trial still sets its threads and seeds
                 tune_config=tune.TuneConfig(
+                    search_alg=TrialFeed(entries),
+                    num_samples=len(entries),
+                    scheduler=LiveFIFO(),  # FIFO without a walk over every trial at each step
                     max_concurrent_trials=sweep.spec.max_concurrent,
                     reuse_actors=True,
                     trial_name_creator=_trial_name,

@@ -79,6 +79,9 @@ def test_sweep_rows_runs_and_results_agree(small_sweep):
     assert rows.groupby("trial_id")["round"].apply(list).map(lambda r: r == [0, 1, 2]).all()
     assert (rows[rows["round"] == 0].density == 1.0).all()
     assert rows.config.map(lambda c: "seeds" in json.loads(c)).all()
+    # Tune's trials (orchestrator.tune_feed) are named after the trial ids: one directory each
+    tune_dirs = (tmp_path / "out" / sweep_id / "tune" / "trials").iterdir()
+    assert sorted(p.name for p in tune_dirs if p.is_dir()) == sorted(rows.trial_id.unique())
 
     parents, children = mlflow_children(uri, "glth-test")
     assert len(parents) == 1 and len(children) == 4
