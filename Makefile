@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH)
 
 clean:
-	rm -rf glth-runs mlflow.db mlartifacts bench-results
+	rm -rf glth-runs mlflow.db mlflow.db-wal mlflow.db-shm mlartifacts bench-results

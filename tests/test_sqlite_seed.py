@@ -48,6 +48,8 @@ def test_seeded_store_is_mlflows_own_schema_and_works(tmp_path, monkeypatch, cac
     run = c.create_run(exp, tags={"k": "v"})
     c.log_metric(run.info.run_id, "acc", 0.5, step=3)
     assert [(m.step, m.value) for m in c.get_metric_history(run.info.run_id, "acc")] == [(3, 0.5)]
+    with sqlite3.connect(seeded) as con:  # commits append to a write-ahead log: no journal per commit
+        assert con.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
 def test_seed_never_replaces_a_store(tmp_path, monkeypatch, cache):

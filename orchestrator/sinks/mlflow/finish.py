@@ -50,8 +50,12 @@ def _finish(client, run, status: str, artifacts: dict | None) -> bool:
     if _ended_with(run, status) and tag is not None and set(present) <= logged:
         return False
     for name, local in present.items():
-        _upload(client, run_id, name, local)
-    client.log_batch(run_id, tags=_end_tags(status, ",".join(sorted(logged | set(present)))), synchronous=True)
+        _upload(client, run_id, name, local, run.info.artifact_uri)
+    names = ",".join(sorted(logged | set(present)))
+    if run.data.tags.get(TAG_STATUS) == str(status)[:MAX_TAG_VALUE]:  # the live writer's end: one tag is new
+        client.set_tag(run_id, TAG_ARTIFACTS, names, synchronous=True)  # one commit where log_batch makes four
+    else:
+        client.log_batch(run_id, tags=_end_tags(status, names), synchronous=True)
     if run.info.status != _target(status):
         client.set_terminated(run_id, _target(status))
     return True

@@ -7,6 +7,14 @@ empty database per MLflow release into a cache (``$XDG_CACHE_HOME/glth``, else `
 and copies it to the new store's path. MLflow then finds every table at its head revision and
 only adds its ``Default`` experiment (with this store's artifact root), as in a store it migrated
 itself. Best effort: wherever the cache or the copy fails, MLflow creates the store as before.
+
+The copy is put in write-ahead-log mode (``journal_mode=WAL``, kept by the file) before it takes
+the store's name: a commit appends to ``<store>-wal`` instead of writing, syncing and deleting a
+rollback journal, which took a quarter of the driver's CPU in MLflow's commits (about nine a
+trial); readers (``mlflow ui``, ``glth runs``) no longer wait for the writer. Crash-safe as before
+(a killed process's last commits are in the WAL, replayed by the next opener); the store is then
+the ``.db`` file with its ``-wal`` and ``-shm`` files while it is open, one file once closed. A
+store that exists is left in its mode.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import sqlite3
 from pathlib import Path
 
 SQLITE = "sqlite:///"
@@ -58,6 +67,17 @@ def template() -> Path:
     return path
 
 
+def _write_ahead_log(db: Path) -> None:
+    """``db`` in WAL mode (a flag in its header), left one file again (checkpointed, closed)."""
+    con = sqlite3.connect(db)
+    try:
+        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"journal_mode stayed {mode}")
+    finally:
+        con.close()
+
+
 def seed(tracking_uri: str) -> bool:
     """Put the migrated empty store at ``tracking_uri``'s path when that is a sqlite file that does
     not exist yet; never over a file (another process's new store included). True if it did."""
@@ -72,6 +92,8 @@ def seed(tracking_uri: str) -> bool:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
             shutil.copyfile(source, tmp)
+            with contextlib.suppress(sqlite3.Error):  # a file system without WAL: a rollback journal
+                _write_ahead_log(tmp)
             os.link(tmp, path)  # fails if the path exists by now: that store is kept
         finally:
             with contextlib.suppress(FileNotFoundError):
