@@ -52,6 +52,27 @@ def test_seeded_store_is_mlflows_own_schema_and_works(tmp_path, monkeypatch, cac
         assert con.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
+def test_write_ahead_log_only_on_a_local_file_system(tmp_path, monkeypatch, cache):
+    """A store on a network file system (here: the mounts table says tmp_path is NFS) keeps the
+    rollback journal: sqlite's WAL needs shared memory NFS does not give; a local disk gets WAL."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    nfs = tmp_path / "home"
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {nfs} nfs4 rw,vers=4.2 0 0\n")
+    monkeypatch.setattr(sqlite_seed, "MOUNTS", str(mounts))
+    assert sqlite_seed.filesystem_of(nfs / "a" / "x") == "nfs4"
+    assert sqlite_seed.filesystem_of(tmp_path / "homeless") == "ext4"  # a prefix of the name is not the mount
+    modes = {}
+    for where in (nfs, tmp_path / "local"):
+        db = where / "mlflow.db"
+        assert sqlite_seed.seed(f"sqlite:///{db}")
+        with sqlite3.connect(db) as con:
+            modes[where.name] = con.execute("pragma journal_mode").fetchone()[0]
+    assert modes == {"home": "delete", "local": "wal"}
+    monkeypatch.setattr(sqlite_seed, "MOUNTS", str(tmp_path / "absent"))
+    assert sqlite_seed.filesystem_of(tmp_path) is None
+
+
 def test_seed_never_replaces_a_store(tmp_path, monkeypatch, cache):
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     db = tmp_path / "mlflow.db"

@@ -14,7 +14,10 @@ rollback journal, which took a quarter of the driver's CPU in MLflow's commits (
 trial); readers (``mlflow ui``, ``glth runs``) no longer wait for the writer. Crash-safe as before
 (a killed process's last commits are in the WAL, replayed by the next opener); the store is then
 the ``.db`` file with its ``-wal`` and ``-shm`` files while it is open, one file once closed. A
-store that exists is left in its mode.
+store that exists is left in its mode. Only on a file system known to be local (``LOCAL_FS``, read
+from ``/proc/self/mounts``): sqlite's WAL needs shared memory that a network file system (NFS, a
+cluster's shared home) does not give, so a store there, or where the type is unknown, keeps the
+rollback journal.
 """
 
 from __future__ import annotations
@@ -67,6 +70,34 @@ def template() -> Path:
     return path
 
 
+#: file systems on which a new store is put in WAL mode (local disks, memory, a container's layers)
+LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "bcachefs", "tmpfs", "overlay", "apfs"})
+
+
+#: where the mounts are read (Linux)
+MOUNTS = "/proc/self/mounts"
+
+
+def filesystem_of(path: Path) -> str | None:
+    """The type of the file system ``path`` is on (its longest mount point in ``MOUNTS``), None if
+    unknown."""
+    try:
+        table = Path(MOUNTS).read_text()
+    except OSError:
+        return None
+    where = os.path.realpath(path)
+    best, kind = -1, None
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = where == point or where.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > best:
+            best, kind = len(point), fields[2]
+    return kind
+
+
 def _write_ahead_log(db: Path) -> None:
     """``db`` in WAL mode (a flag in its header), left one file again (checkpointed, closed)."""
     con = sqlite3.connect(db)
@@ -92,8 +123,9 @@ def seed(tracking_uri: str) -> bool:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
             shutil.copyfile(source, tmp)
-            with contextlib.suppress(sqlite3.Error):  # a file system without WAL: a rollback journal
-                _write_ahead_log(tmp)
+            if filesystem_of(path.parent) in LOCAL_FS:
+                with contextlib.suppress(sqlite3.Error):  # a file system without WAL: a rollback journal
+                    _write_ahead_log(tmp)
             os.link(tmp, path)  # fails if the path exists by now: that store is kept
         finally:
             with contextlib.suppress(FileNotFoundError):
