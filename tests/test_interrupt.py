@@ -6,9 +6,11 @@ sweep with every (trial, round) row exactly once and the rows from before the in
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +47,10 @@ def rows_of(out: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
+#: pid → command line, of every process ``descendants`` found
+CMDLINES: dict[int, list[str]] = {}
+
+
 def descendants(pid: int) -> dict[int, float]:
     """{pid: create time} of every process under ``pid`` (the create time tells a reused pid apart)."""
     out = {}
@@ -52,6 +58,7 @@ def descendants(pid: int) -> dict[int, float]:
         for p in psutil.Process(pid).children(recursive=True):
             try:
                 out[p.pid] = p.create_time()
+                CMDLINES.setdefault(p.pid, p.cmdline())
             except psutil.Error:
                 pass
     except psutil.Error:
@@ -69,6 +76,11 @@ def alive(procs: dict[int, float]) -> list[str]:
         except psutil.Error:
             pass
     return left
+
+
+def cmdlines(procs: dict[int, float]) -> list[list[str]]:
+    """The command lines of ``procs`` seen (recorded while they ran: the interrupted ones are gone)."""
+    return [CMDLINES.get(pid, []) for pid in procs]
 
 
 def wait_gone(procs: dict[int, float], timeout: float = 60.0) -> list[str]:  # Ray's agents end last under load
@@ -104,22 +116,26 @@ def test_ctrl_c_stops_ray_keeps_finished_rounds_and_the_rerun_completes(tmp_path
     (tmp_path / "spec.yaml").write_text(SPEC)
     out = tmp_path / "out"
     proc, seen = start(tmp_path), {}
+    said: list[str] = []  # the driver's stderr, line by line as it comes
+    reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
+        # interrupted once the driver has received a round: the rows it holds (written within 2 s
+        # or at a trial's end) must reach the disk on Ctrl-C too
         deadline = time.monotonic() + 600
-        while len(rows_of(out)) < 1:
-            assert proc.poll() is None, f"glth run ended before any row: {proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no row within 600 s"
+        while not any(re.search(r"\] trial \w+ round 1:", line) for line in said):
+            assert proc.poll() is None, f"glth run ended before a round: {''.join(said)[-3000:]}"
+            assert time.monotonic() < deadline, "no round within 600 s"
             seen.update(descendants(proc.pid))
-            time.sleep(0.2)
-        seen.update(descendants(proc.pid))
-        assert any("raylet" in " ".join(psutil.Process(p).cmdline()) for p in seen if alive({p: seen[p]})), (
-            "the run's raylet was not found among its processes"
-        )
+            time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        reader.join(timeout=30)
+        err = "".join(said)
     except BaseException:
         kill_all(proc, seen)
         raise
+    assert any("raylet" in " ".join(p) for p in cmdlines(seen)), "the run's raylet was not found among its processes"
     assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
     assert not wait_gone(seen), f"Ray processes of the interrupted run still alive: {alive(seen)}"
     lines = [line for line in err.splitlines() if "interrupted" in line]

@@ -217,10 +217,12 @@ dictionary: {kind: canonical}
 tau: 0.3
 seeds: [0]
 rounds: 6
-train: {epochs: 16, batch_size: 64, lr: 0.05}
+train: {epochs: 48, batch_size: 64, lr: 0.05}
 resources: {cpu: 1}
 """
-TWO_DRIVERS_ROUNDS = 6  # rounds long enough that the driver writes some before the trial's end (every 2 s)
+TWO_DRIVERS_ROUNDS = (
+    6  # rounds long enough (~0.75 s quiet) that the driver writes some (held up to 2 s) before the trial ends
+)
 
 
 @pytest.mark.slow

@@ -69,13 +69,15 @@ def test_a_local_session_is_minimal_and_its_trial_actors_inherit_the_driver_env(
             {"runtime_env": dict(ray.get_runtime_context().runtime_env), "env": os.environ.get("GLTH_TEST_DRIVER_ENV")}
         )
 
+    others = set(psutil.Process().children(recursive=True))  # this test process's own, not Ray's (an S3 server)
     with ray_session(None, num_cpus=1):
         procs = _ray_commands()
         grid = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}),
             run_config=tune.RunConfig(name="env", storage_path=str(tmp_path / "tune"), verbose=0),
         ).fit()
-        under = psutil.Process().children(recursive=True)  # GCS, head, raylet, its agents and the trial's worker
+        # GCS, head, raylet, its agents and the trial's worker
+        under = [p for p in psutil.Process().children(recursive=True) if p not in others]
         started = [i.process for infos in worker._global_node.all_processes.values() for i in infos]
     # stopped at once: each process Ray would have stopped in turn (SIGTERM, then up to 1 s) was
     # killed, and none of those under them is left to exit later
