@@ -17,19 +17,26 @@ def finish_run(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str, compact_fro
     files compacted (where the setting asks)."""
     # judged by what is on disk, not by Tune's result grid: a trial failed unless all its rows
     # are there and ok (a diverged loss leaves a failed row; a trial out of retries, missing rows)
-    complete = parquet.completed_trials(sweep_dir)
+    try:  # read once for the judgement and the backfill (a damaged file: each reads as before)
+        rows = parquet.read_rounds(sweep_dir)
+    except parquet.DamagedRows:
+        rows = None
+    complete = parquet.completed_trials(sweep_dir, df=rows)
     failed = sorted(t.trial_id for t in sweep.trials if t.trial_id not in complete)
-    sync_mlflow(sweep, sweep_dir, tracking_uri)
+    sync_mlflow(sweep, sweep_dir, tracking_uri, rows)
+    del rows
     if compact_from and len(sweep.trials) >= compact_from:  # after MLflow got each trial's own file
         parquet_compact.compact_finished(sweep_dir, complete)
     return failed
 
 
-def sync_mlflow(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str) -> dict | None:
-    """Backfill MLflow from the Parquet rows exactly once; a down server only postpones it."""
+def sync_mlflow(sweep: Sweep, sweep_dir: SweepDir, tracking_uri: str, df=None) -> dict | None:
+    """Backfill MLflow from the Parquet rows (``df``: already read, else read here) exactly once; a
+    down server only postpones it."""
     from orchestrator.sinks import mlflow as mlflow_sink
 
-    df = parquet.read_rounds(sweep_dir)
+    if df is None:
+        df = parquet.read_rounds(sweep_dir)
     if df.empty:
         return None
     files = parquet.trial_files(sweep_dir)

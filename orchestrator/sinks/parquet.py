@@ -234,10 +234,11 @@ def trial_files(where: SweepDir) -> dict[str, Path | str]:
     }
 
 
-def completed_trials(where: SweepDir, rounds: int | None = None) -> set[str]:
+def completed_trials(where: SweepDir, rounds: int | None = None, df: pd.DataFrame | None = None) -> set[str]:
     """Trial ids whose ok rows hold rounds 0 … n−1, n their ``rows_expected`` (or ``rounds``); an
-    unreadable file holds none."""
-    df = read_rounds(where, skip_damaged=True)
+    unreadable file holds none. ``df``: the sweep's rows already read (``read_rounds``)."""
+    if df is None:
+        df = read_rounds(where, skip_damaged=True)
     ok = df[df["status"] == "ok"]
     done = set()
     for tid, rows in ok.groupby("trial_id"):
