@@ -30,7 +30,7 @@ from orchestrator.layout import TUNE, SweepDir
 from orchestrator.notices import Notices
 from orchestrator.progress import Progress
 from orchestrator.ray_local import ray_session
-from orchestrator.sinks import parquet, parquet_compact
+from orchestrator.sinks import parquet, parquet_compact, parquet_writer
 from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.sinks.trim import TrimResult
 from orchestrator.spec import Sweep, seed_sets
@@ -144,8 +144,9 @@ def _start_mlflow(sweep: Sweep, tracking_uri: str) -> dict:
     return info
 
 
-def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict):
-    """The driver's MLflow writer: child runs per trial, the curves on the parent, live."""
+def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict, flush_s: float):
+    """The driver's MLflow writer: child runs per trial, the curves on the parent, live (a trial's
+    rounds held up to ``flush_s``, as the rows are)."""
     from orchestrator.sinks.mlflow.callback import MlflowWriter
 
     return MlflowWriter(
@@ -156,6 +157,7 @@ def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict):
         sweep.sweep_id,
         metas=[t.meta(sweep.sweep_id) for t in sweep.trials],
         sweep_dir=sweep_dir,
+        flush_s=flush_s,
     )
 
 
@@ -197,6 +199,7 @@ def _run_leased(
 ) -> SweepResult:
     tracking_uri = absolute_uri(tracking_uri or default_tracking_uri())
     compact_from = parquet_compact.min_trials()  # a bad setting is refused before any work
+    rows_flush_s = parquet_writer.flush_seconds()  # the same (how long the driver holds a trial's rounds)
     share = shared_data.enabled()
     sweep_dir.create(sweep.text, tracking_uri)
     if force:
@@ -239,9 +242,9 @@ def _run_leased(
         storage_path, filesystem = sweep_dir.store.tune_storage(TUNE)
         sweep_dir.store.delete_dir(f"{TUNE}/{TUNE_NAME}")  # Tune's bookkeeping of an earlier run
         with ray_session(address, num_cpus), shared_data.session(share) as datasets:
-            rows = ParquetWriter(sweep_dir)
+            rows = ParquetWriter(sweep_dir, rows_flush_s)
             # built when a trial first needs it: the MLflow set-up may still run while the trials' workers start
-            writer = Deferred(mlflow_started, lambda info: _mlflow_writer(sweep, sweep_dir, info))
+            writer = Deferred(mlflow_started, lambda info: _mlflow_writer(sweep, sweep_dir, info, rows_flush_s))
             # what the MLflow curves import (scipy.stats, 0.5 s), while the trials run
             Background(importlib.import_module, "scipy.stats")
             # inside the session: with_parameters puts ``live``, the sweep directory and the datasets' hub

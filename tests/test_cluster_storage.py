@@ -378,6 +378,7 @@ def test_e_local_ray_on_s3_survives_a_driver_kill(cluster, shared_run, s3_env, t
     (tmp_path / "spec.yaml").write_text(SPEC)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_")) and k != "GLTH_STORAGE"}
     env.update({**s3_env.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "glth-e-" + os.urandom(8).hex()})
+    env["GLTH_ROWS_FLUSH_S"] = "0.3"  # rows on S3 mid-sweep (held 2 s, a quick sweep could end first)
     proc = glth_run(cluster, uri, "e", wait=False, cwd=tmp_path, env=env, name="e-killed")
     family: dict[int, psutil.Process] = {}
     try:

@@ -509,7 +509,11 @@ def test_driver_killed_mid_sweep_then_resume_finishes_it_without_recomputing(ref
     uri = sqlite_uri(tmp_path / "mlflow.db")
     spec_path = write_spec(tmp_path, "faults")
     sweep_id, out = reference["sweep_id"], tmp_path / "out"
-    run = Glth("run", str(spec_path), "--out", "out", "--tracking-uri", uri, cwd=tmp_path).start()
+    # rows held 0.3 s, not 2: on a quiet machine the slow trial's 7 rounds take ~2 s, and rows must
+    # reach the disk mid-trial for a moment with some written and later ones held
+    run = Glth(
+        "run", str(spec_path), "--out", "out", "--tracking-uri", uri, cwd=tmp_path, env={"GLTH_ROWS_FLUSH_S": "0.3"}
+    ).start()
     killed, counts, received = None, {}, {}
     deadline = time.monotonic() + 420
     try:
@@ -677,7 +681,18 @@ def test_mlflow_server_dying_mid_sweep_is_backfilled_by_the_next_run(reference, 
     spec_path = write_spec(tmp_path, "faults-mlflow-dies", SPEC.replace("epochs: [2, 16]", "epochs: 16"))
     sweep_id, out = sweep_id_of(spec_path), tmp_path / "out"
     before = live_steps(server.uri)
-    run = Glth("run", str(spec_path), "--out", "out", "--tracking-uri", server.uri, cwd=tmp_path).start()
+    # rounds held 0.3 s, not 2: the trial's 7 rounds take ~2 s on a quiet machine, and steps must reach
+    # MLflow mid-trial before the server is killed
+    run = Glth(
+        "run",
+        str(spec_path),
+        "--out",
+        "out",
+        "--tracking-uri",
+        server.uri,
+        cwd=tmp_path,
+        env={"GLTH_ROWS_FLUSH_S": "0.3"},
+    ).start()
     stopped_at = None
     deadline = time.monotonic() + 420
     try:

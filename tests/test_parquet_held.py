@@ -186,3 +186,16 @@ def test_the_writer_pickles_as_tune_saves_it_with_the_runs_config(where):
     copy.on_step_end(iteration=1, trials=[])  # held in another process: due at once
     copy.writes.drain()
     assert on_disk(where) == {"t": [0]} and copy.writes.done == 1 and writer.writes.done == 0
+
+
+def test_the_hold_setting(monkeypatch):
+    from orchestrator.sinks import parquet_writer
+
+    monkeypatch.delenv("GLTH_ROWS_FLUSH_S", raising=False)
+    assert parquet_writer.flush_seconds() == 2.0
+    monkeypatch.setenv("GLTH_ROWS_FLUSH_S", "0.25")
+    assert parquet_writer.flush_seconds() == 0.25
+    for bad in ("-1", "soon", "nan", "inf"):
+        monkeypatch.setenv("GLTH_ROWS_FLUSH_S", bad)
+        with pytest.raises(ValueError, match=f"GLTH_ROWS_FLUSH_S: '{bad}' is not a number of seconds"):
+            parquet_writer.flush_seconds()

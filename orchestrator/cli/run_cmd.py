@@ -99,12 +99,13 @@ def cmd_run(args, spec_path: Path | None = None) -> int:
 
     from orchestrator import shared_data
     from orchestrator.layout import SweepDir
-    from orchestrator.sinks import parquet_compact
+    from orchestrator.sinks import parquet_compact, parquet_writer
     from orchestrator.sweep import run_sweep
 
     where = SweepDir(storage, sweep.sweep_id)  # the one handle on the sweep's directory, from here down
     try:
         parquet_compact.min_trials()
+        parquet_writer.flush_seconds()
         shared_data.enabled()
     except ValueError as e:
         raise BadInput(str(e)) from None

@@ -29,6 +29,7 @@ trial the sweep has run.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from ray.tune import Callback
@@ -40,6 +41,24 @@ from orchestrator.tune_trial import TrialCarry
 
 #: the longest a reported row waits in the driver before its trial's file is rewritten
 FLUSH_S = 2.0
+#: the hold in seconds, where a person (or a test timing a fault on rows on disk) wants another
+FLUSH_ENV = "GLTH_ROWS_FLUSH_S"
+
+
+def flush_seconds() -> float:
+    """``GLTH_ROWS_FLUSH_S`` (default 2; 0 writes every report at once): how long the driver holds a
+    trial's rounds before its Parquet file and its MLflow run get them; ValueError, one line, if it
+    is not a number of seconds ≥ 0."""
+    raw = os.environ.get(FLUSH_ENV, "").strip()
+    if not raw:
+        return FLUSH_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{FLUSH_ENV}: {raw!r} is not a number of seconds ≥ 0 (0: every report written at once)")
+    return value
 
 
 class ParquetWriter(Callback):
