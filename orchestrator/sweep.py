@@ -33,11 +33,10 @@ from orchestrator.ray_local import ray_session
 from orchestrator.sinks import parquet, parquet_compact, parquet_writer
 from orchestrator.sinks.parquet_writer import ParquetWriter
 from orchestrator.sinks.trim import TrimResult
-from orchestrator.spec import Sweep, seed_sets
+from orchestrator.spec import Sweep
 from orchestrator.sweep_end import finish_run
 from orchestrator.trainable import run_tune_trial
-from orchestrator.tune_feed import LiveFIFO, TrialFeed
-from orchestrator.tune_trial import TrialCarry
+from orchestrator.tune_feed import LiveFIFO, TrialFeed, grid_entries, trial_name
 
 TUNE_NAME = "trials"
 # Tune's result grid reads result.json files that glth never has Tune write (the rows are ours):
@@ -161,22 +160,6 @@ def _mlflow_writer(sweep: Sweep, sweep_dir: SweepDir, info: dict, flush_s: float
     )
 
 
-def grid_entries(trials: list, batch_seeds: int) -> list[dict]:
-    """One Tune trial per trial, or per chunk of ``batch_seeds`` seeds of one configuration, each
-    a ``TrialCarry.to_dict()``."""
-    if batch_seeds <= 1:
-        return [TrialCarry.of([t]).to_dict() for t in trials]
-    entries = []
-    for members in seed_sets(trials).values():
-        for i in range(0, len(members), batch_seeds):
-            entries.append(TrialCarry.of(members[i : i + batch_seeds]).to_dict())
-    return entries
-
-
-def _trial_name(trial) -> str:
-    return TrialCarry.from_dict(trial.config["trial"]).trial_id
-
-
 def run_sweep(
     sweep: Sweep,
     out_dir=None,
@@ -262,8 +245,8 @@ def _run_leased(
                     scheduler=LiveFIFO(),  # FIFO without a walk over every trial at each step
                     max_concurrent_trials=sweep.spec.max_concurrent,
                     reuse_actors=True,
-                    trial_name_creator=_trial_name,
-                    trial_dirname_creator=_trial_name,
+                    trial_name_creator=trial_name,
+                    trial_dirname_creator=trial_name,
                 ),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,

@@ -1,5 +1,5 @@
 """How the driver hands Tune its trials: ``TrialFeed``, a Tune searcher that gives out the sweep's
-Tune trials (``TrialCarry.to_dict()`` entries, ``orchestrator.sweep.grid_entries``) one at a time,
+Tune trials (``TrialCarry.to_dict()`` entries, ``grid_entries``) one at a time,
 in order, then says it is finished; and ``LiveFIFO``, Tune's first-in-first-out choice of the next
 trial to start, made among the live trials only.
 
@@ -25,7 +25,26 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-__all__ = ["LiveFIFO", "TrialFeed"]
+from orchestrator.spec import seed_sets
+from orchestrator.tune_trial import TrialCarry
+
+__all__ = ["LiveFIFO", "TrialFeed", "grid_entries", "trial_name"]
+
+
+def grid_entries(trials: list, batch_seeds: int) -> list[dict]:
+    """One Tune trial per trial, or per chunk of ``batch_seeds`` seeds of one configuration, each
+    a ``TrialCarry.to_dict()``."""
+    if batch_seeds <= 1:
+        return [TrialCarry.of([t]).to_dict() for t in trials]
+    entries = []
+    for members in seed_sets(trials).values():
+        for i in range(0, len(members), batch_seeds):
+            entries.append(TrialCarry.of(members[i : i + batch_seeds]).to_dict())
+    return entries
+
+
+def trial_name(trial) -> str:
+    return TrialCarry.from_dict(trial.config["trial"]).trial_id
 
 
 class TrialFeed(Searcher):

@@ -1,5 +1,5 @@
 """What one Tune trial carries: ``TrialCarry``, written into Tune's ``param_space`` by the driver
-(``orchestrator.sweep.grid_entries``) and read back by the trainable (``orchestrator.trainable``)
+(``orchestrator.tune_feed.grid_entries``) and read back by the trainable (``orchestrator.trainable``)
 and the progress display (``orchestrator.progress``), so the three agree on one shape.
 
 A Tune trial runs a seed batch: one trial, or ``batch_seeds: K`` seeds of one configuration trained

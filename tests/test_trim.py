@@ -10,7 +10,7 @@ from test_tune_feed import SPEC, drain
 
 from orchestrator import spec as specs
 from orchestrator.sinks.trim import KEPT, TrimResult
-from orchestrator.sweep import grid_entries
+from orchestrator.tune_feed import grid_entries
 
 
 def report(trial, rnd: int) -> dict:

@@ -13,8 +13,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
 from orchestrator import spec as specs
-from orchestrator.sweep import _trial_name, grid_entries
-from orchestrator.tune_feed import LiveFIFO, TrialFeed
+from orchestrator.tune_feed import LiveFIFO, TrialFeed, grid_entries, trial_name
 from orchestrator.tune_trial import TrialCarry
 
 SPEC = """
@@ -44,8 +43,8 @@ def drain(entries: list[dict], max_concurrent: int, where) -> tuple[list, int]:
             config={"sweep": sweep_cfg},
             storage_path=str(where),
             num_samples=len(entries),
-            trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
         )
     )
     made, live, most = [], [], 0
