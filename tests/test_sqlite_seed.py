@@ -82,3 +82,15 @@ def test_seed_never_replaces_a_store(tmp_path, monkeypatch, cache):
     assert db.read_bytes() == b"a store someone made"
     assert not sqlite_seed.seed("http://127.0.0.1:5000") and not sqlite_seed.seed(f"sqlite:///{tmp_path}/x.db?mode=ro")
     assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]  # no temporary file left
+
+
+def test_mlflow_telemetry_is_off_unless_the_user_set_it(tmp_path, monkeypatch, cache):
+    import os
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    sink.client(f"sqlite:///{tmp_path / 'a.db'}")
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # the user's own choice wins
+    sink.client(f"sqlite:///{tmp_path / 'b.db'}")
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
